@@ -1,0 +1,169 @@
+"""Typed settings, read once at the edge and passed down as one frozen object.
+
+Precedence, highest first: command-line flags > environment (``WATCHER_<KEY>``) > config file >
+defaults. Relative paths from a config file are relative to that file's folder (so a unit file or
+``make run`` can point at ``config.toml`` from anywhere); relative paths from flags or the
+environment are relative to the current directory. Every path is absolute once loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from watcher.errors import ConfigError
+
+ENV_PREFIX = "WATCHER_"
+#: Environment variable naming the config file (the ``--config`` flag wins over it).
+CONFIG_ENV = "WATCHER_CONFIG"
+
+ReportFormat = Literal["csv", "json", "markdown"]
+
+DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.swp", "*.swx", "*.crdownload")
+
+
+class Settings(BaseModel):
+    """Everything watcher can be told. See ``config.toml`` for each key's meaning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    watch_dir: Path = Path("inbox")
+    db_path: Path = Path("var/watcher.db")
+    report_dir: Path | None = None
+    report_formats: tuple[ReportFormat, ...] = ("csv", "json")
+    target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
+    patterns: tuple[str, ...] = Field(("*.json",), min_length=1)
+    ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
+    recursive: bool = True
+    follow_symlinks: bool = False
+    max_file_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_errors_per_file: int = Field(50, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    observer: Literal["inotify", "polling"] = "inotify"
+    polling_interval: float = Field(1.0, gt=0)
+    settle_seconds: float = Field(2.0, ge=0)
+    max_write_seconds: float = Field(60.0, gt=0)
+    report_interval: float = Field(1.0, ge=0)
+    reconcile_interval: float = Field(300.0, gt=0)
+    batch_size: int = Field(500, ge=1)
+    workers: int = Field(0, ge=0)
+    progress: Literal["auto", "always", "never"] = "auto"
+
+    @model_validator(mode="after")
+    def _default_report_dir(self) -> Settings:
+        # Reports live outside the watch dir by default: beside the database.
+        if self.report_dir is None:
+            object.__setattr__(self, "report_dir", self.db_path.parent / "reports")
+        return self
+
+    @property
+    def reports(self) -> Path:
+        """The report directory (always set after validation)."""
+        assert self.report_dir is not None
+        return self.report_dir
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes for bulk parsing; ``workers = 0`` means one per CPU."""
+        return self.workers or (os.cpu_count() or 1)
+
+
+_PATH_KEYS = ("watch_dir", "db_path", "report_dir")
+_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns")
+
+
+def _absolute(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(values)
+    for key in _PATH_KEYS:
+        if isinstance(out.get(key), str):
+            out[key] = str((base / Path(out[key]).expanduser()).absolute())
+    return out
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file into raw values, paths made absolute against its folder.
+
+    Raises :class:`ConfigError` for a missing, unreadable or malformed file.
+    """
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    # Accept either top-level keys or a [watcher] table.
+    if set(data) == {"watcher"} and isinstance(data["watcher"], dict):
+        data = data["watcher"]
+    return _absolute(data, path.parent.absolute())
+
+
+def read_env(env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    """Raw values from ``WATCHER_<KEY>`` variables; lists are comma-separated."""
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key in _LIST_KEYS:
+            out[key] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            out[key] = value
+    return _absolute(out, cwd)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge defaults, the config file, the environment and flags into :class:`Settings`.
+
+    ``config_file`` falls back to ``$WATCHER_CONFIG``; with neither, only defaults, the
+    environment and flags apply. ``flags`` holds only the options actually given (``None`` values
+    are ignored). Raises :class:`ConfigError` with one line naming the source and the key.
+    """
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = cwd / env[CONFIG_ENV]
+
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config_file is not None:
+        layers.append((str(config_file), read_config_file(config_file)))
+    env_values = read_env(env, cwd)
+    layers.append(("environment", env_values))
+    flag_values = _absolute({k: v for k, v in (flags or {}).items() if v is not None}, cwd)
+    layers.append(("command line", flag_values))
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            merged[key] = value
+            origin[key] = f"{ENV_PREFIX}{key.upper()}" if source == "environment" else source
+    # Defaults are relative to the current directory.
+    merged = {**_absolute({k: str(v) for k, v in _default_paths().items()}, cwd), **merged}
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else ""
+        where = origin.get(key, "config")
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"{where}: unknown key {key!r}") from None
+        raise ConfigError(f"{where}: {key}: {first['msg']}") from None
+
+
+def _default_paths() -> dict[str, Path]:
+    fields = Settings.model_fields
+    return {key: fields[key].default for key in ("watch_dir", "db_path")}

@@ -1,0 +1,17 @@
+"""Named exceptions. Library code raises these; only the CLI turns them into exit codes."""
+
+
+class WatcherError(Exception):
+    """Base class of every error watcher raises on purpose."""
+
+
+class ConfigError(WatcherError):
+    """The configuration (file, environment or flags) cannot be used. One line, for humans."""
+
+
+class StoreError(WatcherError):
+    """The database cannot be opened, migrated or written."""
+
+
+class WatchDirError(WatcherError):
+    """The watch directory is missing or is not a directory."""

@@ -1,0 +1,205 @@
+"""The results-file schema and its validation. Pure: bytes in, a model or a list of problems out.
+
+:func:`validate_bytes` is the one entry point: it decodes, parses and validates a whole document
+and reports every problem it finds (capped at ``max_errors``), each naming the offending value's
+path (``recall_arr[3]``) or ``None`` for a whole-file problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import email_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+#: Bump when the validation rules change: every stored outcome is re-judged on the next reconcile.
+RULES_VERSION = 1
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# RFC 3339 section 5.6 date-time, with seconds, at most 6 fraction digits, and an explicit offset.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a file is rejected. ``field`` is a value path, or ``None`` for the whole file."""
+
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The form stored in ``rejections.errors`` and logged."""
+        return {"field": self.field, "message": self.message}
+
+
+def _uuid(value: str) -> str:
+    if not _UUID.fullmatch(value):
+        raise PydanticCustomError("uuid", "must be a UUID in 8-4-4-4-12 hex form")
+    return value.lower()
+
+
+def _email(value: str) -> str:
+    try:
+        email_validator.validate_email(value, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise PydanticCustomError("email", "not a valid e-mail address: {reason}", {"reason": str(exc)}) from None
+    return value
+
+
+def _rfc3339(value: str) -> str:
+    if not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc3339",
+            "must be an RFC 3339 date-time with seconds and an offset, such as 2024-05-01T12:00:00.000Z",
+        )
+    try:
+        datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        raise PydanticCustomError("rfc3339", "impossible date or time: {reason}", {"reason": str(exc)}) from None
+    return value
+
+
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class ResultFile(BaseModel):
+    """One evaluated model. Strict: no numbers as strings, no booleans as numbers; extra keys ignored.
+
+    Field rules live here; the rules that relate the two arrays (same length, thresholds strictly
+    increasing) are checked by :func:`curve_problems`, so that they are reported alongside any
+    other field's problems.
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    model_id: Annotated[str, AfterValidator(_uuid)]
+    issuer: Annotated[str, AfterValidator(_email)]
+    experiment_date: Annotated[str, AfterValidator(_rfc3339)]
+    threshold_arr: list[UnitFloat] = Field(min_length=1)
+    recall_arr: list[UnitFloat] = Field(min_length=1)
+
+    @property
+    def experiment_at(self) -> str:
+        """The experiment instant in UTC, fixed width, so text order is time order."""
+        instant = datetime.fromisoformat(self.experiment_date.upper()).astimezone(UTC)
+        return instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def curve_problems(thresholds: list[float], recalls: list[float], limit: int) -> list[Problem]:
+    """Cross-array rules: equal lengths, and each threshold greater than the one before."""
+    problems: list[Problem] = []
+    if len(thresholds) != len(recalls):
+        problems.append(
+            Problem("recall_arr", f"has {len(recalls)} values but threshold_arr has {len(thresholds)}")
+        )
+    for i in range(1, len(thresholds)):
+        if thresholds[i] <= thresholds[i - 1]:
+            if len(problems) >= limit:
+                break
+            problems.append(
+                Problem(f"threshold_arr[{i}]", f"must be greater than the previous threshold ({thresholds[i - 1]!r})")
+            )
+    return problems
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str | None:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
+def _reject_constant(name: str) -> float:
+    # NaN / Infinity are not JSON; keep them as NaN so validation names the field that holds one.
+    return math.nan
+
+
+class _DuplicateKeys(dict[str, Any]):
+    """A JSON object that remembers keys given twice (json keeps the last silently)."""
+
+    duplicates: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = _DuplicateKeys(pairs)
+    obj.duplicates = []
+    if len(obj) != len(pairs):
+        obj.duplicates = [key for key, count in Counter(k for k, _ in pairs).items() if count > 1]
+    return obj
+
+
+def parse_json(raw: bytes) -> tuple[Any, list[Problem]]:
+    """Decode UTF-8 (a leading BOM is tolerated) and parse JSON; a whole-file problem on failure."""
+    if not raw.strip():
+        return None, [Problem(None, "file is empty")]
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(None, f"not UTF-8 text: invalid byte at offset {exc.start}")]
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs), []
+    except json.JSONDecodeError as exc:
+        return None, [Problem(None, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+    except RecursionError:
+        return None, [Problem(None, "not valid JSON: nested too deeply")]
+
+
+def validate_document(doc: Any, max_errors: int = 50) -> ResultFile | list[Problem]:
+    """Validate a parsed document; every problem is reported, at most ``max_errors`` of them.
+
+    When more problems exist, the last entry says how many were left out.
+    """
+    if not isinstance(doc, dict):
+        return [Problem(None, f"top level must be a JSON object, not {_json_type(doc)}")]
+    problems = [Problem(key, "key appears more than once") for key in getattr(doc, "duplicates", [])]
+    model: ResultFile | None = None
+    bad_fields: set[Any] = set()
+    total_extra = 0
+    try:
+        model = ResultFile.model_validate(doc)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        bad_fields = {e["loc"][0] for e in errors if e["loc"]}
+        problems += [Problem(_field_path(e["loc"]), _message(e["type"], e["msg"])) for e in errors]
+    if not bad_fields & {"threshold_arr", "recall_arr"}:
+        problems += curve_problems(doc["threshold_arr"], doc["recall_arr"], max_errors)
+    if not problems:
+        assert model is not None
+        return model
+    if len(problems) > max_errors:
+        total_extra = len(problems) - (max_errors - 1)
+        problems = problems[: max_errors - 1] + [Problem(None, f"{total_extra} more problems not listed")]
+    return problems
+
+
+def validate_bytes(raw: bytes, max_errors: int = 50) -> ResultFile | list[Problem]:
+    """Parse and validate a whole file's bytes. Never raises for any input."""
+    doc, problems = parse_json(raw)
+    if problems:
+        return problems
+    return validate_document(doc, max_errors)
+
+
+def _message(kind: str, msg: str) -> str:
+    return "field required" if kind == "missing" else msg
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -1,0 +1,216 @@
+"""One file in, one outcome out: stat, read safely, hash, validate, score.
+
+:func:`judge` never raises and never blocks: a FIFO or device is never opened, a file over
+``max_file_bytes`` is never read, a symlink is followed only when it stays inside the watch tree.
+It runs in worker processes during a bulk scan, so its inputs and outputs are small and picklable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as st
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcher.models import Problem, validate_bytes
+from watcher.scoring import optimal_point
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What identifies a file's version without reading it."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, s: os.stat_result) -> FileStat:
+        """Build from an ``os.stat_result``."""
+        return cls(s.st_size, s.st_mtime_ns, s.st_ino)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A valid file and its chosen operating point."""
+
+    path: str
+    stat: FileStat
+    sha256: str
+    model_id: str
+    issuer: str
+    experiment_date: str
+    experiment_at: str
+    optimal_threshold: float
+    closest_recall_value: float
+    distance: float
+    target_met: bool
+    target_recall: float
+    n_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An invalid file and every reason. ``stat``/``sha256`` are ``None`` when it could not be read."""
+
+    path: str
+    stat: FileStat | None
+    sha256: str | None
+    errors: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The content hashes to what is stored and was judged under the current rules: nothing to redo."""
+
+    path: str
+    stat: FileStat
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The file is gone (or never was a file we track)."""
+
+    path: str
+
+
+Outcome = Scored | Rejected | Unchanged | Removed
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeOptions:
+    """The settings :func:`judge` needs; small, so it pickles cheaply to worker processes."""
+
+    root: Path
+    target_recall: float
+    max_file_bytes: int
+    max_errors: int = 50
+    follow_symlinks: bool = False
+
+
+def _reject(path: str, message: str, stat: FileStat | None = None) -> Rejected:
+    return Rejected(path, stat, None, (Problem(None, message),))
+
+
+def _inside(path: str, root: Path) -> bool:
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def identity_stat(full: str) -> os.stat_result:
+    """The stat that identifies a path's version: the link target's when it resolves, else its own.
+
+    The tree walk and :func:`judge` both use this, so an unchanged file compares equal.
+    """
+    try:
+        return os.stat(full)
+    except OSError:
+        return os.lstat(full)
+
+
+def judge(rel: str, opts: JudgeOptions, known_sha: str | None = None) -> Outcome:
+    """Judge the file at ``opts.root / rel``. Never raises.
+
+    ``known_sha`` is the stored hash of this path's last outcome, given only when that outcome was
+    made under the current target and rules; an identical file then yields :class:`Unchanged`
+    without being parsed again.
+    """
+    try:
+        return _judge(rel, opts, known_sha)
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the service
+        return _reject(rel, f"internal error while judging the file: {type(exc).__name__}: {exc}")
+
+
+def _judge(rel: str, opts: JudgeOptions, known_sha: str | None) -> Outcome:
+    full = os.path.join(opts.root, rel)
+    try:
+        lst = os.lstat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        return Removed(rel)
+    except OSError as exc:
+        return _reject(rel, f"cannot stat the file: {exc.strerror}")
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if st.S_ISLNK(lst.st_mode):
+        ident = FileStat.of(identity_stat(full))
+        if not os.path.exists(full):
+            return _reject(rel, "dangling symbolic link: its target does not exist", ident)
+        if not opts.follow_symlinks and not _inside(full, opts.root):
+            return _reject(rel, "symbolic link points outside the watch directory; not followed", ident)
+    else:
+        flags |= os.O_NOFOLLOW
+        if st.S_ISDIR(lst.st_mode):
+            return Removed(rel)
+    try:
+        # O_NONBLOCK: a FIFO opened for reading must never block the service.
+        fd = os.open(full, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        return Removed(rel)
+    except OSError as exc:
+        return _reject(rel, f"cannot open the file: {exc.strerror}", FileStat.of(lst))
+    try:
+        fst = os.fstat(fd)
+        fstat = FileStat.of(fst)
+        if st.S_ISDIR(fst.st_mode):
+            return Removed(rel)
+        if not st.S_ISREG(fst.st_mode):
+            return _reject(rel, f"not a regular file ({_kind(fst.st_mode)}); not read", fstat)
+        if fst.st_size > opts.max_file_bytes:
+            return _reject(rel, f"file is {fst.st_size} bytes, over max_file_bytes ({opts.max_file_bytes})", fstat)
+        raw = _read_at_most(fd, opts.max_file_bytes + 1)
+    except OSError as exc:
+        return _reject(rel, f"cannot read the file: {exc.strerror}", FileStat.of(lst))
+    finally:
+        os.close(fd)
+    if len(raw) > opts.max_file_bytes:  # grew while we read it
+        return _reject(rel, f"file is over max_file_bytes ({opts.max_file_bytes})", fstat)
+    sha = hashlib.sha256(raw).hexdigest()
+    if known_sha == sha:
+        return Unchanged(rel, fstat, sha)
+    return judge_bytes(rel, raw, fstat, sha, opts)
+
+
+def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOptions) -> Scored | Rejected:
+    """Validate and score content already read."""
+    result = validate_bytes(raw, opts.max_errors)
+    if isinstance(result, list):
+        return Rejected(rel, fstat, sha, tuple(result))
+    score = optimal_point(result.threshold_arr, result.recall_arr, opts.target_recall)
+    return Scored(
+        path=rel,
+        stat=fstat,
+        sha256=sha,
+        model_id=result.model_id,
+        issuer=result.issuer,
+        experiment_date=result.experiment_date,
+        experiment_at=result.experiment_at,
+        optimal_threshold=score.threshold,
+        closest_recall_value=score.recall,
+        distance=score.distance,
+        target_met=score.target_met,
+        target_recall=opts.target_recall,
+        n_points=len(result.threshold_arr),
+    )
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    if st.S_ISFIFO(mode):
+        return "a FIFO"
+    if st.S_ISCHR(mode) or st.S_ISBLK(mode):
+        return "a device"
+    if st.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"

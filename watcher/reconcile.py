@@ -1,0 +1,187 @@
+"""Make the database mirror the directory: the one-shot scan, also run by the daemon at start-up,
+periodically, and for folders that appear or move.
+
+Only what changed is read: a file whose (size, mtime_ns, inode) matches the stored outcome made
+under the current target and rules is not opened, and one whose content hash is unchanged is not
+parsed. Bulk work is parsed and validated in worker processes; the single caller thread writes
+batches, one transaction each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import chain, islice
+from typing import Any
+
+from watcher.config import Settings
+from watcher.errors import WatchDirError
+from watcher.logs import get_logger
+from watcher.models import RULES_VERSION
+from watcher.pipeline import JudgeOptions, Outcome, Removed, judge
+from watcher.report import FILE_NAMES, write_reports
+from watcher.store import Applied, Store
+from watcher.tree import Matcher, walk
+
+log = get_logger("watcher.reconcile")
+
+#: Below this many files to read, worker processes cost more to start than they save.
+POOL_MIN_FILES = 200
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class Summary:
+    """Counts from one reconcile."""
+
+    seen: int = 0
+    read: int = 0
+    scored: int = 0
+    rejected: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """True when the report or rejections may have changed."""
+        return bool(self.scored or self.rejected or self.removed)
+
+    def add(self, applied: Applied) -> None:
+        """Count one applied batch."""
+        self.scored += len(applied.scored)
+        self.rejected += len(applied.rejected)
+        self.removed += len(applied.removed)
+
+
+def judge_options(settings: Settings) -> JudgeOptions:
+    """The part of the settings that judging a file needs."""
+    return JudgeOptions(
+        root=settings.watch_dir,
+        target_recall=settings.target_recall,
+        max_file_bytes=settings.max_file_bytes,
+        max_errors=settings.max_errors_per_file,
+        follow_symlinks=settings.follow_symlinks,
+    )
+
+
+def matcher_for(settings: Settings) -> Matcher:
+    """The path filter the settings describe."""
+    return Matcher(settings.patterns, settings.ignore_patterns, settings.recursive)
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the configured database with the current rules version and target."""
+    return Store.open(settings.db_path, RULES_VERSION, settings.target_recall)
+
+
+def log_applied(applied: Applied, store: Store) -> None:
+    """One log event per changed file, and which file wins for each model_id held by several."""
+    for s in applied.scored:
+        log.info(
+            "file_scored", path=s.path, model_id=s.model_id, optimal_threshold=s.optimal_threshold,
+            closest_recall_value=s.closest_recall_value, target_met=s.target_met,
+        )  # fmt: skip
+    for r in applied.rejected:
+        log.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
+    for path in applied.removed:
+        log.info("file_removed", path=path)
+    for model_id, paths in store.duplicates(applied.models).items():
+        log.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
+
+
+def refresh_reports(store: Store, settings: Settings, changed: bool) -> bool:
+    """Rewrite the report files when something changed or one is missing; True if written."""
+    missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
+    if not (changed or missing):
+        return False
+    paths = write_reports(store.report_rows(), settings.reports, settings.report_formats)
+    log.debug("reports_written", paths=[str(p) for p in paths])
+    return True
+
+
+def _judge_star(job: tuple[str, str | None, JudgeOptions]) -> Outcome:
+    return judge(job[0], job[2], job[1])
+
+
+def judge_all(jobs: Sequence[tuple[str, str | None]], opts: JudgeOptions, workers: int) -> Iterator[Outcome]:
+    """Judge every ``(path, known_sha)``, in worker processes when it pays; outcomes in order."""
+    if workers <= 1 or len(jobs) < POOL_MIN_FILES:
+        for rel, sha in jobs:
+            yield judge(rel, opts, sha)
+        return
+    # spawn, not fork: the daemon has threads, and forking a threaded process is unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        chunk = max(1, min(256, len(jobs) // (workers * 8)))
+        yield from pool.map(_judge_star, ((rel, sha, opts) for rel, sha in jobs), chunksize=chunk)
+
+
+def apply_in_batches(
+    store: Store, outcomes: Iterable[Outcome], batch_size: int, on_batch: Callable[[Applied, int], None]
+) -> None:
+    """Apply outcomes ``batch_size`` at a time, one transaction each, calling ``on_batch`` after each."""
+    it = iter(outcomes)
+    while batch := list(islice(it, batch_size)):
+        applied = store.apply(batch)
+        log_applied(applied, store)
+        on_batch(applied, len(batch))
+
+
+def reconcile(store: Store, settings: Settings, under: str = "", progress: Progress | None = None) -> Summary:
+    """Bring the stored state of ``under`` (a relative folder; '' for the whole tree) in line with disk.
+
+    Files are read only when their stat key or the scoring rules changed; vanished files are
+    removed. The report files are not touched here (see :func:`refresh_reports`).
+    """
+    if not settings.watch_dir.is_dir():
+        # Never mirror a missing (e.g. unmounted) folder: that would remove every stored result.
+        raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
+    started = time.monotonic()
+    summary = Summary()
+    known = store.known(under)
+    jobs: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for rel, stat in walk(settings.watch_dir, matcher_for(settings), under):
+        seen.add(rel)
+        k = known.get(rel)
+        if k is not None and k.current and k.stat == stat:
+            continue
+        jobs.append((rel, k.sha256 if k is not None and k.current else None))
+    summary.seen, summary.read = len(seen), len(jobs)
+    gone: list[Outcome] = [Removed(path) for path in known if path not in seen]
+    done = 0
+
+    def on_batch(applied: Applied, n: int) -> None:
+        nonlocal done
+        summary.add(applied)
+        done += n
+        if progress is not None:
+            progress(done, len(jobs) + len(gone))
+
+    outcomes = judge_all(jobs, judge_options(settings), settings.worker_count)
+    apply_in_batches(store, chain(outcomes, gone), settings.batch_size, on_batch)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary, dict[str, Any]]:
+    """``watcher scan``: open the store, reconcile the whole tree, refresh reports, close.
+
+    Returns the summary and the database counts afterwards.
+    """
+    store = open_store(settings)
+    try:
+        summary = reconcile(store, settings, progress=progress)
+        refresh_reports(store, settings, summary.changed)
+        counts = store.counts()
+    finally:
+        store.close()
+    log.info(
+        "scan_done", seen=summary.seen, read=summary.read, scored=summary.scored, rejected=summary.rejected,
+        removed=summary.removed, seconds=round(summary.seconds, 3), **counts,
+    )  # fmt: skip
+    return summary, counts

@@ -1,0 +1,84 @@
+"""Which paths under the watch dir are results files, and a stat-only walk that lists them.
+
+A path is tracked when its file name matches one of ``patterns`` and no component of its path
+(relative to the watch dir) matches ``ignore_patterns`` (hidden names, editor and temp files).
+Relative paths are always ``/``-separated. Symlinked directories are never descended into, so a
+walk cannot leave the tree or loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from watcher.pipeline import FileStat, identity_stat
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """Decides whether a relative path is tracked."""
+
+    patterns: tuple[str, ...]
+    ignore_patterns: tuple[str, ...]
+    recursive: bool = True
+
+    def ignored_part(self, name: str) -> bool:
+        """True when a single path component is hidden or a temp name."""
+        return any(fnmatchcase(name, pat) for pat in self.ignore_patterns)
+
+    def tracks(self, rel: str) -> bool:
+        """True when the relative path ``rel`` names a results file watcher should judge."""
+        parts = rel.split("/")
+        if not rel or (not self.recursive and len(parts) > 1):
+            return False
+        if any(self.ignored_part(part) for part in parts):
+            return False
+        return any(fnmatchcase(parts[-1], pat) for pat in self.patterns)
+
+    def descends(self, rel_dir: str) -> bool:
+        """True when a directory's content may hold tracked files."""
+        if not rel_dir:
+            return True
+        return self.recursive and not any(self.ignored_part(p) for p in rel_dir.split("/"))
+
+
+def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
+    """``path`` relative to ``root``, ``/``-separated; ``None`` when outside the root."""
+    rel = os.path.relpath(os.fspath(path), os.fspath(root))
+    if rel == os.curdir:
+        return ""
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, FileStat]]:
+    """Yield ``(relative path, stat)`` for every tracked entry at or below ``root / under``.
+
+    Stat only: nothing is opened. Entries that vanish mid-walk are skipped; unreadable folders are
+    skipped too (their files are then absent, which a later walk repairs).
+    """
+    stack = [under]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel_dir) if rel_dir else root))
+        except OSError:
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                if matcher.descends(rel):
+                    stack.append(rel)
+            elif matcher.tracks(rel):
+                try:
+                    yield rel, FileStat.of(entry.stat() if not entry.is_symlink() else identity_stat(entry.path))
+                except OSError:
+                    continue
