@@ -35,7 +35,9 @@ def _common(p: argparse.ArgumentParser, watch: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``watcher`` command."""
-    parser = argparse.ArgumentParser(prog="watcher", description="Turn a folder of evaluation results into a live table.")
+    parser = argparse.ArgumentParser(
+        prog="watcher", description="Turn a folder of evaluation results into a live table."
+    )
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TextIO
 
 import structlog
 
@@ -26,7 +26,7 @@ def resolve_format(log_format: LogFormat, stream: IO[str]) -> Literal["json", "c
     return "console" if isatty is not None and isatty() else "json"
 
 
-def configure(level: str = "info", log_format: LogFormat = "auto", stream: IO[str] | None = None) -> None:
+def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog process-wide: level filter, timestamps, and the renderer."""
     stream = sys.stderr if stream is None else stream
     shared: list[Any] = [

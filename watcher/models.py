@@ -96,9 +96,7 @@ def curve_problems(thresholds: list[float], recalls: list[float], limit: int) ->
     """Cross-array rules: equal lengths, and each threshold greater than the one before."""
     problems: list[Problem] = []
     if len(thresholds) != len(recalls):
-        problems.append(
-            Problem("recall_arr", f"has {len(recalls)} values but threshold_arr has {len(thresholds)}")
-        )
+        problems.append(Problem("recall_arr", f"has {len(recalls)} values but threshold_arr has {len(thresholds)}"))
     for i in range(1, len(thresholds)):
         if thresholds[i] <= thresholds[i - 1]:
             if len(problems) >= limit:
@@ -146,7 +144,7 @@ def parse_json(raw: bytes) -> tuple[Any, list[Problem]]:
     try:
         return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs), []
     except json.JSONDecodeError as exc:
-        return None, [Problem(None, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+        return None, [Problem(None, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")]
     except RecursionError:
         return None, [Problem(None, "not valid JSON: nested too deeply")]
 
@@ -175,7 +173,7 @@ def validate_document(doc: Any, max_errors: int = 50) -> ResultFile | list[Probl
         return model
     if len(problems) > max_errors:
         total_extra = len(problems) - (max_errors - 1)
-        problems = problems[: max_errors - 1] + [Problem(None, f"{total_extra} more problems not listed")]
+        problems = [*problems[: max_errors - 1], Problem(None, f"{total_extra} more problems not listed")]
     return problems
 
 

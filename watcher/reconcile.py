@@ -131,11 +131,19 @@ def apply_in_batches(
         on_batch(applied, len(batch))
 
 
-def reconcile(store: Store, settings: Settings, under: str = "", progress: Progress | None = None) -> Summary:
+def reconcile(
+    store: Store,
+    settings: Settings,
+    under: str = "",
+    progress: Progress | None = None,
+    skip: Callable[[str], bool] | None = None,
+) -> Summary:
     """Bring the stored state of ``under`` (a relative folder; '' for the whole tree) in line with disk.
 
     Files are read only when their stat key or the scoring rules changed; vanished files are
-    removed. The report files are not touched here (see :func:`refresh_reports`).
+    removed. Paths for which ``skip(path)`` is true are left alone (the daemon's tracker has them
+    in hand: a writer may still hold them open). Report files are not touched here (see
+    :func:`refresh_reports`).
     """
     if not settings.watch_dir.is_dir():
         # Never mirror a missing (e.g. unmounted) folder: that would remove every stored result.
@@ -147,12 +155,14 @@ def reconcile(store: Store, settings: Settings, under: str = "", progress: Progr
     seen: set[str] = set()
     for rel, stat in walk(settings.watch_dir, matcher_for(settings), under):
         seen.add(rel)
+        if skip is not None and skip(rel):
+            continue
         k = known.get(rel)
         if k is not None and k.current and k.stat == stat:
             continue
         jobs.append((rel, k.sha256 if k is not None and k.current else None))
     summary.seen, summary.read = len(seen), len(jobs)
-    gone: list[Outcome] = [Removed(path) for path in known if path not in seen]
+    gone: list[Outcome] = [Removed(p) for p in known if p not in seen and not (skip is not None and skip(p))]
     done = 0
 
     def on_batch(applied: Applied, n: int) -> None:

@@ -6,6 +6,7 @@ reader sees either the old report or the new one, never a torn one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -86,10 +87,8 @@ def write_atomic(path: Path, text: str, mode: int = 0o640) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

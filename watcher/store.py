@@ -172,7 +172,9 @@ class Store:
             conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
             store = cls(sqlite_utils.Database(conn), path, 0, 0.0)
             if store.version != SCHEMA_VERSION:
-                raise StoreError(f"{path}: schema version {store.version}, expected {SCHEMA_VERSION}; run 'watcher scan'")
+                raise StoreError(
+                    f"{path}: schema version {store.version}, expected {SCHEMA_VERSION}; run 'watcher scan'"
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot read the database: {exc}") from None
         return store
@@ -201,14 +203,24 @@ class Store:
     def known(self, under: str = "") -> dict[str, Known]:
         """Every stored path at or below ``under`` with what identifies its stored version."""
         where, params = _under(under)
+        return self._known(where, params)
+
+    def known_paths(self, paths: Sequence[str]) -> dict[str, Known]:
+        """What is stored for each of ``paths`` (absent paths are left out)."""
         out: dict[str, Known] = {}
+        for chunk in _chunks(paths, 500):
+            params = {f"p{i}": p for i, p in enumerate(chunk)}
+            out.update(self._known(f"path IN ({', '.join(':' + k for k in params)})", params))
+        return out
+
+    def _known(self, where: str, params: dict[str, str]) -> dict[str, Known]:
+        out: dict[str, Known] = {}
+        args = {**params, "rules": self.rules_version, "target": self.target_recall}
         for table, rejected in (("results", False), ("rejections", True)):
             extra = "" if rejected else " AND target_recall = :target"
             sql = (
-                f"SELECT path, size, mtime_ns, inode, sha256, rules_version = :rules{extra} "
-                f"FROM {table} WHERE {where}"
+                f"SELECT path, size, mtime_ns, inode, sha256, rules_version = :rules{extra} FROM {table} WHERE {where}"
             )
-            args = {**params, "rules": self.rules_version, "target": self.target_recall}
             for path, size, mtime_ns, inode, sha, current in self.db.execute(sql, args):
                 stat = FileStat(size, mtime_ns, inode) if size is not None else None
                 out[path] = Known(stat, sha, bool(current), rejected)
@@ -334,7 +346,9 @@ class Store:
             if old:
                 applied.models.add(old[0])
 
-    def _history(self, at: str, path: str, outcome: str, sha: str | None, model: str | None, detail: str | None) -> None:
+    def _history(
+        self, at: str, path: str, outcome: str, sha: str | None, model: str | None, detail: str | None
+    ) -> None:
         self.db.execute(
             "INSERT INTO history (at, path, outcome, sha256, model_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
             [at, path, outcome, sha, model, detail],

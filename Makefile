@@ -1,0 +1,48 @@
+# One entry point for everything. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test pytest lint typecheck systemd-check bench soak lock clean
+
+# Install pinned versions (requirements.lock) into .venv; redone when the pins change.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c requirements.lock pip setuptools wheel
+	$(BIN)/python -m pip install -q -c requirements.lock --no-build-isolation -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# The main job on the bundled config: watch ./inbox, database and reports under ./var.
+run: install
+	mkdir -p inbox
+	$(BIN)/watcher run --config config.toml
+
+# Every check: lint, format, types, and the whole test suite.
+test: install lint typecheck pytest
+
+pytest: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+soak: install
+	$(BIN)/python -m benchmarks.soak
+
+# Re-pin after changing dependencies in pyproject.toml.
+lock: install
+	(echo "# Pinned versions of everything 'make install' puts in .venv (regenerate: make lock)."; \
+	 $(BIN)/pip freeze --all --exclude-editable | grep -v '^-e' | sort -f) > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,76 @@
+"""Settings: defaults, file, environment, flags, precedence, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watcher.config import Settings, load_settings
+from watcher.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bundled_config_documents_every_key_with_its_default(tmp_path: Path) -> None:
+    from_file = load_settings(REPO / "config.toml", env={}, cwd=tmp_path)
+    defaults = load_settings(None, env={}, cwd=REPO)
+    text = (REPO / "config.toml").read_text()
+    for key in Settings.model_fields:
+        assert f"\n{key} = " in text, f"config.toml does not document {key}"
+    assert from_file == defaults.model_copy(update={"report_dir": REPO / "var" / "reports"})
+
+
+def test_defaults_are_relative_to_cwd(tmp_path: Path) -> None:
+    s = load_settings(None, env={}, cwd=tmp_path)
+    assert s.watch_dir == tmp_path / "inbox"
+    assert s.db_path == tmp_path / "var" / "watcher.db"
+    assert s.reports == tmp_path / "var" / "reports"
+    assert s.target_recall == 0.85 and s.patterns == ("*.json",) and s.recursive
+
+
+def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "etc" / "w.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('watch_dir = "../data"\ndb_path = "/abs/w.db"\n')
+    s = load_settings(cfg, env={}, cwd=Path("/"))
+    assert s.watch_dir == tmp_path / "etc" / ".." / "data"
+    assert s.db_path == Path("/abs/w.db")
+    assert s.reports == Path("/abs/reports")
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("target_recall = 0.7\nsettle_seconds = 5\nbatch_size = 10\n")
+    env = {"WATCHER_TARGET_RECALL": "0.8", "WATCHER_SETTLE_SECONDS": "3", "WATCHER_PATTERNS": "*.json, *.res"}
+    s = load_settings(cfg, env=env, flags={"target_recall": 0.9, "watch_dir": None}, cwd=tmp_path)
+    assert (s.target_recall, s.settle_seconds, s.batch_size) == (0.9, 3.0, 10)
+    assert s.patterns == ("*.json", "*.res")
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("target_recall = 0.6\n")
+    assert load_settings(None, env={"WATCHER_CONFIG": "c.toml"}, cwd=tmp_path).target_recall == 0.6
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "message"),
+    [
+        (None, {}, "{cfg}: config file not found"),
+        ("target_recall = ", {}, "{cfg}: not valid TOML: Invalid value (at end of document)"),
+        ("colour = 'red'\n", {}, "{cfg}: unknown key 'colour'"),
+        ("target_recall = 1.5\n", {}, "{cfg}: target_recall: Input should be less than or equal to 1"),
+        ("observer = 'fanotify'\n", {}, "{cfg}: observer: Input should be 'inotify' or 'polling'"),
+        ("", {"WATCHER_BATCH_SIZE": "many"}, "WATCHER_BATCH_SIZE: batch_size: Input should be a valid integer, "
+         "unable to parse string as an integer"),
+        ("", {"WATCHER_NOPE": "1"}, "WATCHER_NOPE: unknown key 'nope'"),
+    ],
+)
+def test_errors_are_one_clear_line(tmp_path: Path, content: str | None, env: dict[str, str], message: str) -> None:
+    cfg = tmp_path / "c.toml"
+    if content is not None:
+        cfg.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env=env, cwd=tmp_path)
+    assert str(info.value) == message.format(cfg=cfg)
+    assert "\n" not in str(info.value)

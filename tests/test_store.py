@@ -1,0 +1,144 @@
+"""The database: schema and migration, apply() semantics, the report view's winner rule."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from watcher.errors import StoreError
+from watcher.models import Problem
+from watcher.pipeline import FileStat, Rejected, Removed, Scored, Unchanged
+from watcher.store import MIGRATIONS, SCHEMA_VERSION, Store
+
+ST = FileStat(10, 1, 1)
+
+
+def scored(path: str, model: str = "m1", at: str = "2024-05-01T12:00:00.000000Z", sha: str = "s1") -> Scored:
+    return Scored(path, ST, sha, model, "ana@example.com", at, at, 0.5, 0.85, 0.0, True, 0.85, 5)
+
+
+def rejected(path: str, sha: str = "r1", message: str = "bad") -> Rejected:
+    return Rejected(path, ST, sha, (Problem("issuer", message),))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "w.db")
+
+
+def history(store: Store) -> list[tuple[str, str]]:
+    return [(r["outcome"], r["path"]) for r in store.db.query("SELECT outcome, path FROM history ORDER BY id")]
+
+
+def test_new_database_is_wal_current_and_private(tmp_path: Path) -> None:
+    s = Store.open(tmp_path / "sub" / "w.db")
+    assert s.version == SCHEMA_VERSION
+    assert s.db.journal_mode == "wal"
+    assert (tmp_path / "sub" / "w.db").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "sub").stat().st_mode & 0o007 == 0
+
+
+def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    conn.execute("INSERT INTO history (at, path, outcome) VALUES ('t', 'a.json', 'removed')")
+    conn.commit()
+    conn.close()
+    s = Store.open(tmp_path / "w.db")
+    assert s.version == SCHEMA_VERSION == 2
+    assert "daemon_status" in s.db.table_names()
+    assert history(s) == [("removed", "a.json")]
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99 is newer than this watcher"):
+        Store.open(tmp_path / "w.db")
+
+
+def test_valid_invalid_valid_moves_between_tables(store: Store) -> None:
+    store.apply([scored("a.json")])
+    assert store.counts()["results"] == 1
+    store.apply([rejected("a.json")])
+    assert (store.counts()["results"], store.counts()["rejections"]) == (0, 1)
+    store.apply([scored("a.json", sha="s2")])
+    assert (store.counts()["results"], store.counts()["rejections"]) == (1, 0)
+    store.apply([Removed("a.json")])
+    assert history(store) == [("scored", "a.json"), ("rejected", "a.json"), ("scored", "a.json"), ("removed", "a.json")]
+
+
+def test_same_rejection_again_records_nothing_new(store: Store) -> None:
+    assert store.apply([rejected("a.json")]).changed
+    assert not store.apply([rejected("a.json")]).changed
+    assert store.apply([rejected("a.json", message="other")]).changed
+    assert len(history(store)) == 2
+
+
+def test_unchanged_refreshes_stat_only(store: Store) -> None:
+    store.apply([scored("a.json")])
+    applied = store.apply([Unchanged("a.json", FileStat(10, 99, 1), "s1")])
+    assert not applied.changed
+    assert store.known()["a.json"].stat == FileStat(10, 99, 1)
+    assert len(history(store)) == 1
+
+
+def test_removing_an_unknown_path_is_a_no_op(store: Store) -> None:
+    assert not store.apply([Removed("never.json")]).changed
+    assert history(store) == []
+
+
+def test_report_view_latest_instant_wins_then_greatest_path(store: Store) -> None:
+    store.apply(
+        [
+            scored("old.json", "m1", at="2024-01-01T00:00:00.000000Z"),
+            scored("new.json", "m1", at="2024-06-01T00:00:00.000000Z"),
+            scored("a.json", "m2", at="2024-06-01T00:00:00.000000Z"),
+            scored("b.json", "m2", at="2024-06-01T00:00:00.000000Z"),
+        ]
+    )
+    assert [(r["model_id"], r["path"]) for r in store.report_rows()] == [("m1", "new.json"), ("m2", "b.json")]
+    assert store.duplicates({"m1", "m2"}) == {"m1": ["new.json", "old.json"], "m2": ["b.json", "a.json"]}
+
+
+def test_report_filters(store: Store) -> None:
+    store.apply([scored("a.json", "abc1"), scored("b.json", "abd2"), scored("c.json", "x_%")])
+    assert [r["model_id"] for r in store.report_rows(model="ab")] == ["abc1", "abd2"]
+    assert [r["model_id"] for r in store.report_rows(model="x_")] == ["x_%"]
+    assert store.report_rows(issuer="ANA@example.com") and not store.report_rows(issuer="bob@example.com")
+
+
+def test_known_marks_outcomes_of_another_target_as_not_current(tmp_path: Path) -> None:
+    Store.open(tmp_path / "w.db").apply([scored("a.json"), rejected("b.json")])
+    other = Store.open(tmp_path / "w.db", target_recall=0.9)
+    known = other.known()
+    assert not known["a.json"].current and known["b.json"].current
+    newer_rules = Store.open(tmp_path / "w.db", rules_version=2)
+    assert not any(k.current for k in newer_rules.known().values())
+
+
+def test_known_under_a_folder(store: Store) -> None:
+    store.apply([scored("sub/a.json"), scored("sub/x/b.json", "m2"), scored("sub0.json", "m3"), scored("su.json", "m4")])
+    assert sorted(store.known("sub")) == ["sub/a.json", "sub/x/b.json"]
+    assert sorted(store.known_paths(["sub0.json", "nope.json"])) == ["sub0.json"]
+
+
+def test_rejection_errors_are_a_json_array(store: Store) -> None:
+    store.apply([rejected("a.json")])
+    raw = store.db.execute("SELECT errors FROM rejections").fetchone()[0]
+    assert json.loads(raw) == [{"field": "issuer", "message": "bad"}]
+    assert store.rejection_rows()[0]["errors"] == [{"field": "issuer", "message": "bad"}]
+
+
+def test_readonly_open(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no database here yet"):
+        Store.open_readonly(tmp_path / "none.db")
+    Store.open(tmp_path / "w.db").apply([scored("a.json")])
+    ro = Store.open_readonly(tmp_path / "w.db")
+    assert len(ro.report_rows()) == 1
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro.db.execute("DELETE FROM results")

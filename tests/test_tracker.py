@@ -1,0 +1,99 @@
+"""The finished-file state machine, driven with a fake clock and fake stat results."""
+
+from __future__ import annotations
+
+from watcher.tracker import Tracker
+
+SETTLE, MAX_WRITE = 2.0, 60.0
+
+
+def make() -> Tracker:
+    return Tracker(settle_seconds=SETTLE, max_write_seconds=MAX_WRITE)
+
+
+def stat_of(table: dict[str, tuple[int, int] | None]):
+    return lambda rel: table.get(rel)
+
+
+def test_writer_close_makes_ready_at_once() -> None:
+    t = make()
+    for kind in ("created", "opened", "modified", "modified", "closed"):
+        t.feed(kind, "a.json", 0.0)  # type: ignore[arg-type]
+    assert t.ready(0.0, stat_of({})) == ["a.json"]
+    assert t.states == {}
+
+
+def test_open_writer_is_never_judged_before_close_however_long_it_pauses() -> None:
+    t = make()
+    t.feed("created", "a.json", 0.0)
+    t.feed("opened", "a.json", 0.0)
+    t.feed("modified", "a.json", 0.1)
+    sizes = stat_of({"a.json": (10, 1)})
+    for now in (1.0, 5.0, 30.0, 59.0):  # far beyond settle_seconds
+        assert t.ready(now, sizes) == []
+    t.feed("modified", "a.json", 59.5)
+    t.feed("closed", "a.json", 59.6)
+    assert t.ready(59.6, sizes) == ["a.json"]
+
+
+def test_writer_open_too_long_is_judged_as_it_stands() -> None:
+    t = make()
+    t.feed("opened", "a.json", 0.0)
+    t.feed("modified", "a.json", 0.0)
+    assert t.ready(MAX_WRITE - 0.1, stat_of({})) == []
+    assert t.ready(MAX_WRITE, stat_of({})) == ["a.json"]
+    assert t.busy("a.json")  # still open: a reconcile must keep its hands off
+
+
+def test_our_own_reads_balance_out_and_do_not_dirty() -> None:
+    t = make()
+    t.feed("opened", "a.json", 0.0)
+    t.feed("closed_nowrite", "a.json", 0.0)
+    assert t.states == {}
+    t.feed("closed_nowrite", "b.json", 0.0)  # a close whose open we never saw
+    assert t.states == {}
+
+
+def test_moved_in_bare_create_waits_for_stable_size_and_mtime() -> None:
+    t = make()
+    t.feed("created", "a.json", 0.0)  # moved in from outside: no open, no close
+    growing = {"a.json": (10, 1)}
+    assert t.ready(0.0, stat_of(growing)) == []  # first look
+    growing["a.json"] = (20, 2)
+    assert t.ready(1.5, stat_of(growing)) == []  # changed: the settle clock restarts
+    assert t.ready(3.0, stat_of(growing)) == []
+    assert t.ready(3.5, stat_of(growing)) == ["a.json"]
+
+
+def test_rename_into_place_and_delete_are_ready_at_once() -> None:
+    t = make()
+    t.feed("moved_in", "a.json", 0.0)
+    t.feed("deleted", "b.json", 0.0)
+    assert sorted(t.ready(0.0, stat_of({}))) == ["a.json", "b.json"]
+
+
+def test_vanished_file_with_no_close_is_judged_at_once() -> None:
+    t = make()
+    t.feed("created", "a.json", 0.0)
+    assert t.ready(0.0, stat_of({})) == ["a.json"]
+
+
+def test_next_deadline() -> None:
+    t = make()
+    assert t.next_deadline(5.0) is None
+    t.feed("created", "a.json", 5.0)
+    assert t.next_deadline(5.0) == 5.0  # needs a first stat now
+    t.ready(5.0, stat_of({"a.json": (1, 1)}))
+    assert t.next_deadline(5.1) == 5.0 + SETTLE
+    t.feed("opened", "b.json", 6.0)
+    t.feed("modified", "b.json", 6.0)
+    assert t.next_deadline(6.0) == 7.0
+    t.feed("closed", "c.json", 6.0)
+    assert t.next_deadline(6.0) == 6.0
+
+
+def test_stale_open_count_is_forgotten() -> None:
+    t = make()
+    t.feed("opened", "a.json", 0.0)  # its close was dropped
+    t.ready(2 * MAX_WRITE + 1, stat_of({}))
+    assert t.states == {}

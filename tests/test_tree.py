@@ -1,0 +1,57 @@
+"""Which paths are tracked, and the stat-only walk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write
+from watcher.config import DEFAULT_IGNORE
+from watcher.tree import Matcher, relpath, walk
+
+M = Matcher(("*.json",), DEFAULT_IGNORE)
+
+
+@pytest.mark.parametrize(
+    ("rel", "tracked"),
+    [
+        ("a.json", True),
+        ("sub/deeper/a.json", True),
+        ("a.JSON", False),
+        ("a.txt", False),
+        (".a.json", False),
+        (".hidden/a.json", False),
+        (".x.json.swp", False),
+        ("x.json.tmp", False),
+        ("x.part", False),
+        ("x.json~", False),
+        ("sub/.git/x.json", False),
+        ("", False),
+    ],
+)
+def test_tracks(rel: str, tracked: bool) -> None:
+    assert M.tracks(rel) is tracked
+
+
+def test_non_recursive_tracks_top_level_only() -> None:
+    flat = Matcher(("*.json",), DEFAULT_IGNORE, recursive=False)
+    assert flat.tracks("a.json") and not flat.tracks("sub/a.json")
+
+
+def test_relpath(tmp_path: Path) -> None:
+    assert relpath(tmp_path, tmp_path / "a" / "b.json") == "a/b.json"
+    assert relpath(tmp_path, tmp_path) == ""
+    assert relpath(tmp_path / "a", tmp_path / "b.json") is None
+
+
+def test_walk_lists_tracked_files_and_skips_the_rest(tmp_path: Path) -> None:
+    for rel in ("a.json", "sub/b.json", "sub/deep/c.json", ".hidden/d.json", "e.txt", "f.json.tmp", "dir.json/g.json"):
+        write(tmp_path / rel, "{}")
+    os.symlink(tmp_path / "sub", tmp_path / "linked-dir")  # never descended into
+    os.mkfifo(tmp_path / "pipe.json")  # listed (to be rejected), never opened
+    found = {rel: stat for rel, stat in walk(tmp_path, M)}
+    assert sorted(found) == ["a.json", "dir.json/g.json", "pipe.json", "sub/b.json", "sub/deep/c.json"]
+    assert found["a.json"].size == 2
+    assert sorted(rel for rel, _ in walk(tmp_path, M, under="sub")) == ["sub/b.json", "sub/deep/c.json"]

@@ -1,0 +1,129 @@
+"""When is a file finished? A pure state machine over filesystem events, one state per path.
+
+Rules (``now`` is a monotonic clock, passed in so tests need no real time):
+
+* A writer closing the file (``closed``) or a rename into place (``moved``) makes it ready at once,
+  unless another writer still holds it open.
+* ``opened``/``closed``/``closed_nowrite`` are counted per path, so a file some process holds open
+  after writing is never judged before it is closed, however long the writer pauses, up to
+  ``max_write_seconds``, after which it is judged as it stands. Our own reads open and close
+  without writing: they balance out and never make a file dirty.
+* Where no close can come (a file moved in from outside the tree is a bare ``created``; polling;
+  NFS), a dirty file with no open writer is ready once its (size, mtime) stayed the same for
+  ``settle_seconds``.
+* ``deleted`` and the source of ``moved`` are ready at once (the judge then sees the file gone).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["created", "modified", "attrib", "opened", "closed", "closed_nowrite", "deleted", "moved_in"]
+
+
+@dataclass(slots=True)
+class PathState:
+    """What is known of one path since it was last judged."""
+
+    dirty: bool = False
+    writers: int = 0
+    ready_now: bool = False
+    dirty_since: float = 0.0
+    last_event: float = 0.0
+    stable_key: tuple[int, int] | None = None
+    stable_since: float = 0.0
+
+
+StatKey = Callable[[str], tuple[int, int] | None]
+
+
+def stat_key(full_path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a path, or ``None`` if it is gone."""
+    try:
+        s = os.stat(full_path)
+    except OSError:
+        return None
+    return (s.st_size, s.st_mtime_ns)
+
+
+@dataclass
+class Tracker:
+    """Per-path states and the readiness rules above. Not thread-safe: the writer thread owns it."""
+
+    settle_seconds: float
+    max_write_seconds: float
+    states: dict[str, PathState] = field(default_factory=dict)
+
+    def feed(self, kind: Kind, rel: str, now: float) -> None:
+        """Record one event for the relative path ``rel``."""
+        st = self.states.get(rel)
+        if st is None:
+            if kind == "closed_nowrite":
+                return  # a reader finished with a file we are not tracking: nothing to do
+            st = self.states[rel] = PathState()
+        st.last_event = now
+        if kind == "opened":
+            st.writers += 1
+            return
+        if kind in ("closed", "closed_nowrite"):
+            st.writers = max(0, st.writers - 1)
+            if kind == "closed_nowrite":
+                if not st.dirty and not st.writers:
+                    del self.states[rel]
+                return
+        if kind == "deleted":
+            st.writers = 0
+        if not st.dirty:
+            st.dirty, st.dirty_since = True, now
+        if kind in ("closed", "moved_in", "deleted"):
+            st.ready_now = True
+        st.stable_key = None
+
+    def busy(self, rel: str) -> bool:
+        """True while events for ``rel`` are pending: a reconcile must leave it to the tracker."""
+        st = self.states.get(rel)
+        return st is not None and (st.dirty or st.writers > 0)
+
+    def ready(self, now: float, key: Callable[[str], tuple[int, int] | None]) -> list[str]:
+        """Paths to judge now; their state is cleared. ``key(rel)`` stats a path for the settle rule."""
+        out: list[str] = []
+        for rel, st in list(self.states.items()):
+            if not st.dirty:
+                if st.writers and now - st.last_event > 2 * self.max_write_seconds:
+                    del self.states[rel]  # a close we never saw (dropped events); forget the count
+                continue
+            if st.writers:
+                if now - st.dirty_since < self.max_write_seconds:
+                    continue  # a writer holds it open: wait for its close
+            elif not st.ready_now:
+                k = key(rel)
+                if k is not None and k != st.stable_key:
+                    st.stable_key, st.stable_since = k, now
+                    if self.settle_seconds > 0:
+                        continue
+                if k is not None and now - st.stable_since < self.settle_seconds:
+                    continue
+            out.append(rel)
+            st.dirty = st.ready_now = False
+            st.stable_key = None
+            if not st.writers:
+                del self.states[rel]
+        return out
+
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time :meth:`ready` may return something new (``None``: only events can)."""
+        times: list[float] = []
+        for st in self.states.values():
+            if not st.dirty:
+                continue
+            if st.ready_now and not st.writers:
+                return now
+            if st.writers:
+                times.append(st.dirty_since + self.max_write_seconds)
+            else:
+                # First stat now; then look again when the settle period would end.
+                times.append(st.stable_since + self.settle_seconds if st.stable_key else now)
+        return min(times) if times else None
