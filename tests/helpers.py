@@ -44,7 +44,7 @@ def write_atomically(path: Path, content: dict[str, Any]) -> Path:
     return path
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
     gate = threading.Event()
     deadline = time.monotonic() + timeout

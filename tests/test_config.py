@@ -61,8 +61,11 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ("colour = 'red'\n", {}, "{cfg}: unknown key 'colour'"),
         ("target_recall = 1.5\n", {}, "{cfg}: target_recall: Input should be less than or equal to 1"),
         ("observer = 'fanotify'\n", {}, "{cfg}: observer: Input should be 'inotify' or 'polling'"),
-        ("", {"WATCHER_BATCH_SIZE": "many"}, "WATCHER_BATCH_SIZE: batch_size: Input should be a valid integer, "
-         "unable to parse string as an integer"),
+        (
+            "",
+            {"WATCHER_BATCH_SIZE": "many"},
+            "WATCHER_BATCH_SIZE: batch_size: Input should be a valid integer, unable to parse string as an integer",
+        ),
         ("", {"WATCHER_NOPE": "1"}, "WATCHER_NOPE: unknown key 'nope'"),
     ],
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +36,8 @@ def run(settings: Settings, **kw: Any):
 
 @pytest.fixture
 def s(make_settings: Any) -> Settings:
-    return make_settings()
+    settings: Settings = make_settings()
+    return settings
 
 
 def test_add_modify_touch_delete(s: Settings) -> None:

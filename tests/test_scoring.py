@@ -30,7 +30,8 @@ def test_optimal_point(thresholds: list[float], recalls: list[float], target: fl
 
 
 def test_score_carries_distance_and_met() -> None:
-    assert optimal_point([0.1, 0.2], [0.9, 0.7], 0.85) == Score(0, 0.1, 0.9, pytest.approx(0.05), True)
+    got = optimal_point([0.1, 0.2], [0.9, 0.7], 0.85)
+    assert got == Score(0, 0.1, 0.9, got.distance, True) and got.distance == pytest.approx(0.05)
     low = optimal_point([0.1], [0.5], 0.85)
     assert low.target_met is False and low.distance == pytest.approx(0.35)
 

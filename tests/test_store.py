@@ -122,7 +122,9 @@ def test_known_marks_outcomes_of_another_target_as_not_current(tmp_path: Path) -
 
 
 def test_known_under_a_folder(store: Store) -> None:
-    store.apply([scored("sub/a.json"), scored("sub/x/b.json", "m2"), scored("sub0.json", "m3"), scored("su.json", "m4")])
+    store.apply(
+        [scored("sub/a.json"), scored("sub/x/b.json", "m2"), scored("sub0.json", "m3"), scored("su.json", "m4")]
+    )
     assert sorted(store.known("sub")) == ["sub/a.json", "sub/x/b.json"]
     assert sorted(store.known_paths(["sub0.json", "nope.json"])) == ["sub0.json"]
 

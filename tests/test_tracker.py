@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from watcher.tracker import Tracker
+from collections.abc import Callable, Mapping
+
+from watcher.tracker import Kind, Tracker
 
 SETTLE, MAX_WRITE = 2.0, 60.0
 
@@ -11,14 +13,15 @@ def make() -> Tracker:
     return Tracker(settle_seconds=SETTLE, max_write_seconds=MAX_WRITE)
 
 
-def stat_of(table: dict[str, tuple[int, int] | None]):
+def stat_of(table: Mapping[str, tuple[int, int] | None]) -> Callable[[str], tuple[int, int] | None]:
     return lambda rel: table.get(rel)
 
 
 def test_writer_close_makes_ready_at_once() -> None:
     t = make()
-    for kind in ("created", "opened", "modified", "modified", "closed"):
-        t.feed(kind, "a.json", 0.0)  # type: ignore[arg-type]
+    kinds: tuple[Kind, ...] = ("created", "opened", "modified", "modified", "closed")
+    for kind in kinds:
+        t.feed(kind, "a.json", 0.0)
     assert t.ready(0.0, stat_of({})) == ["a.json"]
     assert t.states == {}
 

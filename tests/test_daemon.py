@@ -1,0 +1,214 @@
+"""``watcher run`` as a real process: real files, real signals, observed through the database and log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import Daemon
+from tests.helpers import doc, wait_until, write, write_atomically
+
+
+def mid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    yield d
+    d.stop()
+
+
+def test_lifecycle_of_files(daemon: Daemon, tmp_path: Path) -> None:
+    write(daemon.inbox / "present.json", doc(model_id=mid(1)))
+    daemon.start()
+    daemon.wait_results({"present.json": mid(1)})
+
+    write(daemon.inbox / "direct.json", doc(model_id=mid(2)))
+    write_atomically(daemon.inbox / "atomic.json", doc(model_id=mid(3)))
+    outside = write(tmp_path / "elsewhere" / "moved-in.json", doc(model_id=mid(4)))
+    shutil.move(outside, daemon.inbox / "moved-in.json")  # a bare create: no close event will come
+    write(daemon.inbox / "new" / "deeper" / "sub.json", doc(model_id=mid(5)))
+    expected = {"present.json": mid(1), "direct.json": mid(2), "atomic.json": mid(3), "moved-in.json": mid(4),
+                "new/deeper/sub.json": mid(5)}  # fmt: skip
+    daemon.wait_results(expected)
+
+    write(daemon.inbox / "direct.json", doc(model_id=mid(22)))  # modify
+    os.rename(daemon.inbox / "atomic.json", daemon.inbox / "renamed.json")  # rename inside the tree
+    (daemon.inbox / "present.json").unlink()  # delete
+    del expected["present.json"], expected["atomic.json"]
+    expected.update({"direct.json": mid(22), "renamed.json": mid(3)})
+    daemon.wait_results(expected)
+
+    write(daemon.inbox / "direct.json", doc(model_id=mid(22), recall_arr=[9]))  # valid -> invalid
+    wait_until(lambda: daemon.rejections() == {"direct.json"}, what="rejection")
+    assert "direct.json" not in daemon.results()
+    write(daemon.inbox / "direct.json", doc(model_id=mid(22)))  # -> valid again
+    daemon.wait_results(expected)
+    assert daemon.rejections() == set()
+
+    rejected = [e for e in daemon.events() if e["event"] == "file_rejected"]
+    assert [(e["path"], e["errors"][0]["field"]) for e in rejected] == [("direct.json", "recall_arr[0]")]
+    report = daemon.root / "var" / "reports" / "report.csv"
+    wait_until(lambda: report.read_text().count("\n") == 1 + len(expected), what="report.csv up to date")
+    assert daemon.stop() == 0
+
+
+def test_slow_writer_is_never_judged_half_written(daemon: Daemon) -> None:
+    daemon.start()
+    text = json.dumps(doc(model_id=mid(7)))
+    with (daemon.inbox / "slow.json").open("w") as fh:
+        fh.write(text[: len(text) // 2])
+        fh.flush()
+        # The scenario: the writer pauses well past settle_seconds (0.5 s) with the file open.
+        threading.Event().wait(2.0)
+        fh.write(text[len(text) // 2 :])
+    daemon.wait_results({"slow.json": mid(7)})
+    assert daemon.query("SELECT outcome FROM history WHERE path = 'slow.json'") == [("scored",)]
+
+
+def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> None:
+    daemon.start()
+    errors: list[Exception] = []
+    stop_reading = threading.Event()
+
+    def reader() -> None:
+        while not stop_reading.is_set():
+            try:
+                # One statement is one snapshot: it must never see a half-applied batch.
+                consistent = daemon.query(
+                    "SELECT (SELECT count(*) FROM report) = (SELECT count(DISTINCT model_id) FROM results)"
+                    " AND (SELECT count(*) FROM results) <= (SELECT count(*) FROM history WHERE outcome = 'scored')"
+                )
+                assert consistent in ([], [(1,)]), consistent
+            except Exception as exc:
+                errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(2000):
+        write(daemon.inbox / f"b{i // 100}" / f"{i}.json", doc(model_id=mid(i)))
+    wait_until(lambda: daemon.query("SELECT count(*) FROM results")[0][0] == 2000, timeout=120, what="2000 results")
+    stop_reading.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    assert daemon.query("SELECT count(*) FROM report")[0][0] == 2000
+    assert daemon.stop() == 0
+
+
+def test_sigterm_exits_0_and_changes_while_stopped_are_reconciled(daemon: Daemon) -> None:
+    write(daemon.inbox / "a.json", doc(model_id=mid(1)))
+    write(daemon.inbox / "b.json", doc(model_id=mid(2)))
+    daemon.start()
+    daemon.wait_results({"a.json": mid(1), "b.json": mid(2)})
+    assert daemon.stop() == 0
+    assert daemon.query("SELECT stopped_at IS NOT NULL FROM daemon_status") == [(1,)]
+
+    (daemon.inbox / "a.json").unlink()
+    write(daemon.inbox / "b.json", doc(model_id=mid(22)))
+    write(daemon.inbox / "c.json", doc(model_id=mid(3)))
+    daemon.start()
+    daemon.wait_results({"b.json": mid(22), "c.json": mid(3)})
+    assert daemon.stop() == 0
+
+
+def test_sigint_also_stops_cleanly(daemon: Daemon) -> None:
+    daemon.start()
+    daemon.signal(signal.SIGINT)
+    assert daemon.proc is not None and daemon.proc.wait(15) == 0
+
+
+def test_kill_9_during_a_burst_loses_nothing(daemon: Daemon) -> None:
+    daemon.start()
+    expected = {}
+    for i in range(600):
+        rel = f"k{i}.json"
+        write(daemon.inbox / rel, doc(model_id=mid(i)))
+        expected[rel] = mid(i)
+        if i == 300:
+            wait_until(lambda: daemon.query("SELECT count(*) FROM results")[0][0] > 0, what="ingestion begun")
+            daemon.kill()
+    daemon.start()
+    daemon.wait_results(expected, timeout=60)
+    assert daemon.query("PRAGMA integrity_check") == [("ok",)]
+    assert daemon.stop() == 0
+
+
+def test_second_daemon_on_the_same_database_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    other = Daemon(tmp_path).start(wait=False)
+    assert other.proc is not None and other.proc.wait(15) == 3
+    assert "another watcher is already running on this database" in daemon.log_path.read_text()
+
+
+def test_status_reports_a_running_daemon(daemon: Daemon) -> None:
+    import subprocess
+    import sys
+
+    write(daemon.inbox / "bad.json", "{")
+    daemon.start()
+    wait_until(lambda: daemon.rejections() == {"bad.json"}, what="rejection")
+    proc = subprocess.run([sys.executable, "-m", "watcher", "status", "--db", str(daemon.db)],
+                          capture_output=True, text=True, env=daemon.env, timeout=30)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"daemon:          running (pid {daemon.proc.pid}, inotify observer)")  # type: ignore[union-attr]
+    assert "rejections:      1" in lines
+    assert lines[-1].startswith("  bad.json: not valid JSON")
+
+
+def test_polling_mode_finds_a_file(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env={"WATCHER_OBSERVER": "polling", "WATCHER_POLLING_INTERVAL": "0.2"})
+    try:
+        d.start()
+        write(d.inbox / "sub" / "polled.json", doc(model_id=mid(9)))
+        d.wait_results({"sub/polled.json": mid(9)})
+        assert d.events()[0]["observer"] == "polling"
+    finally:
+        assert d.stop() == 0
+
+
+def test_sd_notify_ready_stopping_and_watchdog(tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    d = Daemon(tmp_path, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
+    messages: list[str] = []
+    try:
+        d.start(wait=False)
+
+        def got(msg: str) -> bool:
+            while not any(m.startswith(msg) for m in messages):
+                messages.append(sock.recv(4096).decode())
+            return True
+
+        got("READY=1")
+        got("WATCHDOG=1")
+        assert d.stop() == 0
+        got("STOPPING=1")
+        assert messages.index(next(m for m in messages if m.startswith("READY=1"))) < messages.index("STOPPING=1")
+    finally:
+        sock.close()
+        d.stop()
+
+
+def test_hidden_and_temp_names_are_never_processed(daemon: Daemon) -> None:
+    daemon.start()
+    for name in (".x.json.swp", "x.json.tmp", "x.part", "x.json~", ".hidden/y.json"):
+        write(daemon.inbox / name, "{garbage")
+    write(daemon.inbox / "marker.json", doc(model_id=mid(1)))
+    daemon.wait_results({"marker.json": mid(1)})
+    assert daemon.rejections() == set()
+    assert {p for (p,) in daemon.query("SELECT path FROM history")} == {"marker.json"}

@@ -1,0 +1,53 @@
+"""In-process pieces of the daemon: the enqueue-only handler and the observer fallback."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import queue
+import threading
+from typing import Any
+
+import pytest
+from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent
+from watchdog.observers.polling import PollingObserver
+
+from watcher import logs
+from watcher.daemon import QueueHandler, start_observer
+
+
+def test_handler_only_enqueues_and_flags_overflow() -> None:
+    events: queue.Queue[Any] = queue.Queue(maxsize=2)
+    overflow = threading.Event()
+    handler = QueueHandler(events, overflow)
+    handler.dispatch(FileClosedEvent("/w/a.json"))
+    handler.dispatch(DirModifiedEvent("/w"))  # dropped: noise
+    handler.dispatch(FileMovedEvent("/w/.a.tmp", "/w/b.json"))
+    assert not overflow.is_set()
+    handler.dispatch(FileClosedEvent("/w/c.json"))  # the queue is full: never block, never raise
+    assert overflow.is_set()
+    assert [events.get_nowait(), events.get_nowait()] == [
+        ("closed", "/w/a.json", "", False),
+        ("moved", "/w/.a.tmp", "/w/b.json", False),
+    ]
+
+
+@pytest.mark.parametrize(("err", "sysctl"), [(errno.ENOSPC, "max_user_watches"), (errno.EMFILE, "max_user_instances")])
+def test_inotify_limit_falls_back_to_polling_and_says_how_to_fix(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, err: int, sysctl: str
+) -> None:
+    def exhausted(*_: Any, **__: Any) -> None:
+        raise OSError(err, "inotify limit reached")
+
+    monkeypatch.setattr("watchdog.observers.inotify.InotifyObserver.__init__", exhausted)
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    observer, kind = start_observer(make_settings(), QueueHandler(queue.Queue(), threading.Event()))
+    try:
+        assert kind == "polling" and isinstance(observer, PollingObserver)
+    finally:
+        observer.stop()
+        observer.join()
+    event = json.loads(stream.getvalue())
+    assert event["event"] == "inotify_limit_reached" and f"sysctl -w fs.inotify.{sysctl}=" in event["hint"]

@@ -1,0 +1,52 @@
+"""Log set-up: JSON lines (one per event, even for odd file names), no locals in tracebacks."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from watcher import logs
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_json_when_not_a_tty_one_line_per_event() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "auto", stream)
+    logs.get_logger("t").warning("file_rejected", path="we\nird \udcff name.json", errors=[{"field": None}])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert (event["event"], event["level"], event["path"]) == ("file_rejected", "warning", "we\nird \udcff name.json")
+    assert event["timestamp"].endswith("Z")
+
+
+def test_console_on_a_tty() -> None:
+    stream = Tty()
+    logs.configure("info", "auto", stream)
+    logs.get_logger("t").info("file_scored", path="a.json")
+    assert "file_scored" in stream.getvalue() and not stream.getvalue().startswith("{")
+
+
+def test_level_filter() -> None:
+    stream = io.StringIO()
+    logs.configure("warning", "json", stream)
+    log = logs.get_logger("t")
+    log.info("quiet")
+    log.warning("loud")
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["loud"]
+
+
+def test_tracebacks_carry_no_local_variables() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    secret = "file contents that must not leak"  # noqa: F841 - a local the traceback must not show
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logs.get_logger("t").exception("failed")
+    assert "must not leak" not in stream.getvalue()
+    assert json.loads(stream.getvalue())["exception"][0]["exc_type"] == "ValueError"
