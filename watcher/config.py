@@ -51,7 +51,7 @@ class Settings(BaseModel):
     max_write_seconds: float = Field(60.0, gt=0)
     report_interval: float = Field(1.0, ge=0)
     reconcile_interval: float = Field(300.0, gt=0)
-    batch_size: int = Field(500, ge=1)
+    batch_size: int = Field(5000, ge=1)
     workers: int = Field(0, ge=0)
     progress: Literal["auto", "always", "never"] = "auto"
 

@@ -30,7 +30,6 @@ def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextI
     """Configure structlog process-wide: level filter, timestamps, and the renderer."""
     stream = sys.stderr if stream is None else stream
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -10,6 +10,7 @@ batches, one transaction each.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -103,8 +104,30 @@ def refresh_reports(store: Store, settings: Settings, changed: bool) -> bool:
     return True
 
 
-def _judge_star(job: tuple[str, str | None, JudgeOptions]) -> Outcome:
-    return judge(job[0], job[2], job[1])
+_worker_opts: JudgeOptions | None = None
+
+
+def _init_worker(opts: JudgeOptions) -> None:
+    # The options travel once per worker, not once per file.
+    global _worker_opts
+    _worker_opts = opts
+
+
+def _judge_in_worker(job: tuple[str, str | None]) -> Outcome:
+    assert _worker_opts is not None
+    return judge(job[0], _worker_opts, job[1])
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` when this process has a single thread (``watcher scan``): workers start at once.
+    Forking a process with other threads (the daemon) is unsafe, so there workers come from a
+    fork server that has imported the pipeline once; a fresh interpreter per worker would cost
+    more than a small burst takes."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["watcher.pipeline"])
+    return ctx
 
 
 def judge_all(jobs: Sequence[tuple[str, str | None]], opts: JudgeOptions, workers: int) -> Iterator[Outcome]:
@@ -113,11 +136,10 @@ def judge_all(jobs: Sequence[tuple[str, str | None]], opts: JudgeOptions, worker
         for rel, sha in jobs:
             yield judge(rel, opts, sha)
         return
-    # spawn, not fork: the daemon has threads, and forking a threaded process is unsafe.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    ctx = _pool_context()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(opts,)) as pool:
         chunk = max(1, min(256, len(jobs) // (workers * 8)))
-        yield from pool.map(_judge_star, ((rel, sha, opts) for rel, sha in jobs), chunksize=chunk)
+        yield from pool.map(_judge_in_worker, jobs, chunksize=chunk)
 
 
 def apply_in_batches(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import sub
 
 #: Distances within this of the best one count as equally close.
 TOLERANCE = 1e-9
@@ -34,15 +36,11 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
     """
     if not recalls or len(thresholds) != len(recalls):
         raise ValueError("need two non-empty sequences of equal length")
-    best_d = min(abs(r - target) for r in recalls)
-    limit = best_d + TOLERANCE
-    best = -1
-    best_key = (False, 0.0)
-    for i, r in enumerate(recalls):
-        if abs(r - target) <= limit:
-            # Python compares tuples left to right: met beats not met, then higher threshold wins.
-            key = (r >= target, thresholds[i])
-            if best < 0 or key > best_key:
-                best, best_key = i, key
+    # C-level map/compress, not a Python loop over points: 1,000,000-point curves are scored too.
+    distances = list(map(abs, map(sub, recalls, repeat(target))))
+    limit = min(distances) + TOLERANCE
+    candidates = list(compress(range(len(distances)), map(limit.__ge__, distances)))
+    # Tuples compare left to right: meeting the target first, then the higher threshold.
+    best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
     recall = recalls[best]
-    return Score(best, thresholds[best], recall, abs(recall - target), recall >= target)
+    return Score(best, thresholds[best], recall, distances[best], recall >= target)

@@ -64,7 +64,6 @@ CREATE TABLE history (
     detail TEXT
 );
 CREATE INDEX history_path ON history (path, id);
-CREATE INDEX history_model ON history (model_id, id);
 CREATE VIEW report AS
 SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path
 FROM (
@@ -152,7 +151,12 @@ class Store:
             db.execute("PRAGMA busy_timeout = 30000")
             if db.journal_mode != "wal":
                 db.enable_wal()
+            # WAL + NORMAL: a crash loses at most the last commits, never consistency (and reconcile
+            # redoes what was lost). Checkpoint less often than the default 1,000 pages: with
+            # random UUID keys each commit dirties many pages, and checkpoints dominated bulk scans.
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint = 10000")
+            db.execute("PRAGMA journal_size_limit = 67108864")
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
         except sqlite3.Error as exc:
@@ -254,18 +258,20 @@ class Store:
         return dict(zip(("models", "results", "rejections", "history"), row, strict=True))
 
     def duplicates(self, models: Iterable[str]) -> dict[str, list[str]]:
-        """For each given model_id held by several files, its paths, the winner first."""
+        """For each given model_id held by several files, its paths, the winner first.
+
+        Looks up only the given model_ids (through the ``results_latest`` index), so the cost
+        follows the batch, not the table.
+        """
         out: dict[str, list[str]] = {}
         for chunk in _chunks(sorted(models), 500):
-            marks = ",".join("?" * len(chunk))
             sql = (
-                f"SELECT model_id, path FROM results WHERE model_id IN ({marks}) "
-                "AND model_id IN (SELECT model_id FROM results GROUP BY model_id HAVING count(*) > 1) "
+                f"SELECT model_id, path FROM results WHERE model_id IN ({','.join('?' * len(chunk))}) "
                 "ORDER BY model_id, experiment_at DESC, path DESC"
             )
-            for model_id, path in self.db.execute(sql, chunk):
+            for model_id, path in self.db.execute(sql, list(chunk)):
                 out.setdefault(model_id, []).append(path)
-        return out
+        return {model_id: paths for model_id, paths in out.items() if len(paths) > 1}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -273,86 +279,78 @@ class Store:
         """Write a batch of outcomes in one transaction and return what changed.
 
         Scored/Rejected replace the path's row in the other table too; Unchanged refreshes the
-        stat key only; Removed deletes the path. Every real change appends to ``history``.
+        stat key only; Removed deletes the path. Every real change appends to ``history``. If a
+        path occurs more than once, its last outcome counts. Statements are batched
+        (``executemany``): per-row round trips dominate a bulk scan otherwise.
         """
+        latest = {o.path: o for o in outcomes}
         applied = Applied()
         at = now_iso()
+        scored = [o for o in latest.values() if isinstance(o, Scored)]
+        rejected = [o for o in latest.values() if isinstance(o, Rejected)]
+        unchanged = [o for o in latest.values() if isinstance(o, Unchanged)]
+        removed = [o.path for o in latest.values() if isinstance(o, Removed)]
+        ex = self.db.conn.executemany
         with self.db.atomic():
-            for outcome in outcomes:
-                if isinstance(outcome, Scored):
-                    self._scored(outcome, at, applied)
-                elif isinstance(outcome, Rejected):
-                    self._rejected(outcome, at, applied)
-                elif isinstance(outcome, Unchanged):
-                    self._unchanged(outcome)
+            old_models = self._column("results", "model_id", [*latest])
+            old_rejections = self._rejection_keys([o.path for o in rejected])
+            # A rejection identical to the stored one (same content, same reasons) is not news.
+            restat = [(*_stat_tuple(o.stat), o.path) for o in unchanged]
+            fresh: list[tuple[Rejected, str]] = []
+            for o in rejected:
+                errors = json.dumps([p.as_dict() for p in o.errors], ensure_ascii=False)
+                if old_rejections.get(o.path) == (errors, o.sha256):
+                    restat.append((*_stat_tuple(o.stat), o.path))
                 else:
-                    self._removed(outcome, at, applied)
+                    fresh.append((o, errors))
+            gone = self._column("rejections", "sha256", removed)
+            ex("DELETE FROM rejections WHERE path = ?", [(o.path,) for o in scored])
+            ex(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        o.path, o.model_id, o.issuer, o.experiment_date, o.experiment_at, o.optimal_threshold,
+                        o.closest_recall_value, o.distance, int(o.target_met), o.target_recall, o.n_points,
+                        o.stat.size, o.stat.mtime_ns, o.stat.inode, o.sha256, self.rules_version, at,
+                    )
+                    for o in scored
+                ],
+            )  # fmt: skip
+            ex("DELETE FROM results WHERE path = ?", [(o.path,) for o, _ in fresh])
+            ex(
+                "INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(o.path, e, *_stat_tuple(o.stat), o.sha256, self.rules_version, at) for o, e in fresh],
+            )
+            for table in ("results", "rejections"):
+                ex(f"UPDATE {table} SET size = ?, mtime_ns = ?, inode = ? WHERE path = ?", restat)
+            ex("DELETE FROM results WHERE path = ?", [(p,) for p in removed])
+            ex("DELETE FROM rejections WHERE path = ?", [(p,) for p in removed])
+            real_removals = [p for p in removed if p in old_models or p in gone]
+            history: list[tuple[Any, ...]] = [(at, o.path, "scored", o.sha256, o.model_id, None) for o in scored]
+            history += [(at, o.path, "rejected", o.sha256, None, e) for o, e in fresh]
+            history += [(at, p, "removed", gone.get(p), old_models.get(p), None) for p in real_removals]
+            ex("INSERT INTO history (at, path, outcome, sha256, model_id, detail) VALUES (?, ?, ?, ?, ?, ?)", history)
+        applied.scored, applied.rejected, applied.removed = scored, [o for o, _ in fresh], real_removals
+        applied.models = {o.model_id for o in scored}
+        applied.models.update(m for p, m in old_models.items() if not isinstance(latest[p], Unchanged))
         return applied
 
-    def _scored(self, o: Scored, at: str, applied: Applied) -> None:
-        old = self.db.execute("SELECT model_id FROM results WHERE path = ?", [o.path]).fetchone()
-        self.db.execute("DELETE FROM rejections WHERE path = ?", [o.path])
-        self.db.execute(
-            "INSERT OR REPLACE INTO results VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                o.path, o.model_id, o.issuer, o.experiment_date, o.experiment_at, o.optimal_threshold,
-                o.closest_recall_value, o.distance, int(o.target_met), o.target_recall, o.n_points,
-                o.stat.size, o.stat.mtime_ns, o.stat.inode, o.sha256, self.rules_version, at,
-            ],
-        )  # fmt: skip
-        self._history(at, o.path, "scored", o.sha256, o.model_id, None)
-        applied.scored.append(o)
-        applied.models.add(o.model_id)
-        if old:
-            applied.models.add(old[0])
+    def _column(self, table: str, column: str, paths: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for chunk in _chunks(paths, 500):
+            sql = f"SELECT path, {column} FROM {table} WHERE path IN ({','.join('?' * len(chunk))})"
+            out.update(self.db.execute(sql, list(chunk)).fetchall())
+        return out
 
-    def _rejected(self, o: Rejected, at: str, applied: Applied) -> None:
-        errors = json.dumps([p.as_dict() for p in o.errors], ensure_ascii=False)
-        stat = o.stat or FileStat(None, None, None)  # type: ignore[arg-type]
-        same = self.db.execute(
-            "SELECT 1 FROM rejections WHERE path = ? AND errors = ? AND sha256 IS ? AND rules_version = ?",
-            [o.path, errors, o.sha256, self.rules_version],
-        ).fetchone()
-        if same:  # the same verdict on the same content: refresh the stat key, record nothing new
-            self.db.execute(
-                "UPDATE rejections SET size = ?, mtime_ns = ?, inode = ? WHERE path = ?",
-                [stat.size, stat.mtime_ns, stat.inode, o.path],
+    def _rejection_keys(self, paths: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        out: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(paths, 500):
+            sql = (
+                f"SELECT path, errors, sha256 FROM rejections WHERE rules_version = ? "
+                f"AND path IN ({','.join('?' * len(chunk))})"
             )
-            return
-        old = self.db.execute("DELETE FROM results WHERE path = ? RETURNING model_id", [o.path]).fetchone()
-        if old:
-            applied.models.add(old[0])
-        self.db.execute(
-            "INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [o.path, errors, stat.size, stat.mtime_ns, stat.inode, o.sha256, self.rules_version, at],
-        )
-        self._history(at, o.path, "rejected", o.sha256, None, errors)
-        applied.rejected.append(o)
-
-    def _unchanged(self, o: Unchanged) -> None:
-        for table in ("results", "rejections"):
-            self.db.execute(
-                f"UPDATE {table} SET size = ?, mtime_ns = ?, inode = ? WHERE path = ?",
-                [o.stat.size, o.stat.mtime_ns, o.stat.inode, o.path],
-            )
-
-    def _removed(self, o: Removed, at: str, applied: Applied) -> None:
-        old = self.db.execute("DELETE FROM results WHERE path = ? RETURNING model_id, sha256", [o.path]).fetchone()
-        rej = self.db.execute("DELETE FROM rejections WHERE path = ? RETURNING sha256", [o.path]).fetchone()
-        if old or rej:
-            self._history(at, o.path, "removed", (old or rej)[-1], old[0] if old else None, None)
-            applied.removed.append(o.path)
-            if old:
-                applied.models.add(old[0])
-
-    def _history(
-        self, at: str, path: str, outcome: str, sha: str | None, model: str | None, detail: str | None
-    ) -> None:
-        self.db.execute(
-            "INSERT INTO history (at, path, outcome, sha256, model_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            [at, path, outcome, sha, model, detail],
-        )
+            out.update((p, (e, h)) for p, e, h in self.db.execute(sql, [self.rules_version, *chunk]))
+        return out
 
     # -- daemon status ---------------------------------------------------------------------
 
@@ -378,6 +376,10 @@ class Store:
             f" files_removed = files_removed + :d{assigns} WHERE id = 1",
             {"s": scored, "r": rejected, "d": removed, **values},
         )
+
+
+def _stat_tuple(stat: FileStat | None) -> tuple[int | None, int | None, int | None]:
+    return (stat.size, stat.mtime_ns, stat.inode) if stat is not None else (None, None, None)
 
 
 def _under(under: str) -> tuple[str, dict[str, str]]:

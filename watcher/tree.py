@@ -9,25 +9,37 @@ walk cannot leave the tree or loop.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from dataclasses import dataclass, field
+from fnmatch import translate
 from pathlib import Path
 
 from watcher.pipeline import FileStat, identity_stat
 
 
-@dataclass(frozen=True, slots=True)
+def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # One regex for all patterns: matching runs once per path component of every file.
+    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns) or "(?!)")
+
+
+@dataclass(frozen=True)
 class Matcher:
-    """Decides whether a relative path is tracked."""
+    """Decides whether a relative path is tracked (glob patterns, case-sensitive)."""
 
     patterns: tuple[str, ...]
     ignore_patterns: tuple[str, ...]
     recursive: bool = True
+    _wanted: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _ignored: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_wanted", _compile(self.patterns))
+        object.__setattr__(self, "_ignored", _compile(self.ignore_patterns))
 
     def ignored_part(self, name: str) -> bool:
         """True when a single path component is hidden or a temp name."""
-        return any(fnmatchcase(name, pat) for pat in self.ignore_patterns)
+        return self._ignored.match(name) is not None
 
     def tracks(self, rel: str) -> bool:
         """True when the relative path ``rel`` names a results file watcher should judge."""
@@ -36,7 +48,7 @@ class Matcher:
             return False
         if any(self.ignored_part(part) for part in parts):
             return False
-        return any(fnmatchcase(parts[-1], pat) for pat in self.patterns)
+        return self._wanted.match(parts[-1]) is not None
 
     def descends(self, rel_dir: str) -> bool:
         """True when a directory's content may hold tracked files."""

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.run`` (or ``make bench``). Not part of the test suite's pass/fail."""
