@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,13 @@ def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> 
         t.join()
     assert errors == []
     assert daemon.query("SELECT count(*) FROM report")[0][0] == 2000
+    report = daemon.root / "var" / "reports" / "report.csv"
+    wait_until(lambda: report.read_text().count("\n") == 2001, what="report.csv with 2000 rows")
+    # Coalesced: at most one write per report_interval (0.2 s) while the burst lasted, not one per file.
+    writes = [e for e in daemon.events() if e["event"] == "reports_written"]
+    first = datetime.fromisoformat(writes[0]["timestamp"])
+    span = (datetime.fromisoformat(writes[-1]["timestamp"]) - first).total_seconds()
+    assert 1 <= len(writes) <= span / 0.2 + 2, (len(writes), span)
     assert daemon.stop() == 0
 
 

@@ -100,3 +100,11 @@ def test_stale_open_count_is_forgotten() -> None:
     t.feed("opened", "a.json", 0.0)  # its close was dropped
     t.ready(2 * MAX_WRITE + 1, stat_of({}))
     assert t.states == {}
+
+
+def test_writing_is_only_a_seen_open() -> None:
+    t = make()
+    t.feed("created", "bare.json", 0.0)
+    t.feed("opened", "open.json", 0.0)
+    assert not t.writing("bare.json") and t.busy("bare.json")
+    assert t.writing("open.json") and not t.writing("unknown.json")

@@ -2,9 +2,9 @@
 
 The watchdog handler only enqueues (an exception there would kill the observer thread). The
 :class:`Writer` decides when each file is finished (:mod:`watcher.tracker`), judges it with the same
-code as ``watcher scan``, writes outcomes in batches (one transaction each), regenerates reports
-coalesced, and reconciles at start, periodically, and after a queue overflow. The main thread
-supervises: signals only set an event; it pings the systemd watchdog while both threads live.
+code as ``watcher scan``, writes outcomes in batches (one transaction each), flags changes to the
+report thread (:mod:`watcher.reporter`), and reconciles at start, periodically, and after a queue
+overflow. The main thread supervises: signals only set an event; it pings the systemd watchdog while both threads live.
 """
 
 from __future__ import annotations
@@ -29,15 +29,8 @@ from watcher.config import Settings
 from watcher.errors import WatchDirError, WatcherError
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
-from watcher.reconcile import (
-    apply_in_batches,
-    judge_all,
-    judge_options,
-    matcher_for,
-    open_store,
-    reconcile,
-    refresh_reports,
-)
+from watcher.reconcile import apply_in_batches, judge_all, judge_options, matcher_for, open_store, reconcile
+from watcher.reporter import Reporter
 from watcher.store import Applied, Store, now_iso
 from watcher.tracker import Kind, Tracker, stat_key
 from watcher.tree import relpath
@@ -96,9 +89,7 @@ class Writer(threading.Thread):
         self.opts = judge_options(settings)
         self.root = settings.watch_dir
         self.subtrees: dict[str, float] = {}
-        self.report_dirty = False
-        self.report_dirty_since = 0.0
-        self.last_report = 0.0
+        self.on_change: Callable[[], None] = lambda: None
         self.next_reconcile = 0.0
         self.last_status = 0.0
         self.last_event_at: str | None = None
@@ -120,11 +111,9 @@ class Writer(threading.Thread):
                 stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
             )  # fmt: skip
             self._reconcile("")
-            self._report(force=True)
             self.ready.set()
             while not self.stop_event.is_set():
                 self.step()
-            self._report(force=True)
             store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
         finally:
             store.close()
@@ -133,7 +122,7 @@ class Writer(threading.Thread):
 
     def step(self) -> None:
         """Take the events that are there (waiting until the next deadline), judge what is ready,
-        run due reconciles, and write reports and status when due."""
+        run due reconciles, and write the status when due."""
         now = time.monotonic()
         self.tick = now
         batch = self._drain(self._timeout(now))
@@ -156,14 +145,11 @@ class Writer(threading.Thread):
                 self._reconcile(sub)
         if now >= self.next_reconcile:
             self._reconcile("")
-        self._report(force=False)
         if now - self.last_status >= 5.0:
             self._status()
 
     def _timeout(self, now: float) -> float:
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
-        if self.report_dirty:
-            deadlines.append(self.last_report + self.settings.report_interval)
         tracked = self.tracker.next_deadline(now)
         if tracked is not None:
             deadlines.append(tracked)
@@ -191,7 +177,7 @@ class Writer(threading.Thread):
         if is_dir:
             # A folder created, moved or deleted: look at its whole subtree rather than trust
             # per-file events (files may land in it before its watch is added).
-            for rel, delay in ((rel_src, 0.0 if kind != "created" else 0.2), (rel_dest, 0.2)):
+            for rel, delay in ((rel_src, 0.0 if kind != "created" else 0.05), (rel_dest, 0.05)):
                 if rel is not None and (rel == "" or self.matcher.descends(rel)):
                     self.subtrees[rel] = min(self.subtrees.get(rel, now + delay), now + delay)
             return
@@ -224,8 +210,8 @@ class Writer(threading.Thread):
 
     def _applied(self, applied: Applied, n: int) -> None:
         self.tick = time.monotonic()
-        if applied.changed and not self.report_dirty:
-            self.report_dirty, self.report_dirty_since = True, self.tick
+        if applied.changed:
+            self.on_change()
         assert self.store is not None
         self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
 
@@ -235,7 +221,12 @@ class Writer(threading.Thread):
         if not under:
             self.next_reconcile = now + self.settings.reconcile_interval
         try:
-            summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=self.tracker.busy)
+            # A new folder's files may have been written before its watch existed: they get only a
+            # synthetic 'created', and would wait settle_seconds. Its reconcile judges them now,
+            # deferring only to files a writer is known to hold open. The full reconcile leaves every
+            # file with pending events to the tracker.
+            skip = self.tracker.writing if under else self.tracker.busy
+            summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=skip)
         except WatchDirError as exc:
             log.error("watch_dir_missing", error=str(exc), hint="keeping stored results until it is back")
             return
@@ -243,8 +234,8 @@ class Writer(threading.Thread):
             log.error("database_error", error=str(exc), retry_in=5.0)
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
-        if summary.changed and not self.report_dirty:
-            self.report_dirty, self.report_dirty_since = True, time.monotonic()
+        if summary.changed:
+            self.on_change()
         log.info(
             "reconcile_done", under=under or ".", seen=summary.seen, read=summary.read, scored=summary.scored,
             rejected=summary.rejected, removed=summary.removed, seconds=round(summary.seconds, 3),
@@ -255,27 +246,9 @@ class Writer(threading.Thread):
     def _progress(self, done: int, total: int) -> None:
         self.tick = time.monotonic()
 
-    def _report(self, force: bool) -> None:
-        """Coalesced: when the burst is over or ``report_interval`` passed since the first change,
-        and never more often than once per ``report_interval``. ``force`` writes now (start, stop),
-        and also when a report file is missing."""
-        now = time.monotonic()
-        if not force:
-            interval = self.settings.report_interval
-            burst_over = self.events.empty() and not self.tracker.states
-            if not self.report_dirty or now - self.last_report < interval:
-                return
-            if not (burst_over or now - self.report_dirty_since >= interval):
-                return
-        assert self.store is not None
-        try:
-            refresh_reports(self.store, self.settings, changed=self.report_dirty)
-        except OSError as exc:
-            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
-            self.last_report = now  # retry after report_interval, not in a tight loop
-            return
-        self.report_dirty = False
-        self.last_report = now
+    def idle(self) -> bool:
+        """True when no event waits and no file is in flight: a burst is over (any thread may ask)."""
+        return self.events.empty() and not self.tracker.states
 
     def _status(self) -> None:
         assert self.store is not None
@@ -365,23 +338,30 @@ def run(
     observer, kind = observer_factory(settings, QueueHandler(events, overflow))
     writer = Writer(settings, events, threading.Event(), kind)
     writer.overflow = overflow
+    reporter = Reporter(settings, writer.idle, threading.Event())
+    writer.on_change = reporter.mark
     writer.start()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
     )
-    code = _supervise(settings, stop, observer, writer)
+    code = _supervise(settings, stop, observer, writer, reporter)
     notify("STOPPING=1")
     log.info("daemon_stopping")
     observer.stop()
     writer.stop_event.set()
     writer.join(timeout=30)
+    reporter.stop_event.set()  # after the writer: the last batch's change gets written out
+    if reporter.is_alive():
+        reporter.join(timeout=30)
     observer.join(timeout=5)
     os.close(lock_fd)
     log.info("daemon_stopped", exit_code=code)
     return code
 
 
-def _supervise(settings: Settings, stop: threading.Event, observer: BaseObserver, writer: Writer) -> int:
+def _supervise(
+    settings: Settings, stop: threading.Event, observer: BaseObserver, writer: Writer, reporter: Reporter
+) -> int:
     period = watchdog_period()
     interval = min(period or 1.0, 1.0)
     ready_sent = False
@@ -393,6 +373,7 @@ def _supervise(settings: Settings, stop: threading.Event, observer: BaseObserver
             log.error("observer_died")
             return 1
         if writer.ready.is_set() and not ready_sent:
+            reporter.start()  # the database exists and is migrated by now
             notify(f"READY=1\nSTATUS=watching {settings.watch_dir}")
             log.info("daemon_ready")
             ready_sent = True

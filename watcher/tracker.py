@@ -87,6 +87,11 @@ class Tracker:
         st = self.states.get(rel)
         return st is not None and (st.dirty or st.writers > 0)
 
+    def writing(self, rel: str) -> bool:
+        """True while a process we saw open ``rel`` has not closed it."""
+        st = self.states.get(rel)
+        return st is not None and st.writers > 0
+
     def ready(self, now: float, key: Callable[[str], tuple[int, int] | None]) -> list[str]:
         """Paths to judge now; their state is cleared. ``key(rel)`` stats a path for the settle rule."""
         out: list[str] = []

@@ -1,0 +1,287 @@
+"""Run every benchmark and print one table: ``python -m benchmarks.run`` (or ``make bench``).
+
+Each figure stands next to the baseline measured in the same run (``benchmarks/baseline.py``, a
+cron-style full rescan), as a ratio, with its target. Medians of repeated runs; the machine is
+shared and noisy, so compare ratios rather than absolute times. ``--quick`` runs tiny sizes (the
+smoke test uses it); figures from it mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import baseline, corpus
+
+PY = sys.executable
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    figure: str
+    watcher: str
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_time(fn: Callable[[], Any], repeats: int, before: Callable[[], Any] | None = None) -> float:
+    times = []
+    for _ in range(repeats):
+        if before:
+            before()
+        times.append(timed(fn))
+    return statistics.median(times)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def max_rss_mib(*args: str) -> float:
+    """Peak RSS of a command and its children (worker processes included), in MiB."""
+    code = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    code += "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    out = subprocess.run([PY, "-c", code, *args], check=True, capture_output=True, text=True).stdout
+    return int(out) / 1024
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.001) -> float:
+    """Seconds until ``predicate`` holds (a benchmark measures time, so it polls tightly)."""
+    start = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(poll)
+    return time.perf_counter() - start
+
+
+class Daemon:
+    """``watcher run`` on a tree and database, observed through the log and a read connection."""
+
+    def __init__(self, tree: Path, db: Path, log: Path) -> None:
+        self.log = log
+        env = {**os.environ, "WATCHER_REPORT_FORMATS": "csv"}
+        self.proc = subprocess.Popen(
+            [PY, "-m", "watcher", "run", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json"],
+            stderr=log.open("w"), stdout=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        wait_for(lambda: "daemon_ready" in log.read_text(), timeout=600, poll=0.05)
+        self.conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+
+    def has(self, path: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM results WHERE path = ?", [path]).fetchone() is not None
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM results").fetchone()[0])
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def publish(tree: Path, i: int, points: int = 101) -> str:
+    """Write one new results file the careful way (temp name, then rename); its relative path."""
+    rel = f"new/model{i:07}.json"
+    target = tree / rel
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(corpus.document(10_000_000 + i, points, corpus.random.Random(i))))
+    os.replace(tmp, target)
+    return rel
+
+
+def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_seconds: float, big: int,
+          work: Path) -> list[Row]:  # fmt: skip
+    rows: list[Row] = []
+    cold_time: dict[int, float] = {}
+    base_time: dict[int, float] = {}
+    for n in sizes:
+        tree = work / f"c{n}"
+        corpus.generate(tree, n)
+        db = work / f"w{n}.db"
+        out = str(work / "baseline.csv")
+        baseline.rescan(str(tree), out)  # warm the page cache for both
+
+        def drop_db(db: Path = db) -> None:
+            for f in db.parent.glob(db.name + "*"):
+                f.unlink()
+            shutil.rmtree(db.parent / "reports", ignore_errors=True)
+
+        base_time[n] = median_time(lambda t=tree, o=out: run(PY, "-m", "benchmarks.baseline", str(t), o), repeats)
+        scan = (PY, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json")
+        cold_time[n] = median_time(lambda s=scan: run(*s), repeats, before=drop_db)
+        rescan = median_time(lambda s=scan: run(*s), repeats)
+        rows.append(Row(f"cold scan, {n:,} files (files/s)", f"{n / cold_time[n]:,.0f}", f"{n / base_time[n]:,.0f}",
+                        f"{base_time[n] / cold_time[n]:.2f}x", ">= 2x baseline",
+                        _met(base_time[n] / cold_time[n] >= 2)))  # fmt: skip
+        rows.append(Row(f"unchanged re-scan, {n:,} files (s)", f"{rescan:.2f}", f"{base_time[n]:.2f}",
+                        f"{base_time[n] / rescan:.1f}x; {cold_time[n] / rescan:.1f}x faster than cold",
+                        ">= 10x faster than cold at 100k" if n >= 100_000 else "",
+                        _met(cold_time[n] / rescan >= 10) if n >= 100_000 else ""))  # fmt: skip
+        if n == max(sizes):
+            drop_db()  # a cold scan again, measured for memory this time; it leaves the database ready
+            rows.append(Row(f"peak RSS, cold scan of {n:,} files (MiB, with workers)", f"{max_rss_mib(*scan):.0f}"))
+
+    # Baseline at 20,000 files: what one cron rescan costs at that size.
+    n20 = 20_000 if max(sizes) >= 100_000 else max(sizes)
+    tree20 = work / f"c{n20}"
+    if not tree20.exists():
+        corpus.generate(tree20, n20)
+    base20 = median_time(lambda: baseline.rescan(str(tree20), str(work / "b20.csv")), repeats)
+
+    p50s = {}
+    for n in sizes:
+        tree, db = work / f"c{n}", work / f"w{n}.db"
+        d = Daemon(tree, db, work / f"daemon{n}.log")
+        try:
+            lat = []
+            for i in range(latency_files):
+                start = time.perf_counter()
+                rel = publish(tree, n * 10 + i)
+                wait_for(lambda r=rel, d=d: d.has(r), timeout=30)
+                lat.append(time.perf_counter() - start)
+            lat.sort()
+            p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+            p50s[n] = p50
+            ok = p50 <= 0.05 and base20 / p50 >= 100
+            rows.append(Row(f"change-to-database latency, {n:,} models (p50 / p99 ms)",
+                            f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f}", f"{base20 * 1e3:.0f} (one rescan of {n20:,})",
+                            f"{base20 / p50:.0f}x", "p50 <= 50 ms and >= 100x", _met(ok)))  # fmt: skip
+            report = db.parent / "reports" / "report.csv"
+            rep = []
+            for i in range(3):
+                time.sleep(1.2)  # pacing: an isolated change, not one inside the previous report interval
+                start = time.perf_counter()
+                rel = publish(tree, n * 10 + 1000 + i)
+                wait_for(lambda r=rel, f=report: r in f.read_text(), timeout=30, poll=0.005)
+                rep.append(time.perf_counter() - start)
+            rows.append(Row(f"change to report file, {n:,} models (s)", f"{statistics.median(rep):.2f}",
+                            f"{base_time[n]:.2f}", f"{base_time[n] / statistics.median(rep):.1f}x",
+                            "<= 1 s at 100k" if n >= 100_000 else "",
+                            _met(statistics.median(rep) <= 1) if n >= 100_000 else ""))  # fmt: skip
+            if n == max(sizes):
+                before, t0 = d.cpu_seconds(), time.perf_counter()
+                time.sleep(idle_seconds)  # measuring idle: nothing happens on purpose
+                idle = (d.cpu_seconds() - before) / (time.perf_counter() - t0) * 100
+                rows.append(Row(f"idle CPU, {n:,} models (%)", f"{idle:.2f}", "", "", "< 1%", _met(idle < 1)))
+                rss = d.peak_rss_mib()
+                rows.append(Row(f"daemon peak RSS, {n:,} models (MiB)", f"{rss:.0f}", "", "", "< 150 MiB",
+                                _met(rss < 150)))  # fmt: skip
+        finally:
+            d.stop()
+    if len(p50s) > 1:
+        lo, hi = min(p50s), max(p50s)
+        growth = p50s[hi] / p50s[lo]
+        rows.append(Row(f"latency growth, {lo:,} -> {hi:,} models (p50 ratio)", f"{growth:.2f}", "", "",
+                        "does not grow", _met(growth < 2)))  # fmt: skip
+
+    # A burst of new files into a running daemon, against the cold scan of as many files.
+    burst_tree, burst_db = work / "burst", work / "burst.db"
+    burst_tree.mkdir()
+    staged = corpus.generate(work / "staged", burst)
+    payload = [(p.relative_to(work / "staged"), p.read_bytes()) for p in staged]
+    d = Daemon(burst_tree, burst_db, work / "burst.log")
+    try:
+        start = time.perf_counter()
+        for rel, data in payload:
+            (burst_tree / rel).parent.mkdir(exist_ok=True)
+            (burst_tree / rel).write_bytes(data)
+        wait_for(lambda: d.count() == burst, timeout=900, poll=0.02)
+        took = time.perf_counter() - start
+    finally:
+        d.stop()
+    cold = cold_time.get(burst) or (cold_time[max(sizes)] * burst / max(sizes))
+    rows.append(Row(f"burst of {burst:,} new files to all ingested (s)", f"{took:.2f}",
+                    f"{base_time.get(burst, 0):.2f}", f"{took / cold:.2f}x cold scan", "<= 2x cold scan",
+                    _met(took <= 2 * cold)))  # fmt: skip
+
+    # One huge curve, validated and scored.
+    from watcher.pipeline import JudgeOptions, Scored, judge
+
+    huge = work / "huge" / "curve.json"
+    huge.parent.mkdir()
+    huge.write_text(json.dumps(corpus.document(0, big, corpus.random.Random(7))))
+    opts = JudgeOptions(root=huge.parent, target_recall=0.85, max_file_bytes=64 * 1024 * 1024)
+    assert isinstance(judge("curve.json", opts), Scored)
+    ours = median_time(lambda: judge("curve.json", opts), repeats)
+
+    def theirs() -> None:
+        with huge.open() as fh:
+            baseline.score(json.load(fh))
+
+    base = median_time(theirs, repeats)
+    rows.append(Row(f"one {big:,}-point curve validated and scored (s)", f"{ours:.3f}", f"{base:.3f}",
+                    f"{base / ours:.2f}x", "< 1 s", _met(ours < 1)))  # fmt: skip
+    return rows
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def table(rows: list[Row]) -> str:
+    head = ["figure", "watcher", "baseline", "ratio (baseline/watcher)", "target", "met"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += [f"| {r.figure} | {r.watcher} | {r.baseline} | {r.ratio} | {r.target} | {r.met} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the speed")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    if args.quick:
+        params = {"sizes": [200, 400], "latency_files": 5, "repeats": 1, "burst": 200, "idle_seconds": 1.0,
+                  "big": 10_000}  # fmt: skip
+    else:
+        params = {"sizes": [1_000, 10_000, 100_000], "latency_files": 100, "repeats": 3, "burst": 10_000,
+                  "idle_seconds": 10.0, "big": 1_000_000}  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
+    try:
+        started = time.perf_counter()
+        rows = bench(work=work, **params)  # type: ignore[arg-type]
+        print(table(rows))
+        print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.perf_counter() - started:.0f} s in all;"
+              f" max RSS of this runner {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")  # fmt: skip
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

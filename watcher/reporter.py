@@ -1,0 +1,83 @@
+"""The daemon's report thread: regenerates report files off the writer thread, coalesced.
+
+Rendering 100,000 rows takes a good part of a second; on the writer thread it would delay every
+file that arrives meanwhile. Here it runs on its own read-only connection: WAL gives it a committed
+snapshot while the writer goes on. Timing: a change is written out once the burst is over (the
+writer is idle), or ``report_interval`` after the first unreported change while changes keep
+coming, and never more often than once per ``report_interval``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from watcher.config import Settings
+from watcher.errors import StoreError
+from watcher.logs import get_logger
+from watcher.reconcile import refresh_reports
+from watcher.store import Store
+
+log = get_logger("watcher.reporter")
+
+
+class Reporter(threading.Thread):
+    """Call :meth:`mark` after each commit that changed something; set ``stop`` to end (with a
+    last write if a change is still unreported)."""
+
+    def __init__(self, settings: Settings, writer_idle: Callable[[], bool], stop: threading.Event) -> None:
+        super().__init__(name="watcher-reporter", daemon=True)
+        self.settings = settings
+        self.writer_idle = writer_idle
+        self.stop_event = stop
+        self.pending = threading.Event()
+        self.first_change = 0.0
+        self.last_written = -float("inf")
+        self.writes = 0
+
+    def mark(self) -> None:
+        """Note that the report is out of date (thread-safe, cheap)."""
+        if not self.pending.is_set():
+            self.first_change = time.monotonic()
+            self.pending.set()
+
+    def run(self) -> None:
+        """Thread body: never raises; a failed write is logged and retried after ``report_interval``."""
+        try:
+            store = Store.open_readonly(self.settings.db_path)
+        except StoreError as exc:
+            log.error("report_thread_failed", error=str(exc))
+            return
+        try:
+            # Changes made by the first reconcile, or report files missing: write them now.
+            self._write(store, changed=self.pending.is_set())
+            while not self.stop_event.is_set():
+                if self.pending.wait(0.5) and self._due():
+                    self._write(store, changed=True)
+            if self.pending.is_set():
+                self._write(store, changed=True)
+        finally:
+            store.close()
+
+    def _due(self) -> bool:
+        interval = self.settings.report_interval
+        now = time.monotonic()
+        if now - self.last_written < interval:
+            self.stop_event.wait(interval - (now - self.last_written))
+            return False
+        if self.writer_idle() or now - self.first_change >= interval:
+            return True
+        self.stop_event.wait(min(0.05, interval))  # the burst goes on: look again shortly
+        return False
+
+    def _write(self, store: Store, changed: bool) -> None:
+        self.pending.clear()
+        try:
+            if refresh_reports(store, self.settings, changed):
+                self.writes += 1
+                log.info("reports_written", report_dir=str(self.settings.reports), writes=self.writes)
+        except OSError as exc:
+            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
+            self.mark()
+        self.last_written = time.monotonic()
