@@ -82,7 +82,7 @@ class Daemon:
 
     def __init__(self, tree: Path, db: Path, log: Path) -> None:
         self.log = log
-        env = {**os.environ, "WATCHER_REPORT_FORMATS": "csv"}
+        env = dict(os.environ)
         self.proc = subprocess.Popen(
             [PY, "-m", "watcher", "run", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json"],
             stderr=log.open("w"), stdout=subprocess.DEVNULL, env=env,

@@ -14,7 +14,8 @@ from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent
 from watchdog.observers.polling import PollingObserver
 
 from watcher import logs
-from watcher.daemon import QueueHandler, start_observer
+from watcher.daemon import start_observer
+from watcher.writer import QueueHandler
 
 
 def test_handler_only_enqueues_and_flags_overflow() -> None:

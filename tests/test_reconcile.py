@@ -88,7 +88,7 @@ def test_duplicates_latest_experiment_wins_and_is_logged(s: Settings) -> None:
     logs.configure("info", "json", stream)
     run(s)
     store = open_store(s)
-    assert [r["path"] for r in store.report_rows()] == ["new.json"]
+    assert [r[-1] for r in store.report_rows()] == ["new.json"]
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     dup = [e for e in events if e["event"] == "model_duplicate"]
     assert dup == [dup[0]] and (dup[0]["winner"], dup[0]["others"]) == ("new.json", ["old.json"])
@@ -102,7 +102,7 @@ def test_target_change_rescores_everything(make_settings: Any) -> None:
     summary = run(higher)
     assert (summary.read, summary.scored) == (1, 1)
     store = Store.open(higher.db_path, target_recall=0.95)
-    assert store.report_rows()[0]["closest_recall_value"] == 0.95
+    assert next(store.report_rows())[3] == 0.95
 
 
 def test_missing_watch_dir_is_an_error_not_a_mass_removal(s: Settings) -> None:

@@ -101,15 +101,15 @@ def test_report_view_latest_instant_wins_then_greatest_path(store: Store) -> Non
             scored("b.json", "m2", at="2024-06-01T00:00:00.000000Z"),
         ]
     )
-    assert [(r["model_id"], r["path"]) for r in store.report_rows()] == [("m1", "new.json"), ("m2", "b.json")]
+    assert [(r[0], r[-1]) for r in store.report_rows()] == [("m1", "new.json"), ("m2", "b.json")]
     assert store.duplicates({"m1", "m2"}) == {"m1": ["new.json", "old.json"], "m2": ["b.json", "a.json"]}
 
 
 def test_report_filters(store: Store) -> None:
     store.apply([scored("a.json", "abc1"), scored("b.json", "abd2"), scored("c.json", "x_%")])
-    assert [r["model_id"] for r in store.report_rows(model="ab")] == ["abc1", "abd2"]
-    assert [r["model_id"] for r in store.report_rows(model="x_")] == ["x_%"]
-    assert store.report_rows(issuer="ANA@example.com") and not store.report_rows(issuer="bob@example.com")
+    assert [r[0] for r in store.report_rows(model="ab")] == ["abc1", "abd2"]
+    assert [r[0] for r in store.report_rows(model="x_")] == ["x_%"]
+    assert list(store.report_rows(issuer="ANA@example.com")) and not list(store.report_rows(issuer="bob@example.com"))
 
 
 def test_known_marks_outcomes_of_another_target_as_not_current(tmp_path: Path) -> None:
@@ -141,6 +141,6 @@ def test_readonly_open(tmp_path: Path) -> None:
         Store.open_readonly(tmp_path / "none.db")
     Store.open(tmp_path / "w.db").apply([scored("a.json")])
     ro = Store.open_readonly(tmp_path / "w.db")
-    assert len(ro.report_rows()) == 1
+    assert len(list(ro.report_rows())) == 1
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         ro.db.execute("DELETE FROM results")

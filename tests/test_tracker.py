@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from watcher.tracker import Kind, Tracker
+from watcher.tracker import FIRST_LOOK, Kind, Tracker
 
 SETTLE, MAX_WRITE = 2.0, 60.0
 
@@ -75,24 +75,42 @@ def test_rename_into_place_and_delete_are_ready_at_once() -> None:
     assert sorted(t.ready(0.0, stat_of({}))) == ["a.json", "b.json"]
 
 
-def test_vanished_file_with_no_close_is_judged_at_once() -> None:
+def test_vanished_file_with_no_close_is_judged_at_first_look() -> None:
     t = make()
     t.feed("created", "a.json", 0.0)
-    assert t.ready(0.0, stat_of({})) == ["a.json"]
+    assert t.ready(0.0, stat_of({})) == []
+    assert t.ready(FIRST_LOOK, stat_of({})) == ["a.json"]
 
 
 def test_next_deadline() -> None:
     t = make()
     assert t.next_deadline(5.0) is None
     t.feed("created", "a.json", 5.0)
-    assert t.next_deadline(5.0) == 5.0  # needs a first stat now
-    t.ready(5.0, stat_of({"a.json": (1, 1)}))
-    assert t.next_deadline(5.1) == 5.0 + SETTLE
+    assert t.next_deadline(5.0) == 5.0 + FIRST_LOOK  # the first look
+    t.ready(5.0 + FIRST_LOOK, stat_of({"a.json": (1, 1)}))
+    assert t.next_deadline(5.5) == 5.0 + FIRST_LOOK + SETTLE  # then when it would have settled
     t.feed("opened", "b.json", 6.0)
     t.feed("modified", "b.json", 6.0)
-    assert t.next_deadline(6.0) == 7.0
+    assert t.next_deadline(6.0) == 5.0 + FIRST_LOOK + SETTLE
     t.feed("closed", "c.json", 6.0)
-    assert t.next_deadline(6.0) == 6.0
+    assert t.next_deadline(6.0) == 6.0  # ready at once
+
+
+def test_burst_costs_follow_events_not_files_in_flight() -> None:
+    t = make()
+    looked: list[str] = []
+
+    def key(rel: str) -> tuple[int, int] | None:
+        looked.append(rel)
+        return (1, 1)
+
+    for i in range(1000):
+        t.feed("created", f"{i}.json", 0.0)
+        t.feed("opened", f"{i}.json", 0.0)
+    for i in range(1000):
+        t.feed("closed", f"{i}.json", 0.01)
+        assert t.ready(0.01, key) == [f"{i}.json"]  # each close is ready at once...
+    assert looked == []  # ...without a stat of the other files in flight
 
 
 def test_stale_open_count_is_forgotten() -> None:

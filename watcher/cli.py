@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 from watcher import __version__, logs
 from watcher.config import Settings, load_settings
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
     """Entry point of the ``watcher`` console script; returns the exit code."""
     out = stdout or sys.stdout
     args = build_parser().parse_args(argv)
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None) -> in
         return 130
 
 
-def cmd_scan(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:
+def cmd_scan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher scan``."""
     bar = _progress_bar(settings)
     summary, counts = scan(settings, progress=bar)
@@ -98,26 +98,25 @@ def cmd_scan(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:
     return EXIT_INVALID if args.strict and counts["rejections"] else EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:
+def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher run``: the daemon, in the foreground."""
     from watcher.daemon import run  # imported here: only this command needs watchdog
 
     return run(settings)
 
 
-def cmd_report(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:
+def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher report``."""
     fmt = args.format or ("table" if out.isatty() else "csv")
     store = Store.open_readonly(settings.db_path)
     try:
-        rows = store.report_rows(issuer=args.issuer, model=args.model)
+        RENDERERS[fmt](store.report_rows(issuer=args.issuer, model=args.model), out)
     finally:
         store.close()
-    out.write(RENDERERS[fmt](rows))
     return EXIT_OK
 
 
-def cmd_validate(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:
+def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher validate FILE...``: one verdict per file, reasons indented below."""
     invalid = 0
     for path in args.files:
@@ -141,7 +140,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: IO[str]) -> 
     return EXIT_INVALID if invalid else EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace, settings: Settings, out: IO[str]) -> int:
+def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status``: exit 0 when a daemon is running on this database, 3 otherwise."""
     from watcher.daemon import daemon_running
 

@@ -12,14 +12,15 @@ import os
 import stat as st
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from watcher.models import Problem, validate_bytes
 from watcher.scoring import optimal_point
 
 
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """What identifies a file's version without reading it."""
+class FileStat(NamedTuple):
+    """What identifies a file's version without reading it. A tuple: compares equal to the plain
+    ``(size, mtime_ns, inode)`` tuples the database hands back (no object per stored row)."""
 
     size: int
     mtime_ns: int

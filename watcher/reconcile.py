@@ -99,7 +99,8 @@ def refresh_reports(store: Store, settings: Settings, changed: bool) -> bool:
     missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
     if not (changed or missing):
         return False
-    paths = write_reports(store.report_rows(), settings.reports, settings.report_formats)
+    with store.snapshot():  # all formats from the same committed state
+        paths = write_reports(store.report_rows, settings.reports, settings.report_formats)
     log.debug("reports_written", paths=[str(p) for p in paths])
     return True
 
@@ -130,16 +131,34 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def judge_all(jobs: Sequence[tuple[str, str | None]], opts: JudgeOptions, workers: int) -> Iterator[Outcome]:
-    """Judge every ``(path, known_sha)``, in worker processes when it pays; outcomes in order."""
+def make_pool(opts: JudgeOptions, workers: int) -> ProcessPoolExecutor:
+    """Worker processes for :func:`judge_all`, each given ``opts`` once."""
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(opts,)
+    )
+
+
+PoolProvider = Callable[[], ProcessPoolExecutor]
+
+
+def judge_all(
+    jobs: Sequence[tuple[str, str | None]], opts: JudgeOptions, workers: int, pool: PoolProvider | None = None
+) -> Iterator[Outcome]:
+    """Judge every ``(path, known_sha)``, in worker processes when it pays; outcomes in order.
+
+    ``pool()`` (a pool made by :func:`make_pool` with the same ``opts``) is asked for only when
+    workers pay, so a daemon keeps one pool for every burst; without it, one is made for this call.
+    """
     if workers <= 1 or len(jobs) < POOL_MIN_FILES:
         for rel, sha in jobs:
             yield judge(rel, opts, sha)
         return
-    ctx = _pool_context()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(opts,)) as pool:
-        chunk = max(1, min(256, len(jobs) // (workers * 8)))
-        yield from pool.map(_judge_in_worker, jobs, chunksize=chunk)
+    chunk = max(1, min(256, len(jobs) // (workers * 8)))
+    if pool is not None:
+        yield from pool().map(_judge_in_worker, jobs, chunksize=chunk)
+        return
+    with make_pool(opts, workers) as own:
+        yield from own.map(_judge_in_worker, jobs, chunksize=chunk)
 
 
 def apply_in_batches(
@@ -159,6 +178,7 @@ def reconcile(
     under: str = "",
     progress: Progress | None = None,
     skip: Callable[[str], bool] | None = None,
+    pool: PoolProvider | None = None,
 ) -> Summary:
     """Bring the stored state of ``under`` (a relative folder; '' for the whole tree) in line with disk.
 
@@ -194,7 +214,7 @@ def reconcile(
         if progress is not None:
             progress(done, len(jobs) + len(gone))
 
-    outcomes = judge_all(jobs, judge_options(settings), settings.worker_count)
+    outcomes = judge_all(jobs, judge_options(settings), settings.worker_count, pool)
     apply_in_batches(store, chain(outcomes, gone), settings.batch_size, on_batch)
     summary.seconds = time.monotonic() - started
     return summary

@@ -12,32 +12,38 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from watcher.store import REPORT_COLUMNS
 
-Row = Mapping[str, Any]
+Row = Sequence[Any]  # values in REPORT_COLUMNS order
 
 #: File name of each report format.
 FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md"}
 
 
-def render_csv(rows: Iterable[Row], columns: Sequence[str] = REPORT_COLUMNS) -> str:
+def render_csv(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
     """RFC 4180 CSV with a header line."""
-    out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows([row[c] for c in columns] for row in rows)
-    return out.getvalue()
+    writer.writerows(rows)
 
 
-def render_json(rows: Iterable[Row], columns: Sequence[str] = REPORT_COLUMNS) -> str:
-    """A JSON array of objects, one per model and line, keys in column order."""
-    # No indent=: with it, json falls back to its pure-Python encoder (slow at 100,000 rows).
-    lines = [json.dumps({c: row[c] for c in columns}, ensure_ascii=False) for row in rows]
-    return "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
+def render_json(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
+    """A JSON array of objects (one per model, keys in column order), one key or value per line."""
+    # Encoded 1,000 rows per call of the C encoder: per-row dumps() calls, or indent= (which falls
+    # back to the pure-Python encoder), cost seconds at 100,000 rows. Never the whole report in memory.
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
+    it = iter(rows)
+    out.write("[")
+    first = True
+    while chunk := [dict(zip(columns, row, strict=True)) for row in islice(it, 1000)]:
+        out.write(("\n" if first else ",\n") + encode(chunk)[1:-1])
+        first = False
+    out.write("\n]\n" if not first else "]\n")
 
 
 def _md_cell(value: Any) -> str:
@@ -45,31 +51,32 @@ def _md_cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(rows: Iterable[Row], columns: Sequence[str] = REPORT_COLUMNS) -> str:
+def render_markdown(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
     """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_md_cell(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    out.write("| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n")
+    for row in rows:
+        out.write("| " + " | ".join(_md_cell(v) for v in row) + " |\n")
 
 
-def render_table(rows: Iterable[Row], columns: Sequence[str] = REPORT_COLUMNS) -> str:
+def render_table(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
     """An aligned plain-text table for terminals; numbers right-aligned."""
     rows = list(rows)
-    cells = [[_md_cell(row[c]) for c in columns] for row in rows]
+    cells = [[_md_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(row[c], (int, float)) for row in rows) for c in columns]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
-        return "  ".join(parts).rstrip()
+        return "  ".join(parts).rstrip() + "\n"
 
-    out = [line(list(columns)), line(["-" * w for w in widths])] + [line(r) for r in cells]
+    out.write(line(list(columns)) + line(["-" * w for w in widths]))
+    out.writelines(line(r) for r in cells)
     if not rows:
-        out.append("(no models yet)")
-    return "\n".join(out) + "\n"
+        out.write("(no models yet)\n")
 
 
-RENDERERS: dict[str, Callable[[Iterable[Row]], str]] = {
+Renderer = Callable[[Iterable[Row], TextIO], None]
+RENDERERS: dict[str, Renderer] = {
     "csv": render_csv,
     "json": render_json,
     "markdown": render_markdown,
@@ -77,13 +84,21 @@ RENDERERS: dict[str, Callable[[Iterable[Row]], str]] = {
 }
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o640) -> None:
-    """Write ``text`` to ``path`` through a temp file and ``os.replace``; durable once it returns."""
+def render(fmt: str, rows: Iterable[Row]) -> str:
+    """Render to a string (for small outputs and tests)."""
+    out = io.StringIO()
+    RENDERERS[fmt](rows, out)
+    return out.getvalue()
+
+
+def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o640) -> None:
+    """Write through a temp file in the same folder and ``os.replace`` it over ``path``; durable
+    once it returns. ``produce(fh)`` writes the content. On any failure the old file stays."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+            produce(fh)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -94,11 +109,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o640) -> None:
         raise
 
 
-def write_reports(rows: Sequence[Row], report_dir: Path, formats: Iterable[str]) -> list[Path]:
-    """Regenerate every configured report file in ``report_dir``; returns the paths written."""
+def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Iterable[str]) -> list[Path]:
+    """Regenerate each report file in ``report_dir``, streaming a fresh ``rows()`` into each."""
     written = []
     for fmt in formats:
+        renderer = RENDERERS[fmt]
+
+        def produce(fh: TextIO, renderer: Renderer = renderer) -> None:
+            renderer(rows(), fh)
+
         target = report_dir / FILE_NAMES[fmt]
-        write_atomic(target, RENDERERS[fmt](rows))
+        write_atomic(target, produce)
         written.append(target)
     return written

@@ -7,6 +7,7 @@ outcomes in one transaction, so a crash leaves either all of a batch or none of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -43,7 +44,10 @@ CREATE TABLE results (
     rules_version INTEGER NOT NULL,
     scored_at TEXT NOT NULL
 );
-CREATE INDEX results_latest ON results (model_id, experiment_at DESC, path DESC);
+-- Covers the report view: it is read from this index alone, in model_id order.
+CREATE INDEX results_latest ON results (
+    model_id, experiment_at DESC, path DESC, issuer, optimal_threshold, closest_recall_value, experiment_date
+);
 CREATE TABLE rejections (
     path TEXT PRIMARY KEY,
     errors TEXT NOT NULL,
@@ -64,15 +68,17 @@ CREATE TABLE history (
     detail TEXT
 );
 CREATE INDEX history_path ON history (path, id);
+-- One row per model_id: its file with the latest experiment instant, on a tie the greatest path.
+-- SQLite takes the bare columns from the row holding max() (documented behaviour); experiment_at
+-- is fixed-width UTC text, so the concatenation orders by (instant, path).
 CREATE VIEW report AS
 SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path
 FROM (
-    SELECT *, row_number() OVER (
-        PARTITION BY model_id ORDER BY experiment_at DESC, path DESC
-    ) AS rank_in_model
+    SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path,
+        max(experiment_at || char(31) || path) AS latest_key
     FROM results
-)
-WHERE rank_in_model = 1;
+    GROUP BY model_id
+);
 """
 
 _V2 = """
@@ -102,11 +108,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the database holds for one path: its stat key, its hash, and whether it is current."""
+class Known(NamedTuple):
+    """What the database holds for one path: its stat key ``(size, mtime_ns, inode)``, its hash,
+    and whether it was judged under the current target and rules."""
 
-    stat: FileStat | None
+    stat: tuple[int, int, int] | None
     sha256: str | None
     current: bool
     rejected: bool
@@ -226,12 +232,12 @@ class Store:
                 f"SELECT path, size, mtime_ns, inode, sha256, rules_version = :rules{extra} FROM {table} WHERE {where}"
             )
             for path, size, mtime_ns, inode, sha, current in self.db.execute(sql, args):
-                stat = FileStat(size, mtime_ns, inode) if size is not None else None
-                out[path] = Known(stat, sha, bool(current), rejected)
+                out[path] = Known((size, mtime_ns, inode) if size is not None else None, sha, current == 1, rejected)
         return out
 
-    def report_rows(self, issuer: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-        """The ``report`` view sorted by model_id, optionally filtered by issuer or model_id prefix."""
+    def report_rows(self, issuer: str | None = None, model: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """The ``report`` view sorted by model_id (tuples in REPORT_COLUMNS order), optionally
+        filtered by issuer or model_id prefix. A cursor: rows stream, they are not all in memory."""
         sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM report WHERE 1"
         args: dict[str, Any] = {}
         if issuer:
@@ -240,7 +246,16 @@ class Store:
         if model:
             sql += " AND model_id LIKE :model ESCAPE '\\'"
             args["model"] = model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return list(self.db.query(sql + " ORDER BY model_id", args))
+        return iter(self.db.execute(sql + " ORDER BY model_id", args))
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same committed state."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def rejection_rows(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Current rejections, newest first, with ``errors`` decoded."""

@@ -50,6 +50,10 @@ class Matcher:
             return False
         return self._wanted.match(parts[-1]) is not None
 
+    def tracks_name(self, name: str) -> bool:
+        """:meth:`tracks` for a file whose folder is already known to be watched (the walk's case)."""
+        return self._wanted.match(name) is not None and self._ignored.match(name) is None
+
     def descends(self, rel_dir: str) -> bool:
         """True when a directory's content may hold tracked files."""
         if not rel_dir:
@@ -70,7 +74,8 @@ def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
 def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, FileStat]]:
     """Yield ``(relative path, stat)`` for every tracked entry at or below ``root / under``.
 
-    Stat only: nothing is opened. Entries that vanish mid-walk are skipped; unreadable folders are
+    ``under`` must itself be a folder the matcher descends into. Stat only: nothing is opened.
+    Entries that vanish mid-walk are skipped; unreadable folders are
     skipped too (their files are then absent, which a later walk repairs).
     """
     stack = [under]
@@ -89,7 +94,7 @@ def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, F
             if is_dir:
                 if matcher.descends(rel):
                     stack.append(rel)
-            elif matcher.tracks(rel):
+            elif matcher.tracks_name(entry.name):
                 try:
                     yield rel, FileStat.of(entry.stat() if not entry.is_symlink() else identity_stat(entry.path))
                 except OSError:

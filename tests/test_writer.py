@@ -1,0 +1,94 @@
+"""The writer thread in-process, driven through its event queue (no observer, no real timing)."""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import doc, wait_until, write
+from watcher import logs
+from watcher.config import Settings
+from watcher.store import Store
+from watcher.writer import Event, Writer
+
+
+@pytest.fixture
+def running(make_settings: Any) -> Iterator[tuple[Writer, Settings, io.StringIO]]:
+    settings: Settings = make_settings(settle_seconds=0.0)
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    writer = Writer(settings, queue.Queue(), threading.Event(), "test")
+    writer.start()
+    wait_until(writer.ready.is_set, what="writer ready")
+    yield writer, settings, stream
+    writer.stop_event.set()
+    writer.join(10)
+    assert not writer.is_alive() and writer.failed is None
+
+
+def send(writer: Writer, settings: Settings, kind: str, rel: str, dest: str = "") -> None:
+    event: Event = (kind, str(settings.watch_dir / rel), str(settings.watch_dir / dest) if dest else "", False)
+    writer.events.put(event)
+
+
+def stored(settings: Settings) -> set[str]:
+    store = Store.open_readonly(settings.db_path)
+    try:
+        return {r["path"] for r in store.db.query("SELECT path FROM results")}
+    finally:
+        store.close()
+
+
+def test_closed_file_is_judged(running: tuple[Writer, Settings, io.StringIO]) -> None:
+    writer, settings, _ = running
+    write(settings.watch_dir / "a.json", doc())
+    send(writer, settings, "closed", "a.json")
+    wait_until(lambda: stored(settings) == {"a.json"}, what="a.json stored")
+
+
+def test_database_errors_are_retried_without_losing_the_file(
+    running: tuple[Writer, Settings, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, settings, stream = running
+    real_apply = Store.apply
+    failures = iter([sqlite3.OperationalError("database or disk is full")] * 2)
+
+    def flaky(self: Store, outcomes: Any) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_apply(self, outcomes)
+
+    monkeypatch.setattr(Store, "apply", flaky)
+    write(settings.watch_dir / "a.json", doc())
+    send(writer, settings, "closed", "a.json")
+    wait_until(lambda: stored(settings) == {"a.json"}, what="stored after the disk cleared")
+    errors = [json.loads(line) for line in stream.getvalue().splitlines() if '"database_error"' in line]
+    assert [e["error"] for e in errors] == ["database or disk is full"] * 2
+    assert writer.is_alive()
+
+
+def test_queue_overflow_triggers_a_full_reconcile(running: tuple[Writer, Settings, io.StringIO]) -> None:
+    writer, settings, stream = running
+    write(settings.watch_dir / "missed.json", doc())  # its events were dropped
+    writer.overflow.set()
+    send(writer, settings, "closed", "other-not-there.json")  # wakes the loop
+    wait_until(lambda: stored(settings) == {"missed.json"}, what="reconciled")
+    assert '"event_queue_overflow"' in stream.getvalue()
+
+
+def test_rename_keeps_one_row_under_the_new_path(running: tuple[Writer, Settings, io.StringIO]) -> None:
+    writer, settings, _ = running
+    write(settings.watch_dir / "a.json", doc())
+    send(writer, settings, "closed", "a.json")
+    wait_until(lambda: stored(settings) == {"a.json"}, what="a.json")
+    (settings.watch_dir / "a.json").rename(settings.watch_dir / "b.json")
+    send(writer, settings, "moved", "a.json", dest="b.json")
+    wait_until(lambda: stored(settings) == {"b.json"}, what="b.json only")

@@ -1,0 +1,275 @@
+"""The writer thread: the one thread that opens, writes and closes the database.
+
+It takes filesystem events from a bounded queue (filled by :class:`QueueHandler`, which only
+enqueues), decides with :mod:`watcher.tracker` when each file is finished, judges ready files with
+the same code as ``watcher scan``, writes outcomes in batches (one transaction each), and runs
+reconciles: at start, periodically, after a queue overflow, and for folders that appear or move.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from watcher.config import Settings
+from watcher.errors import WatchDirError
+from watcher.logs import get_logger
+from watcher.reconcile import (
+    apply_in_batches,
+    judge_all,
+    judge_options,
+    make_pool,
+    matcher_for,
+    open_store,
+    reconcile,
+)
+from watcher.store import Applied, Store, now_iso
+from watcher.tracker import Kind, Tracker, stat_key
+from watcher.tree import relpath
+
+log = get_logger("watcher.writer")
+
+#: Events held between the observer and the writer; beyond this, a reconcile replaces them.
+QUEUE_MAX = 100_000
+_KINDS: dict[str, Kind] = {
+    "created": "created",
+    "modified": "modified",
+    "attrib": "attrib",
+    "opened": "opened",
+    "closed": "closed",
+    "closed_no_write": "closed_nowrite",
+    "deleted": "deleted",
+}
+Event = tuple[str, str, str, bool]  # (event_type, src_path, dest_path, is_directory)
+
+
+class QueueHandler(FileSystemEventHandler):
+    """Puts each event on the queue, as a small tuple. Never blocks, never raises."""
+
+    def __init__(self, events: queue.Queue[Event], overflow: threading.Event) -> None:
+        self.events = events
+        self.overflow = overflow
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Enqueue; on a full queue, flag an overflow so the writer reconciles instead."""
+        if event.is_directory and event.event_type == "modified":
+            return  # a folder's own mtime: every file event already says more
+        item = (event.event_type, os.fsdecode(event.src_path), os.fsdecode(event.dest_path), event.is_directory)
+        try:
+            self.events.put_nowait(item)
+        except queue.Full:
+            self.overflow.set()
+
+
+class Writer(threading.Thread):
+    """The one thread that opens, writes and closes the database."""
+
+    def __init__(self, settings: Settings, events: queue.Queue[Event], stop: threading.Event, observer: str) -> None:
+        super().__init__(name="watcher-writer", daemon=True)
+        self.settings = settings
+        self.events = events
+        self.stop_event = stop
+        self.overflow = threading.Event()
+        self.reconcile_requested = threading.Event()
+        self.ready = threading.Event()
+        self.observer_name = observer
+        self.tick = time.monotonic()
+        self.failed: BaseException | None = None
+        self.tracker = Tracker(settings.settle_seconds, settings.max_write_seconds)
+        self.matcher = matcher_for(settings)
+        self.opts = judge_options(settings)
+        self.root = settings.watch_dir
+        self.subtrees: dict[str, float] = {}
+        self.on_change: Callable[[], None] = lambda: None
+        self.next_reconcile = 0.0
+        self.last_status = 0.0
+        self.last_event_at: str | None = None
+        self.store: Store | None = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self) -> None:
+        """Thread body: any unexpected exception ends the thread; the supervisor then exits non-zero."""
+        try:
+            self._run()
+        except BaseException as exc:
+            self.failed = exc
+            log.exception("writer_failed")
+
+    def _run(self) -> None:
+        self.store = store = open_store(self.settings)
+        try:
+            store.set_status(
+                pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
+                stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
+            )  # fmt: skip
+            self._reconcile("")
+            self.ready.set()
+            while not self.stop_event.is_set():
+                self.step()
+            store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
+        finally:
+            store.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def pool(self) -> ProcessPoolExecutor:
+        """Worker processes, started on first use and kept for later bursts."""
+        if self._pool is None:
+            self._pool = make_pool(self.opts, self.settings.worker_count)
+        return self._pool
+
+    # -- one turn of the loop ------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Take the events that are there (waiting until the next deadline), judge what is ready,
+        run due reconciles, and write the status when due."""
+        now = time.monotonic()
+        self.tick = now
+        batch = self._drain(self._timeout(now))
+        now = time.monotonic()
+        for event in batch:
+            self._feed(event, now)
+        if self.overflow.is_set():
+            self.overflow.clear()
+            log.warning("event_queue_overflow", hint="events were dropped; reconciling the whole tree")
+            self.next_reconcile = now
+        if self.reconcile_requested.is_set():
+            self.reconcile_requested.clear()
+            self.next_reconcile = now
+        ready = self.tracker.ready(now, lambda rel: stat_key(os.path.join(self.root, rel)))
+        if ready:
+            self._judge(ready)
+        for sub, due in list(self.subtrees.items()):
+            if due <= now:
+                del self.subtrees[sub]
+                self._reconcile(sub)
+        if now >= self.next_reconcile:
+            self._reconcile("")
+        if now - self.last_status >= 5.0:
+            self._status()
+
+    def _timeout(self, now: float) -> float:
+        deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
+        tracked = self.tracker.next_deadline(now)
+        if tracked is not None:
+            deadlines.append(tracked)
+        return max(0.0, min(deadlines) - now)
+
+    def _drain(self, timeout: float) -> list[Event]:
+        try:
+            first = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+        except queue.Empty:
+            return []
+        batch = [first]
+        # Take what is already there, but a bounded amount, so a burst is judged as it goes.
+        while len(batch) < 20 * self.settings.batch_size:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _feed(self, event: Event, now: float) -> None:
+        kind, src, dest, is_dir = event
+        self.last_event_at = now_iso()
+        rel_src = relpath(self.root, src)
+        rel_dest = relpath(self.root, dest) if dest else None
+        if is_dir:
+            # A folder created, moved or deleted: look at its whole subtree rather than trust
+            # per-file events (files may land in it before its watch is added).
+            for rel, delay in ((rel_src, 0.0 if kind != "created" else 0.05), (rel_dest, 0.05)):
+                if rel is not None and (rel == "" or self.matcher.descends(rel)):
+                    self.subtrees[rel] = min(self.subtrees.get(rel, now + delay), now + delay)
+            return
+        if kind == "moved":
+            if rel_src is not None and self.matcher.tracks(rel_src):
+                self.tracker.feed("deleted", rel_src, now)
+            if rel_dest is not None and self.matcher.tracks(rel_dest):
+                self.tracker.feed("moved_in", rel_dest, now)
+            return
+        mapped = _KINDS.get(kind)
+        if mapped is not None and rel_src is not None and self.matcher.tracks(rel_src):
+            self.tracker.feed(mapped, rel_src, now)
+
+    # -- work ------------------------------------------------------------------------------------
+
+    def _judge(self, paths: list[str]) -> None:
+        assert self.store is not None
+        try:
+            known = self.store.known_paths(paths)
+            jobs = [(rel, k.sha256 if (k := known.get(rel)) is not None and k.current else None) for rel in paths]
+            outcomes = judge_all(jobs, self.opts, self.settings.worker_count, self.pool)
+            apply_in_batches(self.store, outcomes, self.settings.batch_size, self._applied)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): start a new pool and judge these again.
+            log.error("worker_pool_broken", pending=len(paths))
+            self._pool = None
+            now = time.monotonic()
+            for rel in paths:
+                self.tracker.feed("moved_in", rel, now)
+        except sqlite3.Error as exc:
+            # Disk full, read-only, locked for longer than the busy timeout: keep the work, retry.
+            log.error("database_error", error=str(exc), retry_in=1.0, pending=len(paths))
+            now = time.monotonic()
+            for rel in paths:
+                self.tracker.feed("moved_in", rel, now)
+            self.stop_event.wait(1.0)
+
+    def _applied(self, applied: Applied, n: int) -> None:
+        self.tick = time.monotonic()
+        if applied.changed:
+            self.on_change()
+        assert self.store is not None
+        self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
+
+    def _reconcile(self, under: str) -> None:
+        assert self.store is not None
+        now = time.monotonic()
+        if not under:
+            self.next_reconcile = now + self.settings.reconcile_interval
+        try:
+            # A new folder's files may have been written before its watch existed: they get only a
+            # synthetic 'created', and would wait settle_seconds. Its reconcile judges them now,
+            # deferring only to files a writer is known to hold open. The full reconcile leaves every
+            # file with pending events to the tracker.
+            skip = self.tracker.writing if under else self.tracker.busy
+            summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=skip, pool=self.pool)
+        except WatchDirError as exc:
+            log.error("watch_dir_missing", error=str(exc), hint="keeping stored results until it is back")
+            return
+        except sqlite3.Error as exc:
+            log.error("database_error", error=str(exc), retry_in=5.0)
+            self.next_reconcile = min(self.next_reconcile, now + 5.0)
+            return
+        if summary.changed:
+            self.on_change()
+        log.info(
+            "reconcile_done", under=under or ".", seen=summary.seen, read=summary.read, scored=summary.scored,
+            rejected=summary.rejected, removed=summary.removed, seconds=round(summary.seconds, 3),
+        )  # fmt: skip
+        if not under:
+            self.store.set_status(last_reconcile_at=now_iso())
+
+    def _progress(self, done: int, total: int) -> None:
+        self.tick = time.monotonic()
+
+    def idle(self) -> bool:
+        """True when no event waits and no file is in flight: a burst is over (any thread may ask)."""
+        return self.events.empty() and not self.tracker.states
+
+    def _status(self) -> None:
+        assert self.store is not None
+        self.last_status = time.monotonic()
+        try:
+            self.store.set_status(heartbeat_at=now_iso(), last_event_at=self.last_event_at)
+        except sqlite3.Error as exc:
+            log.error("database_error", error=str(exc))
