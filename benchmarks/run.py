@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +114,17 @@ class Daemon:
         self.proc.wait(60)
 
 
+def contains(path: Path, text: str) -> bool:
+    return text in path.read_text()
+
+
 def publish(tree: Path, i: int, points: int = 101) -> str:
     """Write one new results file the careful way (temp name, then rename); its relative path."""
     rel = f"new/model{i:07}.json"
     target = tree / rel
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(corpus.document(10_000_000 + i, points, corpus.random.Random(i))))
+    tmp.write_text(json.dumps(corpus.document(10_000_000 + i, points, random.Random(i))))
     os.replace(tmp, target)
     return rel
 
@@ -140,10 +146,10 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
                 f.unlink()
             shutil.rmtree(db.parent / "reports", ignore_errors=True)
 
-        base_time[n] = median_time(lambda t=tree, o=out: run(PY, "-m", "benchmarks.baseline", str(t), o), repeats)
+        base_time[n] = median_time(partial(run, PY, "-m", "benchmarks.baseline", str(tree), out), repeats)
         scan = (PY, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json")
-        cold_time[n] = median_time(lambda s=scan: run(*s), repeats, before=drop_db)
-        rescan = median_time(lambda s=scan: run(*s), repeats)
+        cold_time[n] = median_time(partial(run, *scan), repeats, before=drop_db)
+        rescan = median_time(partial(run, *scan), repeats)
         rows.append(Row(f"cold scan, {n:,} files (files/s)", f"{n / cold_time[n]:,.0f}", f"{n / base_time[n]:,.0f}",
                         f"{base_time[n] / cold_time[n]:.2f}x", ">= 2x baseline",
                         _met(base_time[n] / cold_time[n] >= 2)))  # fmt: skip
@@ -171,7 +177,7 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
             for i in range(latency_files):
                 start = time.perf_counter()
                 rel = publish(tree, n * 10 + i)
-                wait_for(lambda r=rel, d=d: d.has(r), timeout=30)
+                wait_for(partial(d.has, rel), timeout=30)
                 lat.append(time.perf_counter() - start)
             lat.sort()
             p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
@@ -186,7 +192,7 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
                 time.sleep(1.2)  # pacing: an isolated change, not one inside the previous report interval
                 start = time.perf_counter()
                 rel = publish(tree, n * 10 + 1000 + i)
-                wait_for(lambda r=rel, f=report: r in f.read_text(), timeout=30, poll=0.005)
+                wait_for(partial(contains, report, rel), timeout=30, poll=0.005)
                 rep.append(time.perf_counter() - start)
             rows.append(Row(f"change to report file, {n:,} models (s)", f"{statistics.median(rep):.2f}",
                             f"{base_time[n]:.2f}", f"{base_time[n] / statistics.median(rep):.1f}x",
@@ -213,12 +219,13 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
     burst_tree.mkdir()
     staged = corpus.generate(work / "staged", burst)
     payload = [(p.relative_to(work / "staged"), p.read_bytes()) for p in staged]
+    del staged
     d = Daemon(burst_tree, burst_db, work / "burst.log")
     try:
         start = time.perf_counter()
-        for rel, data in payload:
-            (burst_tree / rel).parent.mkdir(exist_ok=True)
-            (burst_tree / rel).write_bytes(data)
+        for rel_path, data in payload:
+            (burst_tree / rel_path).parent.mkdir(exist_ok=True)
+            (burst_tree / rel_path).write_bytes(data)
         wait_for(lambda: d.count() == burst, timeout=900, poll=0.02)
         took = time.perf_counter() - start
     finally:
@@ -233,7 +240,7 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
 
     huge = work / "huge" / "curve.json"
     huge.parent.mkdir()
-    huge.write_text(json.dumps(corpus.document(0, big, corpus.random.Random(7))))
+    huge.write_text(json.dumps(corpus.document(0, big, random.Random(7))))
     opts = JudgeOptions(root=huge.parent, target_recall=0.85, max_file_bytes=64 * 1024 * 1024)
     assert isinstance(judge("curve.json", opts), Scored)
     ours = median_time(lambda: judge("curve.json", opts), repeats)

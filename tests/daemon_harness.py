@@ -48,7 +48,8 @@ class Daemon:
     def events(self, since_start: bool = True) -> list[dict[str, Any]]:
         """Log events of this run (or of every run), parsed; every line must be valid JSON."""
         raw = self.log_path.read_bytes()[self._log_offset if since_start else 0 :]
-        return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+        complete = raw[: raw.rfind(b"\n") + 1]  # the daemon may be midway through writing a line
+        return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
 
     def wait_event(self, name: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
         """Wait until the log holds an event ``name`` with the given field values."""

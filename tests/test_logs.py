@@ -50,3 +50,19 @@ def test_tracebacks_carry_no_local_variables() -> None:
         logs.get_logger("t").exception("failed")
     assert "must not leak" not in stream.getvalue()
     assert json.loads(stream.getvalue())["exception"][0]["exc_type"] == "ValueError"
+
+
+def test_warnings_and_library_logging_become_json_lines() -> None:
+    import logging
+    import warnings
+
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    warnings.warn("callback overwritten", RuntimeWarning, stacklevel=1)
+    logging.getLogger("watchdog.observers.inotify_buffer").error("queue overflow")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["event"], e["message"]) for e in events] == [
+        ("python_warning", "callback overwritten"),
+        ("library_log", "queue overflow"),
+    ]
+    assert events[1]["component"] == "watchdog.observers.inotify_buffer" and events[1]["level"] == "error"

@@ -48,7 +48,7 @@ def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     s = Store.open(tmp_path / "w.db")
-    assert s.version == SCHEMA_VERSION == 2
+    assert s.version == SCHEMA_VERSION == 3
     assert "daemon_status" in s.db.table_names()
     assert history(s) == [("removed", "a.json")]
 

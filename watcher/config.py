@@ -22,7 +22,7 @@ ENV_PREFIX = "WATCHER_"
 #: Environment variable naming the config file (the ``--config`` flag wins over it).
 CONFIG_ENV = "WATCHER_CONFIG"
 
-ReportFormat = Literal["csv", "json", "markdown"]
+ReportFormat = Literal["csv", "json", "markdown", "html"]
 
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.swp", "*.swx", "*.crdownload")
 
@@ -35,7 +35,8 @@ class Settings(BaseModel):
     watch_dir: Path = Path("inbox")
     db_path: Path = Path("var/watcher.db")
     report_dir: Path | None = None
-    report_formats: tuple[ReportFormat, ...] = ("csv", "json")
+    report_formats: tuple[ReportFormat, ...] = ("csv", "json", "html")
+    html_max_models: int = Field(10_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
     patterns: tuple[str, ...] = Field(("*.json",), min_length=1)
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import IO, Any, Literal, TextIO
 
 import structlog
@@ -48,10 +49,50 @@ def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextI
         cache_logger_on_first_use=False,
     )
 
+    _capture_foreign_output()
+
+
+class _ToStructlog(logging.Handler):
+    """Re-emits records of stdlib logging (watchdog logs through it) as structured events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = structlog.get_logger(component=record.name)
+        method = getattr(log, record.levelname.lower(), log.warning)
+        method("library_log", message=record.getMessage())
+
+
+_handler = _ToStructlog()
+_saved_showwarning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    structlog.get_logger(component="python").warning(
+        "python_warning", category=category.__name__, message=str(message), source=f"{filename}:{lineno}"
+    )
+
+
+def _capture_foreign_output() -> None:
+    # Anything a library writes to stderr by itself (warnings, stdlib logging's last-resort
+    # handler) would break "one JSON object per line" for journalctl | jq. Route it through here.
+    warnings.showwarning = _show_warning
+    root = logging.getLogger()
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
+    root.setLevel(logging.WARNING)
+
 
 def reset() -> None:
-    """Return structlog to its defaults (for tests)."""
+    """Return structlog (and the capture of warnings and stdlib logging) to their defaults (for tests)."""
     structlog.reset_defaults()
+    warnings.showwarning = _saved_showwarning
+    logging.getLogger().removeHandler(_handler)
 
 
 def get_logger(name: str) -> Any:

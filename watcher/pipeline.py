@@ -8,6 +8,7 @@ It runs in worker processes during a bulk scan, so its inputs and outputs are sm
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat as st
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from watcher.models import Problem, validate_bytes
-from watcher.scoring import optimal_point
+from watcher.scoring import drawn_curve, optimal_point
 
 
 class FileStat(NamedTuple):
@@ -49,6 +50,7 @@ class Scored:
     target_met: bool
     target_recall: float
     n_points: int
+    curve: str = "[]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
     if isinstance(result, list):
         return Rejected(rel, fstat, sha, tuple(result))
     score = optimal_point(result.threshold_arr, result.recall_arr, opts.target_recall)
+    curve = drawn_curve(result.threshold_arr, result.recall_arr, score.index)
     return Scored(
         path=rel,
         stat=fstat,
@@ -192,6 +195,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         target_met=score.target_met,
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),
+        curve=json.dumps(curve, separators=(",", ":")),
     )
 
 

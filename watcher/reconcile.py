@@ -16,15 +16,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from watcher.config import Settings
 from watcher.errors import WatchDirError
+from watcher.html import render_html
 from watcher.logs import get_logger
 from watcher.models import RULES_VERSION
 from watcher.pipeline import JudgeOptions, Outcome, Removed, judge
-from watcher.report import FILE_NAMES, write_reports
-from watcher.store import Applied, Store
+from watcher.report import FILE_NAMES, write_atomic, write_reports
+from watcher.store import Applied, Store, now_iso
 from watcher.tree import Matcher, walk
 
 log = get_logger("watcher.reconcile")
@@ -99,8 +101,11 @@ def refresh_reports(store: Store, settings: Settings, changed: bool) -> bool:
     missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
     if not (changed or missing):
         return False
+    tables = [f for f in settings.report_formats if f != "html"]
     with store.snapshot():  # all formats from the same committed state
-        paths = write_reports(store.report_rows, settings.reports, settings.report_formats)
+        paths = write_reports(store.report_rows, settings.reports, tables)
+        if "html" in settings.report_formats:
+            paths.append(write_html(store, settings))
     log.debug("reports_written", paths=[str(p) for p in paths])
     return True
 
@@ -112,6 +117,19 @@ def _init_worker(opts: JudgeOptions) -> None:
     # The options travel once per worker, not once per file.
     global _worker_opts
     _worker_opts = opts
+
+
+def write_html(store: Store, settings: Settings) -> Path:
+    """Regenerate ``report.html`` (at most ``html_max_models`` models, the most recent ones)."""
+    target = settings.reports / FILE_NAMES["html"]
+    omitted = max(0, store.counts()["models"] - settings.html_max_models)
+
+    def produce(fh: TextIO) -> None:
+        details = store.report_details(limit=settings.html_max_models if omitted else None)
+        render_html(details, store.rejection_rows(limit=1000), fh, now_iso(), omitted)
+
+    write_atomic(target, produce)
+    return target
 
 
 def _judge_in_worker(job: tuple[str, str | None]) -> Outcome:

@@ -22,7 +22,7 @@ from watcher.store import REPORT_COLUMNS
 Row = Sequence[Any]  # values in REPORT_COLUMNS order
 
 #: File name of each report format.
-FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md"}
+FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md", "html": "report.html"}
 
 
 def render_csv(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:

@@ -44,3 +44,14 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
     best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
     recall = recalls[best]
     return Score(best, thresholds[best], recall, distances[best], recall >= target)
+
+
+def drawn_curve(
+    thresholds: Sequence[float], recalls: Sequence[float], chosen: int, points: int = 48
+) -> list[tuple[float, float]]:
+    """At most ``points`` (threshold, recall) pairs, evenly spread, always with the chosen point,
+    rounded to 4 decimals: enough to draw the curve, never used for scoring."""
+    n = len(thresholds)
+    keep = {round(i * (n - 1) / (points - 1)) for i in range(points)} if n > points else set(range(n))
+    keep.add(chosen)
+    return [(round(thresholds[i], 4), round(recalls[i], 4)) for i in sorted(keep)]

@@ -98,8 +98,12 @@ CREATE TABLE daemon_status (
 );
 """
 
+_V3 = """
+ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT '[]';
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -248,6 +252,17 @@ class Store:
             args["model"] = model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         return iter(self.db.execute(sql + " ORDER BY model_id", args))
 
+    def report_details(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """The report's rows with what the HTML page draws: ``REPORT_COLUMNS`` then target_recall,
+        target_met, n_points, curve (JSON). The most recent experiments first when ``limit`` cuts."""
+        sql = (
+            f"SELECT {', '.join('v.' + c for c in REPORT_COLUMNS)}, r.target_recall, r.target_met, r.n_points, "
+            "r.curve FROM report v JOIN results r ON r.path = v.path"
+        )
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} ORDER BY r.experiment_at DESC LIMIT {int(limit)})"
+        return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """One read transaction: every query inside sees the same committed state."""
@@ -321,12 +336,12 @@ class Store:
             gone = self._column("rejections", "sha256", removed)
             ex("DELETE FROM rejections WHERE path = ?", [(o.path,) for o in scored])
             ex(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         o.path, o.model_id, o.issuer, o.experiment_date, o.experiment_at, o.optimal_threshold,
                         o.closest_recall_value, o.distance, int(o.target_met), o.target_recall, o.n_points,
-                        o.stat.size, o.stat.mtime_ns, o.stat.inode, o.sha256, self.rules_version, at,
+                        o.stat.size, o.stat.mtime_ns, o.stat.inode, o.sha256, self.rules_version, at, o.curve,
                     )
                     for o in scored
                 ],

@@ -1,0 +1,28 @@
+"""Smoke test: the benchmark and soak commands run and print every figure (their numbers are
+measured by hand, outside the test suite: the machine is noisy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_command_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for figure in ("cold scan", "unchanged re-scan", "peak RSS, cold scan", "change-to-database latency",
+                   "change to report file", "idle CPU", "daemon peak RSS", "latency growth", "burst of",
+                   "-point curve validated and scored"):  # fmt: skip
+        assert f"| {figure}" in proc.stdout or figure in proc.stdout, figure
+    assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")
+
+
+def test_soak_command_checks_the_invariant() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--minutes", "0.1", "--sample", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "invariant: holds" in proc.stdout and "integrity_check: ok" in proc.stdout
