@@ -157,3 +157,11 @@ def test_bundled_examples_are_what_their_names_say() -> None:
         line.split(": ")[0]: line.split(": ")[1] for line in proc.stdout.splitlines() if not line.startswith(" ")
     }
     assert verdicts == {str(p): ("ok" if p.name.startswith("valid") else "invalid") for p in examples}
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(tree: Path) -> None:
+    quiet = watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", cwd=tree)
+    assert "scanning [" not in quiet.stderr  # stderr is a pipe here: logs only
+    (tree / "var" / "w.db").unlink()
+    shown = watcher("scan", "--watch-dir", "inbox", "--db", "var/w2.db", cwd=tree, env={"WATCHER_PROGRESS": "always"})
+    assert "\rscanning [##############################] 8/8" in shown.stderr

@@ -71,6 +71,7 @@ _JS = """
     if(th){sort(th);if(params.get('dir')==='desc'){sort(th);}}
   }
   apply();
+  document.body.dataset.ready='1';
 })();
 """
 
