@@ -164,4 +164,5 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tree: Path) -> None:
     assert "scanning [" not in quiet.stderr  # stderr is a pipe here: logs only
     (tree / "var" / "w.db").unlink()
     shown = watcher("scan", "--watch-dir", "inbox", "--db", "var/w2.db", cwd=tree, env={"WATCHER_PROGRESS": "always"})
-    assert "\rscanning [##############################] 8/8" in shown.stderr
+    # (text=True turns the bar's carriage returns into newlines)
+    assert "\nscanning [##############################] 8/8\n" in shown.stderr

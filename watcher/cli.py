@@ -88,8 +88,6 @@ def cmd_scan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher scan``."""
     bar = _progress_bar(settings)
     summary, counts = scan(settings, progress=bar)
-    if bar is not None:
-        sys.stderr.write("\n")
     print(
         f"{summary.seen} files: {summary.read} read, {summary.scored} scored, {summary.rejected} rejected, "
         f"{summary.removed} removed; {counts['models']} models, {counts['rejections']} rejections in total",
@@ -198,7 +196,8 @@ def _progress_bar(settings: Settings) -> Any:
     def show(done: int, total: int) -> None:
         width = 30
         filled = width * done // total if total else width
-        sys.stderr.write(f"\rscanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        end = "\n" if done >= total else ""  # a finished bar leaves its line to what follows
+        sys.stderr.write(f"\rscanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
         sys.stderr.flush()
 
     return show
