@@ -186,18 +186,23 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
             rows.append(Row(f"change-to-database latency, {n:,} models (p50 / p99 ms)",
                             f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f}", f"{base20 * 1e3:.0f} (one rescan of {n20:,})",
                             f"{base20 / p50:.0f}x", "p50 <= 50 ms and >= 100x", _met(ok)))  # fmt: skip
-            report = db.parent / "reports" / "report.csv"
-            rep = []
+            reports = db.parent / "reports"
+            first, every = [], []
             for i in range(3):
                 time.sleep(1.2)  # pacing: an isolated change, not one inside the previous report interval
                 start = time.perf_counter()
                 rel = publish(tree, n * 10 + 1000 + i)
-                wait_for(partial(contains, report, rel), timeout=30, poll=0.005)
-                rep.append(time.perf_counter() - start)
-            rows.append(Row(f"change to report file, {n:,} models (s)", f"{statistics.median(rep):.2f}",
-                            f"{base_time[n]:.2f}", f"{base_time[n] / statistics.median(rep):.1f}x",
+                wait_for(partial(contains, reports / "report.csv", rel), timeout=30, poll=0.005)
+                first.append(time.perf_counter() - start)
+                # Every file, and so a quiet daemon before the idle figure below.
+                for name in ("report.json", "report.html"):
+                    wait_for(partial(contains, reports / name, rel), timeout=60, poll=0.005)
+                every.append(time.perf_counter() - start)
+            csv_s, all_s = statistics.median(first), statistics.median(every)
+            rows.append(Row(f"change to report files, {n:,} models (s: CSV / CSV+JSON+HTML)",
+                            f"{csv_s:.2f} / {all_s:.2f}", f"{base_time[n]:.2f}", f"{base_time[n] / csv_s:.1f}x",
                             "<= 1 s at 100k" if n >= 100_000 else "",
-                            _met(statistics.median(rep) <= 1) if n >= 100_000 else ""))  # fmt: skip
+                            (f"CSV {_met(csv_s <= 1)}, all {_met(all_s <= 1)}") if n >= 100_000 else ""))  # fmt: skip
             if n == max(sizes):
                 before, t0 = d.cpu_seconds(), time.perf_counter()
                 time.sleep(idle_seconds)  # measuring idle: nothing happens on purpose

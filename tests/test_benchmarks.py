@@ -15,7 +15,7 @@ def test_benchmark_command_prints_every_figure() -> None:
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     for figure in ("cold scan", "unchanged re-scan", "peak RSS, cold scan", "change-to-database latency",
-                   "change to report file", "idle CPU", "daemon peak RSS", "latency growth", "burst of",
+                   "change to report files", "idle CPU", "daemon peak RSS", "latency growth", "burst of",
                    "-point curve validated and scored"):  # fmt: skip
         assert f"| {figure}" in proc.stdout or figure in proc.stdout, figure
     assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")

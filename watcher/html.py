@@ -3,13 +3,12 @@
 Answers "which threshold do I ship for each model, and how sure is that?": the summary table
 (sortable, filterable by issuer and model), a small recall-vs-threshold curve per model with the
 target line and the chosen point, a flag where the target is not met, and the rejected files with
-their reasons. Pure rendering: rows in, text out. Curves arrive already downsampled (at most 48
+their reasons. Pure rendering: rows in, text out. Curves arrive already downsampled (at most 33
 points), so 10,000 models make a page of a few megabytes, not one per curve.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any, TextIO
@@ -88,13 +87,20 @@ _COLUMNS = [
 ]
 
 
-def sparkline(curve: Sequence[Sequence[float]], target: float, chosen: tuple[float, float]) -> str:
-    """An inline SVG: the curve, a dashed line at the target recall, a dot at the chosen point."""
+def xy(t: float, r: float) -> str:
+    """A (threshold, recall) point in sparkline pixels."""
+    return f"{t * (W - 4) + 2:.1f},{(1 - r) * (H - 4) + 2:.1f}"
 
-    def xy(t: float, r: float) -> str:
-        return f"{t * (W - 4) + 2:.1f},{(1 - r) * (H - 4) + 2:.1f}"
 
-    points = " ".join(xy(t, r) for t, r in curve)
+def polyline(curve: Iterable[tuple[float, float]]) -> str:
+    """SVG ``points`` for a curve; computed once when a file is scored (stored in results.curve),
+    so rendering 10,000 sparklines is string assembly."""
+    return " ".join(xy(t, r) for t, r in curve)
+
+
+def sparkline(points: str, target: float, chosen: tuple[float, float]) -> str:
+    """An inline SVG: the curve (``points`` from :func:`polyline`), a dashed line at the target
+    recall, a dot at the chosen point."""
     ty = f"{(1 - target) * (H - 4) + 2:.1f}"
     cx, cy = xy(*chosen).split(",")
     return (
@@ -122,7 +128,7 @@ def render_html(
         missed += not met
         issuers.add(issuer)
         flag = '<span class="ok">met</span>' if met else '<span class="flag">below target</span>'
-        spark = sparkline(json.loads(curve), target, (thr, rec)) if curve != "[]" else ""
+        spark = sparkline(curve, target, (thr, rec)) if curve else ""
         cells = [
             (model_id, f'<td class="id" data-v="{escape(model_id)}">{escape(model_id)}</td>'),
             (issuer, f'<td data-v="{escape(issuer)}">{escape(issuer)}</td>'),

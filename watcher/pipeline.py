@@ -8,13 +8,13 @@ It runs in worker processes during a bulk scan, so its inputs and outputs are sm
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat as st
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from watcher.html import polyline
 from watcher.models import Problem, validate_bytes
 from watcher.scoring import drawn_curve, optimal_point
 
@@ -50,7 +50,7 @@ class Scored:
     target_met: bool
     target_recall: float
     n_points: int
-    curve: str = "[]"
+    curve: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         target_met=score.target_met,
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),
-        curve=json.dumps(curve, separators=(",", ":")),
+        curve=polyline(curve),
     )
 
 

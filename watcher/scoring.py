@@ -47,11 +47,11 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
 
 
 def drawn_curve(
-    thresholds: Sequence[float], recalls: Sequence[float], chosen: int, points: int = 48
+    thresholds: Sequence[float], recalls: Sequence[float], chosen: int, points: int = 32
 ) -> list[tuple[float, float]]:
-    """At most ``points`` (threshold, recall) pairs, evenly spread, always with the chosen point,
-    rounded to 4 decimals: enough to draw the curve, never used for scoring."""
+    """At most ``points`` (threshold, recall) pairs (one more for the chosen point), evenly
+    spread: enough to draw the curve, never used for scoring."""
     n = len(thresholds)
     keep = {round(i * (n - 1) / (points - 1)) for i in range(points)} if n > points else set(range(n))
     keep.add(chosen)
-    return [(round(thresholds[i], 4), round(recalls[i], 4)) for i in sorted(keep)]
+    return [(thresholds[i], recalls[i]) for i in sorted(keep)]

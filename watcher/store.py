@@ -99,7 +99,8 @@ CREATE TABLE daemon_status (
 """
 
 _V3 = """
-ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT '[]';
+-- The curve as SVG polyline points for the HTML report (downsampled; never used for scoring).
+ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT '';
 """
 
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
@@ -119,7 +120,6 @@ class Known(NamedTuple):
     stat: tuple[int, int, int] | None
     sha256: str | None
     current: bool
-    rejected: bool
 
 
 @dataclass(slots=True)
@@ -230,13 +230,14 @@ class Store:
     def _known(self, where: str, params: dict[str, str]) -> dict[str, Known]:
         out: dict[str, Known] = {}
         args = {**params, "rules": self.rules_version, "target": self.target_recall}
-        for table, rejected in (("results", False), ("rejections", True)):
-            extra = "" if rejected else " AND target_recall = :target"
+        for table in ("results", "rejections"):
+            # A result is current only if scored for today's target; a rejection does not depend on it.
+            extra = " AND target_recall = :target" if table == "results" else ""
             sql = (
                 f"SELECT path, size, mtime_ns, inode, sha256, rules_version = :rules{extra} FROM {table} WHERE {where}"
             )
             for path, size, mtime_ns, inode, sha, current in self.db.execute(sql, args):
-                out[path] = Known((size, mtime_ns, inode) if size is not None else None, sha, current == 1, rejected)
+                out[path] = Known((size, mtime_ns, inode) if size is not None else None, sha, current == 1)
         return out
 
     def report_rows(self, issuer: str | None = None, model: str | None = None) -> Iterator[tuple[Any, ...]]:
@@ -390,8 +391,7 @@ class Store:
         return rows[0] if rows else None
 
     def set_status(self, **values: Any) -> None:
-        """Update the daemon status row (created on first use); counts passed as ``+n`` deltas via
-        :meth:`add_counts`."""
+        """Set columns of the daemon status row (created on first use)."""
         with self.db.atomic():
             self.db.execute("INSERT OR IGNORE INTO daemon_status (id) VALUES (1)")
             if values:
