@@ -25,7 +25,7 @@ th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ee;text-align:left;vertic
 th{background:#f4f6fa;cursor:pointer;user-select:none;white-space:nowrap;position:sticky;top:0}
 th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.id{font-family:ui-monospace,monospace;font-size:12px}
+td.id{font-family:ui-monospace,monospace;font-size:12px}td.id,td.nw{white-space:nowrap}
 tr.miss td{background:#fff4f2}.flag{color:#b42318;font-weight:600}.ok{color:#067647}
 tbody tr{content-visibility:auto;contain-intrinsic-size:auto 46px}
 svg .curve{fill:none;stroke:#2e5aac;stroke-width:1.2}svg .target{stroke:#b42318;stroke-dasharray:3 2}
@@ -135,7 +135,7 @@ def render_html(
             (thr, f'<td class="num" data-v="{thr}">{thr:.4g}</td>'),
             (rec, f'<td class="num" data-v="{rec}">{rec:.4g}</td>'),
             (met, f'<td data-v="{int(met)}" title="target recall {target}">{flag}</td>'),
-            (date, f'<td data-v="{escape(date)}">{escape(date)}</td>'),
+            (date, f'<td class="nw" data-v="{escape(date)}">{escape(date)}</td>'),
             (path, f'<td data-v="{escape(path)}" title="{n_points} points">{escape(path)}</td>'),
             ("", f"<td>{spark}</td>"),
         ]
@@ -146,7 +146,7 @@ def render_html(
             + "</tr>"
         )
     rejected = [
-        f'<tr><td>{escape(r["path"])}</td><td>{escape(r["rejected_at"])}</td><td><ul class="reasons">'
+        f'<tr><td>{escape(r["path"])}</td><td class="nw">{escape(r["rejected_at"])}</td><td><ul class="reasons">'
         + "".join(f"<li><b>{escape(e['field'] or '(file)')}</b>: {escape(e['message'])}</li>" for e in r["errors"])
         + "</ul></td></tr>"
         for r in rejections
