@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -161,9 +163,6 @@ def test_second_daemon_on_the_same_database_is_refused(daemon: Daemon, tmp_path:
 
 
 def test_status_reports_a_running_daemon(daemon: Daemon) -> None:
-    import subprocess
-    import sys
-
     write(daemon.inbox / "bad.json", "{")
     daemon.start()
     wait_until(lambda: daemon.rejections() == {"bad.json"}, what="rejection")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import warnings
 
 from watcher import logs
 
@@ -53,9 +55,6 @@ def test_tracebacks_carry_no_local_variables() -> None:
 
 
 def test_warnings_and_library_logging_become_json_lines() -> None:
-    import logging
-    import warnings
-
     stream = io.StringIO()
     logs.configure("info", "json", stream)
     warnings.warn("callback overwritten", RuntimeWarning, stacklevel=1)

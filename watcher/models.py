@@ -174,7 +174,6 @@ def validate_document(doc: Any, max_errors: int = 50) -> ResultFile | list[Probl
     problems = [Problem(key, "key appears more than once") for key in dups if key in ResultFile.model_fields]
     model: ResultFile | None = None
     bad_fields: set[Any] = set()
-    total_extra = 0
     try:
         model = ResultFile.model_validate(doc)
     except ValidationError as exc:
@@ -187,8 +186,8 @@ def validate_document(doc: Any, max_errors: int = 50) -> ResultFile | list[Probl
         assert model is not None
         return model
     if len(problems) > max_errors:
-        total_extra = len(problems) - (max_errors - 1)
-        problems = [*problems[: max_errors - 1], Problem(None, f"{total_extra} more problems not listed")]
+        left_out = len(problems) - (max_errors - 1)
+        problems = [*problems[: max_errors - 1], Problem(None, f"{left_out} more problems not listed")]
     return problems
 
 

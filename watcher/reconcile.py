@@ -220,7 +220,7 @@ def reconcile(
         k = known.get(rel)
         if k is not None and k.current and k.stat == stat:
             continue
-        jobs.append((rel, k.sha256 if k is not None and k.current else None))
+        jobs.append((rel, k.reusable_sha if k is not None else None))
     summary.seen, summary.read = len(seen), len(jobs)
     gone: list[Outcome] = [Removed(p) for p in known if p not in seen and not (skip is not None and skip(p))]
     done = 0

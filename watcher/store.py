@@ -121,6 +121,12 @@ class Known(NamedTuple):
     sha256: str | None
     current: bool
 
+    @property
+    def reusable_sha(self) -> str | None:
+        """The hash a re-read file may match to skip parsing: only an outcome judged under the
+        current target and rules can be reused."""
+        return self.sha256 if self.current else None
+
 
 @dataclass(slots=True)
 class Applied:
