@@ -165,7 +165,7 @@ class RootWatch:
             return
         self.observer.unschedule_all()
         self.observer.schedule(self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive)
-        self.writer.reconcile_requested.set()
+        self.writer.rewatched.set()
         log.warning("watch_dir_back", watch_dir=str(self.settings.watch_dir))
 
 

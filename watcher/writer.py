@@ -79,7 +79,7 @@ class Writer(threading.Thread):
         self.events = events
         self.stop_event = stop
         self.overflow = threading.Event()
-        self.reconcile_requested = threading.Event()
+        self.rewatched = threading.Event()
         self.ready = threading.Event()
         self.observer_name = observer
         self.tick = time.monotonic()
@@ -142,8 +142,12 @@ class Writer(threading.Thread):
             self.overflow.clear()
             log.warning("event_queue_overflow", hint="events were dropped; reconciling the whole tree")
             self.next_reconcile = now
-        if self.reconcile_requested.is_set():
-            self.reconcile_requested.clear()
+        if self.rewatched.is_set():
+            # The watch dir is watched anew: events from around the switch are half a story (an
+            # open whose close went to the old watch would hold a file back for max_write_seconds).
+            # Start the tracker afresh and let a full reconcile look at every file.
+            self.rewatched.clear()
+            self.tracker = Tracker(self.settings.settle_seconds, self.settings.max_write_seconds)
             self.next_reconcile = now
         ready = self.tracker.ready(now, lambda rel: stat_key(os.path.join(self.root, rel)))
         if ready:
@@ -206,7 +210,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         try:
             known = self.store.known_paths(paths)
-            jobs = [(rel, k.sha256 if (k := known.get(rel)) is not None and k.current else None) for rel in paths]
+            jobs = [(rel, k.reusable_sha if (k := known.get(rel)) is not None else None) for rel in paths]
             outcomes = judge_all(jobs, self.opts, self.settings.worker_count, self.pool)
             apply_in_batches(self.store, outcomes, self.settings.batch_size, self._applied)
         except BrokenProcessPool:
