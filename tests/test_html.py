@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher.config import Settings
-from watcher.html import polyline, render_html, sparkline
+from watcher.html import curve_bytes, render_html, sparkline
 from watcher.reconcile import open_store, scan
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -40,7 +40,7 @@ def test_page_is_self_contained_and_escapes_content(report: Path) -> None:
     assert html.startswith("<!doctype html>")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from anywhere
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.json" in html
-    assert html.count("<svg") == 30 and html.count('class="chosen"') == 30
+    assert html.count('role="img"') == 30 and html.count('class="curve"') == 30 and html.count('class="chosen"') == 30
     conn = sqlite3.connect(report.parent.parent / "watcher.db")
     (missed,) = conn.execute("SELECT count(*) FROM results WHERE target_met = 0").fetchone()
     assert 0 < missed < 30 and html.count('class="miss"') == missed
@@ -49,8 +49,11 @@ def test_page_is_self_contained_and_escapes_content(report: Path) -> None:
 
 
 def test_curve_marks_target_and_chosen_point() -> None:
-    svg = sparkline(polyline([(0.0, 1.0), (0.5, 0.85), (1.0, 0.0)]), 0.85, (0.5, 0.85))
-    assert '<polyline class="curve" points="2.0,2.0 60.0,7.4 118.0,38.0"/>' in svg
+    curve = curve_bytes((0.0, 0.5, 1.0), (1.0, 0.85, 0.0))
+    assert curve == bytes([0, 128, 255, 0, 38, 255])  # x then y, in 0..255 with y down
+    svg = sparkline(curve, 0.85, (0.5, 0.85))
+    assert '<polyline class="curve" points="0,0,128,38,255,255"/>' in svg
+    assert 'viewBox="0 0 255 255" preserveAspectRatio="none"' in svg
     assert '<circle class="chosen" cx="60.0" cy="7.4"' in svg
     assert '<line class="target" x1="0" x2="120" y1="7.4" y2="7.4"/>' in svg
 
@@ -71,7 +74,7 @@ def test_large_report_stays_small_per_model(make_settings: Any) -> None:
     scan(settings)
     size = (settings.reports / "report.html").stat().st_size
     store = open_store(settings)
-    assert len(next(store.report_details())[-1].split()) in (32, 33)  # the drawn curve is downsampled...
+    assert len(next(store.report_details())[-1]) in (64, 66)  # the drawn curve is downsampled...
     assert next(store.report_rows())[3] == pytest.approx(0.85, abs=1 / n)  # ...the scoring is not
     assert size < 20_000
 

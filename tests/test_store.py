@@ -11,7 +11,8 @@ import pytest
 from watcher.errors import StoreError
 from watcher.models import Problem
 from watcher.pipeline import FileStat, Rejected, Removed, Scored, Unchanged
-from watcher.store import MIGRATIONS, SCHEMA_VERSION, Store
+from watcher.schema import SCHEMA_VERSION
+from watcher.store import Store
 
 ST = FileStat(10, 1, 1)
 
@@ -39,26 +40,6 @@ def test_new_database_is_wal_current_and_private(tmp_path: Path) -> None:
     assert s.db.journal_mode == "wal"
     assert (tmp_path / "sub" / "w.db").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "sub").stat().st_mode & 0o007 == 0
-
-
-def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "w.db")
-    conn.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
-    conn.execute("INSERT INTO history (at, path, outcome) VALUES ('t', 'a.json', 'removed')")
-    conn.commit()
-    conn.close()
-    s = Store.open(tmp_path / "w.db")
-    assert s.version == SCHEMA_VERSION == 3
-    assert "daemon_status" in s.db.table_names()
-    assert history(s) == [("removed", "a.json")]
-
-
-def test_newer_database_is_refused(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "w.db")
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
-    with pytest.raises(StoreError, match="schema version 99 is newer than this watcher"):
-        Store.open(tmp_path / "w.db")
 
 
 def test_valid_invalid_valid_moves_between_tables(store: Store) -> None:
@@ -144,3 +125,20 @@ def test_readonly_open(tmp_path: Path) -> None:
     assert len(list(ro.report_rows())) == 1
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         ro.db.execute("DELETE FROM results")
+
+
+def test_report_details_limit_keeps_the_most_recent_report_rows(store: Store) -> None:
+    day = "2024-05-0{}T12:00:00.000000Z".format
+    store.apply([
+        scored("m1-old.json", "m1", day(1)), scored("m1-new.json", "m1", day(5)),  # m1's row: m1-new
+        scored("m2.json", "m2", day(4)),
+        scored("m3-a.json", "m3", day(6)), scored("m3-b.json", "m3", day(6)),  # a tie: the greater path wins
+        scored("m4.json", "m4", day(2)),
+    ])  # fmt: skip
+    every = list(store.report_details())
+    assert [(r[0], r[5]) for r in every] == [("m1", "m1-new.json"), ("m2", "m2.json"), ("m3", "m3-b.json"),
+                                             ("m4", "m4.json")]  # fmt: skip
+    assert [r[:6] for r in every] == list(store.report_rows())
+    assert [(r[0], r[5]) for r in store.report_details(limit=2)] == [("m1", "m1-new.json"), ("m3", "m3-b.json")]
+    assert list(store.report_details(limit=2)) == [every[0], every[2]]
+    assert list(store.report_details(limit=10)) == every

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 #: Bump when the validation rules change: every stored outcome is re-judged on the next reconcile.
-RULES_VERSION = 2  # 2: results carry the drawn curve
+RULES_VERSION = 3  # 2: results carry the drawn curve; 3: stored as bytes
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # RFC 3339 section 5.6 date-time, with seconds, at most 6 fraction digits, and an explicit offset.

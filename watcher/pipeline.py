@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from watcher.html import polyline
+from watcher.html import curve_bytes
 from watcher.models import Problem, validate_bytes
 from watcher.scoring import drawn_curve, optimal_point
 
@@ -33,9 +33,13 @@ class FileStat(NamedTuple):
         return cls(s.st_size, s.st_mtime_ns, s.st_ino)
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """A valid file and its chosen operating point."""
+# The outcomes are named tuples rather than dataclasses: a bulk scan sends one per file from the
+# worker processes, and a tuple pickles in a quarter of the time (measured: 2 vs 8 µs each).
+
+
+class Scored(NamedTuple):
+    """A valid file and its chosen operating point; ``curve`` is the drawing's stored form
+    (:func:`watcher.html.curve_bytes`)."""
 
     path: str
     stat: FileStat
@@ -50,11 +54,10 @@ class Scored:
     target_met: bool
     target_recall: float
     n_points: int
-    curve: str = ""
+    curve: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     """An invalid file and every reason. ``stat``/``sha256`` are ``None`` when it could not be read."""
 
     path: str
@@ -63,8 +66,7 @@ class Rejected:
     errors: tuple[Problem, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Unchanged:
+class Unchanged(NamedTuple):
     """The content hashes to what is stored and was judged under the current rules: nothing to redo."""
 
     path: str
@@ -72,8 +74,7 @@ class Unchanged:
     sha256: str
 
 
-@dataclass(frozen=True, slots=True)
-class Removed:
+class Removed(NamedTuple):
     """The file is gone (or never was a file we track)."""
 
     path: str
@@ -180,7 +181,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
     if isinstance(result, list):
         return Rejected(rel, fstat, sha, tuple(result))
     score = optimal_point(result.threshold_arr, result.recall_arr, opts.target_recall)
-    curve = drawn_curve(result.threshold_arr, result.recall_arr, score.index)
+    thresholds, recalls = drawn_curve(result.threshold_arr, result.recall_arr, score.index)
     return Scored(
         path=rel,
         stat=fstat,
@@ -195,7 +196,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         target_met=score.target_met,
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),
-        curve=polyline(curve),
+        curve=curve_bytes(thresholds, recalls),
     )
 
 

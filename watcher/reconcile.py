@@ -83,17 +83,20 @@ def open_store(settings: Settings) -> Store:
 
 def log_applied(applied: Applied, store: Store) -> None:
     """One log event per changed file, and which file wins for each model_id held by several."""
+    # Bound once per batch: the module-level proxy looks the configuration up on every call,
+    # which was half the cost of a log line in a bulk scan.
+    blog = log.bind()
     for s in applied.scored:
-        log.info(
+        blog.info(
             "file_scored", path=s.path, model_id=s.model_id, optimal_threshold=s.optimal_threshold,
             closest_recall_value=s.closest_recall_value, target_met=s.target_met,
         )  # fmt: skip
     for r in applied.rejected:
-        log.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
+        blog.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
     for path in applied.removed:
-        log.info("file_removed", path=path)
+        blog.info("file_removed", path=path)
     for model_id, paths in store.duplicates(applied.models).items():
-        log.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
+        blog.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
 
 
 def refresh_reports(store: Store, settings: Settings, changed: bool) -> bool:

@@ -17,7 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
-from watcher.store import REPORT_COLUMNS
+from watcher.schema import REPORT_COLUMNS
 
 Row = Sequence[Any]  # values in REPORT_COLUMNS order
 

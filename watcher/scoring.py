@@ -8,10 +8,11 @@ fewer false positives). The curve need not be monotone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import sub
+from operator import itemgetter, sub
 
 #: Distances within this of the best one count as equally close.
 TOLERANCE = 1e-9
@@ -48,10 +49,20 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
 
 def drawn_curve(
     thresholds: Sequence[float], recalls: Sequence[float], chosen: int, points: int = 32
-) -> list[tuple[float, float]]:
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """At most ``points`` (threshold, recall) pairs (one more for the chosen point), evenly
-    spread: enough to draw the curve, never used for scoring."""
-    n = len(thresholds)
+    spread, as (thresholds, recalls): enough to draw the curve, never used for scoring."""
+    pick = _picker(len(thresholds), points, chosen)
+    return pick(thresholds), pick(recalls)
+
+
+@functools.lru_cache(maxsize=1024)
+def _picker(n: int, points: int, chosen: int) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    # Cached: curves in one results tree share a length, so the selection is computed once per
+    # (length, chosen index) instead of once per file.
     keep = {round(i * (n - 1) / (points - 1)) for i in range(points)} if n > points else set(range(n))
     keep.add(chosen)
-    return [(thresholds[i], recalls[i]) for i in sorted(keep)]
+    getter = itemgetter(*sorted(keep))
+    if len(keep) == 1:
+        return lambda values: (getter(values),)
+    return getter

@@ -1,4 +1,5 @@
-"""The SQLite database: schema, migrations, and every SQL statement watcher runs.
+"""The SQLite database: opening, migrating, and every SQL statement watcher runs (the schema
+itself is in :mod:`watcher.schema`).
 
 One writer owns a :class:`Store` (a connection belongs to the thread that opened it); readers in
 other processes see only committed states thanks to WAL. :meth:`Store.apply` writes a batch of
@@ -21,91 +22,7 @@ import sqlite_utils
 
 from watcher.errors import StoreError
 from watcher.pipeline import FileStat, Outcome, Rejected, Removed, Scored, Unchanged
-
-REPORT_COLUMNS = ("model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path")
-
-_V1 = """
-CREATE TABLE results (
-    path TEXT PRIMARY KEY,
-    model_id TEXT NOT NULL,
-    issuer TEXT NOT NULL,
-    experiment_date TEXT NOT NULL,
-    experiment_at TEXT NOT NULL,
-    optimal_threshold REAL NOT NULL,
-    closest_recall_value REAL NOT NULL,
-    distance REAL NOT NULL,
-    target_met INTEGER NOT NULL,
-    target_recall REAL NOT NULL,
-    n_points INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    rules_version INTEGER NOT NULL,
-    scored_at TEXT NOT NULL
-);
--- Covers the report view: it is read from this index alone, in model_id order.
-CREATE INDEX results_latest ON results (
-    model_id, experiment_at DESC, path DESC, issuer, optimal_threshold, closest_recall_value, experiment_date
-);
-CREATE TABLE rejections (
-    path TEXT PRIMARY KEY,
-    errors TEXT NOT NULL,
-    size INTEGER,
-    mtime_ns INTEGER,
-    inode INTEGER,
-    sha256 TEXT,
-    rules_version INTEGER NOT NULL,
-    rejected_at TEXT NOT NULL
-);
-CREATE TABLE history (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    path TEXT NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('scored', 'rejected', 'removed')),
-    sha256 TEXT,
-    model_id TEXT,
-    detail TEXT
-);
-CREATE INDEX history_path ON history (path, id);
--- One row per model_id: its file with the latest experiment instant, on a tie the greatest path.
--- SQLite takes the bare columns from the row holding max() (documented behaviour); experiment_at
--- is fixed-width UTC text, so the concatenation orders by (instant, path).
-CREATE VIEW report AS
-SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path
-FROM (
-    SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path,
-        max(experiment_at || char(31) || path) AS latest_key
-    FROM results
-    GROUP BY model_id
-);
-"""
-
-_V2 = """
-CREATE TABLE daemon_status (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    pid INTEGER,
-    host TEXT,
-    observer TEXT,
-    started_at TEXT,
-    stopped_at TEXT,
-    heartbeat_at TEXT,
-    last_event_at TEXT,
-    last_reconcile_at TEXT,
-    files_scored INTEGER NOT NULL DEFAULT 0,
-    files_rejected INTEGER NOT NULL DEFAULT 0,
-    files_removed INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-_V3 = """
--- The curve as SVG polyline points for the HTML report (downsampled; never used for scoring).
-ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT '';
-"""
-
-#: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
-SCHEMA_VERSION = len(MIGRATIONS)
+from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
 
 
 def now_iso() -> str:
@@ -173,6 +90,9 @@ class Store:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA wal_autocheckpoint = 10000")
             db.execute("PRAGMA journal_size_limit = 67108864")
+            # A 32 MiB page cache (default 2 MiB): the model_id index takes inserts at random places,
+            # and with the default cache a bulk scan re-read pages from the OS about 3 times per file.
+            db.execute("PRAGMA cache_size = -32768")
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
         except sqlite3.Error as exc:
@@ -214,7 +134,7 @@ class Store:
             raise StoreError(f"{self.path}: schema version {current} is newer than this watcher ({SCHEMA_VERSION})")
         for version in range(current, SCHEMA_VERSION):
             with self.db.atomic():
-                for statement in _statements(MIGRATIONS[version]):
+                for statement in statements(MIGRATIONS[version]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {version + 1}")
 
@@ -261,13 +181,20 @@ class Store:
 
     def report_details(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
         """The report's rows with what the HTML page draws: ``REPORT_COLUMNS`` then target_recall,
-        target_met, n_points, curve (JSON). The most recent experiments first when ``limit`` cuts."""
-        sql = (
-            f"SELECT {', '.join('v.' + c for c in REPORT_COLUMNS)}, r.target_recall, r.target_met, r.n_points, "
-            "r.curve FROM report v JOIN results r ON r.path = v.path"
-        )
-        if limit is not None:
-            sql = f"SELECT * FROM ({sql} ORDER BY r.experiment_at DESC LIMIT {int(limit)})"
+        target_met, n_points, curve (bytes), by model_id. With ``limit``, only that many models:
+        those with the most recent experiments."""
+        columns = f"{', '.join('r.' + c for c in REPORT_COLUMNS)}, r.target_recall, r.target_met, r.n_points, r.curve"
+        if limit is None:
+            sql = f"SELECT {columns} FROM report v JOIN results r ON r.path = v.path"
+        else:
+            # Newest first along results_recent, keeping a row only if it is its model's report row
+            # (the same rule as the view, looked up in results_latest): reads about ``limit`` rows
+            # instead of materialising the whole report to sort it.
+            sql = (
+                f"SELECT * FROM (SELECT {columns} FROM results r WHERE r.path = ("
+                "SELECT l.path FROM results l WHERE l.model_id = r.model_id ORDER BY l.experiment_at DESC, l.path DESC"
+                f" LIMIT 1) ORDER BY r.experiment_at DESC, r.path DESC LIMIT {int(limit)})"
+            )
         return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
 
     @contextlib.contextmanager
@@ -428,8 +355,3 @@ def _under(under: str) -> tuple[str, dict[str, str]]:
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _statements(script: str) -> list[str]:
-    # Split on complete statements (the view body contains no ';').
-    return [s.strip() for s in script.split(";\n") if s.strip()]

@@ -1,0 +1,105 @@
+"""The database schema: tables, indexes, the report view, and the migrations between versions.
+
+A database records its version in ``PRAGMA user_version``; :meth:`watcher.store.Store.open`
+applies the missing migrations in order, each in one transaction. Migrations are never edited
+once released: a change is a new one.
+"""
+
+from __future__ import annotations
+
+REPORT_COLUMNS = ("model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path")
+
+_V1 = """
+CREATE TABLE results (
+    path TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    experiment_date TEXT NOT NULL,
+    experiment_at TEXT NOT NULL,
+    optimal_threshold REAL NOT NULL,
+    closest_recall_value REAL NOT NULL,
+    distance REAL NOT NULL,
+    target_met INTEGER NOT NULL,
+    target_recall REAL NOT NULL,
+    n_points INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    rules_version INTEGER NOT NULL,
+    scored_at TEXT NOT NULL
+);
+-- Covers the report view: it is read from this index alone, in model_id order.
+CREATE INDEX results_latest ON results (
+    model_id, experiment_at DESC, path DESC, issuer, optimal_threshold, closest_recall_value, experiment_date
+);
+CREATE TABLE rejections (
+    path TEXT PRIMARY KEY,
+    errors TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    inode INTEGER,
+    sha256 TEXT,
+    rules_version INTEGER NOT NULL,
+    rejected_at TEXT NOT NULL
+);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    path TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('scored', 'rejected', 'removed')),
+    sha256 TEXT,
+    model_id TEXT,
+    detail TEXT
+);
+CREATE INDEX history_path ON history (path, id);
+-- One row per model_id: its file with the latest experiment instant, on a tie the greatest path.
+-- SQLite takes the bare columns from the row holding max() (documented behaviour); experiment_at
+-- is fixed-width UTC text, so the concatenation orders by (instant, path).
+CREATE VIEW report AS
+SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path
+FROM (
+    SELECT model_id, issuer, optimal_threshold, closest_recall_value, experiment_date, path,
+        max(experiment_at || char(31) || path) AS latest_key
+    FROM results
+    GROUP BY model_id
+);
+"""
+
+_V2 = """
+CREATE TABLE daemon_status (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER,
+    host TEXT,
+    observer TEXT,
+    started_at TEXT,
+    stopped_at TEXT,
+    heartbeat_at TEXT,
+    last_event_at TEXT,
+    last_reconcile_at TEXT,
+    files_scored INTEGER NOT NULL DEFAULT 0,
+    files_rejected INTEGER NOT NULL DEFAULT 0,
+    files_removed INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_V3 = """
+-- The drawn curve for the HTML report (downsampled; never used for scoring): SVG points text
+-- under rules version 2, bytes from watcher.html.curve_bytes since rules version 3.
+ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT '';
+"""
+
+_V4 = """
+-- The HTML page shows the most recent models: read them in this order, not by sorting them all.
+CREATE INDEX results_recent ON results (experiment_at DESC, path DESC);
+"""
+
+#: Migration ``i`` takes a database from ``user_version`` i to i + 1.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a migration script, one by one."""
+    # Split on complete statements (the view body contains no ';').
+    return [s.strip() for s in script.split(";\n") if s.strip()]
