@@ -22,7 +22,7 @@ def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
     assert s.version == SCHEMA_VERSION == 4
     assert "daemon_status" in s.db.table_names()
     assert "curve" in s.db["results"].columns_dict
-    assert {"results_latest", "results_recent"} <= {i.name for i in s.db["results"].indexes}
+    assert {"results_latest", "results_recent"} <= {i.name for i in s.db.table("results").indexes}
     assert s.db.execute("SELECT outcome, path FROM history").fetchall() == [("removed", "a.json")]
 
 
