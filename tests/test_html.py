@@ -50,7 +50,7 @@ def test_page_is_self_contained_and_escapes_content(report: Path) -> None:
 
 def test_curve_marks_target_and_chosen_point() -> None:
     curve = curve_bytes((0.0, 0.5, 1.0), (1.0, 0.85, 0.0))
-    assert curve == bytes([0, 128, 255, 0, 38, 255])  # x then y, in 0..255 with y down
+    assert curve == bytes([0, 0, 128, 38, 255, 255])  # x, y of each point, in 0..255 with y down
     svg = sparkline(curve, 0.85, (0.5, 0.85))
     assert '<polyline class="curve" points="0,0,128,38,255,255"/>' in svg
     assert 'viewBox="0 0 255 255" preserveAspectRatio="none"' in svg

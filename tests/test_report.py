@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +75,31 @@ def test_failed_write_leaves_old_report_and_no_temp(tmp_path: Path, monkeypatch:
 def test_write_reports_all_formats(tmp_path: Path) -> None:
     paths = write_reports(lambda: iter(ROWS), tmp_path, ["csv", "json", "markdown"])
     assert sorted(p.name for p in paths) == ["report.csv", "report.json", "report.md"]
+
+
+def test_write_reports_reads_the_rows_once_for_every_format(tmp_path: Path) -> None:
+    many = [(f"m{i:05}", "ana@example.com", i / 3000, 0.85, "2024-05-01T12:00:00Z", f"{i}.json") for i in range(2500)]
+    calls = []
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        calls.append(1)
+        return iter(many)
+
+    write_reports(rows, tmp_path, ["csv", "json", "markdown"])
+    assert len(calls) == 1  # one query, several files (chunks cross the 1,000-row boundary)
+    for fmt, name in (("csv", "report.csv"), ("json", "report.json"), ("markdown", "report.md")):
+        assert (tmp_path / name).read_text() == render(fmt, many)
+    assert json.loads((tmp_path / "report.json").read_text())[2499]["model_id"] == "m02499"
+
+
+def test_write_reports_failure_leaves_every_old_file(tmp_path: Path) -> None:
+    write_reports(lambda: iter(ROWS), tmp_path, ["csv", "json"])
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+
+    def broken() -> Iterator[tuple[Any, ...]]:
+        yield ROWS[0]
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        write_reports(broken, tmp_path, ["csv", "json"])
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no temp files left either

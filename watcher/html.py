@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from html import escape
-from itertools import chain
 from typing import Any, TextIO
 
 W, H = 120, 40  # sparkline size in px
@@ -94,17 +93,23 @@ _COLUMNS = [
 STEPS = 255
 
 
+_DECIMAL = [str(i) for i in range(256)]
+
+
 def xy(t: float, r: float) -> str:
     """A (threshold, recall) point in sparkline pixels."""
     return f"{t * (W - 4) + 2:.1f},{(1 - r) * (H - 4) + 2:.1f}"
 
 
 def curve_bytes(thresholds: tuple[float, ...], recalls: Sequence[float]) -> bytes:
-    """The stored form of a drawn curve (``results.curve``): n x-coordinates then n y-coordinates,
-    one byte each, in a ``STEPS`` x ``STEPS`` box with y pointing down. Made for every scored
-    file, so it is cheap (no text formatting; a results tree shares its threshold grid, so the
-    x half comes from a cache) and small (66 bytes for 33 points)."""
-    return _xs(thresholds) + bytes([int((1 - r) * STEPS + 0.5) for r in recalls])
+    """The stored form of a drawn curve (``results.curve``): x, y of each point, one byte each, in
+    a ``STEPS`` x ``STEPS`` box with y pointing down. Made for every scored file, so it is cheap
+    (no text formatting; a results tree shares its threshold grid, so the x coordinates come from
+    a cache) and small (66 bytes for 33 points)."""
+    out = bytearray(2 * len(recalls))
+    out[::2] = _xs(thresholds)
+    out[1::2] = bytes([int((1 - r) * STEPS + 0.5) for r in recalls])
+    return bytes(out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -118,8 +123,7 @@ def sparkline(curve: bytes, target: float, chosen: tuple[float, float]) -> str:
     viewBox, so drawing it is joining small integers."""
     ty = f"{(1 - target) * (H - 4) + 2:.1f}"
     cx, cy = xy(*chosen).split(",")
-    n = len(curve) // 2
-    points = ",".join(map(str, chain.from_iterable(zip(curve[:n], curve[n:], strict=True))))
+    points = ",".join(map(_DECIMAL.__getitem__, curve))
     return (
         f'<svg width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="recall against threshold">'
         f'<line class="target" x1="0" x2="{W}" y1="{ty}" y2="{ty}"/>'
@@ -149,21 +153,15 @@ def render_html(
         flag = '<span class="ok">met</span>' if met else '<span class="flag">below target</span>'
         # Rows stored before curves were bytes (rules version 2) have none until re-judged.
         spark = sparkline(curve, target, (thr, rec)) if isinstance(curve, bytes) and curve else ""
-        cells = [
-            (model_id, f'<td class="id" data-v="{escape(model_id)}">{escape(model_id)}</td>'),
-            (issuer, f'<td data-v="{escape(issuer)}">{escape(issuer)}</td>'),
-            (thr, f'<td class="num" data-v="{thr}">{thr:.4g}</td>'),
-            (rec, f'<td class="num" data-v="{rec}">{rec:.4g}</td>'),
-            (met, f'<td data-v="{int(met)}" title="target recall {target}">{flag}</td>'),
-            (date, f'<td class="nw" data-v="{escape(date)}">{escape(date)}</td>'),
-            (path, f'<td data-v="{escape(path)}" title="{n_points} points">{escape(path)}</td>'),
-            ("", f"<td>{spark}</td>"),
-        ]
+        mid, who, day, file = escape(model_id), escape(issuer), escape(date), escape(path)
         row_class = "" if met else ' class="miss"'
         body.append(
-            f'<tr{row_class} data-issuer="{escape(issuer)}" data-model="{escape(model_id)}">'
-            + "".join(c for _, c in cells)
-            + "</tr>"
+            f'<tr{row_class} data-issuer="{who}" data-model="{mid}">'
+            f'<td class="id" data-v="{mid}">{mid}</td><td data-v="{who}">{who}</td>'
+            f'<td class="num" data-v="{thr}">{thr:.4g}</td><td class="num" data-v="{rec}">{rec:.4g}</td>'
+            f'<td data-v="{int(met)}" title="target recall {target}">{flag}</td>'
+            f'<td class="nw" data-v="{day}">{day}</td><td data-v="{file}" title="{n_points} points">{file}</td>'
+            f"<td>{spark}</td></tr>"
         )
     rejected = [
         f'<tr><td>{escape(r["path"])}</td><td class="nw">{escape(r["rejected_at"])}</td><td><ul class="reasons">'

@@ -12,10 +12,10 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from watcher.schema import REPORT_COLUMNS
 
@@ -25,25 +25,84 @@ Row = Sequence[Any]  # values in REPORT_COLUMNS order
 FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md", "html": "report.html"}
 
 
+class _Sink(Protocol):
+    """One format, rendered a chunk of rows at a time: ``add`` each chunk, then ``end`` once."""
+
+    def add(self, rows: list[Row]) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class _Csv:
+    """RFC 4180 CSV with a header line."""
+
+    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
+        self.writer = csv.writer(out, lineterminator="\n")
+        self.writer.writerow(columns)
+
+    def add(self, rows: list[Row]) -> None:
+        self.writer.writerows(rows)
+
+    def end(self) -> None:
+        pass
+
+
+class _Json:
+    """A JSON array of objects (one per model, keys in column order), one key or value per line."""
+
+    # Encoded a chunk of rows per call of the C encoder: per-row dumps() calls, or indent= (which
+    # falls back to the pure-Python encoder), cost seconds at 100,000 rows.
+    _encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
+
+    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
+        self.out, self.columns, self.first = out, columns, True
+        out.write("[")
+
+    def add(self, rows: list[Row]) -> None:
+        chunk = [dict(zip(self.columns, row, strict=True)) for row in rows]
+        self.out.write(("\n" if self.first else ",\n") + self._encode(chunk)[1:-1])
+        self.first = False
+
+    def end(self) -> None:
+        self.out.write("]\n" if self.first else "\n]\n")
+
+
+class _Markdown:
+    """A GitHub-flavoured Markdown table."""
+
+    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
+        self.out = out
+        out.write("| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n")
+
+    def add(self, rows: list[Row]) -> None:
+        self.out.writelines("| " + " | ".join(_md_cell(v) for v in row) + " |\n" for row in rows)
+
+    def end(self) -> None:
+        pass
+
+
+#: Formats that render rows as they stream by, a chunk at a time (so one pass can feed several).
+_STREAMING: dict[str, Callable[[TextIO, Sequence[str]], _Sink]] = {"csv": _Csv, "json": _Json, "markdown": _Markdown}
+_CHUNK = 1000
+
+
+def _stream(fmt: str, rows: Iterable[Row], out: TextIO, columns: Sequence[str]) -> None:
+    sink = _STREAMING[fmt](out, columns)
+    it = iter(rows)
+    while chunk := list(islice(it, _CHUNK)):
+        sink.add(chunk)
+    sink.end()
+
+
 def render_csv(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
     """RFC 4180 CSV with a header line."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
+    _stream("csv", rows, out, columns)
 
 
 def render_json(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
-    """A JSON array of objects (one per model, keys in column order), one key or value per line."""
-    # Encoded 1,000 rows per call of the C encoder: per-row dumps() calls, or indent= (which falls
-    # back to the pure-Python encoder), cost seconds at 100,000 rows. Never the whole report in memory.
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
-    it = iter(rows)
-    out.write("[")
-    first = True
-    while chunk := [dict(zip(columns, row, strict=True)) for row in islice(it, 1000)]:
-        out.write(("\n" if first else ",\n") + encode(chunk)[1:-1])
-        first = False
-    out.write("\n]\n" if not first else "]\n")
+    """A JSON array of objects (one per model, keys in column order), one key or value per line.
+    Never the whole report in memory."""
+    _stream("json", rows, out, columns)
 
 
 def _md_cell(value: Any) -> str:
@@ -53,9 +112,7 @@ def _md_cell(value: Any) -> str:
 
 def render_markdown(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
     """A GitHub-flavoured Markdown table."""
-    out.write("| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n")
-    for row in rows:
-        out.write("| " + " | ".join(_md_cell(v) for v in row) + " |\n")
+    _stream("markdown", rows, out, columns)
 
 
 def render_table(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
@@ -91,14 +148,15 @@ def render(fmt: str, rows: Iterable[Row]) -> str:
     return out.getvalue()
 
 
-def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o640) -> None:
-    """Write through a temp file in the same folder and ``os.replace`` it over ``path``; durable
-    once it returns. ``produce(fh)`` writes the content. On any failure the old file stays."""
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o640) -> Iterator[TextIO]:
+    """A temp file in ``path``'s folder to write into; on leaving without an error it is made
+    durable and ``os.replace``-d over ``path``. On any failure the old file stays."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            produce(fh)
+            yield fh
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -109,16 +167,26 @@ def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o
         raise
 
 
-def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Iterable[str]) -> list[Path]:
-    """Regenerate each report file in ``report_dir``, streaming a fresh ``rows()`` into each."""
-    written = []
-    for fmt in formats:
-        renderer = RENDERERS[fmt]
+def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o640) -> None:
+    """Write ``path`` through :func:`atomic_file`; ``produce(fh)`` writes the content."""
+    with atomic_file(path, mode) as fh:
+        produce(fh)
 
-        def produce(fh: TextIO, renderer: Renderer = renderer) -> None:
-            renderer(rows(), fh)
 
-        target = report_dir / FILE_NAMES[fmt]
-        write_atomic(target, produce)
-        written.append(target)
-    return written
+def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Regenerate each report file in ``report_dir`` (csv, json, markdown) from one pass over
+    ``rows()``: the query runs once however many formats there are. Each file is replaced
+    atomically."""
+    targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
+    with contextlib.ExitStack() as stack:
+        sinks = [
+            _STREAMING[fmt](stack.enter_context(atomic_file(target)), REPORT_COLUMNS)
+            for fmt, target in zip(formats, targets, strict=True)
+        ]
+        it = iter(rows())
+        while chunk := list(islice(it, _CHUNK)):
+            for sink in sinks:
+                sink.add(chunk)
+        for sink in sinks:
+            sink.end()
+    return targets
