@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from watcher.report import render, write_atomic, write_reports
+from watcher.report import render, render_json, write_atomic, write_reports
+from watcher.schema import REPORT_COLUMNS
 
 ROWS = [
     ("m1", "a@example.com", 0.5, 0.85, "2024-05-01T12:00:00Z", "a,b.json"),
@@ -32,6 +33,21 @@ def test_json_keeps_types_and_column_order() -> None:
     data = json.loads(render("json", ROWS))
     assert data[1] == dict(zip(COLUMNS, ROWS[1], strict=True)) and list(data[0]) == COLUMNS
     assert render("json", []) == "[]\n"
+
+
+def test_json_fast_path_matches_the_encoder() -> None:
+    tricky = [
+        ("m\u00e9", 'o"ne\\@ex\u00e4mple.com', 0.30000000000000004, 1e-07, "2024-05-01T12:00:00Z", "new\nline\t.json"),
+        ("m2", "\u2028@x.org", 1.0, 0.0, "d", "\U0001f600.json"),
+    ]
+    fast = render("json", tricky)
+    objects = [dict(zip(REPORT_COLUMNS, row, strict=True)) for row in tricky]
+    reference = json.dumps(objects, ensure_ascii=False, separators=(",\n", ": "))
+    assert fast == "[\n" + reference[1:-1] + "\n]\n"  # the same text as the json module's encoder
+    assert json.loads(fast) == objects
+    out = io.StringIO()
+    render_json(tricky, out, columns=["a", "b", "c", "d", "e", "f"])  # other columns: the generic path
+    assert json.loads(out.getvalue())[1]["f"] == "\U0001f600.json"
 
 
 def test_markdown_escapes_pipes() -> None:

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -53,14 +54,23 @@ class _Json:
     # Encoded a chunk of rows per call of the C encoder: per-row dumps() calls, or indent= (which
     # falls back to the pure-Python encoder), cost seconds at 100,000 rows.
     _encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
+    # The report's own rows have fixed types (TEXT/REAL NOT NULL): filling a template with the C
+    # string escaper and float repr (what the encoder itself uses) takes half the time of building
+    # a dict per row. Output is identical (a test compares both).
+    _template = "{" + ",\n".join(f'"{c}": %s' for c in REPORT_COLUMNS) + "}"
 
     def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
         self.out, self.columns, self.first = out, columns, True
+        self.fast = tuple(columns) == REPORT_COLUMNS
         out.write("[")
 
     def add(self, rows: list[Row]) -> None:
-        chunk = [dict(zip(self.columns, row, strict=True)) for row in rows]
-        self.out.write(("\n" if self.first else ",\n") + self._encode(chunk)[1:-1])
+        if self.fast:
+            e, t = encode_basestring, self._template
+            text = ",\n".join([t % (e(m), e(i), repr(x), repr(y), e(d), e(p)) for m, i, x, y, d, p in rows])
+        else:
+            text = self._encode([dict(zip(self.columns, row, strict=True)) for row in rows])[1:-1]
+        self.out.write(("\n" if self.first else ",\n") + text)
         self.first = False
 
     def end(self) -> None:
