@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,8 +15,8 @@ import pytest
 from tests.helpers import doc, write
 from watcher import logs
 from watcher.config import Settings
-from watcher.errors import WatchDirError
-from watcher.reconcile import open_store, reconcile, scan
+from watcher.errors import StoreError, WatchDirError
+from watcher.reconcile import open_store, reconcile, refresh_reports, scan
 from watcher.store import Store
 
 
@@ -142,3 +145,38 @@ def test_skip_leaves_busy_paths_alone(s: Settings) -> None:
     write(s.watch_dir / "done.json", doc())
     summary = run(s, skip=lambda rel: rel == "busy.json")
     assert (summary.read, state(s)) == (1, ({"done.json": state(s)[0]["done.json"]}, []))
+
+
+class Spy(ProcessPoolExecutor):
+    """A real one-process executor that records what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        self.jobs: list[str] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.jobs.append(fn.__name__)
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_html_page_is_written_by_the_other_process_meanwhile(s: Settings) -> None:
+    write(s.watch_dir / "a.json", doc())
+    store = open_store(s)
+    reconcile(store, s)
+    with Spy() as spy:
+        assert refresh_reports(store, s, changed=True, html_in=spy)
+    assert spy.jobs == ["write_html_file"]
+    page = (s.reports / "report.html").read_text()
+    assert "1 models" in page and "a.json" in page
+    assert "a.json" in (s.reports / "report.csv").read_text() and "a.json" in (s.reports / "report.json").read_text()
+
+
+def test_a_failure_in_the_page_process_is_raised_after_the_tables(s: Settings) -> None:
+    write(s.watch_dir / "a.json", doc())
+    store = open_store(s)
+    reconcile(store, s)
+    elsewhere = s.model_copy(update={"db_path": s.db_path.with_name("absent.db")})
+    with Spy() as spy, pytest.raises(StoreError, match=r"absent\.db: no database here yet"):
+        refresh_reports(store, elsewhere, changed=True, html_in=spy)
+    assert "a.json" in (s.reports / "report.csv").read_text()  # the tables were written all the same
+    assert not (s.reports / "report.html").exists()

@@ -13,7 +13,7 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -99,18 +99,46 @@ def log_applied(applied: Applied, store: Store) -> None:
         blog.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
 
 
-def refresh_reports(store: Store, settings: Settings, changed: bool) -> bool:
-    """Rewrite the report files when something changed or one is missing; True if written."""
+def refresh_reports(store: Store, settings: Settings, changed: bool, html_in: Executor | None = None) -> bool:
+    """Rewrite the report files when something changed or one is missing; True if written.
+
+    The table formats come from one pass over the report, in one read transaction. With
+    ``html_in`` (an executor of other processes) the HTML page is rendered there meanwhile, on
+    the other core, from its own read-only connection: the page then shows a committed state
+    that may be a commit newer than the tables'. Errors from either side are raised here.
+    """
     missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
     if not (changed or missing):
         return False
     tables = [f for f in settings.report_formats if f != "html"]
-    with store.snapshot():  # all formats from the same committed state
-        paths = write_reports(store.report_rows, settings.reports, tables)
-        if "html" in settings.report_formats:
-            paths.append(write_html(store, settings))
+    html = "html" in settings.report_formats
+    page = html_in.submit(write_html_file, settings) if html and html_in is not None else None
+    try:
+        with store.snapshot():  # all table formats from the same committed state
+            paths = write_reports(store.report_rows, settings.reports, tables)
+            if html and page is None:
+                paths.append(write_html(store, settings))
+    finally:
+        if page is not None:
+            wait([page])  # never return (or raise) while the page is still being written
+    if page is not None:
+        paths.append(page.result())
     log.debug("reports_written", paths=[str(p) for p in paths])
     return True
+
+
+def write_html_file(settings: Settings) -> Path:
+    """:func:`write_html` from a read-only connection of its own (runs in another process)."""
+    store = Store.open_readonly(settings.db_path)
+    try:
+        return write_html(store, settings)
+    finally:
+        store.close()
+
+
+def report_process() -> ProcessPoolExecutor:
+    """One worker process for :func:`refresh_reports`'s HTML page (started on first use)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=_pool_context())
 
 
 _worker_opts: JudgeOptions | None = None
@@ -249,7 +277,8 @@ def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary,
     store = open_store(settings)
     try:
         summary = reconcile(store, settings, progress=progress)
-        refresh_reports(store, settings, summary.changed)
+        with report_process() as html_in:
+            refresh_reports(store, settings, summary.changed, html_in)
         counts = store.counts()
     finally:
         store.close()

@@ -2,9 +2,10 @@
 
 Rendering 100,000 rows takes a good part of a second; on the writer thread it would delay every
 file that arrives meanwhile. Here it runs on its own read-only connection: WAL gives it a committed
-snapshot while the writer goes on. Timing: a change is written out once the burst is over (the
-writer is idle), or ``report_interval`` after the first unreported change while changes keep
-coming, and never more often than once per ``report_interval``.
+snapshot while the writer goes on; the HTML page is rendered meanwhile in a process of its own.
+Timing: a change is written out once the burst is over (the writer is idle), or
+``report_interval`` after the first unreported change while changes keep coming, and never more
+often than once per ``report_interval``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
 
 from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
-from watcher.reconcile import refresh_reports
+from watcher.reconcile import refresh_reports, report_process
 from watcher.store import Store
 
 log = get_logger("watcher.reporter")
@@ -35,6 +37,10 @@ class Reporter(threading.Thread):
         self.first_change = 0.0
         self.last_written = -float("inf")
         self.writes = 0
+        # The HTML page is rendered in a process of its own while this thread writes the tables:
+        # at 100,000 models that is what keeps every report file within a second of a change.
+        # (The process starts on first use.)
+        self.html_in = report_process()
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
@@ -58,6 +64,7 @@ class Reporter(threading.Thread):
             if self.pending.is_set():
                 self._write(store, changed=True)
         finally:
+            self.html_in.shutdown(wait=True, cancel_futures=True)
             store.close()
 
     def _due(self) -> bool:
@@ -74,10 +81,15 @@ class Reporter(threading.Thread):
     def _write(self, store: Store, changed: bool) -> None:
         self.pending.clear()
         try:
-            if refresh_reports(store, self.settings, changed):
+            if refresh_reports(store, self.settings, changed, self.html_in):
                 self.writes += 1
                 log.info("reports_written", report_dir=str(self.settings.reports), writes=self.writes)
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
+            self.mark()
+        except BrokenExecutor:
+            # The page's process died (killed, out of memory): a new one, and write again.
+            log.error("report_process_broken")
+            self.html_in = report_process()
             self.mark()
         self.last_written = time.monotonic()
