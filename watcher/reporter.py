@@ -79,11 +79,16 @@ class Reporter(threading.Thread):
         return False
 
     def _write(self, store: Store, changed: bool) -> None:
+        started, since = time.monotonic(), self.first_change
         self.pending.clear()
         try:
             if refresh_reports(store, self.settings, changed, self.html_in):
                 self.writes += 1
-                log.info("reports_written", report_dir=str(self.settings.reports), writes=self.writes)
+                now = time.monotonic()
+                log.info(
+                    "reports_written", report_dir=str(self.settings.reports), writes=self.writes,
+                    seconds=round(now - started, 3), after_change=round(now - since, 3) if changed else None,
+                )  # fmt: skip
         except (OSError, StoreError) as exc:
             log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
             self.mark()
