@@ -18,6 +18,7 @@ def test_benchmark_command_prints_every_figure() -> None:
                    "change to report files", "idle CPU", "daemon peak RSS", "latency growth", "burst of",
                    "one 10,000-point curve validated and scored"):  # fmt: skip
         assert f"\n| {figure}" in proc.stdout, figure  # a row of the table starts with it
+    assert "\n| cold scan, 400 files, start-up excluded (files/s) |" in proc.stdout
     assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")
 
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Annotated, Any
 
-import email_validator
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
@@ -52,6 +51,9 @@ def _uuid(value: str) -> str:
 def _email_problem(value: str) -> str | None:
     # Cached: a results directory holds thousands of files from a few dozen issuers, and the
     # syntax check (IDNA, unicode classes) is the costliest part of validating a file.
+    # Imported on first use: a re-scan that finds nothing new never needs it (26 ms of start-up).
+    import email_validator
+
     try:
         email_validator.validate_email(value, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from pathlib import Path
 
-from watcher.pipeline import FileStat, identity_stat
+from watcher.pipeline import identity_stat
 
 
 def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
@@ -71,8 +71,9 @@ def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
     return rel.replace(os.sep, "/")
 
 
-def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, FileStat]]:
-    """Yield ``(relative path, stat)`` for every tracked entry at or below ``root / under``.
+def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, tuple[int, int, int]]]:
+    """Yield ``(relative path, (size, mtime_ns, inode))`` for every tracked entry at or below
+    ``root / under`` (a plain tuple: it equals :class:`watcher.pipeline.FileStat` and costs less, once per file).
 
     ``under`` must itself be a folder the matcher descends into. Stat only: nothing is opened.
     Entries that vanish mid-walk are skipped; unreadable folders are
@@ -96,6 +97,7 @@ def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, F
                     stack.append(rel)
             elif matcher.tracks_name(entry.name):
                 try:
-                    yield rel, FileStat.of(entry.stat() if not entry.is_symlink() else identity_stat(entry.path))
+                    s = entry.stat() if not entry.is_symlink() else identity_stat(entry.path)
+                    yield rel, (s.st_size, s.st_mtime_ns, s.st_ino)
                 except OSError:
                     continue
