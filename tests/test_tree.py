@@ -53,5 +53,6 @@ def test_walk_lists_tracked_files_and_skips_the_rest(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.json")  # listed (to be rejected), never opened
     found = {rel: stat for rel, stat in walk(tmp_path, M)}
     assert sorted(found) == ["a.json", "dir.json/g.json", "pipe.json", "sub/b.json", "sub/deep/c.json"]
-    assert found["a.json"].size == 2
+    st = os.stat(tmp_path / "a.json")
+    assert found["a.json"] == (2, st.st_mtime_ns, st.st_ino)  # the stat key: size, mtime_ns, inode
     assert sorted(rel for rel, _ in walk(tmp_path, M, under="sub")) == ["sub/b.json", "sub/deep/c.json"]
