@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import warnings
+from pathlib import Path
 
 from watcher import logs
 
@@ -65,3 +66,51 @@ def test_warnings_and_library_logging_become_json_lines() -> None:
         ("library_log", "queue overflow"),
     ]
     assert events[1]["component"] == "watchdog.observers.inotify_buffer" and events[1]["level"] == "error"
+
+
+class Flushes(io.StringIO):
+    """A stream that tells what had reached it at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[int] = []
+
+    def flush(self) -> None:
+        self.flushed.append(len(self.getvalue().splitlines()))
+
+
+def test_each_line_is_flushed_but_a_held_batch_once_at_its_end() -> None:
+    stream = Flushes()
+    logs.configure("info", "json", stream)
+    log = logs.get_logger("t")
+    log.info("one")
+    with logs.held():
+        log.info("two")
+        with logs.held():
+            log.info("three")
+        log.info("four")
+        assert stream.flushed == [1]
+    log.info("five")
+    assert stream.flushed == [1, 4, 5]
+
+
+def test_line_buffered_stderr_is_left_to_the_writer_and_restored_by_reset() -> None:
+    stream = io.TextIOWrapper(io.BytesIO(), line_buffering=True)
+    logs.configure("info", "json", stream)
+    assert not stream.line_buffering  # else every newline would be a write of its own
+    logs.get_logger("t").info("one")
+    assert stream.buffer.getvalue().count(b"\n") == 1  # still out at once, flushed by the writer
+    logs.reset()
+    assert stream.line_buffering
+
+
+def test_values_json_cannot_encode_are_logged_as_their_repr_or_structlog_form() -> None:
+    class Custom:
+        def __structlog__(self) -> str:
+            return "custom form"
+
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    logs.get_logger("t").info("odd", path=Path("a.json"), custom=Custom(), ratio=0.5)
+    event = json.loads(stream.getvalue())
+    assert (event["path"], event["custom"], event["ratio"]) == ("PosixPath('a.json')", "custom form", 0.5)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher.models import Problem
-from watcher.pipeline import JudgeOptions, Rejected, Removed, Scored, Unchanged, judge
+from watcher.pipeline import JudgeOptions, Rejected, Removed, Scored, Unchanged, _read_at_most, judge, judge_many
 
 
 @pytest.fixture
@@ -104,3 +104,53 @@ def test_unexpected_exception_becomes_a_rejection(opts: JudgeOptions, monkeypatc
     out = judge("a.json", opts)
     assert isinstance(out, Rejected)
     assert out.errors == (Problem(None, "internal error while judging the file: RuntimeError: kaboom"),)
+
+
+def test_judge_many_gives_what_judge_gives_one_by_one(opts: JudgeOptions, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(opts.root / "a.json", doc())
+    write(opts.root / "bad.json", "{")
+    write(opts.root / "b.json", doc(recall_arr=[0.2, 0.9, 0.8], threshold_arr=[0.1, 0.5, 0.7]))
+    os.mkfifo(opts.root / "pipe.json")
+    os.symlink("a.json", opts.root / "alias.json")
+    known = judge("b.json", opts)
+    assert isinstance(known, Scored)
+    jobs = [
+        ("a.json", None, True), ("bad.json", None, True), ("gone.json", None, True), ("pipe.json", None, False),
+        ("alias.json", None, False), ("b.json", known.sha256, True), ("a.json", None, False),
+    ]  # fmt: skip
+    one_by_one = [judge(rel, opts, sha, regular) for rel, sha, regular in jobs]
+    assert judge_many(jobs, opts) == one_by_one
+    monkeypatch.setattr("watcher.pipeline.READ_AHEAD_BYTES", 1)  # parse after every read
+    assert judge_many(jobs, opts) == one_by_one
+    assert [type(o).__name__ for o in one_by_one] == [
+        "Scored", "Rejected", "Removed", "Rejected", "Scored", "Unchanged", "Scored",
+    ]  # fmt: skip
+
+
+def test_a_file_listed_as_regular_but_now_a_link_is_looked_at_again(opts: JudgeOptions, tmp_path: Path) -> None:
+    outside = write(tmp_path / "outside.json", doc())
+    os.symlink(outside, opts.root / "was-a-file.json")  # O_NOFOLLOW refuses it: the lstat path decides
+    out = judge("was-a-file.json", opts, regular=True)
+    assert reason(out) == "symbolic link points outside the watch directory; not followed"
+
+
+def _read_pipe(content: bytes, expected: int, keep_open: bool) -> bytes:
+    r, w = os.pipe()
+    os.set_blocking(r, False)  # a read of the open, empty pipe raises instead of waiting
+    os.write(w, content)
+    if not keep_open:
+        os.close(w)
+    try:
+        return _read_at_most(r, 100, expected)
+    finally:
+        os.close(r)
+        if keep_open:
+            os.close(w)
+
+
+def test_read_stops_after_one_read_when_the_size_is_as_expected() -> None:
+    assert _read_pipe(b"0123456789", expected=10, keep_open=True) == b"0123456789"  # no second read
+    assert _read_pipe(b"0123456789", expected=4, keep_open=False) == b"0123456789"  # more: read on
+    assert _read_pipe(b"01234", expected=10, keep_open=False) == b"01234"  # less: read on to the end
+    with pytest.raises(BlockingIOError):
+        _read_pipe(b"01234", expected=10, keep_open=True)  # ...really asking for more

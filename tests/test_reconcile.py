@@ -67,7 +67,7 @@ def test_second_scan_of_unchanged_tree_reads_nothing(s: Settings, monkeypatch: p
     def no_reads(*_: object) -> None:
         raise AssertionError("a file was read")
 
-    monkeypatch.setattr("watcher.reconcile.judge", no_reads)
+    monkeypatch.setattr("watcher.reconcile.judge_many", no_reads)
     summary = run(s)
     assert (summary.seen, summary.read, summary.changed) == (6, 0, False)
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import write
 from watcher.config import DEFAULT_IGNORE
-from watcher.tree import Matcher, relpath, walk
+from watcher.tree import Matcher, entry_key, relpath, walk
 
 M = Matcher(("*.json",), DEFAULT_IGNORE)
 
@@ -51,8 +51,11 @@ def test_walk_lists_tracked_files_and_skips_the_rest(tmp_path: Path) -> None:
         write(tmp_path / rel, "{}")
     os.symlink(tmp_path / "sub", tmp_path / "linked-dir")  # never descended into
     os.mkfifo(tmp_path / "pipe.json")  # listed (to be rejected), never opened
-    found = {rel: stat for rel, stat in walk(tmp_path, M)}
+    found = dict(walk(tmp_path, M))
     assert sorted(found) == ["a.json", "dir.json/g.json", "pipe.json", "sub/b.json", "sub/deep/c.json"]
     st = os.stat(tmp_path / "a.json")
-    assert found["a.json"] == (2, st.st_mtime_ns, st.st_ino)  # the stat key: size, mtime_ns, inode
+    assert entry_key(found["a.json"]) == (2, st.st_mtime_ns, st.st_ino)  # the stat key: size, mtime_ns, inode
+    assert found["a.json"].is_file(follow_symlinks=False) and not found["pipe.json"].is_file()
     assert sorted(rel for rel, _ in walk(tmp_path, M, under="sub")) == ["sub/b.json", "sub/deep/c.json"]
+    os.unlink(tmp_path / "sub" / "b.json")
+    assert entry_key(found["sub/b.json"]) is None  # gone since the listing

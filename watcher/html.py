@@ -94,6 +94,7 @@ STEPS = 255
 
 
 _DECIMAL = [str(i) for i in range(256)]
+_Y0 = STEPS + 0.5
 
 
 def xy(t: float, r: float) -> str:
@@ -108,7 +109,7 @@ def curve_bytes(thresholds: tuple[float, ...], recalls: Sequence[float]) -> byte
     a cache) and small (66 bytes for 33 points)."""
     out = bytearray(2 * len(recalls))
     out[::2] = _xs(thresholds)
-    out[1::2] = bytes([int((1 - r) * STEPS + 0.5) for r in recalls])
+    out[1::2] = bytes([int(_Y0 - r * STEPS) for r in recalls])  # round((1 - r) * STEPS)
     return bytes(out)
 
 

@@ -7,9 +7,14 @@ tracebacks never carry local variables, which could hold file contents.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import IO, Any, Literal, TextIO
 
 import structlog
@@ -38,18 +43,90 @@ def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextI
     if resolve_format(log_format, stream) == "json":
         renderer = [
             structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ]
     else:
         renderer = [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
+    _own_buffering(stream)
+    output = LineWriter(stream)
+    _outputs[:] = [output]
     structlog.configure(
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=lambda *_: output,
         cache_logger_on_first_use=False,
     )
 
     _capture_foreign_output()
+
+
+def _fallback(obj: Any) -> Any:
+    # What structlog's own JSON fallback does: an object's __structlog__() form, else its repr.
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+# One encoder for every line: json.dumps(default=...) builds a new one per call (1.3 µs of a
+# 12 µs line, and a bulk scan logs a line per file).
+_ENCODER = json.JSONEncoder(default=_fallback)
+
+
+def _dumps(obj: Any, **_: Any) -> str:
+    return _ENCODER.encode(obj)
+
+
+_hold_depth = 0
+_unbuffered: list[io.TextIOWrapper] = []
+_outputs: list[LineWriter] = []  # the configured one (a list: empty until configure())
+
+
+class LineWriter:
+    """structlog's output: one line per event, written whole under a lock and flushed at once,
+    or, inside :func:`held`, when the outermost ``held`` block ends."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._write = stream.write
+        self._flush = stream.flush
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        """Write one event's line."""
+        with self._lock:
+            self._write(message + "\n")
+            if not _hold_depth:
+                self._flush()
+
+    def flush(self) -> None:
+        """Flush what :func:`held` kept back."""
+        with self._lock:
+            self._flush()
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = failure = log = msg
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Lines logged inside (by any thread) reach the stream in one flush at the end: a batch of
+    thousands of lines costs one write, not one each (to journald, a pipe or a file)."""
+    global _hold_depth
+    _hold_depth += 1
+    try:
+        yield
+    finally:
+        _hold_depth -= 1
+        if not _hold_depth:
+            for output in _outputs:
+                output.flush()
+
+
+def _own_buffering(stream: IO[str]) -> None:
+    # stderr is line-buffered: every newline would be a write(2) and :func:`held` would hold
+    # nothing. LineWriter flushes each line itself outside held(), so lines still leave at once.
+    if isinstance(stream, io.TextIOWrapper) and stream.line_buffering:
+        stream.reconfigure(line_buffering=False)
+        _unbuffered.append(stream)
 
 
 class _ToStructlog(logging.Handler):
@@ -91,6 +168,9 @@ def _capture_foreign_output() -> None:
 def reset() -> None:
     """Return structlog (and the capture of warnings and stdlib logging) to their defaults (for tests)."""
     structlog.reset_defaults()
+    _outputs.clear()
+    while _unbuffered:
+        _unbuffered.pop().reconfigure(line_buffering=True)
     warnings.showwarning = _saved_showwarning
     logging.getLogger().removeHandler(_handler)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as st
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from watcher.html import curve_bytes
 from watcher.models import Problem, validate_bytes
@@ -114,45 +115,112 @@ def identity_stat(full: str) -> os.stat_result:
         return os.lstat(full)
 
 
-def judge(rel: str, opts: JudgeOptions, known_sha: str | None = None) -> Outcome:
+#: One job of a bulk scan: (relative path, ``known_sha`` as for :func:`judge`, ``regular``: the
+#: walk saw a regular file there). A plain tuple: jobs are pickled to worker processes by the 100,000.
+Job = tuple[str, str | None, bool]
+
+#: :func:`judge_many` reads at most about this many bytes ahead of parsing.
+READ_AHEAD_BYTES = 4 << 20
+
+
+class _Content:
+    """A file's bytes and the stat of the open file they were read from."""
+
+    __slots__ = ("raw", "stat")
+
+    def __init__(self, raw: bytes, stat: FileStat) -> None:
+        self.raw = raw
+        self.stat = stat
+
+
+def judge(rel: str, opts: JudgeOptions, known_sha: str | None = None, regular: bool = False) -> Outcome:
     """Judge the file at ``opts.root / rel``. Never raises.
 
     ``known_sha`` is the stored hash of this path's last outcome, given only when that outcome was
     made under the current target and rules; an identical file then yields :class:`Unchanged`
-    without being parsed again.
+    without being parsed again. ``regular`` says a directory listing just showed a regular file
+    at this path (not a link, FIFO or device), so it is opened without a separate ``lstat``.
     """
+    content = _guarded(_read, rel, opts, regular)
+    if not isinstance(content, _Content):
+        return content
+    return _guarded(_verdict, rel, opts, content, known_sha)
+
+
+def judge_many(jobs: Sequence[Job], opts: JudgeOptions) -> list[Outcome]:
+    """:func:`judge` for each job, outcomes in order; reads run ahead of parsing.
+
+    Files are read a few MiB ahead (:data:`READ_AHEAD_BYTES`), then parsed one after another:
+    system calls between parses cost the parser its warm CPU caches (measured on a 2-core
+    machine: 91 µs per file interleaved, 80 µs read-ahead).
+    """
+    out: list[Outcome] = []
+    ahead: list[tuple[int, str, _Content, str | None]] = []
+    ahead_bytes = 0
+    for rel, known_sha, regular in jobs:
+        content = _guarded(_read, rel, opts, regular)
+        if not isinstance(content, _Content):
+            out.append(content)
+            continue
+        out.append(Removed(rel))  # a placeholder, replaced below
+        ahead.append((len(out) - 1, rel, content, known_sha))
+        ahead_bytes += len(content.raw)
+        if ahead_bytes >= READ_AHEAD_BYTES:
+            _parse_ahead(ahead, out, opts)
+            ahead_bytes = 0
+    _parse_ahead(ahead, out, opts)
+    return out
+
+
+def _parse_ahead(ahead: list[tuple[int, str, _Content, str | None]], out: list[Outcome], opts: JudgeOptions) -> None:
+    for i, rel, content, known_sha in ahead:
+        out[i] = _guarded(_verdict, rel, opts, content, known_sha)
+    ahead.clear()
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _guarded(step: Callable[Concatenate[str, _P], _T], rel: str, *args: _P.args, **kwargs: _P.kwargs) -> _T | Rejected:
     try:
-        return _judge(rel, opts, known_sha)
+        return step(rel, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the service
         return _reject(rel, f"internal error while judging the file: {type(exc).__name__}: {exc}")
 
 
-def _judge(rel: str, opts: JudgeOptions, known_sha: str | None) -> Outcome:
+def _read(rel: str, opts: JudgeOptions, regular: bool) -> Outcome | _Content:
     full = os.path.join(opts.root, rel)
-    try:
-        lst = os.lstat(full)
-    except (FileNotFoundError, NotADirectoryError):
-        return Removed(rel)
-    except OSError as exc:
-        return _reject(rel, f"cannot stat the file: {exc.strerror}")
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-    if st.S_ISLNK(lst.st_mode):
-        ident = FileStat.of(identity_stat(full))
-        if not os.path.exists(full):
-            return _reject(rel, "dangling symbolic link: its target does not exist", ident)
-        if not opts.follow_symlinks and not _inside(full, opts.root):
-            return _reject(rel, "symbolic link points outside the watch directory; not followed", ident)
-    else:
+    lst: os.stat_result | None = None
+    if regular:
         flags |= os.O_NOFOLLOW
-        if st.S_ISDIR(lst.st_mode):
+    else:
+        try:
+            lst = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
             return Removed(rel)
+        except OSError as exc:
+            return _reject(rel, f"cannot stat the file: {exc.strerror}")
+        if st.S_ISLNK(lst.st_mode):
+            ident = FileStat.of(identity_stat(full))
+            if not os.path.exists(full):
+                return _reject(rel, "dangling symbolic link: its target does not exist", ident)
+            if not opts.follow_symlinks and not _inside(full, opts.root):
+                return _reject(rel, "symbolic link points outside the watch directory; not followed", ident)
+        else:
+            flags |= os.O_NOFOLLOW
+            if st.S_ISDIR(lst.st_mode):
+                return Removed(rel)
     try:
         # O_NONBLOCK: a FIFO opened for reading must never block the service.
         fd = os.open(full, flags)
     except (FileNotFoundError, NotADirectoryError):
         return Removed(rel)
     except OSError as exc:
-        return _reject(rel, f"cannot open the file: {exc.strerror}", FileStat.of(lst))
+        if regular:  # replaced since the listing (by a link, say), or unreadable: look closer
+            return _read(rel, opts, regular=False)
+        return _reject(rel, f"cannot open the file: {exc.strerror}", FileStat.of(lst) if lst else None)
     try:
         fst = os.fstat(fd)
         fstat = FileStat.of(fst)
@@ -162,17 +230,21 @@ def _judge(rel: str, opts: JudgeOptions, known_sha: str | None) -> Outcome:
             return _reject(rel, f"not a regular file ({_kind(fst.st_mode)}); not read", fstat)
         if fst.st_size > opts.max_file_bytes:
             return _reject(rel, f"file is {fst.st_size} bytes, over max_file_bytes ({opts.max_file_bytes})", fstat)
-        raw = _read_at_most(fd, opts.max_file_bytes + 1)
+        raw = _read_at_most(fd, opts.max_file_bytes + 1, fst.st_size)
     except OSError as exc:
-        return _reject(rel, f"cannot read the file: {exc.strerror}", FileStat.of(lst))
+        return _reject(rel, f"cannot read the file: {exc.strerror}", FileStat.of(lst) if lst else None)
     finally:
         os.close(fd)
     if len(raw) > opts.max_file_bytes:  # grew while we read it
         return _reject(rel, f"file is over max_file_bytes ({opts.max_file_bytes})", fstat)
-    sha = hashlib.sha256(raw).hexdigest()
+    return _Content(raw, fstat)
+
+
+def _verdict(rel: str, opts: JudgeOptions, content: _Content, known_sha: str | None) -> Outcome:
+    sha = hashlib.sha256(content.raw).hexdigest()
     if known_sha == sha:
-        return Unchanged(rel, fstat, sha)
-    return judge_bytes(rel, raw, fstat, sha, opts)
+        return Unchanged(rel, content.stat, sha)
+    return judge_bytes(rel, content.raw, content.stat, sha, opts)
 
 
 def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOptions) -> Scored | Rejected:
@@ -200,9 +272,16 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
     )
 
 
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = limit
+def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
+    # One read() when the file holds the ``expected`` size that fstat gave: asking for a byte more
+    # and getting exactly ``expected`` back means the end was reached (a second read() to see
+    # the end costs as much again). Anything else (a file that grew or shrank, a short read from a
+    # network filesystem) reads on until the end.
+    first = os.read(fd, min(limit, expected + 1))
+    if len(first) == expected:
+        return first
+    chunks = [first]
+    remaining = limit - len(first)
     while remaining > 0:
         chunk = os.read(fd, min(remaining, 1 << 20))
         if not chunk:

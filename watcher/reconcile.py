@@ -19,15 +19,16 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any, TextIO
 
+from watcher import logs
 from watcher.config import Settings
 from watcher.errors import WatchDirError
 from watcher.html import render_html
 from watcher.logs import get_logger
 from watcher.models import RULES_VERSION
-from watcher.pipeline import JudgeOptions, Outcome, Removed, judge
+from watcher.pipeline import Job, JudgeOptions, Outcome, Removed, judge_many
 from watcher.report import FILE_NAMES, write_atomic, write_reports
 from watcher.store import Applied, Store, now_iso
-from watcher.tree import Matcher, walk
+from watcher.tree import Matcher, entry_key, walk
 
 log = get_logger("watcher.reconcile")
 
@@ -86,17 +87,18 @@ def log_applied(applied: Applied, store: Store) -> None:
     # Bound once per batch: the module-level proxy looks the configuration up on every call,
     # which was half the cost of a log line in a bulk scan.
     blog = log.bind()
-    for s in applied.scored:
-        blog.info(
-            "file_scored", path=s.path, model_id=s.model_id, optimal_threshold=s.optimal_threshold,
-            closest_recall_value=s.closest_recall_value, target_met=s.target_met,
-        )  # fmt: skip
-    for r in applied.rejected:
-        blog.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
-    for path in applied.removed:
-        blog.info("file_removed", path=path)
-    for model_id, paths in store.duplicates(applied.models).items():
-        blog.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
+    with logs.held():  # the batch's lines leave in one write
+        for s in applied.scored:
+            blog.info(
+                "file_scored", path=s.path, model_id=s.model_id, optimal_threshold=s.optimal_threshold,
+                closest_recall_value=s.closest_recall_value, target_met=s.target_met,
+            )  # fmt: skip
+        for r in applied.rejected:
+            blog.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
+        for path in applied.removed:
+            blog.info("file_removed", path=path)
+        for model_id, paths in store.duplicates(applied.models).items():
+            blog.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
 
 
 def refresh_reports(store: Store, settings: Settings, changed: bool, html_in: Executor | None = None) -> bool:
@@ -163,9 +165,9 @@ def write_html(store: Store, settings: Settings) -> Path:
     return target
 
 
-def _judge_in_worker(job: tuple[str, str | None]) -> Outcome:
+def _judge_in_worker(jobs: Sequence[Job]) -> list[Outcome]:
     assert _worker_opts is not None
-    return judge(job[0], _worker_opts, job[1])
+    return judge_many(jobs, _worker_opts)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -191,23 +193,25 @@ PoolProvider = Callable[[], ProcessPoolExecutor]
 
 
 def judge_all(
-    jobs: Sequence[tuple[str, str | None]], opts: JudgeOptions, workers: int, pool: PoolProvider | None = None
+    jobs: Sequence[Job], opts: JudgeOptions, workers: int, pool: PoolProvider | None = None
 ) -> Iterator[Outcome]:
-    """Judge every ``(path, known_sha)``, in worker processes when it pays; outcomes in order.
+    """Judge every job (see :data:`watcher.pipeline.Job`), in worker processes when it pays;
+    outcomes in order.
 
     ``pool()`` (a pool made by :func:`make_pool` with the same ``opts``) is asked for only when
     workers pay, so a daemon keeps one pool for every burst; without it, one is made for this call.
     """
     if workers <= 1 or len(jobs) < POOL_MIN_FILES:
-        for rel, sha in jobs:
-            yield judge(rel, opts, sha)
+        for start in range(0, len(jobs), 256):
+            yield from judge_many(jobs[start : start + 256], opts)
         return
-    chunk = max(1, min(256, len(jobs) // (workers * 8)))
+    size = max(1, min(256, len(jobs) // (workers * 8)))
+    chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
     if pool is not None:
-        yield from pool().map(_judge_in_worker, jobs, chunksize=chunk)
+        yield from chain.from_iterable(pool().map(_judge_in_worker, chunks))
         return
     with make_pool(opts, workers) as own:
-        yield from own.map(_judge_in_worker, jobs, chunksize=chunk)
+        yield from chain.from_iterable(own.map(_judge_in_worker, chunks))
 
 
 def apply_in_batches(
@@ -242,16 +246,17 @@ def reconcile(
     started = time.monotonic()
     summary = Summary()
     known = store.known(under)
-    jobs: list[tuple[str, str | None]] = []
+    jobs: list[Job] = []
     seen: set[str] = set()
-    for rel, stat in walk(settings.watch_dir, matcher_for(settings), under):
+    for rel, entry in walk(settings.watch_dir, matcher_for(settings), under):
         seen.add(rel)
         if skip is not None and skip(rel):
             continue
         k = known.get(rel)
-        if k is not None and k.current and k.stat == stat:
+        if k is not None and k.current and k.stat == entry_key(entry):
             continue
-        jobs.append((rel, k.reusable_sha if k is not None else None))
+        # d_type from the listing: a regular file is opened without another lstat.
+        jobs.append((rel, k.reusable_sha if k is not None else None, entry.is_file(follow_symlinks=False)))
     summary.seen, summary.read = len(seen), len(jobs)
     gone: list[Outcome] = [Removed(p) for p in known if p not in seen and not (skip is not None and skip(p))]
     done = 0

@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
-from operator import itemgetter, sub
+from operator import itemgetter
 
 #: Distances within this of the best one count as equally close.
 TOLERANCE = 1e-9
@@ -37,12 +36,15 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
     """
     if not recalls or len(thresholds) != len(recalls):
         raise ValueError("need two non-empty sequences of equal length")
-    # C-level map/compress, not a Python loop over points: 1,000,000-point curves are scored too.
-    distances = list(map(abs, map(sub, recalls, repeat(target))))
+    # Comprehensions over plain lists of floats: the fastest form measured for 101 points (and
+    # fine for 1,000,000); this runs once per scored file.
+    distances = [abs(r - target) for r in recalls]
     limit = min(distances) + TOLERANCE
-    candidates = list(compress(range(len(distances)), map(limit.__ge__, distances)))
-    # Tuples compare left to right: meeting the target first, then the higher threshold.
-    best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
+    candidates = [i for i, d in enumerate(distances) if d <= limit]
+    best = candidates[0]
+    if len(candidates) > 1:
+        # Tuples compare left to right: meeting the target first, then the higher threshold.
+        best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
     recall = recalls[best]
     return Score(best, thresholds[best], recall, distances[best], recall >= target)
 

@@ -71,13 +71,14 @@ def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
     return rel.replace(os.sep, "/")
 
 
-def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, tuple[int, int, int]]]:
-    """Yield ``(relative path, (size, mtime_ns, inode))`` for every tracked entry at or below
-    ``root / under`` (a plain tuple: it equals :class:`watcher.pipeline.FileStat` and costs less, once per file).
+def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Yield ``(relative path, directory entry)`` for every tracked entry at or below
+    ``root / under``; :func:`entry_key` gives an entry's stat key when it is needed.
 
-    ``under`` must itself be a folder the matcher descends into. Stat only: nothing is opened.
-    Entries that vanish mid-walk are skipped; unreadable folders are
-    skipped too (their files are then absent, which a later walk repairs).
+    ``under`` must itself be a folder the matcher descends into. Nothing is opened, and only
+    folders are listed: a file is stat'ed only when its key is asked for (a first scan of a
+    tree never needs it). Unreadable folders are skipped (their files are then absent, which a
+    later walk repairs).
     """
     stack = [under]
     while stack:
@@ -96,8 +97,14 @@ def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, t
                 if matcher.descends(rel):
                     stack.append(rel)
             elif matcher.tracks_name(entry.name):
-                try:
-                    s = entry.stat() if not entry.is_symlink() else identity_stat(entry.path)
-                    yield rel, (s.st_size, s.st_mtime_ns, s.st_ino)
-                except OSError:
-                    continue
+                yield rel, entry
+
+
+def entry_key(entry: os.DirEntry[str]) -> tuple[int, int, int] | None:
+    """An entry's stat key ``(size, mtime_ns, inode)``, as :func:`watcher.pipeline.identity_stat`
+    sees it (a plain tuple: it equals :class:`watcher.pipeline.FileStat`); ``None`` once it is gone."""
+    try:
+        s = entry.stat() if not entry.is_symlink() else identity_stat(entry.path)
+    except OSError:
+        return None
+    return (s.st_size, s.st_mtime_ns, s.st_ino)

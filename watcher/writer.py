@@ -210,7 +210,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         try:
             known = self.store.known_paths(paths)
-            jobs = [(rel, k.reusable_sha if (k := known.get(rel)) is not None else None) for rel in paths]
+            jobs = [(rel, k.reusable_sha if (k := known.get(rel)) is not None else None, False) for rel in paths]
             outcomes = judge_all(jobs, self.opts, self.settings.worker_count, self.pool)
             apply_in_batches(self.store, outcomes, self.settings.batch_size, self._applied)
         except BrokenProcessPool:
