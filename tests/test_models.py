@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from tests.helpers import doc
-from watcher.models import Problem, ResultFile, validate_bytes
+from watcher.models import Problem, ResultFile, utc_instant, validate_bytes
 
 
 def check(content: bytes | dict[str, Any]) -> ResultFile | list[Problem]:
@@ -139,3 +140,15 @@ def test_problem_count_is_capped_with_a_summary() -> None:
 
 def test_recall_need_not_be_monotone_and_extra_keys_ignored() -> None:
     assert isinstance(check(doc(recall_arr=[0.2, 0.9, 0.1, 0.95, 0.0], notes="x", n=[1, 2])), ResultFile)
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "2024-05-01T12:00:00Z", "2024-05-01T12:00:00.5Z", "2024-05-01T12:00:00.123Z", "2024-05-01T12:00:00.123456Z",
+        "2024-05-01t12:00:00.1z", "2024-05-01T14:00:00.25+02:00", "2024-12-31T23:30:00-01:00", "2024-05-01T12:00:00z",
+    ],
+)  # fmt: skip
+def test_the_utc_shortcut_agrees_with_date_arithmetic(date: str) -> None:
+    instant = datetime.fromisoformat(date.upper()).astimezone(UTC).replace(tzinfo=None)
+    assert utc_instant(date) == instant.isoformat(timespec="microseconds") + "Z"

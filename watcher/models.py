@@ -103,8 +103,17 @@ class ResultFile(BaseModel):
     @property
     def experiment_at(self) -> str:
         """The experiment instant in UTC, fixed width, so text order is time order."""
-        instant = datetime.fromisoformat(self.experiment_date.upper()).astimezone(UTC)
-        return instant.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return utc_instant(self.experiment_date)
+
+
+def utc_instant(date: str) -> str:
+    """A valid RFC 3339 date-time as UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    if date[-1] == "Z" and date[10] == "T":
+        # Already UTC (the usual case, once per scored file): pad the fraction, no date arithmetic.
+        whole, _, fraction = date[:-1].partition(".")
+        return f"{whole}.{fraction:0<6}Z"
+    instant = datetime.fromisoformat(date.upper()).astimezone(UTC)
+    return instant.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def curve_problems(thresholds: list[float], recalls: list[float], limit: int) -> list[Problem]:
