@@ -16,7 +16,17 @@ from tests.helpers import doc, write
 from watcher import logs
 from watcher.config import Settings
 from watcher.errors import StoreError, WatchDirError
-from watcher.reconcile import open_store, reconcile, refresh_reports, scan
+from watcher.pipeline import Job
+from watcher.reconcile import (
+    WARM_POOL_MIN_FILES,
+    judge_all,
+    judge_options,
+    make_pool,
+    open_store,
+    reconcile,
+    refresh_reports,
+    scan,
+)
 from watcher.store import Store
 
 
@@ -180,3 +190,23 @@ def test_a_failure_in_the_page_process_is_raised_after_the_tables(s: Settings) -
         refresh_reports(store, elsewhere, changed=True, html_in=spy)
     assert "a.json" in (s.reports / "report.csv").read_text()  # the tables were written all the same
     assert not (s.reports / "report.html").exists()
+
+
+def test_a_kept_pool_takes_small_batches_and_outcomes_keep_their_order(s: Settings) -> None:
+    opts = judge_options(s)
+    for i in range(WARM_POOL_MIN_FILES):
+        write(s.watch_dir / f"{i:02}.json", doc() if i % 3 else "{bad")
+    jobs: list[Job] = [(f"{i:02}.json", None, True) for i in range(WARM_POOL_MIN_FILES)]
+    asked: list[int] = []
+
+    def provider() -> ProcessPoolExecutor:
+        asked.append(1)
+        return pool
+
+    with make_pool(opts, 2) as pool:
+        from_pool = list(judge_all(jobs, opts, 2, provider))
+        assert asked == [1]  # the batch went to the workers
+        assert list(judge_all(jobs[:-1], opts, 2, provider)) == from_pool[:-1]
+        assert asked == [1]  # one file fewer: judged in this thread
+    assert from_pool == list(judge_all(jobs, opts, 1))
+    assert [type(o).__name__ for o in from_pool[:4]] == ["Rejected", "Scored", "Scored", "Rejected"]

@@ -46,6 +46,16 @@ def test_relpath(tmp_path: Path) -> None:
     assert relpath(tmp_path / "a", tmp_path / "b.json") is None
 
 
+@pytest.mark.parametrize(
+    "tail", ["x.json", "..x.json", ".x.json", "a/../b.json", "a/./b.json", "a//b.json", "../b.json", "..", "a/"]
+)
+def test_relpath_shortcut_agrees_with_os_relpath(tmp_path: Path, tail: str) -> None:
+    full = f"{tmp_path}/{tail}"
+    rel = os.path.relpath(full, tmp_path)
+    expected = None if rel == ".." or rel.startswith("../") else ("" if rel == "." else rel)
+    assert relpath(tmp_path, full) == expected
+
+
 def test_walk_lists_tracked_files_and_skips_the_rest(tmp_path: Path) -> None:
     for rel in ("a.json", "sub/b.json", "sub/deep/c.json", ".hidden/d.json", "e.txt", "f.json.tmp", "dir.json/g.json"):
         write(tmp_path / rel, "{}")

@@ -34,6 +34,9 @@ log = get_logger("watcher.reconcile")
 
 #: Below this many files to read, worker processes cost more to start than they save.
 POOL_MIN_FILES = 200
+#: With a pool kept for every burst (the daemon's), a batch this big is worth sending to it: judging
+#: it in the writer thread would take the core (and the GIL) the observer needs during a burst.
+WARM_POOL_MIN_FILES = 16
 
 Progress = Callable[[int, int], None]
 
@@ -201,11 +204,11 @@ def judge_all(
     ``pool()`` (a pool made by :func:`make_pool` with the same ``opts``) is asked for only when
     workers pay, so a daemon keeps one pool for every burst; without it, one is made for this call.
     """
-    if workers <= 1 or len(jobs) < POOL_MIN_FILES:
+    if workers <= 1 or len(jobs) < (POOL_MIN_FILES if pool is None else WARM_POOL_MIN_FILES):
         for start in range(0, len(jobs), 256):
             yield from judge_many(jobs[start : start + 256], opts)
         return
-    size = max(1, min(256, len(jobs) // (workers * 8)))
+    size = min(256, max(8, len(jobs) // (workers * 8)))  # a few chunks per worker, never tiny ones
     chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
     if pool is not None:
         yield from chain.from_iterable(pool().map(_judge_in_worker, chunks))

@@ -25,9 +25,10 @@ from watcher.pipeline import FileStat, Outcome, Rejected, Removed, Scored, Uncha
 from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
 
 
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now_iso(at: float | None = None) -> str:
+    """The current UTC time (or the ``time.time()`` value ``at``), ISO 8601 with milliseconds."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Known(NamedTuple):

@@ -92,7 +92,7 @@ class Writer(threading.Thread):
         self.on_change: Callable[[], None] = lambda: None
         self.next_reconcile = 0.0
         self.last_status = 0.0
-        self.last_event_at: str | None = None
+        self.last_event_at: float | None = None  # time.time(): formatted only when the status is written
         self.store: Store | None = None
         self._pool: ProcessPoolExecutor | None = None
 
@@ -184,7 +184,7 @@ class Writer(threading.Thread):
 
     def _feed(self, event: Event, now: float) -> None:
         kind, src, dest, is_dir = event
-        self.last_event_at = now_iso()
+        self.last_event_at = time.time()
         rel_src = relpath(self.root, src)
         rel_dest = relpath(self.root, dest) if dest else None
         if is_dir:
@@ -274,6 +274,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         self.last_status = time.monotonic()
         try:
-            self.store.set_status(heartbeat_at=now_iso(), last_event_at=self.last_event_at)
+            last = None if self.last_event_at is None else now_iso(self.last_event_at)
+            self.store.set_status(heartbeat_at=now_iso(), last_event_at=last)
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc))
