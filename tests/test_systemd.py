@@ -49,5 +49,6 @@ def test_security_exposure_at_most_2(tmp_path: Path) -> None:
 def test_unit_contract() -> None:
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "User=watcher", "ProtectSystem=strict",
-                 "PrivateNetwork=yes", "NoNewPrivileges=yes", "StateDirectory=watcher", "UMask=0027"):  # fmt: skip
+                 "PrivateNetwork=yes", "NoNewPrivileges=yes", "StateDirectory=watcher", "UMask=0027",
+                 "LogRateLimitIntervalSec=0", "PrivateDevices=yes"):  # fmt: skip
         assert f"\n{line}\n" in text
