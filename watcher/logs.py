@@ -78,6 +78,7 @@ def _dumps(obj: Any, **_: Any) -> str:
 
 
 _hold_depth = 0
+_hold_lock = threading.Lock()
 _unbuffered: list[io.TextIOWrapper] = []
 _outputs: list[LineWriter] = []  # the configured one (a list: empty until configure())
 
@@ -111,12 +112,15 @@ def held() -> Iterator[None]:
     """Lines logged inside (by any thread) reach the stream in one flush at the end: a batch of
     thousands of lines costs one write, not one each (to journald, a pipe or a file)."""
     global _hold_depth
-    _hold_depth += 1
+    with _hold_lock:  # a count, not a flag: nested or concurrent holds end at the last one
+        _hold_depth += 1
     try:
         yield
     finally:
-        _hold_depth -= 1
-        if not _hold_depth:
+        with _hold_lock:
+            _hold_depth -= 1
+            last = not _hold_depth
+        if last:
             for output in _outputs:
                 output.flush()
 

@@ -90,7 +90,7 @@ def log_applied(applied: Applied, store: Store) -> None:
     # Bound once per batch: the module-level proxy looks the configuration up on every call,
     # which was half the cost of a log line in a bulk scan.
     blog = log.bind()
-    with logs.held():  # the batch's lines leave in one write
+    with logs.held():  # the batch's lines leave in one flush
         for s in applied.scored:
             blog.info(
                 "file_scored", path=s.path, model_id=s.model_id, optimal_threshold=s.optimal_threshold,
