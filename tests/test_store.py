@@ -64,7 +64,7 @@ def test_unchanged_refreshes_stat_only(store: Store) -> None:
     store.apply([scored("a.json")])
     applied = store.apply([Unchanged("a.json", FileStat(10, 99, 1), "s1")])
     assert not applied.changed
-    assert store.known()["a.json"].stat == FileStat(10, 99, 1)
+    assert store.stat_keys()["a.json"] == FileStat(10, 99, 1)
     assert len(history(store)) == 1
 
 
@@ -93,20 +93,23 @@ def test_report_filters(store: Store) -> None:
     assert list(store.report_rows(issuer="ANA@example.com")) and not list(store.report_rows(issuer="bob@example.com"))
 
 
-def test_known_marks_outcomes_of_another_target_as_not_current(tmp_path: Path) -> None:
+def test_outcomes_of_another_target_or_rules_are_not_current(tmp_path: Path) -> None:
     Store.open(tmp_path / "w.db").apply([scored("a.json"), rejected("b.json")])
     other = Store.open(tmp_path / "w.db", target_recall=0.9)
-    known = other.known()
-    assert not known["a.json"].current and known["b.json"].current
+    keys, known = other.stat_keys(), other.known_paths(["a.json", "b.json"])
+    assert keys["a.json"] is None and keys["b.json"] is not None  # a rejection does not depend on the target
+    assert not known["a.json"].current and known["a.json"].reusable_sha is None
+    assert known["b.json"].current and known["b.json"].reusable_sha == known["b.json"].sha256
     newer_rules = Store.open(tmp_path / "w.db", rules_version=2)
-    assert not any(k.current for k in newer_rules.known().values())
+    assert set(newer_rules.stat_keys().values()) == {None}
+    assert not any(k.current for k in newer_rules.known_paths(["a.json", "b.json"]).values())
 
 
 def test_known_under_a_folder(store: Store) -> None:
     store.apply(
         [scored("sub/a.json"), scored("sub/x/b.json", "m2"), scored("sub0.json", "m3"), scored("su.json", "m4")]
     )
-    assert sorted(store.known("sub")) == ["sub/a.json", "sub/x/b.json"]
+    assert sorted(store.stat_keys("sub")) == ["sub/a.json", "sub/x/b.json"]
     assert sorted(store.known_paths(["sub0.json", "nope.json"])) == ["sub0.json"]
 
 

@@ -35,6 +35,18 @@ def test_tracks(rel: str, tracked: bool) -> None:
     assert M.tracks(rel) is tracked
 
 
+@pytest.mark.parametrize(
+    "matcher",
+    [M, Matcher(("*.json", "r_*.txt"), ()), Matcher(("*.json",), ("tmp*", "*.bak.json")), Matcher(("*",), ("*",))],
+)
+def test_tracks_name_is_wanted_and_not_ignored(matcher: Matcher) -> None:
+    # The walk's one-regex shortcut against the two rules it combines.
+    names = ["a.json", ".a.json", "a.json~", "r_1.txt", "r_1.txt.tmp", "tmp.json", "x.bak.json", "a\njson", "a.json\n"]
+    for name in names:
+        expected = matcher._wanted.match(name) is not None and not matcher.ignored_part(name)
+        assert matcher.tracks_name(name) is expected, name
+
+
 def test_non_recursive_tracks_top_level_only() -> None:
     flat = Matcher(("*.json",), DEFAULT_IGNORE, recursive=False)
     assert flat.tracks("a.json") and not flat.tracks("sub/a.json")

@@ -40,6 +40,8 @@ WARM_POOL_MIN_FILES = 16
 
 Progress = Callable[[int, int], None]
 
+_ABSENT: Any = object()
+
 
 @dataclass(slots=True)
 class Summary:
@@ -248,20 +250,30 @@ def reconcile(
         raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
     started = time.monotonic()
     summary = Summary()
-    known = store.known(under)
+    stored = store.stat_keys(under)
     jobs: list[Job] = []
-    seen: set[str] = set()
+    recheck: list[int] = []  # indexes of jobs for paths the database holds: their hash may be reused
+    seen = 0
     for rel, entry in walk(settings.watch_dir, matcher_for(settings), under):
-        seen.add(rel)
+        seen += 1
+        # Popped: what is left in ``stored`` after the walk is gone from disk.
+        key = stored.pop(rel, _ABSENT)
         if skip is not None and skip(rel):
             continue
-        k = known.get(rel)
-        if k is not None and k.current and k.stat == entry_key(entry):
-            continue
+        if key is not _ABSENT:
+            if key is not None and key == entry_key(entry):
+                continue
+            recheck.append(len(jobs))
         # d_type from the listing: a regular file is opened without another lstat.
-        jobs.append((rel, k.reusable_sha if k is not None else None, entry.is_file(follow_symlinks=False)))
-    summary.seen, summary.read = len(seen), len(jobs)
-    gone: list[Outcome] = [Removed(p) for p in known if p not in seen and not (skip is not None and skip(p))]
+        jobs.append((rel, None, entry.is_file(follow_symlinks=False)))
+    if recheck:
+        known = store.known_paths([jobs[i][0] for i in recheck])
+        for i in recheck:
+            rel, _, regular = jobs[i]
+            k = known.get(rel)
+            jobs[i] = (rel, k.reusable_sha if k is not None else None, regular)
+    summary.seen, summary.read = seen, len(jobs)
+    gone: list[Outcome] = [Removed(p) for p in stored if not (skip is not None and skip(p))]
     done = 0
 
     def on_batch(applied: Applied, n: int) -> None:

@@ -141,10 +141,25 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def known(self, under: str = "") -> dict[str, Known]:
-        """Every stored path at or below ``under`` with what identifies its stored version."""
+    def stat_keys(self, under: str = "") -> dict[str, tuple[int, int, int] | None]:
+        """Every stored path at or below ``under``: its stat key ``(size, mtime_ns, inode)`` when
+        its outcome was made under the current target and rules, else ``None`` (judge it again).
+
+        What a reconcile compares each listed file with; the hashes are fetched (with
+        :meth:`known_paths`) only for the few paths that turn out changed.
+        """
         where, params = _under(under)
-        return self._known(where, params)
+        args = {**params, "rules": self.rules_version, "target": self.target_recall}
+        out: dict[str, tuple[int, int, int] | None] = {}
+        for table in ("results", "rejections"):
+            # A result is current only if scored for today's target; a rejection does not depend on it.
+            extra = " AND target_recall = :target" if table == "results" else ""
+            sql = f"SELECT path, size, mtime_ns, inode, rules_version = :rules{extra} FROM {table} WHERE {where}"
+            # One row per stored file in every reconcile: fetched at once, no object per row
+            # beyond the key (a rejection read without a stat has a key of NULLs: never equal).
+            rows = self.db.execute(sql, args).fetchall()
+            out.update({p: (size, mtime_ns, inode) if current else None for p, size, mtime_ns, inode, current in rows})
+        return out
 
     def known_paths(self, paths: Sequence[str]) -> dict[str, Known]:
         """What is stored for each of ``paths`` (absent paths are left out)."""

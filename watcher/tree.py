@@ -18,9 +18,13 @@ from pathlib import Path
 from watcher.pipeline import identity_stat
 
 
+def _alternatives(patterns: tuple[str, ...]) -> str:
+    return "|".join(f"(?:{translate(p)})" for p in patterns) or "(?!)"
+
+
 def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
     # One regex for all patterns: matching runs once per path component of every file.
-    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns) or "(?!)")
+    return re.compile(_alternatives(patterns))
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,14 @@ class Matcher:
     recursive: bool = True
     _wanted: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _ignored: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _tracked_name: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_wanted", _compile(self.patterns))
         object.__setattr__(self, "_ignored", _compile(self.ignore_patterns))
+        # Wanted and not ignored, in one match (once per file of every walk).
+        both = f"(?!{_alternatives(self.ignore_patterns)})(?:{_alternatives(self.patterns)})"
+        object.__setattr__(self, "_tracked_name", re.compile(both))
 
     def ignored_part(self, name: str) -> bool:
         """True when a single path component is hidden or a temp name."""
@@ -52,7 +60,7 @@ class Matcher:
 
     def tracks_name(self, name: str) -> bool:
         """:meth:`tracks` for a file whose folder is already known to be watched (the walk's case)."""
-        return self._wanted.match(name) is not None and self._ignored.match(name) is None
+        return self._tracked_name.match(name) is not None
 
     def descends(self, rel_dir: str) -> bool:
         """True when a directory's content may hold tracked files."""
