@@ -19,6 +19,7 @@ from watcher.errors import StoreError, WatchDirError
 from watcher.pipeline import Job
 from watcher.reconcile import (
     WARM_POOL_MIN_FILES,
+    WORKER_NICE,
     judge_all,
     judge_options,
     make_pool,
@@ -210,3 +211,8 @@ def test_a_kept_pool_takes_small_batches_and_outcomes_keep_their_order(s: Settin
         assert asked == [1]  # one file fewer: judged in this thread
     assert from_pool == list(judge_all(jobs, opts, 1))
     assert [type(o).__name__ for o in from_pool[:4]] == ["Rejected", "Scored", "Scored", "Rejected"]
+
+
+def test_workers_run_nicer_than_the_writer(s: Settings) -> None:
+    with make_pool(judge_options(s), 1) as pool:
+        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)

@@ -10,6 +10,7 @@ batches, one transaction each.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,8 @@ POOL_MIN_FILES = 200
 #: With a pool kept for every burst (the daemon's), a batch this big is worth sending to it: judging
 #: it in the writer thread would take the core (and the GIL) the observer needs during a burst.
 WARM_POOL_MIN_FILES = 16
+#: Worker processes run this much nicer than the writer (see ``_init_worker``).
+WORKER_NICE = 5
 
 Progress = Callable[[int, int], None]
 
@@ -155,6 +158,10 @@ def _init_worker(opts: JudgeOptions) -> None:
     # The options travel once per worker, not once per file.
     global _worker_opts
     _worker_opts = opts
+    # Below the writer: with the workers and the writer sharing the cores, equal shares would
+    # starve the one writer (the scan's bottleneck) while finished outcomes queue up; and a
+    # daemon's observer thread stays ahead of a burst's parsing.
+    os.nice(WORKER_NICE)
 
 
 def write_html(store: Store, settings: Settings) -> Path:
