@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -19,9 +21,8 @@ from watcher.store import Store
 from watcher.writer import Event, Writer
 
 
-@pytest.fixture
-def running(make_settings: Any) -> Iterator[tuple[Writer, Settings, io.StringIO]]:
-    settings: Settings = make_settings(settle_seconds=0.0)
+@contextlib.contextmanager
+def writer_thread(settings: Settings) -> Iterator[tuple[Writer, Settings, io.StringIO]]:
     stream = io.StringIO()
     logs.configure("info", "json", stream)
     writer = Writer(settings, queue.Queue(), threading.Event(), "test")
@@ -33,15 +34,21 @@ def running(make_settings: Any) -> Iterator[tuple[Writer, Settings, io.StringIO]
     assert not writer.is_alive() and writer.failed is None
 
 
-def send(writer: Writer, settings: Settings, kind: str, rel: str, dest: str = "") -> None:
-    event: Event = (kind, str(settings.watch_dir / rel), str(settings.watch_dir / dest) if dest else "", False)
+@pytest.fixture
+def running(make_settings: Any) -> Iterator[tuple[Writer, Settings, io.StringIO]]:
+    with writer_thread(make_settings(settle_seconds=0.0)) as parts:
+        yield parts
+
+
+def send(writer: Writer, settings: Settings, kind: str, rel: str, dest: str = "", is_dir: bool = False) -> None:
+    event: Event = (kind, str(settings.watch_dir / rel), str(settings.watch_dir / dest) if dest else "", is_dir)
     writer.events.put(event)
 
 
-def stored(settings: Settings) -> set[str]:
+def stored(settings: Settings, table: str = "results") -> set[str]:
     store = Store.open_readonly(settings.db_path)
     try:
-        return {r["path"] for r in store.db.query("SELECT path FROM results")}
+        return {r["path"] for r in store.db.query(f"SELECT path FROM {table}")}
     finally:
         store.close()
 
@@ -92,3 +99,21 @@ def test_rename_keeps_one_row_under_the_new_path(running: tuple[Writer, Settings
     (settings.watch_dir / "a.json").rename(settings.watch_dir / "b.json")
     send(writer, settings, "moved", "a.json", dest="b.json")
     wait_until(lambda: stored(settings) == {"b.json"}, what="b.json only")
+
+
+def test_a_new_folders_file_not_yet_written_waits_for_its_close(make_settings: Any) -> None:
+    with writer_thread(make_settings(settle_seconds=30.0)) as (writer, settings, stream):
+        run = settings.watch_dir / "run1"
+        write(run / "done.json", doc())
+        write(run / "empty-long-ago.json", "")
+        os.utime(run / "empty-long-ago.json", (1, 1))
+        write(run / "being-written.json", "")  # created; its content not written yet
+        send(writer, settings, "created", "run1", is_dir=True)
+        wait_until(lambda: stored(settings) == {"run1/done.json"}, what="the finished file")
+        wait_until(lambda: stored(settings, "rejections") == {"run1/empty-long-ago.json"}, what="the old empty file")
+        write(run / "being-written.json", doc())
+        send(writer, settings, "closed", "run1/being-written.json")
+        wait_until(lambda: "run1/being-written.json" in stored(settings), what="scored on its close")
+        assert stored(settings, "rejections") == {"run1/empty-long-ago.json"}
+        rejected = [json.loads(line)["path"] for line in stream.getvalue().splitlines() if "file_rejected" in line]
+        assert rejected == ["run1/empty-long-ago.json"]

@@ -245,7 +245,7 @@ class Writer(threading.Thread):
             # synthetic 'created', and would wait settle_seconds. Its reconcile judges them now,
             # deferring only to files a writer is known to hold open. The full reconcile leaves every
             # file with pending events to the tracker.
-            skip = self.tracker.writing if under else self.tracker.busy
+            skip = self._writing_or_just_created if under else self.tracker.busy
             summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=skip, pool=self.pool)
         except WatchDirError as exc:
             log.error("watch_dir_missing", error=str(exc), hint="keeping stored results until it is back")
@@ -262,6 +262,23 @@ class Writer(threading.Thread):
         )  # fmt: skip
         if not under:
             self.store.set_status(last_reconcile_at=now_iso())
+
+    def _writing_or_just_created(self, rel: str) -> bool:
+        # For a new folder's reconcile: besides files a writer holds open, an empty file modified
+        # within settle_seconds is most likely created but not yet written, its events still in
+        # the queue. Judged now it would be logged and stored as a rejection ("file is empty")
+        # moments before its close event has it scored. The tracker takes it instead: judged on
+        # that close, or once it stayed unchanged for settle_seconds (an empty file is rejected then).
+        if self.tracker.writing(rel):
+            return True
+        try:
+            st = os.stat(os.path.join(self.root, rel))
+        except OSError:
+            return False
+        if st.st_size == 0 and time.time() - st.st_mtime < self.settings.settle_seconds:
+            self.tracker.feed("created", rel, time.monotonic())
+            return True
+        return False
 
     def _progress(self, done: int, total: int) -> None:
         self.tick = time.monotonic()
