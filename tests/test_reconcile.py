@@ -6,6 +6,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher import logs
+from watcher import reconcile as reconcile_module
 from watcher.config import Settings
 from watcher.errors import StoreError, WatchDirError
 from watcher.pipeline import Job
@@ -216,3 +218,30 @@ def test_a_kept_pool_takes_small_batches_and_outcomes_keep_their_order(s: Settin
 def test_workers_run_nicer_than_the_writer(s: Settings) -> None:
     with make_pool(judge_options(s), 1) as pool:
         assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)
+
+
+def test_workers_walking_the_tree_agree_with_the_walk_here(make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = make_settings(workers=2)
+    there = make_settings(workers=2, db_path=here.db_path.with_name("there.db"))
+    tree = here.watch_dir
+    for rel in ["top.json", "a/1.json", "a/b/2.json", "a/b/c/3.json", "d/4.json", "d/bad.json", ".hidden/5.json"]:
+        write(tree / rel, "{bad" if "bad" in rel else doc())
+    (tree / "e").mkdir()
+    (tree / "link").symlink_to(tree / "a")  # never descended into
+
+    def both(**kw: Any) -> list[tuple[Any, ...]]:
+        monkeypatch.setattr(reconcile_module, "PARALLEL_WALK_MIN", 10**9)
+        a = run(here, **kw)
+        monkeypatch.setattr(reconcile_module, "PARALLEL_WALK_MIN", 0)
+        b = run(there, **kw)
+        assert state(here) == state(there)
+        return [(s.seen, s.read, s.scored, s.rejected, s.removed) for s in (a, b)]
+
+    assert both() == [(6, 6, 5, 1, 0)] * 2
+    assert both() == [(6, 0, 0, 0, 0)] * 2  # unchanged: nothing read
+    write(tree / "a/b/2.json", doc())  # changed
+    os.utime(tree / "top.json", ns=(1, 1))  # touched: read, same content
+    shutil.rmtree(tree / "d")  # a folder gone
+    write(tree / "e/new.json", doc())
+    write(tree / "a/skipped.json", doc())
+    assert both(skip=lambda rel: rel == "a/skipped.json") == [(6, 3, 2, 0, 2)] * 2

@@ -145,3 +145,11 @@ def test_report_details_limit_keeps_the_most_recent_report_rows(store: Store) ->
     assert [(r[0], r[5]) for r in store.report_details(limit=2)] == [("m1", "m1-new.json"), ("m3", "m3-b.json")]
     assert list(store.report_details(limit=2)) == [every[0], every[2]]
     assert list(store.report_details(limit=10)) == every
+
+
+def test_size_hint_is_at_least_the_number_of_stored_paths(store: Store) -> None:
+    assert store.size_hint() == 0
+    store.apply([scored("a.json"), scored("b.json", "m2"), rejected("c.json")])
+    assert store.size_hint() == 3
+    store.apply([Removed("a.json")])
+    assert store.size_hint() >= 2

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import write
 from watcher.config import DEFAULT_IGNORE
-from watcher.tree import Matcher, entry_key, relpath, walk
+from watcher.tree import Matcher, entry_key, listed_keys, relpath, walk
 
 M = Matcher(("*.json",), DEFAULT_IGNORE)
 
@@ -81,3 +81,15 @@ def test_walk_lists_tracked_files_and_skips_the_rest(tmp_path: Path) -> None:
     assert sorted(rel for rel, _ in walk(tmp_path, M, under="sub")) == ["sub/b.json", "sub/deep/c.json"]
     os.unlink(tmp_path / "sub" / "b.json")
     assert entry_key(found["sub/b.json"]) is None  # gone since the listing
+
+
+def test_a_walk_can_leave_the_folders_below_to_others(tmp_path: Path) -> None:
+    for rel in ("a.json", "sub/b.json", "sub/deep/c.json", "dir.json/g.json", ".hidden/d.json"):
+        write(tmp_path / rel, "{}")
+    os.symlink(tmp_path / "sub", tmp_path / "linked-dir")
+    folders: list[str] = []
+    assert [rel for rel, _ in walk(tmp_path, M, subfolders=folders)] == ["a.json"]
+    assert sorted(folders) == ["dir.json", "sub"]  # not hidden ones, not links
+    listed = [item for folder in sorted(folders) for item in listed_keys(tmp_path, M, folder)]
+    by_walk = {rel: (rel, entry_key(e), e.is_file(follow_symlinks=False)) for rel, e in walk(tmp_path, M)}
+    assert sorted(listed) == sorted(item for rel, item in by_walk.items() if rel != "a.json")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,7 +30,7 @@ from watcher.models import RULES_VERSION
 from watcher.pipeline import Job, JudgeOptions, Outcome, Removed, judge_many
 from watcher.report import FILE_NAMES, write_atomic, write_reports
 from watcher.store import Applied, Store, now_iso
-from watcher.tree import Matcher, entry_key, walk
+from watcher.tree import Matcher, entry_key, listed_keys, walk
 
 log = get_logger("watcher.reconcile")
 
@@ -38,6 +39,8 @@ POOL_MIN_FILES = 200
 #: With a pool kept for every burst (the daemon's), a batch this big is worth sending to it: judging
 #: it in the writer thread would take the core (and the GIL) the observer needs during a burst.
 WARM_POOL_MIN_FILES = 16
+#: From about this many stored files, a full reconcile has the workers walk and stat the tree.
+PARALLEL_WALK_MIN = 20_000
 #: Worker processes run this much nicer than the writer (see ``_init_worker``).
 WORKER_NICE = 5
 
@@ -257,43 +260,90 @@ def reconcile(
         raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
     started = time.monotonic()
     summary = Summary()
+    matcher, workers = matcher_for(settings), settings.worker_count
+    own: ProcessPoolExecutor | None = None
+    if not under and workers > 1 and store.size_hint() >= PARALLEL_WALK_MIN:
+        if pool is None:
+            own = make_pool(judge_options(settings), workers)
+            pool = partial(_given, own)
+        listing = _listed_in_workers(settings.watch_dir, matcher, pool())  # they start walking now
+    else:
+        listing = (
+            (rel, entry, entry.is_file(follow_symlinks=False))
+            for rel, entry in walk(settings.watch_dir, matcher, under)
+        )
+    try:
+        jobs, gone, summary.seen = _compare(store, under, listing, skip)
+        summary.read = len(jobs)
+        done = 0
+
+        def on_batch(applied: Applied, n: int) -> None:
+            nonlocal done
+            summary.add(applied)
+            done += n
+            if progress is not None:
+                progress(done, len(jobs) + len(gone))
+
+        outcomes = judge_all(jobs, judge_options(settings), workers, pool)
+        apply_in_batches(store, chain(outcomes, gone), settings.batch_size, on_batch)
+    finally:
+        if own is not None:
+            own.shutdown(cancel_futures=True)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+#: One listed file: (relative path, its stat key or a directory entry to stat, regular file).
+_Listed = tuple[str, Any, bool]
+
+
+def _given(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
+    return pool
+
+
+def _listed_in_workers(root: Path, matcher: Matcher, pool: Executor) -> Iterator[_Listed]:
+    # The top folder is listed here; each folder below it is walked and stat'ed by a worker
+    # meanwhile, while this thread reads the stored keys (a re-scan of a big tree costs a
+    # stat per file: on one core, the walk, the stats and the stored keys follow each other).
+    folders: list[str] = []
+    here = [
+        (rel, entry_key(entry), entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, "", folders)
+    ]
+    below = pool.map(partial(listed_keys, root, matcher), folders)
+    return chain(here, chain.from_iterable(below))
+
+
+def _compare(
+    store: Store, under: str, listing: Iterable[_Listed], skip: Callable[[str], bool] | None
+) -> tuple[list[Job], list[Outcome], int]:
+    """The jobs (files new or changed since stored), the removals (stored, no longer listed) and
+    how many files were listed."""
     stored = store.stat_keys(under)
     jobs: list[Job] = []
     recheck: list[int] = []  # indexes of jobs for paths the database holds: their hash may be reused
     seen = 0
-    for rel, entry in walk(settings.watch_dir, matcher_for(settings), under):
+    for rel, found, regular in listing:
         seen += 1
         # Popped: what is left in ``stored`` after the walk is gone from disk.
         key = stored.pop(rel, _ABSENT)
         if skip is not None and skip(rel):
             continue
         if key is not _ABSENT:
-            if key is not None and key == entry_key(entry):
+            # ``found`` is the key already (from a worker) or the entry to stat (only now, so a
+            # first scan, where nothing is stored, never stats a file).
+            if key is not None and key == (found if type(found) is not os.DirEntry else entry_key(found)):
                 continue
             recheck.append(len(jobs))
         # d_type from the listing: a regular file is opened without another lstat.
-        jobs.append((rel, None, entry.is_file(follow_symlinks=False)))
+        jobs.append((rel, None, regular))
     if recheck:
         known = store.known_paths([jobs[i][0] for i in recheck])
         for i in recheck:
             rel, _, regular = jobs[i]
             k = known.get(rel)
             jobs[i] = (rel, k.reusable_sha if k is not None else None, regular)
-    summary.seen, summary.read = seen, len(jobs)
     gone: list[Outcome] = [Removed(p) for p in stored if not (skip is not None and skip(p))]
-    done = 0
-
-    def on_batch(applied: Applied, n: int) -> None:
-        nonlocal done
-        summary.add(applied)
-        done += n
-        if progress is not None:
-            progress(done, len(jobs) + len(gone))
-
-    outcomes = judge_all(jobs, judge_options(settings), settings.worker_count, pool)
-    apply_in_batches(store, chain(outcomes, gone), settings.batch_size, on_batch)
-    summary.seconds = time.monotonic() - started
-    return summary
+    return jobs, gone, seen
 
 
 def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary, dict[str, Any]]:

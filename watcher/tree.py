@@ -86,14 +86,17 @@ def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
     return rel.replace(os.sep, "/")
 
 
-def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+def walk(
+    root: Path, matcher: Matcher, under: str = "", subfolders: list[str] | None = None
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Yield ``(relative path, directory entry)`` for every tracked entry at or below
     ``root / under``; :func:`entry_key` gives an entry's stat key when it is needed.
 
     ``under`` must itself be a folder the matcher descends into. Nothing is opened, and only
     folders are listed: a file is stat'ed only when its key is asked for (a first scan of a
     tree never needs it). Unreadable folders are skipped (their files are then absent, which a
-    later walk repairs).
+    later walk repairs). With ``subfolders``, the folders directly below ``under`` are appended
+    to it instead of walked (their subtrees can then be walked elsewhere, in parallel).
     """
     stack = [under]
     while stack:
@@ -110,7 +113,7 @@ def walk(root: Path, matcher: Matcher, under: str = "") -> Iterator[tuple[str, o
                 continue
             if is_dir:
                 if matcher.descends(rel):
-                    stack.append(rel)
+                    (subfolders if subfolders is not None and rel_dir == under else stack).append(rel)
             elif matcher.tracks_name(entry.name):
                 yield rel, entry
 
@@ -123,3 +126,10 @@ def entry_key(entry: os.DirEntry[str]) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (s.st_size, s.st_mtime_ns, s.st_ino)
+
+
+def listed_keys(root: Path, matcher: Matcher, under: str) -> list[tuple[str, tuple[int, int, int] | None, bool]]:
+    """``(relative path, stat key, regular)`` for every tracked file at or below the folder
+    ``under``: a walk that stats every file (``regular``: the listing showed a regular file).
+    Picklable both ways, for a worker process to walk one subtree of a big tree."""
+    return [(rel, entry_key(entry), entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, under)]
