@@ -10,12 +10,14 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
 
 from tests.helpers import doc, wait_until, write
 from watcher import logs
+from watcher import writer as writer_module
 from watcher.config import Settings
 from watcher.store import Store
 from watcher.writer import Event, Writer
@@ -117,3 +119,26 @@ def test_a_new_folders_file_not_yet_written_waits_for_its_close(make_settings: A
         assert stored(settings, "rejections") == {"run1/empty-long-ago.json"}
         rejected = [json.loads(line)["path"] for line in stream.getvalue().splitlines() if "file_rejected" in line]
         assert rejected == ["run1/empty-long-ago.json"]
+
+
+def test_a_broken_worker_pool_during_a_reconcile_is_retried(
+    running: tuple[Writer, Settings, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, settings, stream = running
+    calls: list[str] = []
+
+    def breaks_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append("x")
+        if len(calls) == 1:
+            raise BrokenProcessPool("a worker was killed")
+        return real_reconcile(*args, **kwargs)
+
+    real_reconcile = writer_module.reconcile
+    monkeypatch.setattr(writer_module, "reconcile", breaks_once)
+    write(settings.watch_dir / "missed.json", doc())
+    writer.overflow.set()  # a full reconcile now
+    send(writer, settings, "closed", "other-not-there.json")  # wakes the loop
+    wait_until(lambda: stored(settings) == {"missed.json"}, what="reconciled on the retry")
+    broken = [json.loads(line) for line in stream.getvalue().splitlines() if "worker_pool_broken" in line]
+    assert [(b["under"], b["retry_in"]) for b in broken] == [(".", 5.0)]
+    assert writer.is_alive()

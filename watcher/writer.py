@@ -254,6 +254,13 @@ class Writer(threading.Thread):
             log.error("database_error", error=str(exc), retry_in=5.0)
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
+        except BrokenProcessPool:
+            # A worker died while walking or judging (killed, out of memory): a new pool, and
+            # the whole tree again soon (what this reconcile did not apply is still to do).
+            log.error("worker_pool_broken", under=under or ".", retry_in=5.0)
+            self._pool = None
+            self.next_reconcile = min(self.next_reconcile, now + 5.0)
+            return
         if summary.changed:
             self.on_change()
         log.info(
