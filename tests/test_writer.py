@@ -17,8 +17,8 @@ import pytest
 
 from tests.helpers import doc, wait_until, write
 from watcher import logs
-from watcher import writer as writer_module
 from watcher.config import Settings
+from watcher.reconcile import reconcile as real_reconcile
 from watcher.store import Store
 from watcher.writer import Event, Writer
 
@@ -133,8 +133,7 @@ def test_a_broken_worker_pool_during_a_reconcile_is_retried(
             raise BrokenProcessPool("a worker was killed")
         return real_reconcile(*args, **kwargs)
 
-    real_reconcile = writer_module.reconcile
-    monkeypatch.setattr(writer_module, "reconcile", breaks_once)
+    monkeypatch.setattr("watcher.writer.reconcile", breaks_once)
     write(settings.watch_dir / "missed.json", doc())
     writer.overflow.set()  # a full reconcile now
     send(writer, settings, "closed", "other-not-there.json")  # wakes the loop
