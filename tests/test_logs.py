@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from watcher import logs
@@ -114,3 +116,35 @@ def test_values_json_cannot_encode_are_logged_as_their_repr_or_structlog_form() 
     logs.get_logger("t").info("odd", path=Path("a.json"), custom=Custom(), ratio=0.5)
     event = json.loads(stream.getvalue())
     assert (event["path"], event["custom"], event["ratio"]) == ("PosixPath('a.json')", "custom form", 0.5)
+
+
+def test_utc_stamper_microseconds_fixed_width_and_the_second_rolls_over() -> None:
+    now = [1_714_564_799_999_999_000]  # 2024-05-01T11:59:59.999999Z
+    stamp = logs.UtcStamper(clock=lambda: now[0])
+    assert stamp(None, "info", {})["timestamp"] == "2024-05-01T11:59:59.999999Z"
+    now[0] += 1_000  # one microsecond later: the next second, and the next minute
+    assert stamp(None, "info", {})["timestamp"] == "2024-05-01T12:00:00.000000Z"
+    now[0] += 42_999  # 42.999 µs later, same second: only the fraction changes (cut, not rounded)
+    assert stamp(None, "info", {})["timestamp"] == "2024-05-01T12:00:00.000042Z"
+
+
+def test_logged_timestamp_is_now_in_utc() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    before = datetime.now(UTC)
+    logs.get_logger("t").info("tick")
+    after = datetime.now(UTC)
+    stamp = json.loads(stream.getvalue())["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    assert before - timedelta(microseconds=1) <= datetime.fromisoformat(stamp) <= after
+
+
+def test_lines_are_what_the_json_module_writes() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    values = {"path": 'é/"q".json', "n": 3, "x": 0.1 + 0.2, "inf": float("inf"), "ok": True, "none": None}
+    logs.get_logger("t").info("mixed", errors=[{"field": "a", "message": "b"}], **values)
+    line = stream.getvalue().rstrip("\n")
+    event = json.loads(line)
+    assert line == json.dumps(event)  # same separators, ASCII escapes and float repr
+    assert {k: event[k] for k in values} == values

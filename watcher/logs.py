@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any, Literal, TextIO
 
 import structlog
@@ -37,7 +38,7 @@ def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextI
     stream = sys.stderr if stream is None else stream
     shared: list[Any] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcStamper(),
     ]
     renderer: list[Any]
     if resolve_format(log_format, stream) == "json":
@@ -68,13 +69,49 @@ def _fallback(obj: Any) -> Any:
         return repr(obj)
 
 
-# One encoder for every line: json.dumps(default=...) builds a new one per call (1.3 µs of a
-# 12 µs line, and a bulk scan logs a line per file).
+class UtcStamper:
+    """A processor that adds ``timestamp``: now in UTC, ISO 8601 with six fraction digits and a
+    ``Z`` (``2024-05-01T12:00:00.000000Z``; fixed width, so text order is time order).
+
+    structlog's ``TimeStamper(fmt="iso", utc=True)`` builds a ``datetime`` for every event
+    (2.2 µs, and a bulk scan logs a line per file); here the date and time of day are formatted
+    once per second and only the microseconds per event. ``clock`` returns nanoseconds since
+    the epoch (tests pass their own).
+    """
+
+    __slots__ = ("_clock", "_second")
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        # (second, its formatted prefix) as one tuple: threads replace it whole, never half.
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        second, nanos = divmod(self._clock(), 1_000_000_000)
+        cached, prefix = self._second
+        if second != cached:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self._second = (second, prefix)
+        event_dict["timestamp"] = f"{prefix}{nanos // 1000:06d}Z"
+        return event_dict
+
+
+# One encoder for every line: json.dumps(default=...) builds a new encoder per call, and even a
+# kept JSONEncoder builds its C encoder per call (1.1 µs of a line; a bulk scan logs one per
+# file). Without a circular-reference check (markers=None): an event is a flat dict of values.
 _ENCODER = json.JSONEncoder(default=_fallback)
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE = (
+    None
+    if _c_encoder is None
+    else _c_encoder(None, _fallback, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+)
 
 
 def _dumps(obj: Any, **_: Any) -> str:
-    return _ENCODER.encode(obj)
+    if _ENCODE is None:  # no C accelerator (other Pythons)
+        return _ENCODER.encode(obj)
+    return "".join(_ENCODE(obj, 0))
 
 
 _hold_depth = 0
