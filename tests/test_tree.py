@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,13 @@ def test_tracks(rel: str, tracked: bool) -> None:
     [M, Matcher(("*.json", "r_*.txt"), ()), Matcher(("*.json",), ("tmp*", "*.bak.json")), Matcher(("*",), ("*",))],
 )
 def test_tracks_name_is_wanted_and_not_ignored(matcher: Matcher) -> None:
-    # The walk's one-regex shortcut against the two rules it combines.
+    # The one-regex rule against the glob rules it combines, as fnmatch reads them.
     names = ["a.json", ".a.json", "a.json~", "r_1.txt", "r_1.txt.tmp", "tmp.json", "x.bak.json", "a\njson", "a.json\n"]
     for name in names:
-        expected = matcher._wanted.match(name) is not None and not matcher.ignored_part(name)
+        wanted = any(fnmatchcase(name, p) for p in matcher.patterns)
+        expected = wanted and not any(fnmatchcase(name, p) for p in matcher.ignore_patterns)
         assert matcher.tracks_name(name) is expected, name
+        assert matcher.tracks(f"sub/{name}") is expected, name
 
 
 def test_non_recursive_tracks_top_level_only() -> None:

@@ -27,6 +27,11 @@ def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(_alternatives(patterns))
 
 
+def _wanted_and_not_ignored(patterns: tuple[str, ...], ignore_patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # The file name's two rules in one match (once per file of every walk).
+    return re.compile(f"(?!{_alternatives(ignore_patterns)})(?:{_alternatives(patterns)})")
+
+
 @dataclass(frozen=True)
 class Matcher:
     """Decides whether a relative path is tracked (glob patterns, case-sensitive)."""
@@ -34,16 +39,12 @@ class Matcher:
     patterns: tuple[str, ...]
     ignore_patterns: tuple[str, ...]
     recursive: bool = True
-    _wanted: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _ignored: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _tracked_name: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_wanted", _compile(self.patterns))
         object.__setattr__(self, "_ignored", _compile(self.ignore_patterns))
-        # Wanted and not ignored, in one match (once per file of every walk).
-        both = f"(?!{_alternatives(self.ignore_patterns)})(?:{_alternatives(self.patterns)})"
-        object.__setattr__(self, "_tracked_name", re.compile(both))
+        object.__setattr__(self, "_tracked_name", _wanted_and_not_ignored(self.patterns, self.ignore_patterns))
 
     def ignored_part(self, name: str) -> bool:
         """True when a single path component is hidden or a temp name."""
@@ -54,12 +55,13 @@ class Matcher:
         parts = rel.split("/")
         if not rel or (not self.recursive and len(parts) > 1):
             return False
-        if any(self.ignored_part(part) for part in parts):
+        if any(self.ignored_part(part) for part in parts[:-1]):
             return False
-        return self._wanted.match(parts[-1]) is not None
+        return self.tracks_name(parts[-1])
 
     def tracks_name(self, name: str) -> bool:
-        """:meth:`tracks` for a file whose folder is already known to be watched (the walk's case)."""
+        """:meth:`tracks` for a file whose folder is already known to be watched (the walk's case):
+        the name matches a pattern and no ignore pattern."""
         return self._tracked_name.match(name) is not None
 
     def descends(self, rel_dir: str) -> bool:
