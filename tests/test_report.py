@@ -29,6 +29,26 @@ def test_csv_round_trips() -> None:
     assert back[0]["path"] == "a,b.json" and back[1]["optimal_threshold"] == "0.25"
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        None,  # every row plain: the formatted fast path
+        ("m3", 'o"ne@x.org', 0.1, 0.2, "d", "p.json"),  # a quote
+        ("m3", "c@x.org", 0.1, 0.2, "d", "new\nline.json"),  # a newline
+        ("m3", "c@x.org", 0.1, 0.2, "d", "cr\r.json"),  # a carriage return
+        ("m3", "c@x.org", 0.1, 0.2, "d", "a,b.json"),  # a comma
+    ],
+)
+def test_csv_is_what_csv_writer_writes(odd: tuple[Any, ...] | None) -> None:
+    plain = [
+        (f"m{i}", f"u{i}@\u00e9x.org", i / 7, 1e-07 * i, "2024-05-01T12:00:00Z", f"d/{i}.json") for i in range(2500)
+    ]
+    rows = plain + ([odd] if odd else []) + plain[:10]  # the odd row in the third chunk of 1000
+    reference = io.StringIO()
+    csv.writer(reference, lineterminator="\n").writerows([COLUMNS, *rows])
+    assert render("csv", rows) == reference.getvalue()
+
+
 def test_json_keeps_types_and_column_order() -> None:
     data = json.loads(render("json", ROWS))
     assert data[1] == dict(zip(COLUMNS, ROWS[1], strict=True)) and list(data[0]) == COLUMNS
