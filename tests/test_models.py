@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import doc
-from watcher.models import Problem, ResultFile, utc_instant, validate_bytes
+from watcher.models import Problem, ResultFile, explain, utc_instant, validate_bytes
 
 
 def check(content: bytes | dict[str, Any]) -> ResultFile | list[Problem]:
@@ -130,6 +130,30 @@ def test_every_problem_reported_not_just_the_first() -> None:
 def test_duplicate_keys_are_rejected() -> None:
     raw = json.dumps(doc())[:-1] + ', "issuer": "bob@example.com"}'
     assert fields(check(raw.encode())) == ["issuer"]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        ', "issu\\u0065r": "bob@example.com"}',  # the key spelled with an escape
+        ', "note": "x", "issuer": "bob@example.com"}',  # given twice, other keys around it
+        ', "issuer": "bob@example.com", "issuer": "ana@example.com"}',  # three times
+    ],
+)
+def test_duplicate_keys_are_found_however_written(tail: str) -> None:
+    raw = json.dumps(doc())[:-1] + tail
+    assert fields(check(raw.encode())) == ["issuer"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"note": "x"}, {"note": 'a "quoted" word'}, {"path": "C:\\runs\\a.json"}, {"nested": {"model_id": "m"}}],
+)
+def test_the_quick_and_the_thorough_path_agree(extra: dict[str, Any]) -> None:
+    # validate_bytes accepts most files without Python's json module; explain() is the reference.
+    raw = json.dumps(doc(**extra)).encode()
+    assert validate_bytes(raw) == explain(raw)
+    assert isinstance(explain(raw), ResultFile)
 
 
 def test_problem_count_is_capped_with_a_summary() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from watcher.scoring import Score, optimal_point
+from watcher.scoring import Score, candidates_anywhere, candidates_falling, optimal_point
 
 
 @pytest.mark.parametrize(
@@ -46,3 +48,28 @@ def test_tolerance_treats_float_noise_as_a_tie() -> None:
 def test_bad_input_raises(thresholds: list[float], recalls: list[float]) -> None:
     with pytest.raises(ValueError, match="equal length"):
         optimal_point(thresholds, recalls, 0.85)
+
+
+def _falling_curve(rng: random.Random) -> list[float]:
+    # Recall values from a small grid (plateaus, exact hits of the target, float-noise ties
+    # such as 0.8 / 0.9 around 0.85) or anywhere in [0, 1], never rising.
+    grid = [0.0, 0.1, 0.5, 0.8, 0.84, 0.85, 0.86, 0.9, 1.0]
+    n = rng.randint(1, 40)
+    values = [rng.choice(grid) if rng.random() < 0.6 else rng.random() for _ in range(n)]
+    return sorted(values, reverse=True)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_falling_curves_are_searched_to_the_same_candidates(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(500):
+        recalls = _falling_curve(rng)
+        target = rng.choice([0.85, 0.5, 0.9, 0.0, 1.0, rng.choice(recalls), rng.random()])
+        assert candidates_falling(recalls, target) == candidates_anywhere(recalls, target), (recalls, target)
+
+
+def test_rising_curves_are_scanned() -> None:
+    # Not falling: the search would miss the 0.85 at the end.
+    recalls = [0.9, 0.2, 0.85]
+    assert candidates_anywhere(recalls, 0.85) == [2]
+    assert optimal_point([0.1, 0.2, 0.3], recalls, 0.85).index == 2

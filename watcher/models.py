@@ -224,16 +224,23 @@ def explain(raw: bytes, max_errors: int = 50) -> ResultFile | list[Problem]:
 
 _BOM = b"\xef\xbb\xbf"
 _KEYS = tuple(f'"{name}"'.encode() for name in ResultFile.model_fields)
+_MIN_QUOTES = 2 * (len(_KEYS) + 3)  # the keys, and the values of model_id, issuer, experiment_date
 
 
 def _accept_fast(raw: bytes) -> ResultFile | None:
-    # Escaped key names, or a schema key written twice, could hide a duplicate key that the JSON
-    # parser would resolve silently: leave those to the thorough path.
-    if b"\\u" in raw or any(raw.count(key) != 1 for key in _KEYS):
+    # A key given twice is resolved silently by the JSON parser (the last one wins): leave any
+    # file where that could be to the thorough path. An escape could spell a key differently
+    # (``"model\\u005fid"``), so a backslash anywhere sends the file there too.
+    if b"\\" in raw:
         return None
     try:
         model = ResultFile.model_validate_json(raw)
     except ValidationError:
+        return None
+    # Valid, the file holds at least 8 strings: the 5 keys and 3 string values. With no escapes,
+    # each string is exactly two quote characters, so 16 quotes means nothing else, and no key
+    # given twice; with more (extra keys), count each key's spelling.
+    if raw.count(b'"') != _MIN_QUOTES and any(raw.count(key) != 1 for key in _KEYS):
         return None
     t, r = model.threshold_arr, model.recall_arr
     if len(t) != len(r) or not all(map(operator.lt, t, islice(t, 1, None))):
