@@ -229,11 +229,11 @@ def test_workers_walking_the_tree_agree_with_the_walk_here(make_settings: Any, m
     (tree / "e").mkdir()
     (tree / "link").symlink_to(tree / "a")  # never descended into
 
-    def both(**kw: Any) -> list[tuple[Any, ...]]:
+    def both(target: float = here.target_recall, **kw: Any) -> list[tuple[Any, ...]]:
         monkeypatch.setattr(reconcile_module, "PARALLEL_WALK_MIN", 10**9)
-        a = run(here, **kw)
+        a = run(here.model_copy(update={"target_recall": target}), **kw)
         monkeypatch.setattr(reconcile_module, "PARALLEL_WALK_MIN", 0)
-        b = run(there, **kw)
+        b = run(there.model_copy(update={"target_recall": target}), **kw)
         assert state(here) == state(there)
         return [(s.seen, s.read, s.scored, s.rejected, s.removed) for s in (a, b)]
 
@@ -245,3 +245,6 @@ def test_workers_walking_the_tree_agree_with_the_walk_here(make_settings: Any, m
     write(tree / "e/new.json", doc())
     write(tree / "a/skipped.json", doc())
     assert both(skip=lambda rel: rel == "a/skipped.json") == [(6, 3, 2, 0, 2)] * 2
+    os.unlink(tree / "top.json")  # a file at the top gone
+    assert both() == [(5, 1, 1, 0, 1)] * 2  # and the skipped one read now
+    assert both(target=0.5) == [(5, 5, 5, 0, 0)] * 2  # another target: every result judged again

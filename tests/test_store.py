@@ -110,6 +110,8 @@ def test_known_under_a_folder(store: Store) -> None:
         [scored("sub/a.json"), scored("sub/x/b.json", "m2"), scored("sub0.json", "m3"), scored("su.json", "m4")]
     )
     assert sorted(store.stat_keys("sub")) == ["sub/a.json", "sub/x/b.json"]
+    store.apply([scored("sub0/c.json", "m5"), rejected("x/d.json")])
+    assert sorted(store.stat_keys(outside=["sub", "x"])) == ["su.json", "sub0.json", "sub0/c.json"]
     assert sorted(store.known_paths(["sub0.json", "nope.json"])) == ["sub0.json"]
 
 

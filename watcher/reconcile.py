@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from watcher import logs
 from watcher.config import Settings
@@ -29,8 +29,8 @@ from watcher.logs import get_logger
 from watcher.models import RULES_VERSION
 from watcher.pipeline import Job, JudgeOptions, Outcome, Removed, judge_many
 from watcher.report import FILE_NAMES, write_atomic, write_reports
-from watcher.store import Applied, Store, now_iso
-from watcher.tree import Matcher, entry_key, listed_keys, walk
+from watcher.store import Applied, StatKey, Store, now_iso
+from watcher.tree import Matcher, entry_key, walk
 
 log = get_logger("watcher.reconcile")
 
@@ -262,18 +262,20 @@ def reconcile(
     summary = Summary()
     matcher, workers = matcher_for(settings), settings.worker_count
     own: ProcessPoolExecutor | None = None
-    if not under and workers > 1 and store.size_hint() >= PARALLEL_WALK_MIN:
-        if pool is None:
-            own = make_pool(judge_options(settings), workers)
-            pool = partial(_given, own)
-        listing = _listed_in_workers(settings.watch_dir, matcher, pool())  # they start walking now
-    else:
-        listing = (
-            (rel, entry, entry.is_file(follow_symlinks=False))
-            for rel, entry in walk(settings.watch_dir, matcher, under)
-        )
     try:
-        jobs, gone, summary.seen = _compare(store, under, listing, skip)
+        if not under and workers > 1 and store.size_hint() >= PARALLEL_WALK_MIN:
+            if pool is None:
+                own = make_pool(judge_options(settings), workers)
+                pool = partial(_given, own)
+            diff = _diff_in_workers(store, settings, matcher, pool())
+        else:
+            listing = (
+                (rel, entry, entry.is_file(follow_symlinks=False))
+                for rel, entry in walk(settings.watch_dir, matcher, under)
+            )
+            diff = diff_listing(store.stat_keys(under), listing)
+        jobs, gone = _jobs(store, diff, skip)
+        summary.seen = diff.seen
         summary.read = len(jobs)
         done = 0
 
@@ -293,57 +295,81 @@ def reconcile(
     return summary
 
 
-#: One listed file: (relative path, its stat key or a directory entry to stat, regular file).
-_Listed = tuple[str, Any, bool]
-
-
 def _given(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
     return pool
 
 
-def _listed_in_workers(root: Path, matcher: Matcher, pool: Executor) -> Iterator[_Listed]:
-    # The top folder is listed here; each folder below it is walked and stat'ed by a worker
-    # meanwhile, while this thread reads the stored keys (a re-scan of a big tree costs a
-    # stat per file: on one core, the walk, the stats and the stored keys follow each other).
+class Diff(NamedTuple):
+    """A listing compared with the stored stat keys, before ``skip`` and the stored hashes apply."""
+
+    seen: int  #: files listed
+    changed: list[tuple[str, bool, bool]]  #: (path, regular file, stored): new, or not as stored
+    gone: list[str]  #: stored, not listed
+
+
+def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[tuple[str, os.DirEntry[str], bool]]) -> Diff:
+    """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`Store.stat_keys`;
+    emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
+    never stats one."""
+    changed: list[tuple[str, bool, bool]] = []
+    seen = 0
+    for rel, entry, regular in listing:
+        seen += 1
+        key = stored.pop(rel, _ABSENT)  # popped: what is left after the walk is gone from disk
+        if key is _ABSENT:
+            changed.append((rel, regular, False))
+        elif key is None or key != entry_key(entry):
+            changed.append((rel, regular, True))
+    return Diff(seen, changed, list(stored))
+
+
+def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: Executor) -> Diff:
+    # The top folder is listed here; each folder below it is walked, stat'ed and compared with
+    # its stored keys by a worker meanwhile (a re-scan of a big tree is a stat and a stored key
+    # per file: split between the cores, and only the differences come back). This thread
+    # compares the top folder's files and whatever is stored outside the folders listed.
     folders: list[str] = []
     here = [
-        (rel, entry_key(entry), entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, "", folders)
+        (rel, entry, entry.is_file(follow_symlinks=False))
+        for rel, entry in walk(settings.watch_dir, matcher, "", folders)
     ]
-    below = pool.map(partial(listed_keys, root, matcher), folders)
-    return chain(here, chain.from_iterable(below))
+    below = pool.map(
+        partial(_diff_folder, settings.watch_dir, matcher, store.path, store.rules_version, store.target_recall),
+        folders,
+    )
+    seen, changed, gone = diff_listing(store.stat_keys(outside=folders), here)
+    for part in below:
+        seen += part.seen
+        changed += part.changed
+        gone += part.gone
+    return Diff(seen, changed, gone)
 
 
-def _compare(
-    store: Store, under: str, listing: Iterable[_Listed], skip: Callable[[str], bool] | None
-) -> tuple[list[Job], list[Outcome], int]:
-    """The jobs (files new or changed since stored), the removals (stored, no longer listed) and
-    how many files were listed."""
-    stored = store.stat_keys(under)
+_worker_stores: dict[tuple[Path, int, float], Store] = {}
+
+
+def _diff_folder(root: Path, matcher: Matcher, db: Path, rules_version: int, target_recall: float, folder: str) -> Diff:
+    # In a worker process: one read-only connection per database, kept for the next folders.
+    key = (db, rules_version, target_recall)
+    store = _worker_stores.get(key)
+    if store is None:
+        store = _worker_stores[key] = Store.open_readonly(db, rules_version, target_recall)
+    listing = ((rel, entry, entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, folder))
+    return diff_listing(store.stat_keys(folder), listing)
+
+
+def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple[list[Job], list[Outcome]]:
+    """The jobs for the changed files and the removals, leaving out the paths ``skip`` names.
+    A changed file the database holds is given its stored hash, when reusable."""
+    changed = diff.changed if skip is None else [c for c in diff.changed if not skip(c[0])]
+    known = store.known_paths([rel for rel, _, stored in changed if stored])
     jobs: list[Job] = []
-    recheck: list[int] = []  # indexes of jobs for paths the database holds: their hash may be reused
-    seen = 0
-    for rel, found, regular in listing:
-        seen += 1
-        # Popped: what is left in ``stored`` after the walk is gone from disk.
-        key = stored.pop(rel, _ABSENT)
-        if skip is not None and skip(rel):
-            continue
-        if key is not _ABSENT:
-            # ``found`` is the key already (from a worker) or the entry to stat (only now, so a
-            # first scan, where nothing is stored, never stats a file).
-            if key is not None and key == (found if type(found) is not os.DirEntry else entry_key(found)):
-                continue
-            recheck.append(len(jobs))
+    for rel, regular, stored in changed:
+        k = known.get(rel) if stored else None
         # d_type from the listing: a regular file is opened without another lstat.
-        jobs.append((rel, None, regular))
-    if recheck:
-        known = store.known_paths([jobs[i][0] for i in recheck])
-        for i in recheck:
-            rel, _, regular = jobs[i]
-            k = known.get(rel)
-            jobs[i] = (rel, k.reusable_sha if k is not None else None, regular)
-    gone: list[Outcome] = [Removed(p) for p in stored if not (skip is not None and skip(p))]
-    return jobs, gone, seen
+        jobs.append((rel, k.reusable_sha if k is not None else None, regular))
+    gone: list[Outcome] = [Removed(p) for p in diff.gone if not (skip is not None and skip(p))]
+    return jobs, gone
 
 
 def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary, dict[str, Any]]:

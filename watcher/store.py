@@ -31,6 +31,10 @@ def now_iso(at: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: What identifies a file's version without reading it: ``(size, mtime_ns, inode)``.
+StatKey = tuple[int, int, int]
+
+
 class Known(NamedTuple):
     """What the database holds for one path: its stat key ``(size, mtime_ns, inode)``, its hash,
     and whether it was judged under the current target and rules."""
@@ -103,15 +107,17 @@ class Store:
         return store
 
     @classmethod
-    def open_readonly(cls, path: Path) -> Store:
-        """Open an existing database for reading only (``watcher report``/``status``): no writes,
-        no migration, so a user with read access only can use it while the daemon writes.
+    def open_readonly(cls, path: Path, rules_version: int = 0, target_recall: float = 0.0) -> Store:
+        """Open an existing database for reading only (``watcher report``/``status``, a worker
+        comparing stat keys): no writes, no migration, so a user with read access only can use
+        it while the daemon writes. ``rules_version`` and ``target_recall`` are those
+        :meth:`stat_keys` compares with.
         """
         if not path.is_file():
             raise StoreError(f"{path}: no database here yet; run 'watcher scan' or 'watcher run' first")
         try:
             conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
-            store = cls(sqlite_utils.Database(conn), path, 0, 0.0)
+            store = cls(sqlite_utils.Database(conn), path, rules_version, target_recall)
             if store.version != SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: schema version {store.version}, expected {SCHEMA_VERSION}; run 'watcher scan'"
@@ -149,16 +155,21 @@ class Store:
         ).fetchone()
         return int(row[0])
 
-    def stat_keys(self, under: str = "") -> dict[str, tuple[int, int, int] | None]:
+    def stat_keys(self, under: str = "", outside: Sequence[str] = ()) -> dict[str, StatKey | None]:
         """Every stored path at or below ``under``: its stat key ``(size, mtime_ns, inode)`` when
         its outcome was made under the current target and rules, else ``None`` (judge it again).
+        With ``outside`` (folders directly below the watch dir), only the paths in none of them.
 
         What a reconcile compares each listed file with; the hashes are fetched (with
         :meth:`known_paths`) only for the few paths that turn out changed.
         """
         where, params = _under(under)
-        args = {**params, "rules": self.rules_version, "target": self.target_recall}
-        out: dict[str, tuple[int, int, int] | None] = {}
+        args: dict[str, Any] = {**params, "rules": self.rules_version, "target": self.target_recall}
+        if outside:
+            # The path's first folder ('' for a file at the top), looked up in the given ones.
+            where += " AND substr(path, 1, instr(path, '/')) NOT IN (SELECT value FROM json_each(:outside))"
+            args["outside"] = json.dumps([f"{folder}/" for folder in outside])
+        out: dict[str, StatKey | None] = {}
         for table in ("results", "rejections"):
             # A result is current only if scored for today's target; a rejection does not depend on it.
             extra = " AND target_recall = :target" if table == "results" else ""

@@ -128,10 +128,3 @@ def entry_key(entry: os.DirEntry[str]) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (s.st_size, s.st_mtime_ns, s.st_ino)
-
-
-def listed_keys(root: Path, matcher: Matcher, under: str) -> list[tuple[str, tuple[int, int, int] | None, bool]]:
-    """``(relative path, stat key, regular)`` for every tracked file at or below the folder
-    ``under``: a walk that stats every file (``regular``: the listing showed a regular file).
-    Picklable both ways, for a worker process to walk one subtree of a big tree."""
-    return [(rel, entry_key(entry), entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, under)]
