@@ -7,6 +7,7 @@ grouped by run would write them. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -16,11 +17,15 @@ from typing import Any
 
 
 def curve(points: int, rng: random.Random) -> tuple[list[float], list[float]]:
-    """Thresholds 0..1 and a noisy, mostly decreasing recall curve."""
+    """Thresholds 0..1 and a noisy recall curve that never rises, with steps and plateaus.
+
+    Recall measured at a threshold never rises as the threshold does (a positive scored above a
+    threshold is above every lower one), so the noise is kept as a running minimum.
+    """
     mid, steep = rng.uniform(0.3, 0.7), rng.uniform(6, 20)
     thresholds = [i / (points - 1) for i in range(points)] if points > 1 else [0.5]
-    recalls = [min(1.0, max(0.0, 1 / (1 + math.exp(steep * (t - mid))) + rng.uniform(-0.01, 0.01))) for t in thresholds]
-    return [round(t, 6) for t in thresholds], [round(r, 6) for r in recalls]
+    noisy = [min(1.0, max(0.0, 1 / (1 + math.exp(steep * (t - mid))) + rng.uniform(-0.01, 0.01))) for t in thresholds]
+    return [round(t, 6) for t in thresholds], [round(r, 6) for r in itertools.accumulate(noisy, min)]
 
 
 def document(i: int, points: int, rng: random.Random) -> dict[str, Any]:

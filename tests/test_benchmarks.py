@@ -3,9 +3,15 @@ measured by hand, outside the test suite: the machine is noisy)."""
 
 from __future__ import annotations
 
+import operator
+import random
 import subprocess
 import sys
+from itertools import islice
 from pathlib import Path
+
+from benchmarks import corpus
+from watcher.models import ResultFile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,3 +33,12 @@ def test_soak_command_checks_the_invariant() -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "invariant: holds" in proc.stdout and "integrity_check: ok" in proc.stdout
+
+
+def test_corpus_curves_are_valid_and_never_rise() -> None:
+    rng = random.Random(3)
+    for i in range(50):
+        d = corpus.document(i, 101, rng)
+        ResultFile.model_validate(d)
+        r = d["recall_arr"]
+        assert all(map(operator.ge, r, islice(r, 1, None))), r
