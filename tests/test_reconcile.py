@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -182,6 +183,22 @@ def test_html_page_is_written_by_the_other_process_meanwhile(s: Settings) -> Non
     page = (s.reports / "report.html").read_text()
     assert "1 models" in page and "a.json" in page
     assert "a.json" in (s.reports / "report.csv").read_text() and "a.json" in (s.reports / "report.json").read_text()
+
+
+def test_work_meanwhile_starts_once_the_page_process_exists(s: Settings) -> None:
+    write(s.watch_dir / "a.json", doc())
+    store = open_store(s)
+    reconcile(store, s)
+    seen: list[list[str]] = []
+
+    @contextlib.contextmanager
+    def meanwhile() -> Iterator[None]:
+        seen.append(list(spy.jobs))  # what had been submitted (and so forked) when it began
+        yield
+
+    with Spy() as spy:
+        assert refresh_reports(store, s, changed=True, html_in=spy, meanwhile=meanwhile)
+    assert seen == [["write_html_file"]]
 
 
 def test_a_failure_in_the_page_process_is_raised_after_the_tables(s: Settings) -> None:

@@ -155,3 +155,13 @@ def test_size_hint_is_at_least_the_number_of_stored_paths(store: Store) -> None:
     assert store.size_hint() == 3
     store.apply([Removed("a.json")])
     assert store.size_hint() >= 2
+
+
+def test_checkpointing_copies_the_log_into_the_database_file_meanwhile(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "w.db")
+    store.apply([scored(f"{i}.json", f"m{i}") for i in range(500)])
+    before = (tmp_path / "w.db").stat().st_size  # the batch is in the write-ahead log only
+    with store.checkpointing():
+        pass
+    assert (tmp_path / "w.db").stat().st_size > before
+    assert len(list(store.report_rows())) == 500

@@ -9,12 +9,14 @@ batches, one transaction each.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain, islice
@@ -112,13 +114,21 @@ def log_applied(applied: Applied, store: Store) -> None:
             blog.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
 
 
-def refresh_reports(store: Store, settings: Settings, changed: bool, html_in: Executor | None = None) -> bool:
+def refresh_reports(
+    store: Store,
+    settings: Settings,
+    changed: bool,
+    html_in: Executor | None = None,
+    meanwhile: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> bool:
     """Rewrite the report files when something changed or one is missing; True if written.
 
     The table formats come from one pass over the report, in one read transaction. With
     ``html_in`` (an executor of other processes) the HTML page is rendered there meanwhile, on
     the other core, from its own read-only connection: the page then shows a committed state
     that may be a commit newer than the tables'. Errors from either side are raised here.
+    ``meanwhile()`` is entered around the tables, once the page's process has started (a fork
+    must not copy the locks of a thread ``meanwhile`` may start).
     """
     missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
     if not (changed or missing):
@@ -127,7 +137,7 @@ def refresh_reports(store: Store, settings: Settings, changed: bool, html_in: Ex
     html = "html" in settings.report_formats
     page = html_in.submit(write_html_file, settings) if html and html_in is not None else None
     try:
-        with store.snapshot():  # all table formats from the same committed state
+        with meanwhile(), store.snapshot():  # all table formats from the same committed state
             paths = write_reports(store.report_rows, settings.reports, tables)
             if html and page is None:
                 paths.append(write_html(store, settings))
@@ -381,7 +391,7 @@ def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary,
     try:
         summary = reconcile(store, settings, progress=progress)
         with report_process() as html_in:
-            refresh_reports(store, settings, summary.changed, html_in)
+            refresh_reports(store, settings, summary.changed, html_in, meanwhile=store.checkpointing)
         counts = store.counts()
     finally:
         store.close()

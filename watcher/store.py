@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,6 +233,32 @@ class Store:
                 f" LIMIT 1) ORDER BY r.experiment_at DESC, r.path DESC LIMIT {int(limit)})"
             )
         return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
+
+    @contextlib.contextmanager
+    def checkpointing(self) -> Iterator[None]:
+        """Copy the write-ahead log into the database file while the block runs, in a thread on a
+        connection of its own.
+
+        Closing the last connection makes that copy (and its fsync) itself: at the end of a bulk
+        scan, tens of MiB that the caller would wait for. Done meanwhile, the copy overlaps the
+        caller's work (sqlite3 releases the GIL). A checkpoint that cannot run now is left to
+        the close, as before.
+        """
+
+        def copy_wal() -> None:
+            with contextlib.suppress(sqlite3.Error):
+                conn = sqlite3.connect(self.path, timeout=1.0)
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    conn.close()
+
+        thread = threading.Thread(target=copy_wal, name="watcher-checkpoint", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.join()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
