@@ -166,3 +166,12 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tree: Path) -> None:
     shown = watcher("scan", "--watch-dir", "inbox", "--db", "var/w2.db", cwd=tree, env={"WATCHER_PROGRESS": "always"})
     # (text=True turns the bar's carriage returns into newlines)
     assert "\nscanning [##############################] 8/8\n" in shown.stderr
+
+
+def test_the_process_entry_keeps_what_the_imports_made_out_of_the_collector() -> None:
+    # entry() freezes the objects that exist when it starts, then runs main().
+    code = (
+        "import gc, sys; from watcher import cli; "
+        "cli.main = lambda: 0 if gc.get_freeze_count() > 10_000 else 1; sys.exit(cli.entry())"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -2,6 +2,6 @@
 
 import sys
 
-from watcher.cli import main
+from watcher.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

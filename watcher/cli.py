@@ -7,6 +7,7 @@ configuration error; 3 runtime failure (database, watch dir) or, for ``status``,
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -62,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, watch=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def entry() -> int:
+    """The ``watcher`` console script and ``python -m watcher``: :func:`main`, in a process of its own."""
+    # What the imports made lives as long as the process: keep it out of the garbage collector's
+    # passes (the ones a bulk scan's many objects set off, those of forked workers, and the one
+    # at exit, which cost ~25 ms of every command). Objects made from here on are collected as usual.
+    gc.freeze()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
