@@ -5,14 +5,16 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import queue
 import threading
 from typing import Any
 
 import pytest
-from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent
+from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.polling import PollingObserver
 
+from tests.helpers import wait_until, write
 from watcher import logs
 from watcher.daemon import start_observer
 from watcher.writer import QueueHandler
@@ -52,3 +54,31 @@ def test_inotify_limit_falls_back_to_polling_and_says_how_to_fix(
         observer.join()
     event = json.loads(stream.getvalue())
     assert event["event"] == "inotify_limit_reached" and f"sysctl -w fs.inotify.{sysctl}=" in event["hint"]
+
+
+class Recorder(FileSystemEventHandler):
+    def __init__(self) -> None:
+        self.events: list[FileSystemEvent] = []
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.events.append(event)
+
+
+def test_the_observer_never_sends_a_folders_own_modified_event(make_settings: Any) -> None:
+    settings = make_settings()
+    recorder = Recorder()
+    observer, kind = start_observer(settings, recorder)
+    try:
+        assert kind == "inotify"
+        for name in ("a.json", "b.json"):  # b's close comes after anything a's close made
+            write(settings.watch_dir / name, "{}")
+            closed = os.fsencode(settings.watch_dir / name)
+            wait_until(
+                lambda: any(e.event_type == "closed" and os.fsencode(e.src_path) == closed for e in recorder.events)
+            )
+    finally:
+        observer.stop()
+        observer.join()
+    kinds = {(e.event_type, e.is_directory) for e in recorder.events}
+    assert {("created", False), ("opened", False), ("modified", False), ("closed", False)} <= kinds
+    assert ("modified", True) not in kinds

@@ -20,7 +20,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEventHandler
+from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -38,6 +53,16 @@ ObserverFactory = Callable[[Settings, FileSystemEventHandler], tuple[BaseObserve
 # -- supervisor ----------------------------------------------------------------------------------
 
 
+#: Every event the writer uses. A folder's own "modified" (watchdog sends one with every file
+#: created, closed, moved or deleted in it) is not among them: the file's event says more, and
+#: left out here it never reaches the observer's queue and dispatch thread (2 of the ~8 events
+#: a new file makes).
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileAttribEvent, DirAttribEvent, FileDeletedEvent,
+    DirDeletedEvent, FileMovedEvent, DirMovedEvent, FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent,
+]  # fmt: skip
+
+
 def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple[BaseObserver, str]:
     """Start an inotify observer (or polling, when configured or when inotify is out of watches)."""
     path = str(settings.watch_dir)
@@ -46,7 +71,7 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
             from watchdog.observers.inotify import InotifyObserver
 
             inotify = InotifyObserver()
-            inotify.schedule(handler, path, recursive=settings.recursive)
+            inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
             inotify.start()
             return inotify, "inotify"
         except OSError as exc:
@@ -58,7 +83,7 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
                 hint=f"raise it: sysctl -w {sysctl}=<larger> (and persist it in /etc/sysctl.d/)",
             )  # fmt: skip
     polling = PollingObserver(timeout=settings.polling_interval)
-    polling.schedule(handler, path, recursive=settings.recursive)
+    polling.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
     polling.start()
     return polling, "polling"
 
@@ -164,7 +189,9 @@ class RootWatch:
             log.error("watch_dir_missing", watch_dir=str(self.settings.watch_dir), hint="stored results are kept")
             return
         self.observer.unschedule_all()
-        self.observer.schedule(self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive)
+        self.observer.schedule(
+            self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
+        )
         self.writer.rewatched.set()
         log.warning("watch_dir_back", watch_dir=str(self.settings.watch_dir))
 
