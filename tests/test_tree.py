@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import write
 from watcher.config import DEFAULT_IGNORE
-from watcher.tree import Matcher, entry_key, relpath, walk
+from watcher.tree import Diff, Matcher, diff_listing, entry_key, listed, relpath, walk
 
 M = Matcher(("*.json",), DEFAULT_IGNORE)
 
@@ -95,3 +95,19 @@ def test_a_walk_can_leave_the_folders_below_to_others(tmp_path: Path) -> None:
     assert sorted(folders) == ["dir.json", "sub"]  # not hidden ones, not links
     below = [rel for folder in folders for rel, _ in walk(tmp_path, M, under=folder)]
     assert sorted(below) == sorted(rel for rel, _ in walk(tmp_path, M) if rel != "a.json")
+
+
+def test_a_listing_compared_with_the_stored_keys(tmp_path: Path) -> None:
+    for name in ("same.json", "touched.json", "rejudge.json", "new.json"):
+        write(tmp_path / name, "{}")
+    keys = {rel: entry_key(e) for rel, e in walk(tmp_path, M)}
+    os.utime(tmp_path / "touched.json", ns=(1, 1))
+    stored = {
+        "same.json": keys["same.json"],
+        "touched.json": keys["touched.json"],
+        "rejudge.json": None,  # stored under other rules or another target
+        "gone.json": (1, 2, 3),
+    }
+    diff = diff_listing(stored, sorted(listed(tmp_path, M, "")))
+    changed = [("new.json", True, False), ("rejudge.json", True, True), ("touched.json", True, True)]
+    assert diff == Diff(4, changed, ["gone.json"])

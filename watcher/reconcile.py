@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, TextIO
 
 from watcher import logs
 from watcher.config import Settings
@@ -31,8 +31,8 @@ from watcher.logs import get_logger
 from watcher.models import RULES_VERSION
 from watcher.pipeline import Job, JudgeOptions, Outcome, Removed, judge_many
 from watcher.report import FILE_NAMES, write_atomic, write_reports
-from watcher.store import Applied, StatKey, Store, now_iso
-from watcher.tree import Matcher, entry_key, walk
+from watcher.store import Applied, Store, now_iso
+from watcher.tree import Diff, Matcher, diff_listing, listed
 
 log = get_logger("watcher.reconcile")
 
@@ -47,8 +47,6 @@ PARALLEL_WALK_MIN = 20_000
 WORKER_NICE = 5
 
 Progress = Callable[[int, int], None]
-
-_ABSENT: Any = object()
 
 
 @dataclass(slots=True)
@@ -279,11 +277,7 @@ def reconcile(
                 pool = partial(_given, own)
             diff = _diff_in_workers(store, settings, matcher, pool())
         else:
-            listing = (
-                (rel, entry, entry.is_file(follow_symlinks=False))
-                for rel, entry in walk(settings.watch_dir, matcher, under)
-            )
-            diff = diff_listing(store.stat_keys(under), listing)
+            diff = diff_listing(store.stat_keys(under), listed(settings.watch_dir, matcher, under))
         jobs, gone = _jobs(store, diff, skip)
         summary.seen = diff.seen
         summary.read = len(jobs)
@@ -309,40 +303,13 @@ def _given(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
     return pool
 
 
-class Diff(NamedTuple):
-    """A listing compared with the stored stat keys, before ``skip`` and the stored hashes apply."""
-
-    seen: int  #: files listed
-    changed: list[tuple[str, bool, bool]]  #: (path, regular file, stored): new, or not as stored
-    gone: list[str]  #: stored, not listed
-
-
-def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[tuple[str, os.DirEntry[str], bool]]) -> Diff:
-    """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`Store.stat_keys`;
-    emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
-    never stats one."""
-    changed: list[tuple[str, bool, bool]] = []
-    seen = 0
-    for rel, entry, regular in listing:
-        seen += 1
-        key = stored.pop(rel, _ABSENT)  # popped: what is left after the walk is gone from disk
-        if key is _ABSENT:
-            changed.append((rel, regular, False))
-        elif key is None or key != entry_key(entry):
-            changed.append((rel, regular, True))
-    return Diff(seen, changed, list(stored))
-
-
 def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: Executor) -> Diff:
     # The top folder is listed here; each folder below it is walked, stat'ed and compared with
     # its stored keys by a worker meanwhile (a re-scan of a big tree is a stat and a stored key
     # per file: split between the cores, and only the differences come back). This thread
     # compares the top folder's files and whatever is stored outside the folders listed.
     folders: list[str] = []
-    here = [
-        (rel, entry, entry.is_file(follow_symlinks=False))
-        for rel, entry in walk(settings.watch_dir, matcher, "", folders)
-    ]
+    here = list(listed(settings.watch_dir, matcher, "", folders))
     below = pool.map(
         partial(_diff_folder, settings.watch_dir, matcher, store.path, store.rules_version, store.target_recall),
         folders,
@@ -364,8 +331,7 @@ def _diff_folder(root: Path, matcher: Matcher, db: Path, rules_version: int, tar
     store = _worker_stores.get(key)
     if store is None:
         store = _worker_stores[key] = Store.open_readonly(db, rules_version, target_recall)
-    listing = ((rel, entry, entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, folder))
-    return diff_listing(store.stat_keys(folder), listing)
+    return diff_listing(store.stat_keys(folder), listed(root, matcher, folder))
 
 
 def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple[list[Job], list[Outcome]]:
@@ -376,7 +342,6 @@ def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple
     jobs: list[Job] = []
     for rel, regular, stored in changed:
         k = known.get(rel) if stored else None
-        # d_type from the listing: a regular file is opened without another lstat.
         jobs.append((rel, k.reusable_sha if k is not None else None, regular))
     gone: list[Outcome] = [Removed(p) for p in diff.gone if not (skip is not None and skip(p))]
     return jobs, gone

@@ -1,4 +1,5 @@
-"""Which paths under the watch dir are results files, and a stat-only walk that lists them.
+"""Which paths under the watch dir are results files, a stat-only walk that lists them, and the
+comparison of a listing with the stat keys stored for it.
 
 A path is tracked when its file name matches one of ``patterns`` and no component of its path
 (relative to the watch dir) matches ``ignore_patterns`` (hidden names, editor and temp files).
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import translate
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from watcher.pipeline import identity_stat
 
@@ -128,3 +130,40 @@ def entry_key(entry: os.DirEntry[str]) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (s.st_size, s.st_mtime_ns, s.st_ino)
+
+
+_ABSENT: Any = object()
+
+
+class Diff(NamedTuple):
+    """A listing compared with the stored stat keys, before ``skip`` and the stored hashes apply."""
+
+    seen: int  #: files listed
+    changed: list[tuple[str, bool, bool]]  #: (path, regular file, stored): new, or not as stored
+    gone: list[str]  #: stored, not listed
+
+
+#: One listed file: (relative path, its directory entry, the listing showed a regular file).
+Listed = tuple[str, os.DirEntry[str], bool]
+
+
+def listed(root: Path, matcher: Matcher, under: str, subfolders: list[str] | None = None) -> Iterator[Listed]:
+    """:func:`walk`, with whether the listing showed a regular file (its d_type: such a file is
+    later opened without another ``lstat``)."""
+    return ((rel, entry, entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, under, subfolders))
+
+
+def diff_listing(stored: dict[str, tuple[int, int, int] | None], listing: Iterable[Listed]) -> Diff:
+    """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`watcher.store.Store.stat_keys`;
+    emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
+    never stats one."""
+    changed: list[tuple[str, bool, bool]] = []
+    seen = 0
+    for rel, entry, regular in listing:
+        seen += 1
+        key = stored.pop(rel, _ABSENT)  # popped: what is left after the walk is gone from disk
+        if key is _ABSENT:
+            changed.append((rel, regular, False))
+        elif key is None or key != entry_key(entry):
+            changed.append((rel, regular, True))
+    return Diff(seen, changed, list(stored))
