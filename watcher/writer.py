@@ -62,7 +62,9 @@ class QueueHandler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         """Enqueue; on a full queue, flag an overflow so the writer reconciles instead."""
         if event.is_directory and event.event_type == "modified":
-            return  # a folder's own mtime: every file event already says more
+            # A folder's own mtime: every file event already says more. The daemon's observers are
+            # scheduled without these (daemon.EVENTS); the handler does not rely on who built its observer.
+            return
         item = (event.event_type, os.fsdecode(event.src_path), os.fsdecode(event.dest_path), event.is_directory)
         try:
             self.events.put_nowait(item)
