@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from watcher.config import DEFAULT_IGNORE
-from watcher.pipeline import JudgeOptions, Rejected, Removed, Scored, judge
+from watcher.pipeline import JudgeOptions, Rejected, Removed, Scored, judge, stored_path
 from watcher.tree import Matcher, walk
 
 
@@ -37,8 +37,8 @@ def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024
     opts = JudgeOptions(root=watch_dir, target_recall=0.85, max_file_bytes=max_file_bytes)
     latest: dict[str, tuple[str, str]] = {}
     on_disk = set()
-    for rel, _ in walk(watch_dir, Matcher(("*.json",), DEFAULT_IGNORE)):
-        verdict = judge(rel, opts)
+    for name, _ in walk(watch_dir, Matcher(("*.json",), DEFAULT_IGNORE)):
+        verdict, rel = judge(name, opts), stored_path(name)  # the database's form of the path
         if isinstance(verdict, Removed):
             continue  # vanished while we looked
         on_disk.add(rel)

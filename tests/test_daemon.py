@@ -18,6 +18,7 @@ import pytest
 
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write, write_atomically
+from watcher.pipeline import BAD_NAME
 
 
 def mid(n: int) -> str:
@@ -219,3 +220,25 @@ def test_hidden_and_temp_names_are_never_processed(daemon: Daemon) -> None:
     daemon.wait_results({"marker.json": mid(1)})
     assert daemon.rejections() == set()
     assert {p for (p,) in daemon.query("SELECT path FROM history")} == {"marker.json"}
+
+
+def test_a_name_that_is_not_utf8_is_rejected_and_the_daemon_goes_on(daemon: Daemon) -> None:
+    # Such a name once killed the writer thread (SQLite cannot hold it), and with it the daemon,
+    # at every restart while the file was there.
+    inbox = os.fsencode(daemon.inbox)
+    with open(os.path.join(inbox, b"before\xff.json"), "wb") as fh:
+        fh.write(json.dumps(doc(model_id=mid(1))).encode())
+    daemon.start()
+    wait_until(lambda: daemon.rejections() == {"before\\xff.json"}, what="rejection found at start")
+    os.mkdir(os.path.join(inbox, b"run\xfe"))
+    with open(os.path.join(inbox, b"run\xfe/during.json"), "wb") as fh:
+        fh.write(json.dumps(doc(model_id=mid(2))).encode())
+    write(daemon.inbox / "fine.json", doc(model_id=mid(3)))
+    daemon.wait_results({"fine.json": mid(3)})
+    wait_until(lambda: daemon.rejections() == {"before\\xff.json", "run\\xfe/during.json"}, what="rejection")
+    os.unlink(os.path.join(inbox, b"before\xff.json"))
+    wait_until(lambda: daemon.rejections() == {"run\\xfe/during.json"}, what="removal")
+    daemon.assert_alive()
+    rejected = {e["path"]: e["errors"] for e in daemon.events() if e["event"] == "file_rejected"}
+    assert rejected == {p: [{"field": None, "message": BAD_NAME}] for p in ("before\\xff.json", "run\\xfe/during.json")}
+    assert daemon.stop() == 0

@@ -9,7 +9,18 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher.models import Problem
-from watcher.pipeline import JudgeOptions, Rejected, Removed, Scored, Unchanged, _read_at_most, judge, judge_many
+from watcher.pipeline import (
+    BAD_NAME,
+    JudgeOptions,
+    Rejected,
+    Removed,
+    Scored,
+    Unchanged,
+    _read_at_most,
+    judge,
+    judge_many,
+    stored_path,
+)
 
 
 @pytest.fixture
@@ -154,3 +165,30 @@ def test_read_stops_after_one_read_when_the_size_is_as_expected() -> None:
     assert _read_pipe(b"01234", expected=10, keep_open=False) == b"01234"  # less: read on to the end
     with pytest.raises(BlockingIOError):
         _read_pipe(b"01234", expected=10, keep_open=True)  # ...really asking for more
+
+
+@pytest.mark.parametrize(
+    ("rel", "stored"),
+    [
+        ("sub/a.json", "sub/a.json"),
+        ("caf\u00e9/\u6a21\u578b.json", "caf\u00e9/\u6a21\u578b.json"),  # valid UTF-8: as it is
+        (os.fsdecode(b"d\xfe/a\xff.json"), "d\\xfe/a\\xff.json"),  # bytes the OS could not decode
+        ("x\ud800.json", "x\\ud800.json"),  # a surrogate no name on disk decodes to: escaped too
+    ],
+)
+def test_stored_path_is_text_any_database_or_log_can_hold(rel: str, stored: str) -> None:
+    assert stored_path(rel) == stored
+    stored.encode("utf-8")
+
+
+def test_a_name_that_is_not_utf8_is_rejected_unread_under_its_stored_form(opts: JudgeOptions) -> None:
+    name = b"m\xff.json"
+    with open(os.path.join(os.fsencode(opts.root), name), "wb") as fh:
+        fh.write(b"{valid or not, it is never read")
+    rel = os.fsdecode(name)
+    for out in (judge(rel, opts), judge_many([(rel, None, True)], opts)[0]):
+        assert isinstance(out, Rejected)
+        assert (out.path, out.errors, out.sha256) == ("m\\xff.json", (Problem(None, BAD_NAME),), None)
+        assert out.stat is not None and out.stat.inode == os.stat(os.path.join(os.fsencode(opts.root), name)).st_ino
+    os.unlink(os.path.join(os.fsencode(opts.root), name))
+    assert judge(rel, opts) == Removed("m\\xff.json")

@@ -265,3 +265,29 @@ def test_workers_walking_the_tree_agree_with_the_walk_here(make_settings: Any, m
     os.unlink(tree / "top.json")  # a file at the top gone
     assert both() == [(5, 1, 1, 0, 1)] * 2  # and the skipped one read now
     assert both(target=0.5) == [(5, 5, 5, 0, 0)] * 2  # another target: every result judged again
+
+
+def test_names_that_are_not_utf8_are_rejected_and_stay_put_in_both_walks(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = make_settings(workers=2)
+    there = make_settings(workers=2, db_path=here.db_path.with_name("there.db"))
+    tree = os.fsencode(here.watch_dir)
+    for name in (b"top\xff.json", b"d\xfe/in.json", b"ok/x\xff.json"):
+        os.makedirs(os.path.dirname(os.path.join(tree, name)), exist_ok=True)
+        with open(os.path.join(tree, name), "wb") as fh:
+            fh.write(json.dumps(doc()).encode())
+    write(here.watch_dir / "ok" / "fine.json", doc(model_id="00000000-0000-0000-0000-00000000000f"))
+    shown = ["d\\xfe/in.json", "ok/x\\xff.json", "top\\xff.json"]
+    for walk_min, settings in ((10**9, here), (0, there)):  # this process walks; workers walk
+        monkeypatch.setattr(reconcile_module, "PARALLEL_WALK_MIN", walk_min)
+        first, again = run(settings), run(settings)
+        assert (first.seen, first.read, first.scored, first.rejected) == (4, 4, 1, 3)
+        assert (again.seen, again.read, again.changed) == (4, 0, False)  # unchanged: not judged again
+        assert state(settings) == ({"ok/fine.json": "00000000-0000-0000-0000-00000000000f"}, shown)
+    os.unlink(os.path.join(tree, b"top\xff.json"))
+    os.unlink(os.path.join(tree, b"d\xfe/in.json"))
+    for walk_min, settings in ((10**9, here), (0, there)):
+        monkeypatch.setattr(reconcile_module, "PARALLEL_WALK_MIN", walk_min)
+        assert run(settings).removed == 2
+        assert state(settings)[1] == ["ok/x\\xff.json"]

@@ -19,6 +19,7 @@ import pytest
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write, write_atomically
 from tests.invariant import holds, violations
+from watcher.pipeline import BAD_NAME
 
 
 def settle(d: Daemon, timeout: float = 30.0) -> None:
@@ -65,6 +66,7 @@ def test_hostile_input_is_accounted_for_and_the_service_keeps_running(daemon: Da
     write(inbox / "with space.json", doc())
     write(inbox / "ünïcode-名前.json", doc())
     write(inbox / "new\nline.json", b"{")
+    write(Path(os.fsdecode(os.fsencode(inbox) + b"/latin1-\xe9.json")), doc())  # a name that is not UTF-8
     write(inbox / "dir.json" / "inside.json", doc())  # a folder named x.json is a folder
     os.mkfifo(inbox / "pipe.json")
     outside = write(tmp_path / "outside.json", doc())
@@ -81,6 +83,7 @@ def test_hostile_input_is_accounted_for_and_the_service_keeps_running(daemon: Da
     assert got["nested.json"] == "not valid JSON: nested too deeply"
     assert got["huge.json"] == f"file is {70 * 1024 * 1024} bytes, over max_file_bytes ({64 * 1024 * 1024})"
     assert got["new\nline.json"].startswith("not valid JSON")
+    assert got["latin1-\\xe9.json"] == BAD_NAME
     assert got["pipe.json"] == "not a regular file (a FIFO); not read"
     assert got["link-out.json"] == "symbolic link points outside the watch directory; not followed"
     assert got["dangling.json"] == "dangling symbolic link: its target does not exist"

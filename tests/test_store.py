@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from watcher.errors import StoreError
 from watcher.models import Problem
-from watcher.pipeline import FileStat, Rejected, Removed, Scored, Unchanged
+from watcher.pipeline import FileStat, Rejected, Removed, Scored, Unchanged, stored_path
 from watcher.schema import SCHEMA_VERSION
 from watcher.store import Store
 
@@ -113,6 +114,15 @@ def test_known_under_a_folder(store: Store) -> None:
     store.apply([scored("sub0/c.json", "m5"), rejected("x/d.json")])
     assert sorted(store.stat_keys(outside=["sub", "x"])) == ["su.json", "sub0.json", "sub0/c.json"]
     assert sorted(store.known_paths(["sub0.json", "nope.json"])) == ["sub0.json"]
+
+
+def test_paths_that_are_not_utf8_are_looked_up_in_their_stored_form(store: Store) -> None:
+    # A name the OS could not decode arrives with lone surrogates; SQLite cannot bind those.
+    folder, name = os.fsdecode(b"d\xfe"), os.fsdecode(b"d\xfe/a\xff.json")
+    store.apply([rejected(stored_path(name)), scored("b.json")])
+    assert store.stat_keys(folder) == {"d\\xfe/a\\xff.json": (10, 1, 1)}
+    assert sorted(store.stat_keys(outside=[folder])) == ["b.json"]
+    assert sorted(store.known_paths([name, "b.json", os.fsdecode(b"nope\xff.json")])) == sorted([name, "b.json"])
 
 
 def test_rejection_errors_are_a_json_array(store: Store) -> None:

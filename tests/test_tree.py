@@ -111,3 +111,14 @@ def test_a_listing_compared_with_the_stored_keys(tmp_path: Path) -> None:
     diff = diff_listing(stored, sorted(listed(tmp_path, M, "")))
     changed = [("new.json", True, False), ("rejudge.json", True, True), ("touched.json", True, True)]
     assert diff == Diff(4, changed, ["gone.json"])
+
+
+def test_a_name_that_is_not_utf8_is_compared_with_its_stored_form(tmp_path: Path) -> None:
+    for name in (b"a\xff.json", b"new\xff.json"):
+        with open(os.path.join(os.fsencode(tmp_path), name), "wb") as fh:
+            fh.write(b"{}")
+    listing = sorted(listed(tmp_path, M, ""))
+    key = entry_key(next(e for rel, e, _ in listing if rel == os.fsdecode(b"a\xff.json")))
+    stored = {"a\\xff.json": key, "gone\\xff.json": (1, 2, 3)}
+    # Listed paths stay as the OS gave them (they are opened by that name); stored ones as stored.
+    assert diff_listing(stored, listing) == Diff(2, [(os.fsdecode(b"new\xff.json"), True, False)], ["gone\\xff.json"])

@@ -99,6 +99,37 @@ def _reject(path: str, message: str, stat: FileStat | None = None) -> Rejected:
     return Rejected(path, stat, None, (Problem(None, message),))
 
 
+def stored_path(rel: str) -> str:
+    """How a relative path is written in the database, the log and the reports: as it is, unless
+    the name is not valid UTF-8. The OS then hands Python its undecodable bytes as lone
+    surrogates, which no UTF-8 text (SQLite's, JSON's) can hold; they are written as ``\\xNN``.
+
+    Such a file is rejected (see :func:`judge`): its stored form does not name it on disk, and a
+    file whose name spells out the same escape would share its row.
+    """
+    if rel.isascii():  # nearly every path: a single C-level check
+        return rel
+    try:
+        raw = rel.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no name on disk decodes to; escaped all the same
+        return rel.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+#: The reason given for a file whose name is not valid UTF-8 (:func:`stored_path`).
+BAD_NAME = "file name is not valid UTF-8 (shown with its undecodable bytes as \\xNN); rename the file"
+
+
+def _bad_name(rel: str, shown: str, opts: JudgeOptions) -> Rejected | Removed:
+    # Rejected without being read, under its stored form, with its stat key: a later reconcile
+    # then finds it unchanged instead of judging it again.
+    try:
+        key = FileStat.of(identity_stat(os.path.join(opts.root, rel)))
+    except OSError:
+        return Removed(shown)
+    return _reject(shown, BAD_NAME, key)
+
+
 def _inside(path: str, root: Path) -> bool:
     real_root = os.path.realpath(root)
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
@@ -140,6 +171,7 @@ def judge(rel: str, opts: JudgeOptions, known_sha: str | None = None, regular: b
     made under the current target and rules; an identical file then yields :class:`Unchanged`
     without being parsed again. ``regular`` says a directory listing just showed a regular file
     at this path (not a link, FIFO or device), so it is opened without a separate ``lstat``.
+    A file whose name is not valid UTF-8 is rejected unread, under :func:`stored_path`.
     """
     content = _guarded(_read, rel, opts, regular)
     if not isinstance(content, _Content):
@@ -186,10 +218,12 @@ def _guarded(step: Callable[Concatenate[str, _P], _T], rel: str, *args: _P.args,
     try:
         return step(rel, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the service
-        return _reject(rel, f"internal error while judging the file: {type(exc).__name__}: {exc}")
+        return _reject(stored_path(rel), f"internal error while judging the file: {type(exc).__name__}: {exc}")
 
 
 def _read(rel: str, opts: JudgeOptions, regular: bool) -> Outcome | _Content:
+    if not rel.isascii() and (shown := stored_path(rel)) != rel:
+        return _bad_name(rel, shown, opts)
     full = os.path.join(opts.root, rel)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     lst: os.stat_result | None = None

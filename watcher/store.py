@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from watcher.errors import StoreError
-from watcher.pipeline import FileStat, Outcome, Rejected, Removed, Scored, Unchanged
+from watcher.pipeline import FileStat, Outcome, Rejected, Removed, Scored, Unchanged, stored_path
 from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
 
 
@@ -164,12 +164,12 @@ class Store:
         What a reconcile compares each listed file with; the hashes are fetched (with
         :meth:`known_paths`) only for the few paths that turn out changed.
         """
-        where, params = _under(under)
+        where, params = _under(stored_path(under))
         args: dict[str, Any] = {**params, "rules": self.rules_version, "target": self.target_recall}
         if outside:
             # The path's first folder ('' for a file at the top), looked up in the given ones.
             where += " AND substr(path, 1, instr(path, '/')) NOT IN (SELECT value FROM json_each(:outside))"
-            args["outside"] = json.dumps([f"{folder}/" for folder in outside])
+            args["outside"] = json.dumps([f"{stored_path(folder)}/" for folder in outside])
         out: dict[str, StatKey | None] = {}
         for table in ("results", "rejections"):
             # A result is current only if scored for today's target; a rejection does not depend on it.
@@ -182,11 +182,16 @@ class Store:
         return out
 
     def known_paths(self, paths: Sequence[str]) -> dict[str, Known]:
-        """What is stored for each of ``paths`` (absent paths are left out)."""
+        """What is stored for each of ``paths`` (absent paths are left out), keyed as given: a
+        path that is not valid UTF-8 is looked up in its :func:`~watcher.pipeline.stored_path` form."""
         out: dict[str, Known] = {}
         for chunk in _chunks(paths, 500):
-            params = {f"p{i}": p for i, p in enumerate(chunk)}
-            out.update(self._known(f"path IN ({', '.join(':' + k for k in params)})", params))
+            shown = [stored_path(p) for p in chunk]
+            params = {f"p{i}": s for i, s in enumerate(shown)}
+            found = self._known(f"path IN ({', '.join(':' + k for k in params)})", params)
+            if shown != chunk:  # keyed as given
+                found = {p: found[s] for p, s in zip(chunk, shown, strict=True) if s in found}
+            out.update(found)
         return out
 
     def _known(self, where: str, params: dict[str, str]) -> dict[str, Known]:

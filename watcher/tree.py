@@ -17,7 +17,7 @@ from fnmatch import translate
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from watcher.pipeline import identity_stat
+from watcher.pipeline import identity_stat, stored_path
 
 
 def _alternatives(patterns: tuple[str, ...]) -> str:
@@ -156,12 +156,15 @@ def listed(root: Path, matcher: Matcher, under: str, subfolders: list[str] | Non
 def diff_listing(stored: dict[str, tuple[int, int, int] | None], listing: Iterable[Listed]) -> Diff:
     """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`watcher.store.Store.stat_keys`;
     emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
-    never stats one."""
+    never stats one. ``changed`` holds paths as listed, ``gone`` as stored
+    (:func:`watcher.pipeline.stored_path`)."""
     changed: list[tuple[str, bool, bool]] = []
     seen = 0
     for rel, entry, regular in listing:
         seen += 1
         key = stored.pop(rel, _ABSENT)  # popped: what is left after the walk is gone from disk
+        if key is _ABSENT and not rel.isascii():
+            key = stored.pop(stored_path(rel), _ABSENT)  # a name stored in another form
         if key is _ABSENT:
             changed.append((rel, regular, False))
         elif key is None or key != entry_key(entry):

@@ -23,6 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watcher.config import Settings
 from watcher.errors import WatchDirError
 from watcher.logs import get_logger
+from watcher.pipeline import stored_path
 from watcher.reconcile import (
     apply_in_batches,
     judge_all,
@@ -259,15 +260,16 @@ class Writer(threading.Thread):
         except BrokenProcessPool:
             # A worker died while walking or judging (killed, out of memory): a new pool, and
             # the whole tree again soon (what this reconcile did not apply is still to do).
-            log.error("worker_pool_broken", under=under or ".", retry_in=5.0)
+            log.error("worker_pool_broken", under=stored_path(under) or ".", retry_in=5.0)
             self._pool = None
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         if summary.changed:
             self.on_change()
         log.info(
-            "reconcile_done", under=under or ".", seen=summary.seen, read=summary.read, scored=summary.scored,
-            rejected=summary.rejected, removed=summary.removed, seconds=round(summary.seconds, 3),
+            "reconcile_done", under=stored_path(under) or ".", seen=summary.seen, read=summary.read,
+            scored=summary.scored, rejected=summary.rejected, removed=summary.removed,
+            seconds=round(summary.seconds, 3),
         )  # fmt: skip
         if not under:
             self.store.set_status(last_reconcile_at=now_iso())
