@@ -65,10 +65,10 @@ def candidates_anywhere(recalls: Sequence[float], target: float) -> list[int]:
 
 def candidates_falling(recalls: Sequence[float], target: float) -> list[int]:
     """:func:`candidates_anywhere` for a curve whose recall never rises (each value >= the next)."""
-    # The distance then
-    # falls until the first point below the target and rises from there (float subtraction keeps
-    # order), so the closest point is one of the two around that crossing, and the candidates are
-    # the run of points around it within the limit: a binary search and a short walk.
+    # The distance then falls until the first point below the target and rises from there (float
+    # subtraction keeps order), so the closest point is one of the two around that crossing, and
+    # the candidates are the run of points around it within the limit: a binary search and a
+    # short walk.
     n = len(recalls)
     crossing = bisect.bisect_right(recalls, -target, key=operator.neg)  # first recall < target
     above = abs(recalls[crossing - 1] - target) if crossing > 0 else math.inf
