@@ -268,7 +268,8 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
                     _met(took <= 2 * cold)))  # fmt: skip
 
     # One huge curve, validated and scored.
-    from watcher.pipeline import JudgeOptions, Scored, judge
+    from watcher.judge import JudgeOptions, judge
+    from watcher.outcomes import Scored
 
     huge = work / "huge" / "curve.json"
     huge.parent.mkdir()

@@ -12,7 +12,8 @@ import sqlite3
 from pathlib import Path
 
 from watcher.config import DEFAULT_IGNORE
-from watcher.pipeline import JudgeOptions, Rejected, Removed, Scored, judge, stored_path
+from watcher.judge import JudgeOptions, judge
+from watcher.outcomes import Rejected, Removed, Scored, stored_path
 from watcher.tree import Matcher, walk
 
 

@@ -11,7 +11,7 @@ from itertools import islice
 from pathlib import Path
 
 from benchmarks import corpus
-from watcher.models import ResultFile
+from watcher.resultfile import ResultFile
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write, write_atomically
-from watcher.pipeline import BAD_NAME
+from watcher.outcomes import BAD_NAME
 
 
 def mid(n: int) -> str:

@@ -15,8 +15,10 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher.config import Settings
-from watcher.html import curve_bytes, render_html, sparkline
-from watcher.reconcile import open_store, scan
+from watcher.html import render_html, sparkline
+from watcher.reconcile import scan
+from watcher.scoring import curve_bytes
+from watcher.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,7 +75,7 @@ def test_large_report_stays_small_per_model(make_settings: Any) -> None:
     )
     scan(settings)
     size = (settings.reports / "report.html").stat().st_size
-    store = open_store(settings)
+    store = Store.from_settings(settings)
     assert len(next(store.report_details())[-1]) in (64, 66)  # the drawn curve is downsampled...
     assert next(store.report_rows())[3] == pytest.approx(0.85, abs=1 / n)  # ...the scoring is not
     assert size < 20_000

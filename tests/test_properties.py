@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import doc
-from watcher.models import Problem, ResultFile, explain, validate_bytes
-from watcher.pipeline import JudgeOptions, Rejected, Scored, judge
+from watcher.judge import JudgeOptions, judge
+from watcher.outcomes import Rejected, Scored
+from watcher.resultfile import Problem, ResultFile, explain, validate_bytes
 
 FIELDS = ["model_id", "issuer", "experiment_date", "threshold_arr", "recall_arr"]
 json_values = st.recursive(

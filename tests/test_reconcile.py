@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import multiprocessing
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,24 +14,15 @@ from tests.helpers import doc, write
 from watcher import logs
 from watcher import reconcile as reconcile_module
 from watcher.config import Settings
-from watcher.errors import StoreError, WatchDirError
-from watcher.pipeline import Job
-from watcher.reconcile import (
-    WARM_POOL_MIN_FILES,
-    WORKER_NICE,
-    judge_all,
-    judge_options,
-    make_pool,
-    open_store,
-    reconcile,
-    refresh_reports,
-    scan,
-)
+from watcher.errors import WatchDirError
+from watcher.judge import JudgeOptions
+from watcher.pools import WorkerPool
+from watcher.reconcile import reconcile, scan
 from watcher.store import Store
 
 
 def state(settings: Settings) -> tuple[dict[str, str], list[str]]:
-    store = open_store(settings)
+    store = Store.from_settings(settings)
     try:
         results = {r["path"]: r["model_id"] for r in store.db.query("SELECT path, model_id FROM results")}
         return results, sorted(r["path"] for r in store.db.query("SELECT path FROM rejections"))
@@ -44,9 +31,11 @@ def state(settings: Settings) -> tuple[dict[str, str], list[str]]:
 
 
 def run(settings: Settings, **kw: Any):
-    store = open_store(settings)
+    """One reconcile as ``watcher scan`` makes it: with a pool of forked workers."""
+    store = Store.from_settings(settings)
     try:
-        return reconcile(store, settings, **kw)
+        with WorkerPool(JudgeOptions.from_settings(settings), settings.worker_count, "fork") as pool:
+            return reconcile(store, settings, pool=pool, **kw)
     finally:
         store.close()
 
@@ -81,7 +70,7 @@ def test_second_scan_of_unchanged_tree_reads_nothing(s: Settings, monkeypatch: p
     def no_reads(*_: object) -> None:
         raise AssertionError("a file was read")
 
-    monkeypatch.setattr("watcher.reconcile.judge_many", no_reads)
+    monkeypatch.setattr("watcher.pools.judge_many", no_reads)
     summary = run(s)
     assert (summary.seen, summary.read, summary.changed) == (6, 0, False)
 
@@ -104,7 +93,7 @@ def test_duplicates_latest_experiment_wins_and_is_logged(s: Settings) -> None:
     stream = io.StringIO()
     logs.configure("info", "json", stream)
     run(s)
-    store = open_store(s)
+    store = Store.from_settings(s)
     assert [r[-1] for r in store.report_rows()] == ["new.json"]
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     dup = [e for e in events if e["event"] == "model_duplicate"]
@@ -159,82 +148,6 @@ def test_skip_leaves_busy_paths_alone(s: Settings) -> None:
     write(s.watch_dir / "done.json", doc())
     summary = run(s, skip=lambda rel: rel == "busy.json")
     assert (summary.read, state(s)) == (1, ({"done.json": state(s)[0]["done.json"]}, []))
-
-
-class Spy(ProcessPoolExecutor):
-    """A real one-process executor that records what it was given."""
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        self.jobs: list[str] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.jobs.append(fn.__name__)
-        return super().submit(fn, *args, **kwargs)
-
-
-def test_html_page_is_written_by_the_other_process_meanwhile(s: Settings) -> None:
-    write(s.watch_dir / "a.json", doc())
-    store = open_store(s)
-    reconcile(store, s)
-    with Spy() as spy:
-        assert refresh_reports(store, s, changed=True, html_in=spy)
-    assert spy.jobs == ["write_html_file"]
-    page = (s.reports / "report.html").read_text()
-    assert "1 models" in page and "a.json" in page
-    assert "a.json" in (s.reports / "report.csv").read_text() and "a.json" in (s.reports / "report.json").read_text()
-
-
-def test_work_meanwhile_starts_once_the_page_process_exists(s: Settings) -> None:
-    write(s.watch_dir / "a.json", doc())
-    store = open_store(s)
-    reconcile(store, s)
-    seen: list[list[str]] = []
-
-    @contextlib.contextmanager
-    def meanwhile() -> Iterator[None]:
-        seen.append(list(spy.jobs))  # what had been submitted (and so forked) when it began
-        yield
-
-    with Spy() as spy:
-        assert refresh_reports(store, s, changed=True, html_in=spy, meanwhile=meanwhile)
-    assert seen == [["write_html_file"]]
-
-
-def test_a_failure_in_the_page_process_is_raised_after_the_tables(s: Settings) -> None:
-    write(s.watch_dir / "a.json", doc())
-    store = open_store(s)
-    reconcile(store, s)
-    elsewhere = s.model_copy(update={"db_path": s.db_path.with_name("absent.db")})
-    with Spy() as spy, pytest.raises(StoreError, match=r"absent\.db: no database here yet"):
-        refresh_reports(store, elsewhere, changed=True, html_in=spy)
-    assert "a.json" in (s.reports / "report.csv").read_text()  # the tables were written all the same
-    assert not (s.reports / "report.html").exists()
-
-
-def test_a_kept_pool_takes_small_batches_and_outcomes_keep_their_order(s: Settings) -> None:
-    opts = judge_options(s)
-    for i in range(WARM_POOL_MIN_FILES):
-        write(s.watch_dir / f"{i:02}.json", doc() if i % 3 else "{bad")
-    jobs: list[Job] = [(f"{i:02}.json", None, True) for i in range(WARM_POOL_MIN_FILES)]
-    asked: list[int] = []
-
-    def provider() -> ProcessPoolExecutor:
-        asked.append(1)
-        return pool
-
-    with make_pool(opts, 2) as pool:
-        from_pool = list(judge_all(jobs, opts, 2, provider))
-        assert asked == [1]  # the batch went to the workers
-        assert list(judge_all(jobs[:-1], opts, 2, provider)) == from_pool[:-1]
-        assert asked == [1]  # one file fewer: judged in this thread
-    assert from_pool == list(judge_all(jobs, opts, 1))
-    assert [type(o).__name__ for o in from_pool[:4]] == ["Rejected", "Scored", "Scored", "Rejected"]
-
-
-def test_workers_run_nicer_than_the_writer(s: Settings) -> None:
-    with make_pool(judge_options(s), 1) as pool:
-        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)
 
 
 def test_workers_walking_the_tree_agree_with_the_walk_here(make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:

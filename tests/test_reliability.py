@@ -19,7 +19,7 @@ import pytest
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write, write_atomically
 from tests.invariant import holds, violations
-from watcher.pipeline import BAD_NAME
+from watcher.outcomes import BAD_NAME
 
 
 def settle(d: Daemon, timeout: float = 30.0) -> None:

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 from tests.helpers import doc, write
-from watcher.pipeline import JudgeOptions, Rejected, judge
+from watcher.judge import JudgeOptions, judge
+from watcher.outcomes import Rejected
 
 PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from watcher.errors import StoreError
-from watcher.models import Problem
-from watcher.pipeline import FileStat, Rejected, Removed, Scored, Unchanged, stored_path
+from watcher.outcomes import FileStat, Rejected, Removed, Scored, Unchanged, stored_path
+from watcher.resultfile import Problem
 from watcher.schema import SCHEMA_VERSION
 from watcher.store import Store
 

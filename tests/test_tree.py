@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import write
 from watcher.config import DEFAULT_IGNORE
-from watcher.tree import Diff, Matcher, diff_listing, entry_key, listed, relpath, walk
+from watcher.tree import Diff, Matcher, diff_listing, entry_stat_key, listed, relpath, walk
 
 M = Matcher(("*.json",), DEFAULT_IGNORE)
 
@@ -79,11 +79,11 @@ def test_walk_lists_tracked_files_and_skips_the_rest(tmp_path: Path) -> None:
     found = dict(walk(tmp_path, M))
     assert sorted(found) == ["a.json", "dir.json/g.json", "pipe.json", "sub/b.json", "sub/deep/c.json"]
     st = os.stat(tmp_path / "a.json")
-    assert entry_key(found["a.json"]) == (2, st.st_mtime_ns, st.st_ino)  # the stat key: size, mtime_ns, inode
+    assert entry_stat_key(found["a.json"]) == (2, st.st_mtime_ns, st.st_ino)  # the stat key: size, mtime_ns, inode
     assert found["a.json"].is_file(follow_symlinks=False) and not found["pipe.json"].is_file()
     assert sorted(rel for rel, _ in walk(tmp_path, M, under="sub")) == ["sub/b.json", "sub/deep/c.json"]
     os.unlink(tmp_path / "sub" / "b.json")
-    assert entry_key(found["sub/b.json"]) is None  # gone since the listing
+    assert entry_stat_key(found["sub/b.json"]) is None  # gone since the listing
 
 
 def test_a_walk_can_leave_the_folders_below_to_others(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_a_walk_can_leave_the_folders_below_to_others(tmp_path: Path) -> None:
 def test_a_listing_compared_with_the_stored_keys(tmp_path: Path) -> None:
     for name in ("same.json", "touched.json", "rejudge.json", "new.json"):
         write(tmp_path / name, "{}")
-    keys = {rel: entry_key(e) for rel, e in walk(tmp_path, M)}
+    keys = {rel: entry_stat_key(e) for rel, e in walk(tmp_path, M)}
     os.utime(tmp_path / "touched.json", ns=(1, 1))
     stored = {
         "same.json": keys["same.json"],
@@ -118,7 +118,7 @@ def test_a_name_that_is_not_utf8_is_compared_with_its_stored_form(tmp_path: Path
         with open(os.path.join(os.fsencode(tmp_path), name), "wb") as fh:
             fh.write(b"{}")
     listing = sorted(listed(tmp_path, M, ""))
-    key = entry_key(next(e for rel, e, _ in listing if rel == os.fsdecode(b"a\xff.json")))
+    key = entry_stat_key(next(e for rel, e, _ in listing if rel == os.fsdecode(b"a\xff.json")))
     stored = {"a\\xff.json": key, "gone\\xff.json": (1, 2, 3)}
     # Listed paths stay as the OS gave them (they are opened by that name); stored ones as stored.
     assert diff_listing(stored, listing) == Diff(2, [(os.fsdecode(b"new\xff.json"), True, False)], ["gone\\xff.json"])

@@ -18,9 +18,10 @@ import pytest
 from tests.helpers import doc, wait_until, write
 from watcher import logs
 from watcher.config import Settings
+from watcher.observe import Event
 from watcher.reconcile import reconcile as real_reconcile
 from watcher.store import Store
-from watcher.writer import Event, Writer
+from watcher.writer import Writer
 
 
 @contextlib.contextmanager

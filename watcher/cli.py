@@ -17,9 +17,10 @@ from typing import Any, TextIO
 from watcher import __version__, logs
 from watcher.config import Settings, load_settings
 from watcher.errors import ConfigError, WatcherError
-from watcher.pipeline import JudgeOptions, Rejected, Scored, judge
+from watcher.judge import JudgeOptions, judge
+from watcher.outcomes import Rejected, Scored
 from watcher.reconcile import scan
-from watcher.report import RENDERERS
+from watcher.render import RENDERERS
 from watcher.store import Store
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG, EXIT_FAILURE = 0, 1, 2, 3

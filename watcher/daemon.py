@@ -9,83 +9,29 @@ is recreated.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import queue
 import signal
-import stat
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import (
-    DirAttribEvent,
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileClosedNoWriteEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileOpenedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from watcher.config import Settings
-from watcher.errors import WatchDirError, WatcherError
+from watcher.errors import AlreadyRunningError, WatchDirError
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
+from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
 from watcher.reporter import Reporter
-from watcher.writer import QUEUE_MAX, Event, QueueHandler, Writer
+from watcher.writer import Writer
 
 log = get_logger("watcher.daemon")
 
 ObserverFactory = Callable[[Settings, FileSystemEventHandler], tuple[BaseObserver, str]]
-
-# -- supervisor ----------------------------------------------------------------------------------
-
-
-#: Every event the writer uses. A folder's own "modified" (watchdog sends one with every file
-#: created, closed, moved or deleted in it) is not among them: the file's event says more, and
-#: left out here it never reaches the observer's queue and dispatch thread (2 of the ~8 events
-#: a new file makes).
-EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileAttribEvent, DirAttribEvent, FileDeletedEvent,
-    DirDeletedEvent, FileMovedEvent, DirMovedEvent, FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent,
-]  # fmt: skip
-
-
-def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple[BaseObserver, str]:
-    """Start an inotify observer (or polling, when configured or when inotify is out of watches)."""
-    path = str(settings.watch_dir)
-    if settings.observer == "inotify":
-        try:
-            from watchdog.observers.inotify import InotifyObserver
-
-            inotify = InotifyObserver()
-            inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
-            inotify.start()
-            return inotify, "inotify"
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
-                raise
-            sysctl = "fs.inotify.max_user_watches" if exc.errno == errno.ENOSPC else "fs.inotify.max_user_instances"
-            log.error(
-                "inotify_limit_reached", error=str(exc), fallback="polling",
-                hint=f"raise it: sysctl -w {sysctl}=<larger> (and persist it in /etc/sysctl.d/)",
-            )  # fmt: skip
-    polling = PollingObserver(timeout=settings.polling_interval)
-    polling.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
-    polling.start()
-    return polling, "polling"
 
 
 def lock_path(db_path: Path) -> Path:
@@ -115,7 +61,7 @@ def _acquire_lock(db_path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise WatcherError(f"{db_path}: another watcher is already running on this database") from None
+        raise AlreadyRunningError(f"{db_path}: another watcher is already running on this database") from None
     return fd
 
 
@@ -125,7 +71,8 @@ def run(
     """Run the daemon until SIGTERM/SIGINT (or ``stop``). Returns the process exit code.
 
     Order matters: the observer starts before the first reconcile, so nothing written during
-    start-up is missed. Raises :class:`WatcherError` for a missing watch dir or a second daemon.
+    start-up is missed. Raises :class:`WatchDirError` for a missing watch dir, :class:`AlreadyRunningError` for a
+    second daemon on the same database.
     """
     stop = stop or threading.Event()
     if not settings.watch_dir.is_dir():
@@ -136,17 +83,18 @@ def run(
             signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
     events: queue.Queue[Event] = queue.Queue(maxsize=QUEUE_MAX)
     overflow = threading.Event()
+    rewatched = threading.Event()
     handler = QueueHandler(events, overflow)
     observer, kind = observer_factory(settings, handler)
-    writer = Writer(settings, events, threading.Event(), kind)
-    writer.overflow = overflow
-    reporter = Reporter(settings, writer.idle, threading.Event())
-    writer.on_change = reporter.mark
+    reporter = Reporter(settings, lambda: writer.idle(), threading.Event())
+    writer = Writer(
+        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=reporter.mark
+    )
     writer.start()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
     )
-    root = RootWatch(settings, observer, handler, writer)
+    root = RootWatch(settings, observer, handler, rewatched)
     code = _supervise(settings, stop, observer, writer, reporter, root)
     notify("STOPPING=1")
     log.info("daemon_stopping")
@@ -160,40 +108,6 @@ def run(
     os.close(lock_fd)
     log.info("daemon_stopped", exit_code=code)
     return code
-
-
-class RootWatch:
-    """Notices the watch dir vanishing and coming back (deleted and recreated, unmounted and
-    remounted). inotify stops watching a deleted directory, so when one is back, it is watched
-    anew and reconciled. While it is missing, stored results are kept: a vanished mount point is
-    no evidence that the files were deleted."""
-
-    def __init__(self, settings: Settings, observer: BaseObserver, handler: FileSystemEventHandler, writer: Writer):
-        self.settings, self.observer, self.handler, self.writer = settings, observer, handler, writer
-        self.identity = self._identity()
-
-    def _identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.settings.watch_dir)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-    def check(self) -> None:
-        """Compare with the last look; re-watch and reconcile when a (new) directory is there."""
-        now = self._identity()
-        if now == self.identity:
-            return
-        self.identity = now
-        if now is None:
-            log.error("watch_dir_missing", watch_dir=str(self.settings.watch_dir), hint="stored results are kept")
-            return
-        self.observer.unschedule_all()
-        self.observer.schedule(
-            self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
-        )
-        self.writer.rewatched.set()
-        log.warning("watch_dir_back", watch_dir=str(self.settings.watch_dir))
 
 
 def _supervise(

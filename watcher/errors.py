@@ -15,3 +15,7 @@ class StoreError(WatcherError):
 
 class WatchDirError(WatcherError):
     """The watch directory is missing or is not a directory."""
+
+
+class AlreadyRunningError(WatcherError):
+    """Another daemon holds the database's lock."""

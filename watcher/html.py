@@ -9,10 +9,11 @@ points), so 10,000 models make a page of a few megabytes, not one per curve.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any, TextIO
+
+from watcher.scoring import STEPS
 
 W, H = 120, 40  # sparkline size in px
 
@@ -89,12 +90,7 @@ _COLUMNS = [
 ]
 
 
-#: Curves are stored quantised to this many steps per axis: finer than the sparkline's pixels.
-STEPS = 255
-
-
 _DECIMAL = [str(i) for i in range(256)]
-_Y0 = STEPS + 0.5
 
 
 def xy(t: float, r: float) -> str:
@@ -102,24 +98,8 @@ def xy(t: float, r: float) -> str:
     return f"{t * (W - 4) + 2:.1f},{(1 - r) * (H - 4) + 2:.1f}"
 
 
-def curve_bytes(thresholds: tuple[float, ...], recalls: Sequence[float]) -> bytes:
-    """The stored form of a drawn curve (``results.curve``): x, y of each point, one byte each, in
-    a ``STEPS`` x ``STEPS`` box with y pointing down. Made for every scored file, so it is cheap
-    (no text formatting; a results tree shares its threshold grid, so the x coordinates come from
-    a cache) and small (66 bytes for 33 points)."""
-    out = bytearray(2 * len(recalls))
-    out[::2] = _xs(thresholds)
-    out[1::2] = bytes([int(_Y0 - r * STEPS) for r in recalls])  # round((1 - r) * STEPS)
-    return bytes(out)
-
-
-@functools.lru_cache(maxsize=256)
-def _xs(thresholds: tuple[float, ...]) -> bytes:
-    return bytes([int(t * STEPS + 0.5) for t in thresholds])
-
-
 def sparkline(curve: bytes, target: float, chosen: tuple[float, float]) -> str:
-    """An inline SVG: the curve (from :func:`curve_bytes`), a dashed line at the target recall, a
+    """An inline SVG: the curve (from :func:`watcher.scoring.curve_bytes`), a dashed line at the target recall, a
     dot at the chosen point. The curve keeps its ``STEPS`` coordinates in a nested, stretched
     viewBox, so drawing it is joining small integers."""
     ty = f"{(1 - target) * (H - 4) + 2:.1f}"

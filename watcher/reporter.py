@@ -18,7 +18,8 @@ from concurrent.futures import BrokenExecutor
 from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
-from watcher.reconcile import refresh_reports, report_process
+from watcher.pools import report_process
+from watcher.publish import refresh_reports
 from watcher.store import Store
 
 log = get_logger("watcher.reporter")
@@ -40,7 +41,7 @@ class Reporter(threading.Thread):
         # The HTML page is rendered in a process of its own while this thread writes the tables:
         # at 100,000 models that is what keeps every report file within a second of a change.
         # (The process starts on first use.)
-        self.html_in = report_process()
+        self.html_in = report_process("forkserver")  # this process has threads
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
@@ -95,6 +96,6 @@ class Reporter(threading.Thread):
         except BrokenExecutor:
             # The page's process died (killed, out of memory): a new one, and write again.
             log.error("report_process_broken")
-            self.html_in = report_process()
+            self.html_in = report_process("forkserver")  # this process has threads
             self.mark()
         self.last_written = time.monotonic()

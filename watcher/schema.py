@@ -85,7 +85,7 @@ CREATE TABLE daemon_status (
 
 _V3 = """
 -- The drawn curve for the HTML report (downsampled; never used for scoring): SVG points text
--- under rules version 2, bytes from watcher.html.curve_bytes since rules version 3.
+-- under rules version 2, bytes from watcher.scoring.curve_bytes since rules version 3.
 ALTER TABLE results ADD COLUMN curve TEXT NOT NULL DEFAULT '';
 """
 

@@ -101,3 +101,24 @@ def _picker(n: int, points: int, chosen: int) -> Callable[[Sequence[float]], tup
     if len(keep) == 1:
         return lambda values: (getter(values),)
     return getter
+
+
+#: Drawn curves are stored quantised to this many steps per axis: finer than any drawing's pixels.
+STEPS = 255
+_Y0 = STEPS + 0.5
+
+
+def curve_bytes(thresholds: tuple[float, ...], recalls: Sequence[float]) -> bytes:
+    """The stored form of a :func:`drawn_curve` (``results.curve``): x, y of each point, one byte
+    each, in a ``STEPS`` x ``STEPS`` box with y pointing down. Made for every scored file, so it
+    is cheap (a results tree shares its threshold grid: the x coordinates come from a cache) and
+    small (66 bytes for 33 points)."""
+    out = bytearray(2 * len(recalls))
+    out[::2] = _xs(thresholds)
+    out[1::2] = bytes([int(_Y0 - r * STEPS) for r in recalls])  # round((1 - r) * STEPS)
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _xs(thresholds: tuple[float, ...]) -> bytes:
+    return bytes([int(t * STEPS + 0.5) for t in thresholds])

@@ -17,13 +17,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlite_utils
 
 from watcher.errors import StoreError
-from watcher.pipeline import FileStat, Outcome, Rejected, Removed, Scored, Unchanged, stored_path
+from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, StatKey, Unchanged, stored_path
+from watcher.resultfile import RULES_VERSION
 from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
 
 
 def now_iso(at: float | None = None) -> str:
@@ -32,15 +36,11 @@ def now_iso(at: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-#: What identifies a file's version without reading it: ``(size, mtime_ns, inode)``.
-StatKey = tuple[int, int, int]
-
-
 class Known(NamedTuple):
     """What the database holds for one path: its stat key ``(size, mtime_ns, inode)``, its hash,
     and whether it was judged under the current target and rules."""
 
-    stat: tuple[int, int, int] | None
+    stat: StatKey | None
     sha256: str | None
     current: bool
 
@@ -69,15 +69,17 @@ class Applied:
 class Store:
     """The database of one watch dir. Open with :meth:`open`; use from one thread."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path, rules_version: int, target_recall: float) -> None:
+    def __init__(self, db: sqlite_utils.Database, path: Path, rules_version: int, target_recall: float | None) -> None:
         self.db = db
         self.path = path
         self.rules_version = rules_version
         self.target_recall = target_recall
 
     @classmethod
-    def open(cls, path: Path, rules_version: int = 1, target_recall: float = 0.85) -> Store:
-        """Open (creating and migrating as needed) the database at ``path``, in WAL mode.
+    def open(cls, path: Path, target_recall: float = 0.85, rules_version: int = RULES_VERSION) -> Store:
+        """Open (creating and migrating as needed) the database at ``path``, in WAL mode, for
+        outcomes judged for ``target_recall`` under ``rules_version`` (stored outcomes made
+        otherwise are judged again).
 
         New files get no world access. Raises :class:`StoreError`.
         """
@@ -108,11 +110,16 @@ class Store:
         return store
 
     @classmethod
-    def open_readonly(cls, path: Path, rules_version: int = 0, target_recall: float = 0.0) -> Store:
+    def from_settings(cls, settings: Settings) -> Store:
+        """:meth:`open` the configured database for the configured target."""
+        return cls.open(settings.db_path, settings.target_recall)
+
+    @classmethod
+    def open_readonly(cls, path: Path, target_recall: float | None = None, rules_version: int = RULES_VERSION) -> Store:
         """Open an existing database for reading only (``watcher report``/``status``, a worker
         comparing stat keys): no writes, no migration, so a user with read access only can use
-        it while the daemon writes. ``rules_version`` and ``target_recall`` are those
-        :meth:`stat_keys` compares with.
+        it while the daemon writes. ``target_recall`` and ``rules_version`` are those
+        :meth:`stat_keys` compares with; without a target, no stored result counts as current.
         """
         if not path.is_file():
             raise StoreError(f"{path}: no database here yet; run 'watcher scan' or 'watcher run' first")
@@ -183,7 +190,7 @@ class Store:
 
     def known_paths(self, paths: Sequence[str]) -> dict[str, Known]:
         """What is stored for each of ``paths`` (absent paths are left out), keyed as given: a
-        path that is not valid UTF-8 is looked up in its :func:`~watcher.pipeline.stored_path` form."""
+        path that is not valid UTF-8 is looked up in its :func:`~watcher.outcomes.stored_path` form."""
         out: dict[str, Known] = {}
         for chunk in _chunks(paths, 500):
             shown = [stored_path(p) for p in chunk]

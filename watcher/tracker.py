@@ -34,14 +34,15 @@ class PathState:
     ready_now: bool = False
     dirty_since: float = 0.0
     last_event: float = 0.0
-    stable_key: tuple[int, int] | None = None
+    stable_key: SettleKey | None = None
     stable_since: float = 0.0
 
 
-StatKey = Callable[[str], tuple[int, int] | None]
+#: What the settle rule compares: ``(size, mtime_ns)``.
+SettleKey = tuple[int, int]
 
 
-def stat_key(full_path: str) -> tuple[int, int] | None:
+def settle_key(full_path: str) -> SettleKey | None:
     """(size, mtime_ns) of a path, or ``None`` if it is gone."""
     try:
         s = os.stat(full_path)
@@ -111,7 +112,7 @@ class Tracker:
         st = self.states.get(rel)
         return st is not None and st.writers > 0
 
-    def ready(self, now: float, key: Callable[[str], tuple[int, int] | None]) -> list[str]:
+    def ready(self, now: float, key: Callable[[str], SettleKey | None]) -> list[str]:
         """Paths to judge now; their state is cleared. ``key(rel)`` stats a path for the settle rule."""
         out = [rel for rel in self._now if self._take_if(rel, lambda st: st.ready_now and not st.writers)]
         self._now.clear()
@@ -129,7 +130,7 @@ class Tracker:
             del self.states[rel]
         return True
 
-    def _scan(self, now: float, key: Callable[[str], tuple[int, int] | None]) -> list[str]:
+    def _scan(self, now: float, key: Callable[[str], SettleKey | None]) -> list[str]:
         out: list[str] = []
         deadlines = [math.inf]
         for rel, st in list(self.states.items()):

@@ -15,9 +15,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import translate
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from watcher.pipeline import identity_stat, stored_path
+from watcher.outcomes import StatKey, identity_stat, stored_path
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
 
 
 def _alternatives(patterns: tuple[str, ...]) -> str:
@@ -43,6 +46,11 @@ class Matcher:
     recursive: bool = True
     _ignored: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _tracked_name: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Matcher:
+        """The path filter the settings describe."""
+        return cls(settings.patterns, settings.ignore_patterns, settings.recursive)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ignored", _compile(self.ignore_patterns))
@@ -94,7 +102,7 @@ def walk(
     root: Path, matcher: Matcher, under: str = "", subfolders: list[str] | None = None
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Yield ``(relative path, directory entry)`` for every tracked entry at or below
-    ``root / under``; :func:`entry_key` gives an entry's stat key when it is needed.
+    ``root / under``; :func:`entry_stat_key` gives an entry's stat key when it is needed.
 
     ``under`` must itself be a folder the matcher descends into. Nothing is opened, and only
     folders are listed: a file is stat'ed only when its key is asked for (a first scan of a
@@ -122,9 +130,9 @@ def walk(
                 yield rel, entry
 
 
-def entry_key(entry: os.DirEntry[str]) -> tuple[int, int, int] | None:
-    """An entry's stat key ``(size, mtime_ns, inode)``, as :func:`watcher.pipeline.identity_stat`
-    sees it (a plain tuple: it equals :class:`watcher.pipeline.FileStat`); ``None`` once it is gone."""
+def entry_stat_key(entry: os.DirEntry[str]) -> StatKey | None:
+    """An entry's :data:`~watcher.outcomes.StatKey`, as :func:`~watcher.outcomes.identity_stat`
+    sees it; ``None`` once it is gone."""
     try:
         s = entry.stat() if not entry.is_symlink() else identity_stat(entry.path)
     except OSError:
@@ -153,11 +161,11 @@ def listed(root: Path, matcher: Matcher, under: str, subfolders: list[str] | Non
     return ((rel, entry, entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, under, subfolders))
 
 
-def diff_listing(stored: dict[str, tuple[int, int, int] | None], listing: Iterable[Listed]) -> Diff:
+def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[Listed]) -> Diff:
     """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`watcher.store.Store.stat_keys`;
     emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
     never stats one. ``changed`` holds paths as listed, ``gone`` as stored
-    (:func:`watcher.pipeline.stored_path`)."""
+    (:func:`watcher.outcomes.stored_path`)."""
     changed: list[tuple[str, bool, bool]] = []
     seen = 0
     for rel, entry, regular in listing:
@@ -167,6 +175,6 @@ def diff_listing(stored: dict[str, tuple[int, int, int] | None], listing: Iterab
             key = stored.pop(stored_path(rel), _ABSENT)  # a name stored in another form
         if key is _ABSENT:
             changed.append((rel, regular, False))
-        elif key is None or key != entry_key(entry):
+        elif key is None or key != entry_stat_key(entry):
             changed.append((rel, regular, True))
     return Diff(seen, changed, list(stored))

@@ -1,8 +1,8 @@
 """The writer thread: the one thread that opens, writes and closes the database.
 
-It takes filesystem events from a bounded queue (filled by :class:`QueueHandler`, which only
-enqueues), decides with :mod:`watcher.tracker` when each file is finished, judges ready files with
-the same code as ``watcher scan``, writes outcomes in batches (one transaction each), and runs
+It takes filesystem events from a bounded queue (filled by :class:`watcher.observe.QueueHandler`),
+decides with :mod:`watcher.tracker` when each file is finished, judges ready files with the same
+code as ``watcher scan``, writes outcomes in batches (one transaction each), and runs
 reconciles: at start, periodically, after a queue overflow, and for folders that appear or move.
 """
 
@@ -15,32 +15,22 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from watcher.config import Settings
 from watcher.errors import WatchDirError
+from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
-from watcher.pipeline import stored_path
-from watcher.reconcile import (
-    apply_in_batches,
-    judge_all,
-    judge_options,
-    make_pool,
-    matcher_for,
-    open_store,
-    reconcile,
-)
+from watcher.observe import Event
+from watcher.outcomes import stored_path
+from watcher.pools import WorkerPool, judge_all
+from watcher.reconcile import apply_in_batches, reconcile
 from watcher.store import Applied, Store, now_iso
-from watcher.tracker import Kind, Tracker, stat_key
-from watcher.tree import relpath
+from watcher.tracker import Kind, Tracker, settle_key
+from watcher.tree import Matcher, relpath
 
 log = get_logger("watcher.writer")
 
-#: Events held between the observer and the writer; beyond this, a reconcile replaces them.
-QUEUE_MAX = 100_000
 _KINDS: dict[str, Kind] = {
     "created": "created",
     "modified": "modified",
@@ -50,54 +40,48 @@ _KINDS: dict[str, Kind] = {
     "closed_no_write": "closed_nowrite",
     "deleted": "deleted",
 }
-Event = tuple[str, str, str, bool]  # (event_type, src_path, dest_path, is_directory)
-
-
-class QueueHandler(FileSystemEventHandler):
-    """Puts each event on the queue, as a small tuple. Never blocks, never raises."""
-
-    def __init__(self, events: queue.Queue[Event], overflow: threading.Event) -> None:
-        self.events = events
-        self.overflow = overflow
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        """Enqueue; on a full queue, flag an overflow so the writer reconciles instead."""
-        if event.is_directory and event.event_type == "modified":
-            # A folder's own mtime: every file event already says more. The daemon's observers are
-            # scheduled without these (daemon.EVENTS); the handler does not rely on who built its observer.
-            return
-        item = (event.event_type, os.fsdecode(event.src_path), os.fsdecode(event.dest_path), event.is_directory)
-        try:
-            self.events.put_nowait(item)
-        except queue.Full:
-            self.overflow.set()
 
 
 class Writer(threading.Thread):
-    """The one thread that opens, writes and closes the database."""
+    """The one thread that opens, writes and closes the database.
 
-    def __init__(self, settings: Settings, events: queue.Queue[Event], stop: threading.Event, observer: str) -> None:
+    ``events`` come from the observer; ``overflow`` is set when some were dropped (a full
+    reconcile follows), ``rewatched`` when the watch dir is watched anew; ``on_change()`` is
+    called after each commit that changed the report or the rejections; ``stop`` ends the loop.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        events: queue.Queue[Event],
+        stop: threading.Event,
+        observer: str,
+        overflow: threading.Event | None = None,
+        rewatched: threading.Event | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(name="watcher-writer", daemon=True)
         self.settings = settings
         self.events = events
         self.stop_event = stop
-        self.overflow = threading.Event()
-        self.rewatched = threading.Event()
+        self.overflow = overflow or threading.Event()
+        self.rewatched = rewatched or threading.Event()
+        self.on_change = on_change
         self.ready = threading.Event()
         self.observer_name = observer
         self.tick = time.monotonic()
         self.failed: BaseException | None = None
         self.tracker = Tracker(settings.settle_seconds, settings.max_write_seconds)
-        self.matcher = matcher_for(settings)
-        self.opts = judge_options(settings)
+        self.matcher = Matcher.from_settings(settings)
+        self.opts = JudgeOptions.from_settings(settings)
         self.root = settings.watch_dir
         self.subtrees: dict[str, float] = {}
-        self.on_change: Callable[[], None] = lambda: None
         self.next_reconcile = 0.0
         self.last_status = 0.0
         self.last_event_at: float | None = None  # time.time(): formatted only when the status is written
         self.store: Store | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        # Kept for every burst; forked from a server, since this process has threads.
+        self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
 
     def run(self) -> None:
         """Thread body: any unexpected exception ends the thread; the supervisor then exits non-zero."""
@@ -108,7 +92,7 @@ class Writer(threading.Thread):
             log.exception("writer_failed")
 
     def _run(self) -> None:
-        self.store = store = open_store(self.settings)
+        self.store = store = Store.from_settings(self.settings)
         try:
             store.set_status(
                 pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
@@ -121,14 +105,7 @@ class Writer(threading.Thread):
             store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
         finally:
             store.close()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def pool(self) -> ProcessPoolExecutor:
-        """Worker processes, started on first use and kept for later bursts."""
-        if self._pool is None:
-            self._pool = make_pool(self.opts, self.settings.worker_count)
-        return self._pool
+            self.pool.close(wait=False)
 
     # -- one turn of the loop ------------------------------------------------------------------
 
@@ -152,7 +129,7 @@ class Writer(threading.Thread):
             self.rewatched.clear()
             self.tracker = Tracker(self.settings.settle_seconds, self.settings.max_write_seconds)
             self.next_reconcile = now
-        ready = self.tracker.ready(now, lambda rel: stat_key(os.path.join(self.root, rel)))
+        ready = self.tracker.ready(now, lambda rel: settle_key(os.path.join(self.root, rel)))
         if ready:
             self._judge(ready)
         for sub, due in list(self.subtrees.items()):
@@ -214,12 +191,12 @@ class Writer(threading.Thread):
         try:
             known = self.store.known_paths(paths)
             jobs = [(rel, k.reusable_sha if (k := known.get(rel)) is not None else None, False) for rel in paths]
-            outcomes = judge_all(jobs, self.opts, self.settings.worker_count, self.pool)
+            outcomes = judge_all(jobs, self.opts, self.pool)
             apply_in_batches(self.store, outcomes, self.settings.batch_size, self._applied)
         except BrokenProcessPool:
             # A worker died (killed, out of memory): start a new pool and judge these again.
             log.error("worker_pool_broken", pending=len(paths))
-            self._pool = None
+            self.pool.discard()
             now = time.monotonic()
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
@@ -261,7 +238,7 @@ class Writer(threading.Thread):
             # A worker died while walking or judging (killed, out of memory): a new pool, and
             # the whole tree again soon (what this reconcile did not apply is still to do).
             log.error("worker_pool_broken", under=stored_path(under) or ".", retry_in=5.0)
-            self._pool = None
+            self.pool.discard()
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         if summary.changed:

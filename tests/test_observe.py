@@ -1,4 +1,4 @@
-"""In-process pieces of the daemon: the enqueue-only handler and the observer fallback."""
+"""The observer set-up: the enqueue-only handler, the event filter and the polling fallback."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from watchdog.observers.polling import PollingObserver
 
 from tests.helpers import wait_until, write
 from watcher import logs
-from watcher.daemon import start_observer
-from watcher.writer import QueueHandler
+from watcher.observe import QueueHandler, start_observer
 
 
 def test_handler_only_enqueues_and_flags_overflow() -> None:

@@ -13,75 +13,25 @@ import stat as st
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from watcher.html import curve_bytes
-from watcher.models import Problem, validate_bytes
-from watcher.scoring import drawn_curve, optimal_point
+from watcher.outcomes import (
+    BAD_NAME,
+    FileStat,
+    Job,
+    Outcome,
+    Rejected,
+    Removed,
+    Scored,
+    Unchanged,
+    identity_stat,
+    stored_path,
+)
+from watcher.resultfile import Problem, validate_bytes
+from watcher.scoring import curve_bytes, drawn_curve, optimal_point
 
-
-class FileStat(NamedTuple):
-    """What identifies a file's version without reading it. A tuple: compares equal to the plain
-    ``(size, mtime_ns, inode)`` tuples the database hands back (no object per stored row)."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-
-    @classmethod
-    def of(cls, s: os.stat_result) -> FileStat:
-        """Build from an ``os.stat_result``."""
-        return cls(s.st_size, s.st_mtime_ns, s.st_ino)
-
-
-# The outcomes are named tuples rather than dataclasses: a bulk scan sends one per file from the
-# worker processes, and a tuple pickles in a quarter of the time (measured: 2 vs 8 µs each).
-
-
-class Scored(NamedTuple):
-    """A valid file and its chosen operating point; ``curve`` is the drawing's stored form
-    (:func:`watcher.html.curve_bytes`)."""
-
-    path: str
-    stat: FileStat
-    sha256: str
-    model_id: str
-    issuer: str
-    experiment_date: str
-    experiment_at: str
-    optimal_threshold: float
-    closest_recall_value: float
-    distance: float
-    target_met: bool
-    target_recall: float
-    n_points: int
-    curve: bytes = b""
-
-
-class Rejected(NamedTuple):
-    """An invalid file and every reason. ``stat``/``sha256`` are ``None`` when it could not be read."""
-
-    path: str
-    stat: FileStat | None
-    sha256: str | None
-    errors: tuple[Problem, ...]
-
-
-class Unchanged(NamedTuple):
-    """The content hashes to what is stored and was judged under the current rules: nothing to redo."""
-
-    path: str
-    stat: FileStat
-    sha256: str
-
-
-class Removed(NamedTuple):
-    """The file is gone (or never was a file we track)."""
-
-    path: str
-
-
-Outcome = Scored | Rejected | Unchanged | Removed
+if TYPE_CHECKING:
+    from watcher.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +44,20 @@ class JudgeOptions:
     max_errors: int = 50
     follow_symlinks: bool = False
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JudgeOptions:
+        """The part of the settings that judging a file needs."""
+        return cls(
+            root=settings.watch_dir,
+            target_recall=settings.target_recall,
+            max_file_bytes=settings.max_file_bytes,
+            max_errors=settings.max_errors_per_file,
+            follow_symlinks=settings.follow_symlinks,
+        )
+
 
 def _reject(path: str, message: str, stat: FileStat | None = None) -> Rejected:
     return Rejected(path, stat, None, (Problem(None, message),))
-
-
-def stored_path(rel: str) -> str:
-    """How a relative path is written in the database, the log and the reports: as it is, unless
-    the name is not valid UTF-8. The OS then hands Python its undecodable bytes as lone
-    surrogates, which no UTF-8 text (SQLite's, JSON's) can hold; they are written as ``\\xNN``.
-
-    Such a file is rejected (see :func:`judge`): its stored form does not name it on disk, and a
-    file whose name spells out the same escape would share its row.
-    """
-    if rel.isascii():  # nearly every path: a single C-level check
-        return rel
-    try:
-        raw = rel.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that no name on disk decodes to; escaped all the same
-        return rel.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-#: The reason given for a file whose name is not valid UTF-8 (:func:`stored_path`).
-BAD_NAME = "file name is not valid UTF-8 (shown with its undecodable bytes as \\xNN); rename the file"
 
 
 def _bad_name(rel: str, shown: str, opts: JudgeOptions) -> Rejected | Removed:
@@ -134,21 +74,6 @@ def _inside(path: str, root: Path) -> bool:
     real_root = os.path.realpath(root)
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
 
-
-def identity_stat(full: str) -> os.stat_result:
-    """The stat that identifies a path's version: the link target's when it resolves, else its own.
-
-    The tree walk and :func:`judge` both use this, so an unchanged file compares equal.
-    """
-    try:
-        return os.stat(full)
-    except OSError:
-        return os.lstat(full)
-
-
-#: One job of a bulk scan: (relative path, ``known_sha`` as for :func:`judge`, ``regular``: the
-#: walk saw a regular file there). A plain tuple: jobs are pickled to worker processes by the 100,000.
-Job = tuple[str, str | None, bool]
 
 #: :func:`judge_many` reads at most about this many bytes ahead of parsing.
 READ_AHEAD_BYTES = 4 << 20

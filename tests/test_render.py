@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from watcher.report import render, render_json, write_atomic, write_reports
+from watcher.render import render, render_json, write_atomic, write_reports
 from watcher.schema import REPORT_COLUMNS
 
 ROWS = [

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import doc
-from watcher.models import Problem, ResultFile, explain, utc_instant, validate_bytes
+from watcher.resultfile import Problem, ResultFile, explain, utc_instant, validate_bytes
 
 
 def check(content: bytes | dict[str, Any]) -> ResultFile | list[Problem]:

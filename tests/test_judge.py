@@ -8,19 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import doc, write
-from watcher.models import Problem
-from watcher.pipeline import (
-    BAD_NAME,
-    JudgeOptions,
-    Rejected,
-    Removed,
-    Scored,
-    Unchanged,
-    _read_at_most,
-    judge,
-    judge_many,
-    stored_path,
-)
+from watcher.judge import JudgeOptions, _read_at_most, judge, judge_many
+from watcher.outcomes import BAD_NAME, Rejected, Removed, Scored, Unchanged
+from watcher.resultfile import Problem
 
 
 @pytest.fixture
@@ -111,7 +101,7 @@ def test_unexpected_exception_becomes_a_rejection(opts: JudgeOptions, monkeypatc
     def boom(*_: object) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr("watcher.pipeline.validate_bytes", boom)
+    monkeypatch.setattr("watcher.judge.validate_bytes", boom)
     out = judge("a.json", opts)
     assert isinstance(out, Rejected)
     assert out.errors == (Problem(None, "internal error while judging the file: RuntimeError: kaboom"),)
@@ -131,7 +121,7 @@ def test_judge_many_gives_what_judge_gives_one_by_one(opts: JudgeOptions, monkey
     ]  # fmt: skip
     one_by_one = [judge(rel, opts, sha, regular) for rel, sha, regular in jobs]
     assert judge_many(jobs, opts) == one_by_one
-    monkeypatch.setattr("watcher.pipeline.READ_AHEAD_BYTES", 1)  # parse after every read
+    monkeypatch.setattr("watcher.judge.READ_AHEAD_BYTES", 1)  # parse after every read
     assert judge_many(jobs, opts) == one_by_one
     assert [type(o).__name__ for o in one_by_one] == [
         "Scored", "Rejected", "Removed", "Rejected", "Scored", "Unchanged", "Scored",
@@ -165,20 +155,6 @@ def test_read_stops_after_one_read_when_the_size_is_as_expected() -> None:
     assert _read_pipe(b"01234", expected=10, keep_open=False) == b"01234"  # less: read on to the end
     with pytest.raises(BlockingIOError):
         _read_pipe(b"01234", expected=10, keep_open=True)  # ...really asking for more
-
-
-@pytest.mark.parametrize(
-    ("rel", "stored"),
-    [
-        ("sub/a.json", "sub/a.json"),
-        ("caf\u00e9/\u6a21\u578b.json", "caf\u00e9/\u6a21\u578b.json"),  # valid UTF-8: as it is
-        (os.fsdecode(b"d\xfe/a\xff.json"), "d\\xfe/a\\xff.json"),  # bytes the OS could not decode
-        ("x\ud800.json", "x\\ud800.json"),  # a surrogate no name on disk decodes to: escaped too
-    ],
-)
-def test_stored_path_is_text_any_database_or_log_can_hold(rel: str, stored: str) -> None:
-    assert stored_path(rel) == stored
-    stored.encode("utf-8")
 
 
 def test_a_name_that_is_not_utf8_is_rejected_unread_under_its_stored_form(opts: JudgeOptions) -> None:

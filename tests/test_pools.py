@@ -1,0 +1,68 @@
+"""Worker pools: judging in other processes gives what judging here gives, in order."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.helpers import doc, write
+from watcher.config import Settings
+from watcher.judge import JudgeOptions
+from watcher.outcomes import Job
+from watcher.pools import POOL_MIN_FILES, WARM_POOL_MIN_FILES, WORKER_NICE, WorkerPool, judge_all
+
+
+@pytest.fixture
+def s(make_settings: Any) -> Settings:
+    settings: Settings = make_settings()
+    return settings
+
+
+class CountingPool(WorkerPool):
+    """A real pool that counts how often its processes were asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+
+    def executor(self) -> ProcessPoolExecutor:
+        self.asked += 1
+        return super().executor()
+
+
+def test_a_kept_pool_takes_small_batches_and_outcomes_keep_their_order(s: Settings) -> None:
+    opts = JudgeOptions.from_settings(s)
+    for i in range(WARM_POOL_MIN_FILES):
+        write(s.watch_dir / f"{i:02}.json", doc() if i % 3 else "{bad")
+    jobs: list[Job] = [(f"{i:02}.json", None, True) for i in range(WARM_POOL_MIN_FILES)]
+    with CountingPool(opts, 2, "fork", kept=True) as pool:
+        from_pool = list(judge_all(jobs, opts, pool))
+        assert pool.asked == 1  # the batch went to the workers
+        assert list(judge_all(jobs[:-1], opts, pool)) == from_pool[:-1]
+        assert pool.asked == 1  # one file fewer: judged in this thread
+    assert from_pool == list(judge_all(jobs, opts))
+    assert [type(o).__name__ for o in from_pool[:4]] == ["Rejected", "Scored", "Scored", "Rejected"]
+
+
+def test_a_one_shot_pool_starts_only_for_a_big_batch(s: Settings) -> None:
+    opts = JudgeOptions.from_settings(s)
+    with CountingPool(opts, 2, "fork") as pool:
+        assert not pool.pays(POOL_MIN_FILES - 1) and pool.pays(POOL_MIN_FILES)
+        list(judge_all([("absent.json", None, False)] * WARM_POOL_MIN_FILES, opts, pool))
+        assert (pool.asked, pool.started) == (0, False)
+    assert not WorkerPool(opts, 1, "fork", kept=True).pays(10**6)  # one worker: never worth it
+
+
+def test_workers_run_nicer_than_the_writer(s: Settings) -> None:
+    with WorkerPool(JudgeOptions.from_settings(s), 1, "fork") as pool:
+        assert pool.executor().submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICE)
+
+
+def test_a_discarded_pool_starts_anew_on_next_use(s: Settings) -> None:
+    with WorkerPool(JudgeOptions.from_settings(s), 1, "fork") as pool:
+        first = pool.executor()
+        pool.discard()
+        assert not pool.started and pool.executor() is not first

@@ -1,0 +1,132 @@
+"""Watching the folder: the watchdog observer, the handler that only enqueues, and noticing the
+watch dir vanish and come back.
+
+A watchdog handler that raises kills the observer thread, so :class:`QueueHandler` never does: it
+puts each event on a bounded queue as a small tuple and flags an overflow when the queue is full.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import stat
+import threading
+
+from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from watcher.config import Settings
+from watcher.logs import get_logger
+
+log = get_logger("watcher.observe")
+
+#: Events held between the observer and the writer; beyond this, a reconcile replaces them.
+QUEUE_MAX = 100_000
+#: Every event the writer uses. A folder's own "modified" (watchdog sends one with every file
+#: created, closed, moved or deleted in it) is not among them: the file's event says more, and
+#: filtered at the observer it never costs the dispatch thread anything.
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileAttribEvent, DirAttribEvent, FileDeletedEvent,
+    DirDeletedEvent, FileMovedEvent, DirMovedEvent, FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent,
+]  # fmt: skip
+_WANTED = frozenset(EVENTS)
+
+
+def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple[BaseObserver, str]:
+    """Start an inotify observer (or polling, when configured or when inotify is out of watches)."""
+    path = str(settings.watch_dir)
+    if settings.observer == "inotify":
+        try:
+            from watchdog.observers.inotify import InotifyObserver
+
+            inotify = InotifyObserver()
+            inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
+            inotify.start()
+            return inotify, "inotify"
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            sysctl = "fs.inotify.max_user_watches" if exc.errno == errno.ENOSPC else "fs.inotify.max_user_instances"
+            log.error(
+                "inotify_limit_reached", error=str(exc), fallback="polling",
+                hint=f"raise it: sysctl -w {sysctl}=<larger> (and persist it in /etc/sysctl.d/)",
+            )  # fmt: skip
+    polling = PollingObserver(timeout=settings.polling_interval)
+    polling.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
+    polling.start()
+    return polling, "polling"
+
+
+#: One event as the writer takes it: (event_type, src_path, dest_path, is_directory).
+Event = tuple[str, str, str, bool]
+
+
+class QueueHandler(FileSystemEventHandler):
+    """Puts each event on the queue, as a small tuple. Never blocks, never raises."""
+
+    def __init__(self, events: queue.Queue[Event], overflow: threading.Event) -> None:
+        self.events = events
+        self.overflow = overflow
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Enqueue; on a full queue, flag an overflow so the writer reconciles instead."""
+        if type(event) not in _WANTED:  # whoever scheduled the observer, only EVENTS go through
+            return
+        item = (event.event_type, os.fsdecode(event.src_path), os.fsdecode(event.dest_path), event.is_directory)
+        try:
+            self.events.put_nowait(item)
+        except queue.Full:
+            self.overflow.set()
+
+
+class RootWatch:
+    """Notices the watch dir vanishing and coming back (deleted and recreated, unmounted and
+    remounted). inotify stops watching a deleted directory, so when one is back, it is watched
+    anew and ``rewatched`` is set (the writer then reconciles). While it is missing, stored
+    results are kept: a vanished mount point is no evidence that the files were deleted."""
+
+    def __init__(
+        self, settings: Settings, observer: BaseObserver, handler: FileSystemEventHandler, rewatched: threading.Event
+    ) -> None:
+        self.settings, self.observer, self.handler, self.rewatched = settings, observer, handler, rewatched
+        self.identity = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.settings.watch_dir)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    def check(self) -> None:
+        """Compare with the last look; re-watch and reconcile when a (new) directory is there."""
+        now = self._identity()
+        if now == self.identity:
+            return
+        self.identity = now
+        if now is None:
+            log.error("watch_dir_missing", watch_dir=str(self.settings.watch_dir), hint="stored results are kept")
+            return
+        self.observer.unschedule_all()
+        self.observer.schedule(
+            self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
+        )
+        self.rewatched.set()
+        log.warning("watch_dir_back", watch_dir=str(self.settings.watch_dir))

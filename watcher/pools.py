@@ -1,0 +1,149 @@
+"""Worker processes: judging files and walking folders on every core.
+
+A :class:`WorkerPool` starts its processes on first use. How they start is the caller's choice:
+``fork`` from a process with a single thread (``watcher scan``), where workers start at once, or
+``forkserver`` from a process with threads (the daemon), where forking is unsafe and workers come
+from a server process that imported this module once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from itertools import chain
+from pathlib import Path
+from typing import Literal, Self
+
+from watcher.judge import JudgeOptions, judge_many
+from watcher.outcomes import Job, Outcome
+from watcher.store import Store
+from watcher.tree import Diff, Matcher, diff_listing, listed
+
+StartMethod = Literal["fork", "forkserver"]
+
+#: Below this many files to read, worker processes cost more to start than they save.
+POOL_MIN_FILES = 200
+#: With a pool kept for every burst (the daemon's), a batch this big is worth sending to it: judging
+#: it in the writer thread would take the core (and the GIL) the observer needs during a burst.
+WARM_POOL_MIN_FILES = 16
+#: Worker processes run this much nicer than the writer (see ``_init_worker``).
+WORKER_NICE = 5
+
+
+def _context(start_method: StartMethod) -> multiprocessing.context.BaseContext:
+    ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload([__name__])  # the judge and its imports, once, in the server
+    return ctx
+
+
+class WorkerPool:
+    """Processes that judge files (and walk folders) with ``opts``, started on first use.
+
+    ``kept``: the pool lives on for later batches (the daemon's), so smaller batches are worth
+    sending to it (:data:`WARM_POOL_MIN_FILES` instead of :data:`POOL_MIN_FILES`). Use from one thread.
+    """
+
+    def __init__(self, opts: JudgeOptions, workers: int, start_method: StartMethod, kept: bool = False) -> None:
+        self.opts = opts
+        self.workers = workers
+        self.start_method: StartMethod = start_method
+        self.min_files = WARM_POOL_MIN_FILES if kept else POOL_MIN_FILES
+        self._executor: ProcessPoolExecutor | None = None
+
+    def pays(self, n_jobs: int) -> bool:
+        """True when ``n_jobs`` files are worth sending to the workers."""
+        return self.workers > 1 and n_jobs >= self.min_files
+
+    @property
+    def started(self) -> bool:
+        """True once the processes exist."""
+        return self._executor is not None
+
+    def executor(self) -> ProcessPoolExecutor:
+        """The processes, started now if they are not yet."""
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=_context(self.start_method),
+                initializer=_init_worker,
+                initargs=(self.opts,),
+            )
+        return self._executor
+
+    def discard(self) -> None:
+        """Forget a broken pool (a worker was killed); the next use starts a new one."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the processes (if any)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._executor = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+_worker_opts: JudgeOptions | None = None
+
+
+def _init_worker(opts: JudgeOptions) -> None:
+    # The options travel once per worker, not once per file.
+    global _worker_opts
+    _worker_opts = opts
+    # Below the writer: with the workers and the writer sharing the cores, equal shares would
+    # starve the one writer (the scan's bottleneck) while finished outcomes queue up; and a
+    # daemon's observer thread stays ahead of a burst's parsing.
+    os.nice(WORKER_NICE)
+
+
+def _judge_in_worker(jobs: Sequence[Job]) -> list[Outcome]:
+    assert _worker_opts is not None
+    return judge_many(jobs, _worker_opts)
+
+
+def judge_all(jobs: Sequence[Job], opts: JudgeOptions, pool: WorkerPool | None = None) -> Iterator[Outcome]:
+    """Judge every job (see :data:`watcher.outcomes.Job`), outcomes in order: in ``pool``'s
+    processes when it pays (:meth:`WorkerPool.pays`), else in this thread."""
+    if pool is None or not pool.pays(len(jobs)):
+        for start in range(0, len(jobs), 256):
+            yield from judge_many(jobs[start : start + 256], opts)
+        return
+    size = min(256, max(8, len(jobs) // (pool.workers * 8)))  # a few chunks per worker, never tiny ones
+    chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+    yield from chain.from_iterable(pool.executor().map(_judge_in_worker, chunks))
+
+
+def diff_folders(pool: WorkerPool, root: Path, matcher: Matcher, store: Store, folders: list[str]) -> Iterator[Diff]:
+    """Each folder's walk compared with its stored stat keys (:func:`watcher.tree.diff_listing`),
+    in the workers; only the differences come back."""
+    job = partial(_diff_folder, root, matcher, store.path, store.rules_version, store.target_recall)
+    return pool.executor().map(job, folders)
+
+
+_worker_stores: dict[tuple[Path, int, float | None], Store] = {}
+
+
+def _diff_folder(
+    root: Path, matcher: Matcher, db: Path, rules_version: int, target_recall: float | None, folder: str
+) -> Diff:
+    # In a worker process: one read-only connection per database, kept for the next folders.
+    key = (db, rules_version, target_recall)
+    store = _worker_stores.get(key)
+    if store is None:
+        store = _worker_stores[key] = Store.open_readonly(db, target_recall, rules_version)
+    return diff_listing(store.stat_keys(folder), listed(root, matcher, folder))
+
+
+def report_process(start_method: StartMethod) -> ProcessPoolExecutor:
+    """One process for rendering the HTML page beside the other report files (started on first use)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=_context(start_method))

@@ -1,0 +1,79 @@
+"""Writing the report files from the database: the table formats and the HTML page.
+
+Used by ``watcher scan`` at its end and by the daemon's report thread (:mod:`watcher.reporter`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Executor, wait
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TextIO
+
+from watcher.config import Settings
+from watcher.html import render_html
+from watcher.logs import get_logger
+from watcher.render import FILE_NAMES, write_atomic, write_reports
+from watcher.store import Store, now_iso
+
+log = get_logger("watcher.publish")
+
+
+def refresh_reports(
+    store: Store,
+    settings: Settings,
+    changed: bool,
+    html_in: Executor | None = None,
+    meanwhile: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> bool:
+    """Rewrite the report files when something changed or one is missing; True if written.
+
+    The table formats come from one pass over the report, in one read transaction. With
+    ``html_in`` (an executor of other processes) the HTML page is rendered there meanwhile, on
+    the other core, from its own read-only connection: the page then shows a committed state
+    that may be a commit newer than the tables'. Errors from either side are raised here.
+    ``meanwhile()`` is entered around the tables, once the page's process has started (a fork
+    must not copy the locks of a thread ``meanwhile`` may start).
+    """
+    missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
+    if not (changed or missing):
+        return False
+    tables = [f for f in settings.report_formats if f != "html"]
+    html = "html" in settings.report_formats
+    page = html_in.submit(write_html_file, settings) if html and html_in is not None else None
+    try:
+        with meanwhile(), store.snapshot():  # all table formats from the same committed state
+            paths = write_reports(store.report_rows, settings.reports, tables)
+            if html and page is None:
+                paths.append(write_html(store, settings))
+    finally:
+        if page is not None:
+            wait([page])  # never return (or raise) while the page is still being written
+    if page is not None:
+        paths.append(page.result())
+    log.debug("reports_written", paths=[str(p) for p in paths])
+    return True
+
+
+def write_html_file(settings: Settings) -> Path:
+    """:func:`write_html` from a read-only connection of its own (runs in another process)."""
+    store = Store.open_readonly(settings.db_path)
+    try:
+        return write_html(store, settings)
+    finally:
+        store.close()
+
+
+def write_html(store: Store, settings: Settings) -> Path:
+    """Regenerate ``report.html`` (at most ``html_max_models`` models, the most recent ones)."""
+    target = settings.reports / FILE_NAMES["html"]
+    omitted = max(0, store.counts()["models"] - settings.html_max_models)
+
+    def produce(fh: TextIO) -> None:
+        details = store.report_details(limit=settings.html_max_models if omitted else None)
+        render_html(details, store.rejection_rows(limit=1000), fh, now_iso(), omitted)
+
+    write_atomic(target, produce)
+    return target
