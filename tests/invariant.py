@@ -4,6 +4,11 @@ After the daemon settles: every tracked file in the tree is in exactly one of ``
 ``rejections``, agreeing with the file's own verdict; nothing else is in them; the ``report`` view
 equals the latest valid file per model_id; ``history``'s last entry for each current path records
 its current outcome and content.
+
+Each file's own verdict comes from the production judge (:func:`watcher.judge.judge`): this module
+checks that the service *applied* every verdict, not that the verdicts are right. That the judge
+is right is shown independently, against hand-written expectations, in ``tests/test_judge.py``,
+``tests/test_resultfile.py`` and ``tests/test_scoring.py``.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_lifecycle_of_files(daemon: Daemon, tmp_path: Path) -> None:
     rejected = [e for e in daemon.events() if e["event"] == "file_rejected"]
     assert [(e["path"], e["errors"][0]["field"]) for e in rejected] == [("direct.json", "recall_arr[0]")]
     report = daemon.root / "var" / "reports" / "report.csv"
-    wait_until(lambda: report.read_text().count("\n") == 1 + len(expected), what="report.csv up to date")
+    wait_until(lambda: report.exists() and report.read_text().count("\n") == 1 + len(expected), what="report.csv")
     assert daemon.stop() == 0
 
 
@@ -109,7 +109,7 @@ def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> 
     assert errors == []
     assert daemon.query("SELECT count(*) FROM report")[0][0] == 2000
     report = daemon.root / "var" / "reports" / "report.csv"
-    wait_until(lambda: report.read_text().count("\n") == 2001, what="report.csv with 2000 rows")
+    wait_until(lambda: report.exists() and report.read_text().count("\n") == 2001, what="report.csv with 2000 rows")
     # Coalesced: at most one write per report_interval (0.2 s) while the burst lasted, not one per file.
     writes = [e for e in daemon.events() if e["event"] == "reports_written"]
     first = datetime.fromisoformat(writes[0]["timestamp"])

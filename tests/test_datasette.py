@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import doc, write
 from watcher.config import Settings
 from watcher.reconcile import scan
@@ -16,10 +18,11 @@ META = json.loads((Path(__file__).resolve().parent.parent / "datasette" / "metad
 DB = META["databases"]["watcher"]
 
 
-def test_every_table_and_column_named_exists(make_settings: Any) -> None:
+def test_every_table_and_column_named_exists(make_settings: Any, request: pytest.FixtureRequest) -> None:
     settings: Settings = make_settings()
     scan(settings)
     conn = sqlite3.connect(settings.db_path)
+    request.addfinalizer(conn.close)
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
     assert set(DB["tables"]) <= names
     assert DB["tables"]["daemon_status"] == {"hidden": True}
@@ -29,7 +32,7 @@ def test_every_table_and_column_named_exists(make_settings: Any) -> None:
         assert set(meta.get("facets", [])) <= columns, table
 
 
-def test_canned_queries_answer(make_settings: Any) -> None:
+def test_canned_queries_answer(make_settings: Any, request: pytest.FixtureRequest) -> None:
     settings: Settings = make_settings()
     model = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
     write(settings.watch_dir / "low.json", doc(model_id=model, recall_arr=[0.5, 0.4, 0.3, 0.2, 0.1]))
@@ -37,6 +40,7 @@ def test_canned_queries_answer(make_settings: Any) -> None:
     write(settings.watch_dir / "bad2.json", doc(issuer="y"))
     scan(settings)
     conn = sqlite3.connect(settings.db_path)
+    request.addfinalizer(conn.close)
     queries = DB["queries"]
 
     def run(name: str, **params: str) -> list[tuple[Any, ...]]:

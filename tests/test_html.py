@@ -3,6 +3,7 @@ console errors, rows, filters, sorting), with a screenshot saved to test-artifac
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import shutil
@@ -43,8 +44,8 @@ def test_page_is_self_contained_and_escapes_content(report: Path) -> None:
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from anywhere
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.json" in html
     assert html.count('role="img"') == 30 and html.count('class="curve"') == 30 and html.count('class="chosen"') == 30
-    conn = sqlite3.connect(report.parent.parent / "watcher.db")
-    (missed,) = conn.execute("SELECT count(*) FROM results WHERE target_met = 0").fetchone()
+    with contextlib.closing(sqlite3.connect(report.parent.parent / "watcher.db")) as conn:
+        (missed,) = conn.execute("SELECT count(*) FROM results WHERE target_met = 0").fetchone()
     assert 0 < missed < 30 and html.count('class="miss"') == missed
     assert f"{missed} below target" in html
     assert "Rejected files (1)" in html
@@ -75,9 +76,9 @@ def test_large_report_stays_small_per_model(make_settings: Any) -> None:
     )
     scan(settings)
     size = (settings.reports / "report.html").stat().st_size
-    store = Store.from_settings(settings)
-    assert len(next(store.report_details())[-1]) in (64, 66)  # the drawn curve is downsampled...
-    assert next(store.report_rows())[3] == pytest.approx(0.85, abs=1 / n)  # ...the scoring is not
+    with Store.from_settings(settings) as store:
+        assert len(next(store.report_details())[-1]) in (64, 66)  # the drawn curve is downsampled...
+        assert next(store.report_rows())[3] == pytest.approx(0.85, abs=1 / n)  # ...the scoring is not
     assert size < 20_000
 
 

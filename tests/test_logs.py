@@ -10,6 +10,8 @@ import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from watcher import logs
 
 
@@ -57,6 +59,7 @@ def test_tracebacks_carry_no_local_variables() -> None:
     assert json.loads(stream.getvalue())["exception"][0]["exc_type"] == "ValueError"
 
 
+@pytest.mark.filterwarnings("default")  # the warning must reach showwarning, not be raised
 def test_warnings_and_library_logging_become_json_lines() -> None:
     stream = io.StringIO()
     logs.configure("info", "json", stream)

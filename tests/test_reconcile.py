@@ -93,8 +93,8 @@ def test_duplicates_latest_experiment_wins_and_is_logged(s: Settings) -> None:
     stream = io.StringIO()
     logs.configure("info", "json", stream)
     run(s)
-    store = Store.from_settings(s)
-    assert [r[-1] for r in store.report_rows()] == ["new.json"]
+    with Store.from_settings(s) as store:
+        assert [r[-1] for r in store.report_rows()] == ["new.json"]
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     dup = [e for e in events if e["event"] == "model_duplicate"]
     assert dup == [dup[0]] and (dup[0]["winner"], dup[0]["others"]) == ("new.json", ["old.json"])
@@ -107,8 +107,8 @@ def test_target_change_rescores_everything(make_settings: Any) -> None:
     higher = make_settings(target_recall=0.95)
     summary = run(higher)
     assert (summary.read, summary.scored) == (1, 1)
-    store = Store.open(higher.db_path, target_recall=0.95)
-    assert next(store.report_rows())[3] == 0.95
+    with Store.open(higher.db_path, target_recall=0.95) as store:
+        assert next(store.report_rows())[3] == 0.95
 
 
 def test_missing_watch_dir_is_an_error_not_a_mass_removal(s: Settings) -> None:

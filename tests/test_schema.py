@@ -18,12 +18,12 @@ def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
     conn.execute("INSERT INTO history (at, path, outcome) VALUES ('t', 'a.json', 'removed')")
     conn.commit()
     conn.close()
-    s = Store.open(tmp_path / "w.db")
-    assert s.version == SCHEMA_VERSION == 4
-    assert "daemon_status" in s.db.table_names()
-    assert "curve" in s.db["results"].columns_dict
-    assert {"results_latest", "results_recent"} <= {i.name for i in s.db.table("results").indexes}
-    assert s.db.execute("SELECT outcome, path FROM history").fetchall() == [("removed", "a.json")]
+    with Store.open(tmp_path / "w.db") as s:
+        assert s.version == SCHEMA_VERSION == 4
+        assert "daemon_status" in s.db.table_names()
+        assert "curve" in s.db["results"].columns_dict
+        assert {"results_latest", "results_recent"} <= {i.name for i in s.db.table("results").indexes}
+        assert s.db.execute("SELECT outcome, path FROM history").fetchall() == [("removed", "a.json")]
 
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,9 @@ def rejected(path: str, sha: str = "r1", message: str = "bad") -> Rejected:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store.open(tmp_path / "w.db")
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "w.db") as opened:
+        yield opened
 
 
 def history(store: Store) -> list[tuple[str, str]]:
@@ -36,9 +38,9 @@ def history(store: Store) -> list[tuple[str, str]]:
 
 
 def test_new_database_is_wal_current_and_private(tmp_path: Path) -> None:
-    s = Store.open(tmp_path / "sub" / "w.db")
-    assert s.version == SCHEMA_VERSION
-    assert s.db.journal_mode == "wal"
+    with Store.open(tmp_path / "sub" / "w.db") as s:
+        assert s.version == SCHEMA_VERSION
+        assert s.db.journal_mode == "wal"
     assert (tmp_path / "sub" / "w.db").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "sub").stat().st_mode & 0o007 == 0
 
@@ -95,15 +97,17 @@ def test_report_filters(store: Store) -> None:
 
 
 def test_outcomes_of_another_target_or_rules_are_not_current(tmp_path: Path) -> None:
-    Store.open(tmp_path / "w.db").apply([scored("a.json"), rejected("b.json")])
+    with Store.open(tmp_path / "w.db") as first:
+        first.apply([scored("a.json"), rejected("b.json")])
     other = Store.open(tmp_path / "w.db", target_recall=0.9)
     keys, known = other.stat_keys(), other.known_paths(["a.json", "b.json"])
     assert keys["a.json"] is None and keys["b.json"] is not None  # a rejection does not depend on the target
     assert not known["a.json"].current and known["a.json"].reusable_sha is None
     assert known["b.json"].current and known["b.json"].reusable_sha == known["b.json"].sha256
-    newer_rules = Store.open(tmp_path / "w.db", rules_version=2)
-    assert set(newer_rules.stat_keys().values()) == {None}
-    assert not any(k.current for k in newer_rules.known_paths(["a.json", "b.json"]).values())
+    other.close()
+    with Store.open(tmp_path / "w.db", rules_version=2) as newer_rules:
+        assert set(newer_rules.stat_keys().values()) == {None}
+        assert not any(k.current for k in newer_rules.known_paths(["a.json", "b.json"]).values())
 
 
 def test_known_under_a_folder(store: Store) -> None:
@@ -135,11 +139,12 @@ def test_rejection_errors_are_a_json_array(store: Store) -> None:
 def test_readonly_open(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no database here yet"):
         Store.open_readonly(tmp_path / "none.db")
-    Store.open(tmp_path / "w.db").apply([scored("a.json")])
-    ro = Store.open_readonly(tmp_path / "w.db")
-    assert len(list(ro.report_rows())) == 1
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        ro.db.execute("DELETE FROM results")
+    with Store.open(tmp_path / "w.db") as rw:
+        rw.apply([scored("a.json")])
+    with Store.open_readonly(tmp_path / "w.db") as ro:
+        assert len(list(ro.report_rows())) == 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.db.execute("DELETE FROM results")
 
 
 def test_report_details_limit_keeps_the_most_recent_report_rows(store: Store) -> None:
@@ -167,8 +172,7 @@ def test_size_hint_is_at_least_the_number_of_stored_paths(store: Store) -> None:
     assert store.size_hint() >= 2
 
 
-def test_checkpointing_copies_the_log_into_the_database_file_meanwhile(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "w.db")
+def test_checkpointing_copies_the_log_into_the_database_file_meanwhile(store: Store, tmp_path: Path) -> None:
     store.apply([scored(f"{i}.json", f"m{i}") for i in range(500)])
     before = (tmp_path / "w.db").stat().st_size  # the batch is in the write-ahead log only
     with store.checkpointing():

@@ -70,7 +70,7 @@ def entry() -> int:
     """The ``watcher`` console script and ``python -m watcher``: :func:`main`, in a process of its own."""
     # What the imports made lives as long as the process: keep it out of the garbage collector's
     # passes (the ones a bulk scan's many objects set off, those of forked workers, and the one
-    # at exit, which cost ~25 ms of every command). Objects made from here on are collected as usual.
+    # at exit). Objects made from here on are collected as usual.
     gc.freeze()
     return main()
 

@@ -74,7 +74,7 @@ class UtcStamper:
     ``Z`` (``2024-05-01T12:00:00.000000Z``; fixed width, so text order is time order).
 
     structlog's ``TimeStamper(fmt="iso", utc=True)`` builds a ``datetime`` for every event
-    (2.2 µs, and a bulk scan logs a line per file); here the date and time of day are formatted
+    (a bulk scan logs a line per file); here the date and time of day are formatted
     once per second and only the microseconds per event. ``clock`` returns nanoseconds since
     the epoch (tests pass their own).
     """
@@ -97,8 +97,8 @@ class UtcStamper:
 
 
 # One encoder for every line: json.dumps(default=...) builds a new encoder per call, and even a
-# kept JSONEncoder builds its C encoder per call (1.1 µs of a line; a bulk scan logs one per
-# file). Without a circular-reference check (markers=None): an event is a flat dict of values.
+# kept JSONEncoder builds its C encoder per call (a bulk scan logs a line per file). Without a
+# circular-reference check (markers=None): an event is a flat dict of values.
 _ENCODER = json.JSONEncoder(default=_fallback)
 _c_encoder = getattr(json.encoder, "c_make_encoder", None)
 _ENCODE = (

@@ -58,8 +58,7 @@ class Summary:
 
 def log_applied(applied: Applied, store: Store) -> None:
     """One log event per changed file, and which file wins for each model_id held by several."""
-    # Bound once per batch: the module-level proxy looks the configuration up on every call,
-    # which was half the cost of a log line in a bulk scan.
+    # Bound once per batch: the module-level proxy looks the configuration up on every call.
     blog = log.bind()
     with logs.held():  # the batch's lines leave in one flush
         for s in applied.scored:

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 #: Bump when the validation rules change: every stored outcome is re-judged on the next reconcile.
-RULES_VERSION = 3  # 2: results carry the drawn curve; 3: stored as bytes
+RULES_VERSION = 3
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # RFC 3339 section 5.6 date-time, with seconds, at most 6 fraction digits, and an explicit offset.
@@ -51,7 +51,7 @@ def _uuid(value: str) -> str:
 def _email_problem(value: str) -> str | None:
     # Cached: a results directory holds thousands of files from a few dozen issuers, and the
     # syntax check (IDNA, unicode classes) is the costliest part of validating a file.
-    # Imported on first use: a re-scan that finds nothing new never needs it (26 ms of start-up).
+    # Imported on first use: a re-scan that finds nothing new never needs it.
     import email_validator
 
     try:

@@ -57,7 +57,6 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
 def candidates_anywhere(recalls: Sequence[float], target: float) -> list[int]:
     """Indexes of the points whose distance to ``target`` is within ``TOLERANCE`` of the smallest
     one, in order; any curve."""
-    # Comprehensions over plain lists of floats: the fastest scan measured for 101 points.
     distances = [abs(r - target) for r in recalls]
     limit = min(distances) + TOLERANCE
     return [i for i, d in enumerate(distances) if d <= limit]

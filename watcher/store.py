@@ -94,12 +94,12 @@ class Store:
                 db.enable_wal()
             # WAL + NORMAL: a crash loses at most the last commits, never consistency (and reconcile
             # redoes what was lost). Checkpoint less often than the default 1,000 pages: with
-            # random UUID keys each commit dirties many pages, and checkpoints dominated bulk scans.
+            # random UUID keys each commit dirties many pages.
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA wal_autocheckpoint = 10000")
             db.execute("PRAGMA journal_size_limit = 67108864")
             # A 32 MiB page cache (default 2 MiB): the model_id index takes inserts at random places,
-            # and with the default cache a bulk scan re-read pages from the OS about 3 times per file.
+            # which a small cache would read again from the OS.
             db.execute("PRAGMA cache_size = -32768")
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
@@ -137,6 +137,12 @@ class Store:
     def close(self) -> None:
         """Close the connection."""
         self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @property
     def version(self) -> int:
@@ -254,7 +260,7 @@ class Store:
         Closing the last connection makes that copy (and its fsync) itself: at the end of a bulk
         scan, tens of MiB that the caller would wait for. Done meanwhile, the copy overlaps the
         caller's work (sqlite3 releases the GIL). A checkpoint that cannot run now is left to
-        the close, as before.
+        the close.
         """
 
         def copy_wal() -> None:

@@ -61,8 +61,8 @@ class Tracker:
     """Per-path states and the readiness rules above. Not thread-safe: the writer thread owns it.
 
     Cost follows the events, not the files in flight: paths that may be ready at once sit in a set,
-    and the others are looked at only when the earliest of their deadlines is due. (Scanning every
-    state on each turn made a burst of 10,000 files quadratic.)
+    and the others are looked at only when the earliest of their deadlines is due (scanning every
+    state on each turn would make a burst quadratic).
     """
 
     settle_seconds: float
