@@ -1,7 +1,9 @@
-"""The CLI end to end, in a subprocess, as a user would run it."""
+"""The CLI: in-process through ``watcher.cli.main(argv, stdout)`` (exact output and exit code), and
+end to end in a subprocess, as a user would run it."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import doc, write
+from watcher import cli
 
 MODEL = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
 
@@ -22,6 +25,21 @@ def watcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     return subprocess.run(
         [sys.executable, "-m", "watcher", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60
     )
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``run(*argv)`` -> (exit code, stdout, stderr) of ``watcher.cli.main``, in this process."""
+    for key in [k for k in os.environ if k.startswith("WATCHER_")]:
+        monkeypatch.delenv(key)
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        out = io.StringIO()
+        capsys.readouterr()
+        code = cli.main(list(argv), out)
+        return code, out.getvalue(), capsys.readouterr().err
+
+    return call
 
 
 def events(stderr: str) -> list[dict[str, Any]]:
@@ -175,3 +193,38 @@ def test_the_process_entry_keeps_what_the_imports_made_out_of_the_collector() ->
         "cli.main = lambda: 0 if gc.get_freeze_count() > 10_000 else 1; sys.exit(cli.entry())"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "stderr"),
+    [
+        (
+            ["report", "--formt", "csv"],
+            "watcher report: unrecognized arguments: --formt csv (see 'watcher report --help')\n",
+        ),
+        (
+            ["report", "--format", "xml"],
+            "watcher report: argument --format: invalid choice: 'xml' (choose from 'csv', 'json', 'markdown',"
+            " 'table') (see 'watcher report --help')\n",
+        ),
+        ([], "watcher: the following arguments are required: COMMAND (see 'watcher --help')\n"),
+        (["scna"], "watcher: argument COMMAND: invalid choice: 'scna' (choose from "),
+        (["status", "--json=yes"], "watcher status: argument --json: ignored explicit argument 'yes' (see "),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_subcommand(run: Any, argv: list[str], stderr: str) -> None:
+    code, out, err = run(*argv)
+    assert (code, out) == (2, "")
+    assert err.startswith(stderr) and err.count("\n") == 1, err
+
+
+def test_help_and_version_go_to_stdout_and_exit_0(run: Any) -> None:
+    assert run("--version") == (0, "watcher 0.1.0\n", "")
+    code, out, err = run("report", "--help")
+    assert (code, err) == (0, "") and out.startswith("usage: watcher report ")
+
+
+def test_a_usage_error_in_a_subprocess_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = watcher("report", "--formt", "csv", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "watcher report: unrecognized arguments: --formt csv (see 'watcher report --help')\n"

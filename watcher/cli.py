@@ -7,12 +7,15 @@ configuration error; 3 runtime failure (database, watch dir) or, for ``status``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from watcher import __version__, logs
 from watcher.config import Settings, load_settings
@@ -35,13 +38,23 @@ def _common(p: argparse.ArgumentParser, watch: bool = True) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="lowest level logged")
 
 
+class UsageError(Exception):
+    """A command line argparse cannot use: one line for stderr, naming the (sub)command."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` instead of printing usage and exiting:
+    a usage error is one line on stderr, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``watcher`` command."""
-    parser = argparse.ArgumentParser(
-        prog="watcher", description="Turn a folder of evaluation results into a live table."
-    )
+    parser = _Parser(prog="watcher", description="Turn a folder of evaluation results into a live table.")
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("scan", help="reconcile the watch dir into the database once")
     _common(p)
@@ -78,7 +91,13 @@ def entry() -> int:
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
     """Entry point of the ``watcher`` console script; returns the exit code."""
     out = stdout or sys.stdout
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv, out)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except SystemExit as exc:  # --help, --version: printed, nothing else to do
+        return int(exc.code or 0)
     flags = {k: getattr(args, k, None) for k in ("db_path", "watch_dir", "log_format", "log_level")}
     try:
         settings = load_settings(args.config, flags=flags)
@@ -91,8 +110,36 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     except WatcherError as exc:
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader went away (``watcher report | head``): not an error. Later writes (the
+        # interpreter's flush at exit) go nowhere instead of failing again.
+        _silence(out)
+        return EXIT_OK
+    except (OSError, sqlite3.Error) as exc:  # what no command foresaw: still one line, no traceback
+        print(f"watcher {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _silence(out: TextIO) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def parse_args(argv: Sequence[str] | None, out: TextIO) -> argparse.Namespace:
+    """Parse ``argv``; raises :class:`UsageError`. ``--help`` and ``--version`` print to ``out``
+    and raise ``SystemExit(0)``."""
+    parser = build_parser()
+    with contextlib.redirect_stdout(out):
+        args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse leaves a subcommand's unknown options to the top level, which would show the
+        # top-level usage: name the subcommand they were given to.
+        raise UsageError(
+            f"watcher {args.command}: unrecognized arguments: {' '.join(extra)} (see 'watcher {args.command} --help')"
+        )
+    return args
 
 
 def cmd_scan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
