@@ -228,3 +228,65 @@ def test_a_usage_error_in_a_subprocess_is_one_line_and_exit_2(tmp_path: Path) ->
     proc = watcher("report", "--formt", "csv", cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == "watcher report: unrecognized arguments: --formt csv (see 'watcher report --help')\n"
+
+
+def as_user(groups: list[int], argv: list[str]) -> tuple[int, str, str]:
+    """``cli.main(argv)`` in a forked child running as 'nobody' with these supplementary groups:
+    (exit code, stdout, stderr). Forked, not exec'd: this interpreter may not be reachable for
+    'nobody'."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.setgroups(groups)
+            os.setgid(65534)
+            os.setuid(65534)
+            out, err = io.StringIO(), io.StringIO()
+            sys.stderr = err
+            code = cli.main(argv, out)
+            result = json.dumps([code, out.getvalue(), err.getvalue()])
+        except BaseException as exc:
+            result = json.dumps([-1, "", repr(exc)])
+        os.write(write_end, result.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        raw = fh.read()
+    os.waitpid(pid, 0)
+    code, out, err = json.loads(raw)
+    return int(code), str(out), str(err)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user ('nobody')")
+def test_a_reader_outside_the_group_is_told_which_group_to_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grp
+    import shutil
+    import tempfile
+
+    for key in [k for k in os.environ if k.startswith("WATCHER_")]:
+        monkeypatch.delenv(key)
+    group = grp.getgrnam("daemon")  # a system group 'nobody' is not in
+    top = Path(tempfile.mkdtemp(prefix="watcher-perm-"))  # (pytest's tmp_path is closed to others)
+    try:
+        top.chmod(0o755)
+        write(top / "inbox" / "a.json", doc(model_id=MODEL))
+        state = top / "state"
+        assert cli.main(["scan", "--watch-dir", str(top / "inbox"), "--db", str(state / "w.db")], io.StringIO()) == 0
+        # What the service leaves: a 0750 folder of 0640 files, owned by the service's group.
+        for p in [state, *state.rglob("*")]:
+            os.chown(p, 0, group.gr_gid)
+        db = str(state / "w.db")
+        for warm_up in (["report", "--db", db], ["status", "--db", db]):  # whatever main imports lazily,
+            cli.main(warm_up, io.StringIO())  # imported now: the children cannot read this interpreter's files
+        hint = f"join the group that owns it (e.g. `sudo usermod -aG {group.gr_name} $USER`, then log in again)\n"
+        for command in (["report", "--db", db], ["status", "--db", db]):
+            assert as_user([], command) == (3, "", f"watcher: permission denied: {db}; {hint}")
+        # The folder open but the file closed: the same advice, from the file's group.
+        state.chmod(0o755)
+        assert as_user([], ["report", "--db", db]) == (3, "", f"watcher: permission denied: {db}; {hint}")
+        state.chmod(0o750)
+        # Joining the group is enough to read it (the read-only WAL reader cannot write -shm).
+        code, out, err = as_user([group.gr_gid], ["report", "--db", db, "--format", "csv"])
+        assert (code, err) == (0, "") and f"{MODEL},ana@example.com," in out
+    finally:
+        shutil.rmtree(top)

@@ -13,6 +13,10 @@ class StoreError(WatcherError):
     """The database cannot be opened, migrated or written."""
 
 
+class DatabaseAccessError(StoreError):
+    """The database exists but this user may not read it (not in the group that owns it)."""
+
+
 class WatchDirError(WatcherError):
     """The watch directory is missing or is not a directory."""
 

@@ -9,6 +9,7 @@ outcomes in one transaction, so a crash leaves either all of a batch or none of 
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import sqlite3
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlite_utils
 
-from watcher.errors import StoreError
+from watcher.errors import DatabaseAccessError, StoreError
 from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, StatKey, Unchanged, stored_path
 from watcher.resultfile import RULES_VERSION
 from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
@@ -121,8 +122,7 @@ class Store:
         it while the daemon writes. ``target_recall`` and ``rules_version`` are those
         :meth:`stat_keys` compares with; without a target, no stored result counts as current.
         """
-        if not path.is_file():
-            raise StoreError(f"{path}: no database here yet; run 'watcher scan' or 'watcher run' first")
+        _check_readable(path)
         try:
             conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
             store = cls(sqlite_utils.Database(conn), path, rules_version, target_recall)
@@ -420,6 +420,36 @@ class Store:
             f" files_removed = files_removed + :d{assigns} WHERE id = 1",
             {"s": scored, "r": rejected, "d": removed, **values},
         )
+
+
+def _check_readable(path: Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` is a database file this user may read: a missing
+    one says how to create it, an unreadable one which group to join."""
+    try:
+        if path.is_file() and os.access(path, os.R_OK):
+            return
+        exists = path.is_file()
+    except PermissionError:  # a folder on the way is closed to this user
+        exists = True
+    if not exists:
+        raise StoreError(f"{path}: no database here yet; run 'watcher scan' or 'watcher run' first")
+    raise DatabaseAccessError(f"permission denied: {path}; {_access_hint(path)}")
+
+
+def _access_hint(path: Path) -> str:
+    # The service creates its folder 0750 and its files 0640, group-readable: readers join that
+    # group. Name the group of the nearest folder or file on the way that this user can stat.
+    for candidate in (path, *path.absolute().parents):
+        try:
+            gid = candidate.stat().st_gid
+        except OSError:
+            continue
+        try:
+            group = grp.getgrgid(gid).gr_name
+        except KeyError:
+            group = str(gid)
+        return f"join the group that owns it (e.g. `sudo usermod -aG {group} $USER`, then log in again)"
+    return "ask its owner for read access"
 
 
 def _stat_tuple(stat: FileStat | None) -> tuple[int | None, int | None, int | None]:
