@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import doc, write
+from tests.helpers import doc, wait_until, write
 from watcher import cli
 
 MODEL = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
@@ -290,3 +290,20 @@ def test_a_reader_outside_the_group_is_told_which_group_to_join(monkeypatch: pyt
         assert (code, err) == (0, "") and f"{MODEL},ana@example.com," in out
     finally:
         shutil.rmtree(top)
+
+
+def test_status_of_a_daemon_that_scored_files_at_start_shows_its_last_event(tmp_path: Path) -> None:
+    from tests.daemon_harness import Daemon
+
+    write(tmp_path / "inbox" / "a.json", doc(model_id=MODEL))
+    daemon = Daemon(tmp_path)
+    try:
+        daemon.start()  # the start-up reconcile scores a.json; no file event follows
+        wait_until(lambda: daemon.query("SELECT last_event_at FROM daemon_status")[0][0], timeout=15, what="status")
+        proc = watcher("status", "--db", str(daemon.db), cwd=tmp_path)
+        lines = dict(line.split(":", 1) for line in proc.stdout.splitlines() if not line.startswith(" "))
+        assert proc.returncode == 0 and lines["results"].strip() == "1"
+        changed = daemon.query("SELECT at FROM history")[0][0]
+        assert lines["last event"].strip() >= changed and lines["last change"].strip() == changed
+    finally:
+        assert daemon.stop() == 0

@@ -206,6 +206,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             "running": daemon_running(settings.db_path),
             "daemon": store.status(),
             "counts": store.counts(),
+            "last_change": store.last_change(),
             "recent_rejections": [
                 {"path": r["path"], "rejected_at": r["rejected_at"], "reason": _first_reason(r["errors"])}
                 for r in store.rejection_rows(limit=5)
@@ -235,6 +236,7 @@ def _format_status(info: dict[str, Any], settings: Settings) -> str:
         f"started at:      {d.get('started_at') or '-'}",
         f"last event:      {d.get('last_event_at') or '-'}",
         f"last reconcile:  {d.get('last_reconcile_at') or '-'}",
+        f"last change:     {info['last_change'] or '-'}",
         f"models:          {c['models']}",
         f"results:         {c['results']}",
         f"rejections:      {c['rejections']}",

@@ -302,6 +302,11 @@ class Store:
         ).fetchone()
         return dict(zip(("models", "results", "rejections", "history"), row, strict=True))
 
+    def last_change(self) -> str | None:
+        """When the newest outcome in ``history`` was recorded (by a daemon or a scan), or ``None``."""
+        row = self.db.execute("SELECT at FROM history ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
     def duplicates(self, models: Iterable[str]) -> dict[str, list[str]]:
         """For each given model_id held by several files, its paths, the winner first.
 

@@ -242,6 +242,9 @@ class Writer(threading.Thread):
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         if summary.changed:
+            # Outcomes applied by a reconcile (the start-up one above all) are events too: without
+            # this, status showed no last event while counting the files just scored.
+            self.last_event_at = time.time()
             self.on_change()
         log.info(
             "reconcile_done", under=stored_path(under) or ".", seen=summary.seen, read=summary.read,
