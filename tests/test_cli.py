@@ -307,3 +307,59 @@ def test_status_of_a_daemon_that_scored_files_at_start_shows_its_last_event(tmp_
         assert lines["last event"].strip() >= changed and lines["last change"].strip() == changed
     finally:
         assert daemon.stop() == 0
+
+
+LOW = doc(model_id=MODEL, threshold_arr=[0.0, 0.5, 1.0], recall_arr=[0.6, 0.5, 0.0])
+
+
+def test_validate_a_folder_checks_every_file_the_patterns_select(run: Any, tmp_path: Path) -> None:
+    write(tmp_path / "d" / "low.json", LOW)
+    write(tmp_path / "d" / "sub" / "bad.json", "[1]")
+    for ignored in (".hidden/x.json", "x.json.tmp", "notes.txt"):
+        write(tmp_path / "d" / ignored, "garbage")
+    (tmp_path / "empty").mkdir()
+    code, out, err = run("validate", str(tmp_path / "d"), str(tmp_path / "empty"))
+    assert (code, err) == (1, "")
+    assert out == (
+        f"{tmp_path}/d/low.json: ok: model_id {MODEL}, optimal_threshold 0.0, closest_recall_value 0.6;"
+        " below the target recall 0.85\n"
+        f"{tmp_path}/d/sub/bad.json: invalid\n"
+        "  (file): top level must be a JSON object, not an array\n"
+        f"{tmp_path}/empty: no file here matches the patterns (*.json)\n"
+    )
+    assert run("validate", str(tmp_path / "d" / "low.json"), str(tmp_path / "empty"))[0] == 0  # below target: valid
+
+
+NO_AT = "An email address must have an @-sign."
+
+
+def test_validate_reads_standard_input_and_speaks_json_lines(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "bad.json", doc(issuer="nobody"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(LOW).encode())))
+    code, out, err = run("validate", "-", str(tmp_path / "bad.json"), str(tmp_path / "gone.json"), "--format", "json")
+    assert (code, err) == (1, "")
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {
+            "path": "-", "valid": True, "model_id": MODEL, "issuer": "ana@example.com",
+            "experiment_date": "2024-05-01T12:00:00.000Z", "optimal_threshold": 0.0, "closest_recall_value": 0.6,
+            "target_recall": 0.85, "target_met": False, "errors": [],
+        },
+        {
+            "path": str(tmp_path / "bad.json"), "valid": False,
+            "errors": [{"field": "issuer", "message": f"not a valid e-mail address: {NO_AT}"}],
+        },
+        {"path": str(tmp_path / "gone.json"), "valid": False, "errors": [{"field": None, "message": "no such file"}]},
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert run("validate", "-") == (1, "-: invalid\n  (file): file is empty\n", "")
+
+
+def test_validate_standard_input_in_a_subprocess(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher", "validate", "-"], input=json.dumps(LOW), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.startswith(f"-: ok: model_id {MODEL}, optimal_threshold 0.0,")

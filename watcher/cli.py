@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from watcher import __version__, logs
+from watcher.check import check
 from watcher.config import Settings, load_settings
 from watcher.errors import ConfigError, WatcherError
-from watcher.judge import JudgeOptions, judge
-from watcher.outcomes import Rejected, Scored
 from watcher.reconcile import scan
 from watcher.render import RENDERERS
 from watcher.store import Store
@@ -71,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check files before writing them into the watch dir")
     _common(p, watch=False)
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="a results file; a folder (every file in it that the config's patterns select); - for standard input",
+    )  # fmt: skip
+    p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
 
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
@@ -173,26 +176,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """``watcher validate FILE...``: one verdict per file, reasons indented below."""
-    invalid = 0
-    for path in args.files:
-        opts = JudgeOptions(
-            root=path.parent.absolute(), target_recall=settings.target_recall,
-            max_file_bytes=settings.max_file_bytes, max_errors=settings.max_errors_per_file, follow_symlinks=True,
-        )  # fmt: skip
-        outcome = judge(path.name, opts)
-        if isinstance(outcome, Scored):
-            print(
-                f"{path}: ok: model_id {outcome.model_id}, optimal_threshold {outcome.optimal_threshold}, "
-                f"closest_recall_value {outcome.closest_recall_value}",
-                file=out,
-            )
-            continue
-        invalid += 1
-        problems = outcome.errors if isinstance(outcome, Rejected) else ()
-        print(f"{path}: invalid" + ("" if problems else ": no such file"), file=out)
-        for p in problems:
-            print(f"  {p.field or '(file)'}: {p.message}", file=out)
+    """``watcher validate PATH...``: one verdict per file; exit 1 if any is invalid."""
+    invalid = check(args.paths, settings, args.format, out, sys.stdin.buffer)
     return EXIT_INVALID if invalid else EXIT_OK
 
 
