@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import doc, wait_until, write
 from watcher import cli
+from watcher.schema import REPORT_COLUMNS
 
 MODEL = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
 
@@ -107,7 +108,8 @@ def test_report_filters_and_formats(tree: Path) -> None:
     assert by_model.stdout.splitlines()[2].startswith(f"| {MODEL} | ana@example.com | 0.5 | 0.85 |")
     table = watcher("report", "--db", "var/w.db", "--format", "table", cwd=tree)
     assert table.stdout.splitlines()[0].split() == [
-        "model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path",
+        "model_id", "issuer", "optimal_threshold", "closest_recall_value", "target_recall", "target_met",
+        "experiment_date", "path",
     ]  # fmt: skip
 
 
@@ -363,3 +365,28 @@ def test_validate_standard_input_in_a_subprocess(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.startswith(f"-: ok: model_id {MODEL}, optimal_threshold 0.0,")
+
+
+def test_report_below_target_sorted_and_what_matched_nothing(run: Any, tmp_path: Path) -> None:
+    a, b, c = (f"{n}0000000-0000-4000-8000-000000000000" for n in "abc")
+    write(tmp_path / "inbox" / "a.json", doc(model_id=a, recall_arr=[0.8, 0.75, 0.7, 0.6, 0.0]))  # 0.8 at 0.0
+    write(tmp_path / "inbox" / "b.json", doc(model_id=b, issuer="=2+3@example.com"))  # meets it: 0.85 at 0.5
+    write(tmp_path / "inbox" / "c.json", doc(model_id=c, recall_arr=[0.7, 0.6, 0.5, 0.4, 0.0]))  # 0.7 at 0.0
+    db = str(tmp_path / "w.db")
+    assert run("scan", "--watch-dir", str(tmp_path / "inbox"), "--db", db)[0] == 0
+    code, out, err = run("report", "--db", db, "--below-target", "--sort", "closest_recall_value", "--desc")
+    assert (code, err) == (0, "")
+    date, head = "2024-05-01T12:00:00.000Z", ",".join(REPORT_COLUMNS)
+    assert out == f"{head}\n{a},ana@example.com,0.0,0.8,0.85,false,{date},a.json\n" + (
+        f"{c},ana@example.com,0.0,0.7,0.85,false,{date},c.json\n"
+    )
+    code, out, _ = run("report", "--db", db, "--sort", "optimal_threshold", "--format", "json")
+    assert [(r["model_id"], r["target_met"]) for r in json.loads(out)] == [(a, False), (c, False), (b, True)]
+    assert json.loads(out)[2]["issuer"] == "=2+3@example.com"
+    code, out, _ = run("report", "--db", db, "--model", "zzz", "--format", "table")
+    assert (code, out.splitlines()[-1]) == (0, "(no model matches --model zzz)")
+    code, out, _ = run("report", "--db", db, "--issuer", "bob@example.com", "--below-target", "--format", "table")
+    assert out.splitlines()[-1] == "(no model matches --issuer bob@example.com --below-target)"
+    assert run("report", "--db", db, "--model", "zzz", "--format", "csv") == (0, head + "\n", "")
+    code, _, err = run("report", "--db", db, "--sort", "size")
+    assert code == 2 and err.startswith("watcher report: argument --sort: invalid choice: 'size'")

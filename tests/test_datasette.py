@@ -51,3 +51,12 @@ def test_canned_queries_answer(make_settings: Any, request: pytest.FixtureReques
     assert [r[0] for r in run("models_missing_target")] == [model]
     assert run("rejections_by_reason")[0][0] == "issuer" and run("rejections_by_reason")[0][2] == 2
     assert [r[3] for r in run("history_of_model", model_id=model.upper())] == ["scored"]
+
+
+def test_distance_reads_as_the_decimal_difference(make_settings: Any) -> None:
+    settings: Settings = make_settings()
+    write(settings.watch_dir / "a.json", doc(recall_arr=[1.0, 0.9, 0.8, 0.5, 0.0]))  # 0.9 vs 0.85, 0.8 vs 0.85
+    scan(settings)
+    conn = sqlite3.connect(settings.db_path)
+    assert conn.execute("SELECT closest_recall_value, distance, target_met FROM results").fetchall() == [(0.9, 0.05, 1)]
+    assert conn.execute("SELECT CAST(distance AS TEXT) FROM results").fetchall() == [("0.05",)]

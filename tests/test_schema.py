@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from watcher.errors import StoreError
-from watcher.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
 from watcher.store import Store
 
 
@@ -19,7 +19,7 @@ def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store.open(tmp_path / "w.db") as s:
-        assert s.version == SCHEMA_VERSION == 4
+        assert s.version == SCHEMA_VERSION == 5
         assert "daemon_status" in s.db.table_names()
         assert "curve" in s.db["results"].columns_dict
         assert {"results_latest", "results_recent"} <= {i.name for i in s.db.table("results").indexes}
@@ -39,3 +39,21 @@ def test_statements_splits_a_script_into_whole_statements() -> None:
         "CREATE TABLE a (x)",
         "-- why\nCREATE INDEX b ON a (x)",
     ]
+
+
+def test_version_5_shows_the_target_in_the_report_and_rounds_stored_distances(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.executescript(";\n".join(MIGRATIONS[:4]) + "\nPRAGMA user_version = 4;")
+    conn.execute(
+        "INSERT INTO results VALUES ('a.json', 'm1', 'a@x.org', 'd', 'd', 0.5, 0.8, 0.04999999999999993, 0, 0.85,"
+        " 3, 1, 1, 1, 'h', 3, 't', '')"
+    )
+    conn.commit()
+    conn.close()
+    s = Store.open(tmp_path / "w.db")
+    assert s.db.execute("SELECT * FROM report").fetchall() == [("m1", "a@x.org", 0.5, 0.8, 0.85, 0, "d", "a.json")]
+    assert [c.name for c in s.db["report"].columns] == list(REPORT_COLUMNS)
+    assert s.db.execute("SELECT distance FROM results").fetchall() == [(0.05,)]
+    # The report is still read from the covering index alone, in model_id order.
+    plan = " ".join(row[-1] for row in s.db.execute("EXPLAIN QUERY PLAN SELECT * FROM report ORDER BY model_id"))
+    assert "COVERING INDEX results_latest" in plan and "TEMP B-TREE" not in plan, plan

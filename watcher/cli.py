@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -22,7 +23,8 @@ from watcher.check import check
 from watcher.config import Settings, load_settings
 from watcher.errors import ConfigError, WatcherError
 from watcher.reconcile import scan
-from watcher.render import RENDERERS
+from watcher.render import RENDERERS, render_table
+from watcher.schema import REPORT_COLUMNS
 from watcher.store import Store
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG, EXIT_FAILURE = 0, 1, 2, 3
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=sorted(RENDERERS), help="default: table on a terminal, csv otherwise")
     p.add_argument("--issuer", help="only this issuer's models")
     p.add_argument("--model", help="only model_ids starting with this")
+    p.add_argument("--below-target", action="store_true", help="only models whose best point misses the target")
+    p.add_argument("--sort", choices=REPORT_COLUMNS, metavar="COLUMN", help="sort by this column (default: model_id)")
+    p.add_argument("--desc", action="store_true", help="sort in descending order")
 
     p = sub.add_parser("validate", help="check files before writing them into the watch dir")
     _common(p, watch=False)
@@ -167,9 +172,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher report``."""
     fmt = args.format or ("table" if out.isatty() else "csv")
+    render = RENDERERS[fmt]
+    filters = [f"--issuer {args.issuer}"] * bool(args.issuer) + [f"--model {args.model}"] * bool(args.model)
+    filters += ["--below-target"] * args.below_target
+    if fmt == "table" and filters:
+        render = functools.partial(render_table, empty=f"(no model matches {' '.join(filters)})")
     store = Store.open_readonly(settings.db_path)
     try:
-        RENDERERS[fmt](store.report_rows(issuer=args.issuer, model=args.model), out)
+        rows = store.report_rows(
+            issuer=args.issuer, model=args.model, below_target=args.below_target, sort=args.sort, desc=args.desc
+        )
+        render(rows, out)
     finally:
         store.close()
     return EXIT_OK

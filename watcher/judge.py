@@ -56,6 +56,11 @@ class JudgeOptions:
         )
 
 
+#: The stored distance is rounded: |0.8 - 0.85| is 0.05 to whoever reads the database, not the float
+#: subtraction's 0.04999999999999993. (Scoring compares the exact distances.)
+DISTANCE_DECIMALS = 12
+
+
 def _reject(path: str, message: str, stat: FileStat | None = None) -> Rejected:
     return Rejected(path, stat, None, (Problem(None, message),))
 
@@ -222,7 +227,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         experiment_at=result.experiment_at,
         optimal_threshold=score.threshold,
         closest_recall_value=score.recall,
-        distance=score.distance,
+        distance=round(score.distance, DISTANCE_DECIMALS),
         target_met=score.target_met,
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),

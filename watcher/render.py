@@ -34,62 +34,100 @@ class _Sink(Protocol):
     def end(self) -> None: ...
 
 
+#: What a spreadsheet evaluates when a cell starts with it (a formula, or Excel's DDE): such a text
+#: cell gets a leading ``'`` in the CSV and Markdown reports, as OWASP's "CSV Injection" page advises.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_MARKERS = tuple(sep + c for sep in (",", "\n") for c in FORMULA_START)
+_BOOL = ("false", "true")
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` with a leading ``'`` when a spreadsheet would evaluate it; else unchanged."""
+    return "'" + cell if cell.startswith(FORMULA_START) else cell
+
+
+def _as_text(columns: Sequence[str]) -> Callable[[Row], list[Any]]:
+    """A row's cells as a spreadsheet should import them: text cells neutralised, ``target_met``
+    as true/false, numbers left as they are."""
+    flag = columns.index("target_met") if "target_met" in columns else -1
+
+    def convert(row: Row) -> list[Any]:
+        cells = [neutralise(v) if isinstance(v, str) else v for v in row]
+        if flag >= 0 and not isinstance(row[flag], str):
+            cells[flag] = _BOOL[bool(row[flag])]
+        return cells
+
+    return convert
+
+
 class _Csv:
-    """RFC 4180 CSV with a header line."""
+    """RFC 4180 CSV with a header line; text cells a spreadsheet would evaluate are neutralised."""
 
     # The report's own rows (TEXT/REAL NOT NULL) rarely hold a character that needs quoting, so a
     # chunk is first formatted plainly (much faster than csv.writer); it is kept only if it holds
-    # exactly one comma per column gap and one newline per row and no quote or carriage return,
-    # where csv.writer would have quoted nothing and written the same text (floats as repr, like
-    # csv). Any other chunk goes through csv.writer.
-    _template = "%s,%s,%r,%r,%s,%s\n"  # REPORT_COLUMNS: the two scores are REAL
+    # exactly one comma per column gap and one newline per row, no quote or carriage return, and
+    # no cell starting with a formula character, where csv.writer would have quoted nothing and
+    # written the same text (floats as repr, like csv). Any other chunk goes through csv.writer.
+    _template = "%s,%s,%r,%r,%r,%s,%s,%s\n"  # REPORT_COLUMNS: three REAL, then target_met
 
     def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
         self.out = out
         self.writer = csv.writer(out, lineterminator="\n")
         self.writer.writerow(columns)
         self.fast = tuple(columns) == REPORT_COLUMNS
+        self.as_text = _as_text(columns)
 
     def add(self, rows: list[Row]) -> None:
         if self.fast:
-            t = self._template
-            text = "".join([t % tuple(row) for row in rows])
+            t, b = self._template, _BOOL
+            text = "".join([t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows])
             if (
                 text.count(",") == (len(REPORT_COLUMNS) - 1) * len(rows)
                 and text.count("\n") == len(rows)
                 and '"' not in text
                 and "\r" not in text
+                and not text.startswith(FORMULA_START)
+                and not any(marker in text for marker in _MARKERS)
             ):
                 self.out.write(text)
                 return
-        self.writer.writerows(rows)
+        self.writer.writerows(map(self.as_text, rows))
 
     def end(self) -> None:
         pass
 
 
 class _Json:
-    """A JSON array of objects (one per model, keys in column order), one key or value per line."""
+    """A JSON array of objects (one per model, keys in column order), one key or value per line;
+    ``target_met`` as a boolean. Values are as stored (nothing neutralised: this is for programs)."""
 
     # Encoded a chunk of rows per call of the C encoder: per-row dumps() calls, or indent= (which
     # falls back to the pure-Python encoder), cost seconds at 100,000 rows.
     _encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
-    # The report's own rows have fixed types (TEXT/REAL NOT NULL): filling a template with the C
-    # string escaper and float repr (what the encoder itself uses) is cheaper than building a
-    # dict per row. Output is identical (a test compares both).
+    # The report's own rows have fixed types (TEXT/REAL/INTEGER NOT NULL): filling a template with
+    # the C string escaper and float repr (what the encoder itself uses) takes half the time of
+    # building a dict per row. Output is identical (a test compares both).
     _template = "{" + ",\n".join(f'"{c}": %s' for c in REPORT_COLUMNS) + "}"
 
     def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
         self.out, self.columns, self.first = out, columns, True
         self.fast = tuple(columns) == REPORT_COLUMNS
+        self.flag = columns.index("target_met") if "target_met" in columns else -1
         out.write("[")
 
     def add(self, rows: list[Row]) -> None:
         if self.fast:
-            e, t = encode_basestring, self._template
-            text = ",\n".join([t % (e(m), e(i), repr(x), repr(y), e(d), e(p)) for m, i, x, y, d, p in rows])
+            e, t, b = encode_basestring, self._template, _BOOL
+            text = ",\n".join(
+                [t % (e(m), e(i), repr(x), repr(y), repr(r), b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
+            )
         else:
-            text = self._encode([dict(zip(self.columns, row, strict=True)) for row in rows])[1:-1]
+            objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
+            if self.flag >= 0:
+                key = self.columns[self.flag]
+                for obj in objects:
+                    obj[key] = bool(obj[key])
+            text = self._encode(objects)[1:-1]
         self.out.write(("\n" if self.first else ",\n") + text)
         self.first = False
 
@@ -98,14 +136,16 @@ class _Json:
 
 
 class _Markdown:
-    """A GitHub-flavoured Markdown table."""
+    """A GitHub-flavoured Markdown table; text cells a spreadsheet would evaluate are neutralised
+    (a table pasted from a rendered page lands in one)."""
 
     def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
         self.out = out
+        self.as_text = _as_text(columns)
         out.write("| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n")
 
     def add(self, rows: list[Row]) -> None:
-        self.out.writelines("| " + " | ".join(_md_cell(v) for v in row) + " |\n" for row in rows)
+        self.out.writelines("| " + " | ".join(_md_cell(v) for v in self.as_text(row)) + " |\n" for row in rows)
 
     def end(self) -> None:
         pass
@@ -145,12 +185,18 @@ def render_markdown(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = R
     _stream("markdown", rows, out, columns)
 
 
-def render_table(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
-    """An aligned plain-text table for terminals; numbers right-aligned."""
+def render_table(
+    rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS, empty: str = "(no models yet)"
+) -> None:
+    """An aligned plain-text table for terminals; numbers right-aligned; ``empty`` below the
+    header when there is no row."""
     rows = list(rows)
-    cells = [[_md_cell(v) for v in row] for row in rows]
+    flag = columns.index("target_met") if "target_met" in columns else -1
+    cells = [[_BOOL[bool(v)] if i == flag else _md_cell(v) for i, v in enumerate(row)] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))]
+    numeric = [
+        bool(rows) and i != flag and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))
+    ]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
@@ -159,7 +205,7 @@ def render_table(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPO
     out.write(line(list(columns)) + line(["-" * w for w in widths]))
     out.writelines(line(r) for r in cells)
     if not rows:
-        out.write("(no models yet)\n")
+        out.write(empty + "\n")
 
 
 Renderer = Callable[[Iterable[Row], TextIO], None]

@@ -7,7 +7,12 @@ once released: a change is a new one.
 
 from __future__ import annotations
 
-REPORT_COLUMNS = ("model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path")
+#: The ``report`` view's columns (since schema version 5): the chosen point, the target it was
+#: chosen for and whether it meets it (0/1), then where it comes from.
+REPORT_COLUMNS = (
+    "model_id", "issuer", "optimal_threshold", "closest_recall_value", "target_recall", "target_met",
+    "experiment_date", "path",
+)  # fmt: skip
 
 _V1 = """
 CREATE TABLE results (
@@ -105,8 +110,28 @@ WHERE path = (
 );
 """
 
+_V5 = """
+-- Readers see the target next to the chosen point, and whether it is met. The covering index gets
+-- the two columns too, so the report is still read from the index alone.
+DROP VIEW report;
+DROP INDEX results_latest;
+CREATE INDEX results_latest ON results (
+    model_id, experiment_at DESC, path DESC, issuer, optimal_threshold, closest_recall_value, target_recall,
+    target_met, experiment_date
+);
+CREATE VIEW report AS
+SELECT model_id, issuer, optimal_threshold, closest_recall_value, target_recall, target_met, experiment_date, path
+FROM results r
+WHERE path = (
+    SELECT l.path FROM results l WHERE l.model_id = r.model_id ORDER BY l.experiment_at DESC, l.path DESC LIMIT 1
+);
+-- |recall - target| as decimal inputs give it (0.05, not the float subtraction's 0.04999999999999993),
+-- as watcher.judge now stores it.
+UPDATE results SET distance = round(distance, 12);
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from watcher.config import Settings
 
 
+_DETAIL_COLUMNS = (
+    "model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path",
+    "target_recall", "target_met", "n_points", "curve",
+)  # fmt: skip
+
+
 def now_iso(at: float | None = None) -> str:
     """The current UTC time (or the ``time.time()`` value ``at``), ISO 8601 with milliseconds."""
     moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
@@ -221,9 +227,18 @@ class Store:
                 out[path] = make(((size, mtime_ns, inode) if size is not None else None, sha, current == 1))
         return out
 
-    def report_rows(self, issuer: str | None = None, model: str | None = None) -> Iterator[tuple[Any, ...]]:
-        """The ``report`` view sorted by model_id (tuples in REPORT_COLUMNS order), optionally
-        filtered by issuer or model_id prefix. A cursor: rows stream, they are not all in memory."""
+    def report_rows(
+        self,
+        issuer: str | None = None,
+        model: str | None = None,
+        below_target: bool = False,
+        sort: str | None = None,
+        desc: bool = False,
+    ) -> Iterator[tuple[Any, ...]]:
+        """The ``report`` view (tuples in REPORT_COLUMNS order), optionally filtered by issuer,
+        model_id prefix, or to the models whose best point misses the target; sorted by ``sort``
+        (one of REPORT_COLUMNS; descending with ``desc``), then by model_id. A cursor: rows stream,
+        they are not all in memory."""
         sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM report WHERE 1"
         args: dict[str, Any] = {}
         if issuer:
@@ -232,13 +247,23 @@ class Store:
         if model:
             sql += " AND model_id LIKE :model ESCAPE '\\'"
             args["model"] = model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return iter(self.db.execute(sql + " ORDER BY model_id", args))
+        if below_target:
+            sql += " AND target_met = 0"
+        order = "model_id"
+        if sort is not None and sort != "model_id":
+            if sort not in REPORT_COLUMNS:
+                raise ValueError(f"not a report column: {sort!r}")
+            order = f"{sort}{' DESC' if desc else ''}, model_id"
+        elif desc:
+            order = "model_id DESC"
+        return iter(self.db.execute(f"{sql} ORDER BY {order}", args))
 
     def report_details(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
-        """The report's rows with what the HTML page draws: ``REPORT_COLUMNS`` then target_recall,
-        target_met, n_points, curve (bytes), by model_id. With ``limit``, only that many models:
-        those with the most recent experiments."""
-        columns = f"{', '.join('r.' + c for c in REPORT_COLUMNS)}, r.target_recall, r.target_met, r.n_points, r.curve"
+        """The report's rows with what the HTML page draws: model_id, issuer, optimal_threshold,
+        closest_recall_value, experiment_date, path, target_recall, target_met, n_points, curve
+        (bytes), by model_id. With ``limit``, only that many models: those with the most recent
+        experiments."""
+        columns = ", ".join(f"r.{c}" for c in _DETAIL_COLUMNS)
         if limit is None:
             sql = f"SELECT {columns} FROM report v JOIN results r ON r.path = v.path"
         else:
