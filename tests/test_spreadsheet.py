@@ -38,9 +38,10 @@ HOSTILE = {
 }
 
 
-def spreadsheet_cells(csv_file: Path, work: Path) -> list[list[tuple[str, str | None, str]]]:
+def spreadsheet_cells(csv_file: Path, work: Path) -> list[list[tuple[str, str | None, str | None]]]:
     """Open ``csv_file`` in LibreOffice and save it as ODS; per row, each cell's (text, formula,
     value type)."""
+    assert SOFFICE is not None
     profile = work / "lo-profile"  # a profile of its own: never the user's, never shared
     proc = subprocess.Popen(
         [SOFFICE, "--headless", "--norestore", f"-env:UserInstallation={profile.as_uri()}",
