@@ -232,10 +232,10 @@ def test_a_usage_error_in_a_subprocess_is_one_line_and_exit_2(tmp_path: Path) ->
     assert proc.stderr == "watcher report: unrecognized arguments: --formt csv (see 'watcher report --help')\n"
 
 
-def as_user(groups: list[int], argv: list[str]) -> tuple[int, str, str]:
+def as_user(groups: list[int], argv: list[str], sigterm_after: float | None = None) -> tuple[int, str, str]:
     """``cli.main(argv)`` in a forked child running as 'nobody' with these supplementary groups:
-    (exit code, stdout, stderr). Forked, not exec'd: this interpreter may not be reachable for
-    'nobody'."""
+    (exit code, stdout, stderr); with ``sigterm_after``, the child gets a SIGTERM after that many
+    seconds. Forked, not exec'd: this interpreter may not be reachable for 'nobody'."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
@@ -245,6 +245,11 @@ def as_user(groups: list[int], argv: list[str]) -> tuple[int, str, str]:
             os.setuid(65534)
             out, err = io.StringIO(), io.StringIO()
             sys.stderr = err
+            if sigterm_after is not None:
+                import signal
+                import threading
+
+                threading.Timer(sigterm_after, os.kill, (os.getpid(), signal.SIGTERM)).start()
             code = cli.main(argv, out)
             result = json.dumps([code, out.getvalue(), err.getvalue()])
         except BaseException as exc:
@@ -290,6 +295,9 @@ def test_a_reader_outside_the_group_is_told_which_group_to_join(monkeypatch: pyt
         # Joining the group is enough to read it (the read-only WAL reader cannot write -shm).
         code, out, err = as_user([group.gr_gid], ["report", "--db", db, "--format", "csv"])
         assert (code, err) == (0, "") and f"{MODEL},ana@example.com," in out
+        # ... and to follow it.
+        code, out, err = as_user([group.gr_gid], ["follow", "--db", db, "--last", "1"], sigterm_after=1.0)
+        assert (code, err) == (0, "") and json.loads(out)["path"] == "a.json"
     finally:
         shutil.rmtree(top)
 

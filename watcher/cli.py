@@ -12,9 +12,11 @@ import functools
 import gc
 import json
 import os
+import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -22,6 +24,7 @@ from watcher import __version__, logs
 from watcher.check import check
 from watcher.config import Settings, load_settings
 from watcher.errors import ConfigError, WatcherError
+from watcher.follow import Follower, follow
 from watcher.reconcile import scan
 from watcher.render import RENDERERS, render_table
 from watcher.schema import REPORT_COLUMNS
@@ -80,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a results file; a folder (every file in it that the config's patterns select); - for standard input",
     )  # fmt: skip
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
+
+    p = sub.add_parser("follow", help="print outcomes as the database records them, until Ctrl-C")
+    _common(p, watch=False)
+    p.add_argument("--rejections", action="store_true", help="only rejected files")
+    p.add_argument("--last", type=int, default=0, metavar="N", help="first print the N most recent ones")
+    p.add_argument(
+        "--format", choices=["auto", "text", "json"], default="auto", help="auto: text on a terminal, else JSON lines"
+    )
 
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
@@ -194,6 +205,47 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     return EXIT_INVALID if invalid else EXIT_OK
 
 
+def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``watcher follow``: new outcomes from the database's history until SIGINT/SIGTERM (exit 0)."""
+    as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
+    follower = Follower(settings.db_path, rejections_only=args.rejections, last=max(args.last, 0))
+    stop = _StopRequest()
+    try:
+        with stop.on_signals():
+            for batch in follow(follower, stop.requested, threading.Event().wait):
+                out.write("".join((e.as_json() if as_json else e.as_text()) + "\n" for e in batch))
+                out.flush()  # a pipe (jq, grep) sees each batch as it comes
+    finally:
+        follower.close()
+    return EXIT_OK
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM only set a flag here; ``follow`` sees it within one polling interval."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def requested(self) -> bool:
+        return self.flag
+
+    @contextlib.contextmanager
+    def on_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        before = [signal.signal(sig, self._set) for sig in signals]
+        try:
+            yield
+        finally:
+            for sig, handler in zip(signals, before, strict=True):
+                signal.signal(sig, handler)
+
+    def _set(self, signum: int, frame: object) -> None:
+        self.flag = True
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status``: exit 0 when a daemon is running on this database, 3 otherwise."""
     from watcher.daemon import daemon_running
@@ -267,4 +319,5 @@ COMMANDS = {
     "report": cmd_report,
     "validate": cmd_validate,
     "status": cmd_status,
+    "follow": cmd_follow,
 }

@@ -332,6 +332,31 @@ class Store:
         row = self.db.execute("SELECT at FROM history ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else str(row[0])
 
+    def history_after(self, after: int, rejected_only: bool = False, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` history entries with an id above ``after``, oldest first: id, at, path,
+        outcome, sha256, model_id, detail (a rejection's errors as JSON), then, for a scored
+        entry whose file is still stored with that content, optimal_threshold,
+        closest_recall_value and target_met (else NULLs)."""
+        where = " AND h.outcome = 'rejected'" if rejected_only else ""
+        sql = (
+            "SELECT h.id, h.at, h.path, h.outcome, h.sha256, h.model_id, h.detail,"
+            " r.optimal_threshold, r.closest_recall_value, r.target_met"
+            " FROM history h LEFT JOIN results r ON h.outcome = 'scored' AND r.path = h.path AND r.sha256 = h.sha256"
+            f" WHERE h.id > ?{where} ORDER BY h.id LIMIT ?"
+        )
+        return self.db.execute(sql, [after, limit]).fetchall()
+
+    def history_start(self, back: int = 0, rejected_only: bool = False) -> int:
+        """The id to follow the history from: the newest entry's, or the one before the ``back``
+        newest (rejections only with ``rejected_only``); 0 for an empty history."""
+        where = "WHERE outcome = 'rejected'" if rejected_only else ""
+        if back <= 0:
+            row = self.db.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()
+        else:
+            sql = f"SELECT coalesce(min(id) - 1, 0) FROM (SELECT id FROM history {where} ORDER BY id DESC LIMIT ?)"
+            row = self.db.execute(sql, [back]).fetchone()
+        return int(row[0])
+
     def duplicates(self, models: Iterable[str]) -> dict[str, list[str]]:
         """For each given model_id held by several files, its paths, the winner first.
 
