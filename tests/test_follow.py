@@ -134,6 +134,7 @@ def test_follow_a_running_daemon_in_a_pipe_then_ctrl_c(tmp_path: Path) -> None:
     # --last 1: each prints before.json's rejection first, which shows it is following.
     every, rejected = start_follow("--last", "1"), start_follow("--rejections", "--last", "1")
     procs = [every, rejected]
+    seen_every = seen_rejected = None
     try:
         assert every.stdout is not None and rejected.stdout is not None
         seen_every, seen_rejected = Lines(every.stdout), Lines(rejected.stdout)
@@ -159,7 +160,13 @@ def test_follow_a_running_daemon_in_a_pipe_then_ctrl_c(tmp_path: Path) -> None:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
+            readers = [r for r in (seen_every, seen_rejected) if r is not None]
+            for reader in readers:
+                reader.thread.join(timeout=10)  # EOF once the process is gone
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         assert daemon.stop() == 0
 
 
