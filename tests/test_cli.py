@@ -398,3 +398,14 @@ def test_report_below_target_sorted_and_what_matched_nothing(run: Any, tmp_path:
     assert run("report", "--db", db, "--model", "zzz", "--format", "csv") == (0, head + "\n", "")
     code, _, err = run("report", "--db", db, "--sort", "size")
     assert code == 2 and err.startswith("watcher report: argument --sort: invalid choice: 'size'")
+
+
+def test_an_unforeseen_error_is_one_line_and_exit_3(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("something no command foresaw")
+
+    monkeypatch.setattr(cli, "scan", broken)
+    code, out, err = run("scan", "--watch-dir", str(tmp_path), "--db", str(tmp_path / "w.db"))
+    assert (code, out, err) == (3, "", "watcher scan: internal error: ValueError: something no command foresaw\n")
+    monkeypatch.setattr(cli, "check", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied", "x")))
+    assert run("validate", "x.json") == (3, "", "watcher validate: [Errno 13] Permission denied: 'x'\n")

@@ -75,13 +75,13 @@ def test_no_cell_of_the_csv_report_becomes_a_formula(make_settings: Any, tmp_pat
     summary, _ = scan(settings)
     assert summary.scored == len(HOSTILE)
     rows = spreadsheet_cells(settings.reports / "report.csv", tmp_path)
+    assert [formula for row in rows for _, formula, _ in row if formula] == []
     header = [text for text, _, _ in rows[0]]
     assert header[:8] == [
         "model_id", "issuer", "optimal_threshold", "closest_recall_value", "target_recall", "target_met",
         "experiment_date", "path",
     ]  # fmt: skip
     body = rows[1 : 1 + len(HOSTILE)]
-    assert [formula for row in rows for _, formula, _ in row if formula] == []
     # What the reader sees: the text as written, after the quote that keeps it text.
     paths = sorted(row[7][0] for row in body)
     assert paths == sorted(("'" + n if n[0] in "=+-@" else n) for n in HOSTILE)

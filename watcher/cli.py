@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -139,6 +140,11 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line (the traceback at --log-level debug)
+        if settings.log_level == "debug":
+            traceback.print_exc()
+        print(f"watcher {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _silence(out: TextIO) -> None:
