@@ -39,6 +39,7 @@ class _Sink(Protocol):
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_CHARS = frozenset(FORMULA_START)
 _BOOL = ("false", "true")
+_REAL = ("optimal_threshold", "closest_recall_value", "target_recall")  # written as repr, as json does
 
 
 def neutralise(cell: str) -> str:
@@ -109,7 +110,7 @@ class _Json:
     # The report's own rows have fixed types (TEXT/REAL/INTEGER NOT NULL): filling a template with
     # the C string escaper and float repr (what the encoder itself uses) takes half the time of
     # building a dict per row. Output is identical (a test compares both).
-    _template = "{" + ",\n".join(f'"{c}": %s' for c in REPORT_COLUMNS) + "}"
+    _template = "{" + ",\n".join(f'"{c}": %{"r" if c in _REAL else "s"}' for c in REPORT_COLUMNS) + "}"
 
     def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
         self.out, self.columns, self.first = out, columns, True
@@ -120,9 +121,7 @@ class _Json:
     def add(self, rows: list[Row]) -> None:
         if self.fast:
             e, t, b = encode_basestring, self._template, _BOOL
-            text = ",\n".join(
-                [t % (e(m), e(i), repr(x), repr(y), repr(r), b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
-            )
+            text = ",\n".join([t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows])
         else:
             objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
             if self.flag >= 0:
