@@ -16,6 +16,7 @@ killed) at the end, whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests import nspawn
-from tests.helpers import doc, wait_until  # noqa: F401
+from tests.helpers import doc, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -80,6 +81,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
         box.run(f"printf '[global]\\nno-index = true\\nfind-links = {WHEELS}\\n' > /etc/pip.conf")
         box.run(f"useradd --create-home ml && chmod 0755 /home/ml && runuser -u ml -- mkdir {WATCH}")
         box.run(f"cd {SRC} && set -x && {readme_block('## Running as a service')}", timeout=300)
+        # A reader: the README says readers join group watcher.
+        box.run("useradd --create-home ana && usermod -aG watcher ana")
         yield box
 
 
@@ -98,7 +101,9 @@ def journal(box: nspawn.Container) -> str:
 def drop(box: nspawn.Container, name: str, content: dict[str, Any] | str) -> None:
     """Write a results file into the watch dir as the training user does."""
     text = content if isinstance(content, str) else json.dumps(content)
-    box.run(f"runuser -u ml -- tee {shlex.quote(f'{WATCH}/{name}')} >/dev/null", input=text)
+    path = f"{WATCH}/{name}"
+    box.run(f"runuser -u ml -- mkdir -p {shlex.quote(str(Path(path).parent))}")
+    box.run(f"runuser -u ml -- tee {shlex.quote(path)} >/dev/null", input=text)
 
 
 def report(box: nspawn.Container) -> list[dict[str, Any]]:
@@ -124,3 +129,140 @@ def test_readme_install_brings_the_unit_up(box: nspawn.Container) -> None:
     assert prop(box, "Type") == "notify"
     assert prop(box, "StatusText") == f"watching {WATCH}"  # sent with READY=1 by the daemon
     assert "Traceback" not in journal(box)
+
+
+VALID = doc(model_id="3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b")
+INVALID = doc(model_id="not-a-uuid")
+
+
+def test_valid_and_invalid_files_show_in_report_and_journal_recipe(box: nspawn.Container) -> None:
+    drop(box, "run1/valid.json", VALID)
+    drop(box, "run1/invalid.json", INVALID)
+    rows = wait_until(lambda: report(box), timeout=30, what="the valid file in watcher report")
+    assert [(r["model_id"], r["path"]) for r in rows] == [(VALID["model_id"], "run1/valid.json")]
+    wait_until(lambda: not violations(box), timeout=30, what="both files in the database")
+
+    recipe = journal_recipe()  # run as the README writes it, through a shell, in the container
+    out = wait_until(lambda: box.run(recipe).stdout.strip(), timeout=30, what="the recipe's output")
+    lines = out.splitlines()
+    assert len(lines) == 1, out  # exactly one line, for the one invalid file
+    event = json.loads(lines[0])
+    assert event["event"] == "file_rejected"
+    assert event["path"] == "run1/invalid.json"
+    assert any(e["field"] == "model_id" for e in event["errors"])
+    # The journal does hold systemd's own non-JSON lines about the unit, which the recipe skips.
+    assert "Started watcher.service" in journal(box)
+
+
+def test_group_member_finds_the_live_database_through_the_installed_config(box: nspawn.Container) -> None:
+    proc = box.run(f"runuser -u ana -- {VENV}/bin/watcher status --config /etc/watcher/config.toml")
+    assert f"database:        {DB}" in proc.stdout
+    assert "running" in proc.stdout.splitlines()[0]
+    assert "run1/invalid.json" in proc.stdout
+    assert proc.stderr == ""
+    # The environment no longer names the paths: the config file is the one source of truth.
+    assert "WATCHER_" not in prop(box, "Environment")
+
+
+def test_watch_dir_under_home_works_without_a_traceback(box: nspawn.Container) -> None:
+    assert "/home/" in sh(box, "grep ^watch_dir /etc/watcher/config.toml")
+    assert int(prop(box, "NRestarts")) == 0
+    log = journal(box)
+    assert "Traceback" not in log
+    assert "PermissionError" not in log
+
+
+# Holds SQLite's write lock on the live database until SIGTERM (systemctl stop), as any other
+# writer could: the daemon's writer thread then waits on it.
+LOCKER = (
+    "import signal, sqlite3, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60); db.execute('BEGIN EXCLUSIVE'); "
+    "print('locked', flush=True); signal.sigwait({signal.SIGTERM})"
+)
+
+
+@contextlib.contextmanager
+def database_locked(box: nspawn.Container) -> Iterator[None]:
+    """The live database's write lock held by another process (a transient unit) inside."""
+    box.run(
+        f"systemd-run --quiet --collect --unit=dblock --uid=watcher --gid=watcher "
+        f"/usr/bin/python3.11 -c {shlex.quote(LOCKER)} {DB}"
+    )
+    try:
+        wait_until(lambda: "locked" in box.run("journalctl -u dblock -o cat").stdout, timeout=30, what="the lock")
+        yield
+    finally:
+        box.run("systemctl stop dblock", check=False)
+
+
+def pid_started(box: nspawn.Container, pid: str) -> bool:
+    """True once the daemon with this pid has logged daemon_starting."""
+    for line in journal(box).splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "daemon_starting" and str(event.get("pid")) == pid:
+                return True
+    return False
+
+
+def test_active_only_after_ready(box: nspawn.Container) -> None:
+    sh(box, "systemctl stop watcher")
+    with database_locked(box):
+        # The daemon starts but cannot finish its first reconcile: no READY=1, so systemd keeps
+        # the unit activating, with the process running.
+        sh(box, "systemctl start --no-block watcher")
+        pid = wait_until(lambda: prop(box, "MainPID").strip("0") and prop(box, "MainPID"), what="a main pid")
+        wait_until(lambda: pid_started(box, pid), timeout=30, what="daemon_starting")
+        assert (prop(box, "ActiveState"), prop(box, "SubState")) == ("activating", "start")
+        assert prop(box, "StatusText") == ""
+    wait_until(lambda: prop(box, "ActiveState") == "active", timeout=40, what="active after READY")
+    assert prop(box, "MainPID") == pid
+    assert prop(box, "StatusText") == f"watching {WATCH}"
+    assert prop(box, "Result") == "success"
+
+
+def test_kill_9_is_restarted_and_loses_nothing(box: nspawn.Container) -> None:
+    before, restarts = prop(box, "MainPID"), int(prop(box, "NRestarts"))
+    script = " && ".join(
+        f"runuser -u ml -- tee {WATCH}/run2/m{i}.json >/dev/null <<< {shlex.quote(json.dumps(doc()))}"
+        for i in range(30)
+    )
+    sh(box, f"runuser -u ml -- mkdir -p {WATCH}/run2 && {script} && kill -9 {before}")
+    drop(box, "run2/late-invalid.json", "{")  # written while it is down or starting again
+    wait_until(lambda: int(prop(box, "NRestarts")) == restarts + 1, timeout=30, what="a restart")
+    wait_until(lambda: prop(box, "ActiveState") == "active", timeout=40, what="active again")
+    assert prop(box, "MainPID") not in (before, "0")
+    wait_until(lambda: not violations(box), timeout=30, what="every file in results or rejections")
+    assert len([r for r in report(box) if r["path"].startswith("run2/")]) == 30
+    log = journal(box)
+    assert "Main process exited, code=killed, status=9/KILL" in log
+
+
+def test_watchdog_restarts_a_stuck_writer(box: nspawn.Container) -> None:
+    # A short watchdog for the test only; the writer is then made to hang on the database lock.
+    dropin = "/etc/systemd/system/watcher.service.d/watchdog.conf"
+    sh(box, f"mkdir -p {Path(dropin).parent} && printf '[Service]\\nWatchdogSec=3\\nLimitCORE=0\\n' > {dropin}")
+    sh(box, "systemctl daemon-reload && systemctl restart watcher")
+    try:
+        restarts = int(prop(box, "NRestarts"))
+        before = prop(box, "MainPID")
+        with database_locked(box):
+            drop(box, "run3/stuck.json", doc())  # the writer blocks on its next write
+            wait_until(lambda: "Watchdog timeout" in journal(box), timeout=60, what="the watchdog timeout")
+            wait_until(lambda: int(prop(box, "NRestarts")) > restarts, timeout=30, what="a restart")
+        wait_until(lambda: prop(box, "ActiveState") == "active", timeout=60, what="active again")
+        assert prop(box, "MainPID") != before
+        wait_until(lambda: not violations(box), timeout=30, what="the stuck file stored after the restart")
+    finally:
+        sh(box, f"rm {dropin} && systemctl daemon-reload && systemctl restart watcher")
+    assert prop(box, "WatchdogUSec") == "30s"
+
+
+def test_stop_exits_0(box: nspawn.Container) -> None:
+    sh(box, "systemctl stop watcher")  # the README's own word: exit 0, unit inactive, not failed
+    assert prop(box, "ActiveState") == "inactive"
+    assert prop(box, "Result") == "success"
+    assert prop(box, "ExecMainStatus") == "0"
+    assert '"daemon_stopped"' in journal(box)
+    sh(box, "systemctl start watcher")
+    assert prop(box, "ActiveState") == "active"
