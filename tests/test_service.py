@@ -408,3 +408,22 @@ def test_stop_exits_0(box: nspawn.Container) -> None:
     assert '"daemon_stopped"' in journal(box)
     sh(box, "systemctl start watcher")
     assert prop(box, "ActiveState") == "active"
+
+
+def test_watch_dir_under_tmp_with_the_readmes_drop_in(box: nspawn.Container) -> None:
+    text = README.read_text()
+    start = text.index("**Under `/tmp` or `/var/tmp`**")
+    match = re.compile(r"```ini\n(.*?)```", re.S).search(text, start)
+    assert match and "/tmp/results" in match.group(1)
+    dropin = "/etc/systemd/system/watcher.service.d/override.conf"  # where `systemctl edit` writes
+    sh(box, f"mkdir -p {Path(dropin).parent} && cat > {dropin} <<'END'\n{match.group(1)}END")
+    sh(box, "runuser -u ml -- mkdir /tmp/results")
+    sh(box, "sed -i 's|^watch_dir = .*|watch_dir = \"/tmp/results\"|' /etc/watcher/config.toml")
+    sh(box, "systemctl daemon-reload && systemctl restart watcher")
+    try:
+        box.run("runuser -u ml -- tee /tmp/results/t.json >/dev/null", input=json.dumps(VALID | {"issuer": "t@x.org"}))
+        wait_until(lambda: any(r["path"] == "t.json" for r in report(box)), timeout=30, what="the file under /tmp")
+        assert prop(box, "ActiveState") == "active"
+    finally:
+        sh(box, f"rm {dropin} && sed -i 's|^watch_dir = .*|watch_dir = \"{WATCH}\"|' /etc/watcher/config.toml")
+        sh(box, "systemctl daemon-reload && systemctl restart watcher")
