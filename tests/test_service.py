@@ -363,6 +363,57 @@ def test_active_only_after_ready(box: nspawn.Container) -> None:
     assert prop(box, "Result") == "success"
 
 
+ALLOWED = {"socket AF_UNIX", "mmap write", "nice +1 (setpriority)", "write state dir", "read watch dir"}
+KILLED = {"chroot (@privileged)", "sched_setaffinity (@resources)"}  # the syscall filter's verdict: SIGSYS
+
+
+def test_the_sandbox_denies_from_inside(box: nspawn.Container) -> None:
+    """tests/sandbox_probe.py run as an ExecStartPost= of the unit: its user, namespaces and filters."""
+    probe = "/usr/local/lib/watcher-sandbox-probe.py"
+    dropin = "/etc/systemd/system/watcher.service.d/probe.conf"
+    sh(box, f"install -m 0644 {SRC}/tests/sandbox_probe.py {probe} && touch /tmp/watcher-probe-marker")
+    sh(box, f"mkdir -p {Path(dropin).parent}")
+    sh(box, f"printf '[Service]\\nExecStartPost={VENV}/bin/python {probe} {WATCH} /var/lib/watcher\\n' > {dropin}")
+    try:
+        sh(box, "systemctl daemon-reload && systemctl restart watcher")
+        results = {}
+        for line in journal(box).splitlines():
+            if line.startswith('{"probe"'):
+                event = json.loads(line)
+                results[event["probe"]] = event["result"]
+    finally:
+        sh(box, f"rm {dropin} && systemctl daemon-reload && systemctl restart watcher")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "service-sandbox.txt").write_text("".join(f"{k}: {v}\n" for k, v in results.items()))
+    assert len(results) == 26, results
+    wrong = {k: v for k, v in results.items() if (v == "allowed") != (k in ALLOWED)}
+    wrong |= {k: results[k] for k in KILLED if results[k] != "killed: SIGSYS"}
+    assert wrong == {}
+
+
+# Writes N valid results files into a new folder, then moves the folder into the watch dir at
+# once: the daemon reconciles it in one go, with its worker processes.
+BURST = (
+    "import json, os, sys, uuid; d = sys.argv[1]; os.makedirs(d)\n"
+    "for i in range(int(sys.argv[2])):\n"
+    "    doc = dict(model_id=str(uuid.uuid4()), issuer='b@example.com', experiment_date='2024-05-01T12:00:00Z',\n"
+    "               threshold_arr=[0.0, 0.5, 1.0], recall_arr=[1.0, 0.85, 0.0])\n"
+    "    open(f'{d}/{i}.json', 'w').write(json.dumps(doc))\n"
+)
+
+
+def test_a_burst_is_judged_by_worker_processes_inside_the_sandbox(box: nspawn.Container) -> None:
+    restarts = prop(box, "NRestarts")
+    sh(box, f"runuser -u ml -- /usr/bin/python3.11 -c {shlex.quote(BURST)} /home/ml/staging/burst 400")
+    sh(box, f"runuser -u ml -- mv /home/ml/staging/burst {WATCH}/burst")
+    wait_until(lambda: not violations(box), timeout=60, what="the 400 files stored")
+    assert len([r for r in report(box) if r["path"].startswith("burst/")]) == 400
+    assert prop(box, "NRestarts") == restarts
+    log = journal(box)
+    assert "Traceback" not in log
+    assert "code=killed" not in log
+
+
 def test_kill_9_is_restarted_and_loses_nothing(box: nspawn.Container) -> None:
     before, restarts = prop(box, "MainPID"), int(prop(box, "NRestarts"))
     script = " && ".join(
