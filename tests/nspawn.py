@@ -13,6 +13,7 @@ on failure; its mounts live in its own mount namespace and die with it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -137,6 +138,11 @@ def ensure_wheelhouse(project: Path) -> Path:
     return path
 
 
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def _nspid(pid: int) -> list[str]:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -198,8 +204,16 @@ class Container:
         ]
         cmd += [f"--bind{'-ro' if ro else ''}={host}:{inside}" for host, inside, ro in self.binds]
         with self.log_path.open("wb") as log:
-            # A session of its own: the teardown can signal nspawn without touching pytest.
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            # A session of its own: the teardown can signal nspawn without touching pytest. Should
+            # the test process die without a teardown, nspawn gets SIGTERM and powers the container off.
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent,
+            )
         deadline = time.monotonic() + timeout
         gate = threading.Event()
         while not self.init_pid:
