@@ -80,7 +80,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
         # The machine the operator has: a package source pip can reach, a training user's folder.
         box.run(f"printf '[global]\\nno-index = true\\nfind-links = {WHEELS}\\n' > /etc/pip.conf")
         box.run(f"useradd --create-home ml && chmod 0755 /home/ml && runuser -u ml -- mkdir {WATCH}")
-        box.run(f"cd {SRC} && set -x && {readme_block('## Running as a service')}", timeout=300)
+        box.run(f"cd {SRC} && set -ex && {readme_block('## Running as a service')}", timeout=300)
         # A reader: the README says readers join group watcher.
         box.run("useradd --create-home ana && usermod -aG watcher ana")
         yield box
