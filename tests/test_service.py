@@ -43,7 +43,8 @@ IGNORED = shutil.ignore_patterns(
     "build", "dist", "var", "inbox", "test-artifacts",
 )  # fmt: skip
 
-pytestmark = pytest.mark.timeout(600)
+# The first run builds the Debian tree (a few minutes) inside the first test's set-up.
+pytestmark = pytest.mark.timeout(1200)
 
 
 def readme_block(heading: str) -> str:
