@@ -462,13 +462,38 @@ def test_stop_exits_0(box: nspawn.Container) -> None:
     assert prop(box, "ActiveState") == "active"
 
 
-def test_watch_dir_under_tmp_with_the_readmes_drop_in(box: nspawn.Container) -> None:
+def readme_dropin(box: nspawn.Container, after: str) -> str:
+    """Install the README's first ini block after ``after`` as the unit's drop-in; its path."""
     text = README.read_text()
-    start = text.index("**Under `/tmp` or `/var/tmp`**")
-    match = re.compile(r"```ini\n(.*?)```", re.S).search(text, start)
-    assert match and "/tmp/results" in match.group(1)
+    match = re.compile(r"```ini\n(.*?)```", re.S).search(text, text.index(after))
+    assert match
     dropin = "/etc/systemd/system/watcher.service.d/override.conf"  # where `systemctl edit` writes
     sh(box, f"mkdir -p {Path(dropin).parent} && cat > {dropin} <<'END'\n{match.group(1)}END")
+    return dropin
+
+
+def test_report_dir_elsewhere_with_the_readmes_drop_in(box: nspawn.Container) -> None:
+    dropin = readme_dropin(box, "**A database or report folder outside `/var/lib/watcher`**")
+    sh(box, "install -d -o watcher -g watcher -m 0750 /srv/watcher-reports")  # as the README says
+    sh(box, "sed -i 's|^report_dir = .*|report_dir = \"/srv/watcher-reports\"|' /etc/watcher/config.toml")
+    sh(box, "systemctl daemon-reload && systemctl restart watcher")
+    try:
+        drop(box, "run5/elsewhere.json", doc())
+        wait_until(
+            lambda: "run5/elsewhere.json" in box.run("cat /srv/watcher-reports/report.csv", check=False).stdout,
+            timeout=30,
+            what="the report in the moved report_dir",
+        )
+        assert prop(box, "ActiveState") == "active"
+        assert '"report_write_failed"' not in journal(box)
+    finally:
+        sh(box, f"rm {dropin} && sed -i 's|^report_dir = .*|report_dir = \"/var/lib/watcher/reports\"|' "
+                "/etc/watcher/config.toml")  # fmt: skip
+        sh(box, "systemctl daemon-reload && systemctl restart watcher")
+
+
+def test_watch_dir_under_tmp_with_the_readmes_drop_in(box: nspawn.Container) -> None:
+    dropin = readme_dropin(box, "**Under `/tmp` or `/var/tmp`**")
     sh(box, "runuser -u ml -- mkdir /tmp/results")
     sh(box, "sed -i 's|^watch_dir = .*|watch_dir = \"/tmp/results\"|' /etc/watcher/config.toml")
     sh(box, "systemctl daemon-reload && systemctl restart watcher")
