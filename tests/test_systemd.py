@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from watcher.config import load_settings
+
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "watcher.service"
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 # The one complaint allowed: the package is not installed at ExecStart's path on a test machine.
@@ -50,5 +52,18 @@ def test_unit_contract() -> None:
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "User=watcher", "ProtectSystem=strict",
                  "PrivateNetwork=yes", "NoNewPrivileges=yes", "StateDirectory=watcher", "UMask=0027",
-                 "LogRateLimitIntervalSec=0", "PrivateDevices=yes"):  # fmt: skip
+                 "LogRateLimitIntervalSec=0", "PrivateDevices=yes", "ProtectHome=read-only",
+                 "SystemCallFilter=setpriority"):  # fmt: skip
         assert f"\n{line}\n" in text
+    # The paths live in the installed config (systemd/config.toml), not in the unit's environment.
+    assert "Environment=" not in text
+
+
+def test_service_config_names_the_state_directory(tmp_path: Path) -> None:
+    # As installed, with the watch_dir line the README appends.
+    config = tmp_path / "config.toml"
+    config.write_text((UNIT.parent / "config.toml").read_text() + 'watch_dir = "/home/ml/results"\n')
+    settings = load_settings(config_file=config, env={})
+    assert settings.db_path == Path("/var/lib/watcher/watcher.db")
+    assert settings.reports == Path("/var/lib/watcher/reports")
+    assert settings.watch_dir == Path("/home/ml/results")
