@@ -1,117 +1,129 @@
-"""The HTML report: one self-contained page (inline CSS, SVG and a little JS; nothing fetched).
+"""The HTML report: one self-contained page (inline CSS, JS and data; nothing fetched).
 
-Answers "which threshold do I ship for each model, and how sure is that?": the summary table
-(sortable, filterable by issuer and model), a small recall-vs-threshold curve per model with the
-target line and the chosen point, a flag where the target is not met, and the rejected files with
-their reasons. Pure rendering: rows in, text out. Curves arrive already downsampled (at most 33
-points), so 10,000 models make a page of a few megabytes, not one per curve.
+Answers "which threshold do I ship for each model, and how sure is that?" for every model: the
+page carries compact column-wise data (one JSON document inside the page) and its script draws
+only the rows on screen, sorts and filters all of them, and opens a model's detail (a large chart
+with axes, the target and the chosen point, the model's other experiments) or a comparison of
+several. Pure rendering: rows in, text out; the script and style are package data
+(``watcher/page/``).
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from html import escape
+from importlib import resources
 from typing import Any, TextIO
 
 from watcher.scoring import STEPS
 
-W, H = 120, 40  # sparkline size in px
+#: Bumped when the page's data layout changes (the script checks it).
+DATA_VERSION = 1
 
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2433}
-h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin-top:2rem}
-.meta{color:#5b6478;margin-bottom:1rem}
-.controls{display:flex;gap:1rem;margin:.8rem 0;flex-wrap:wrap}
-table{border-collapse:collapse;width:100%}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ee;text-align:left;vertical-align:middle}
-th{background:#f4f6fa;cursor:pointer;user-select:none;white-space:nowrap;position:sticky;top:0}
-th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.id{font-family:ui-monospace,monospace;font-size:12px}td.id,td.nw{white-space:nowrap}
-tr.miss td{background:#fff4f2}.flag{color:#b42318;font-weight:600}.ok{color:#067647}
-tbody tr{content-visibility:auto;contain-intrinsic-size:auto 46px}
-svg .curve{fill:none;stroke:#2e5aac;stroke-width:1.2;vector-effect:non-scaling-stroke}
-svg .target{stroke:#b42318;stroke-dasharray:3 2}
-svg .chosen{fill:#b42318}.reasons{margin:0;padding-left:1.1rem}
-"""
 
-_JS = """
-(function(){
-  var table=document.getElementById('models'), body=table.tBodies[0];
-  var issuer=document.getElementById('issuer'), search=document.getElementById('search');
-  var shown=document.getElementById('shown');
-  function apply(){
-    var who=issuer.value, q=search.value.trim().toLowerCase(), n=0;
-    for(var i=0;i<body.rows.length;i++){
-      var r=body.rows[i];
-      var ok=(!who||r.dataset.issuer===who)&&(!q||r.dataset.model.indexOf(q)===0);
-      r.hidden=!ok; if(ok){n++;}
+@functools.cache
+def _asset(name: str) -> str:
+    return resources.files("watcher").joinpath("page", name).read_text(encoding="utf-8")
+
+
+def page_data(
+    rows: Iterable[Sequence[Any]],
+    rejections: Iterable[dict[str, Any]],
+    generated_at: str,
+    target: float,
+    earlier: Iterable[Sequence[Any]] = (),
+    omitted: int = 0,
+    history_note: str = "",
+) -> dict[str, Any]:
+    """The page's data, column-wise (see ``watcher/page/report.js`` for its reading).
+
+    ``rows``: tuples of :meth:`watcher.store.Store.page_rows` (by model_id, each model's report
+    row first, then its superseded files); ``earlier``: :meth:`~watcher.store.Store.earlier_outcomes`.
+    Strings that repeat (issuers, folders, threshold grids, targets) are stored once and indexed;
+    curves keep only their y bytes, base64 in one string, each after its length byte.
+    """
+    ids: list[str] = []
+    issuer_of: dict[str, int] = {}
+    iss: list[int] = []
+    thr: list[float] = []
+    rec: list[float] = []
+    met: list[str] = []
+    dates: list[str] = []
+    folder_of: dict[str, int] = {"": 0}
+    dirs: list[int] = []
+    names: list[str] = []
+    npts: list[int] = []
+    grid_of: dict[bytes, int] = {}
+    grids: list[int] = []
+    target_of: dict[float, int] = {}
+    tgs: list[int] = []
+    ys: list[bytes] = []
+    others: list[list[Any]] = []
+    prev = None
+    for model_id, issuer, t, r, date, path, tgt, ok, n, curve in rows:
+        curve = curve if isinstance(curve, bytes) else b""  # rows from before rules version 3 have none
+        if model_id == prev:  # a superseded file of the model just added
+            others.append([len(ids) - 1, path, issuer, t, r, date, int(ok), tgt, n, base64.b64encode(curve).decode()])
+            continue
+        prev = model_id
+        ids.append(model_id)
+        iss.append(issuer_of.setdefault(issuer, len(issuer_of)))
+        thr.append(t)
+        rec.append(r)
+        met.append("1" if ok else "0")
+        dates.append(date)
+        folder, _, name = path.rpartition("/")
+        dirs.append(folder_of.setdefault(folder, len(folder_of)))
+        names.append(name)
+        npts.append(n)
+        tgs.append(target_of.setdefault(tgt, len(target_of)))
+        grids.append(grid_of.setdefault(curve[::2], len(grid_of)))
+        y = curve[1::2]
+        ys.append(bytes((len(y),)) + y)
+    # Issuers sorted, so the issuer column sorts by its index.
+    order = sorted(issuer_of, key=lambda i: (i.lower(), i))
+    rank = [0] * len(order)
+    for pos, name in enumerate(order):
+        rank[issuer_of[name]] = pos
+    index = {model_id: i for i, model_id in enumerate(ids)} if earlier else {}
+    hist = [[index[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in index]
+    return {
+        "version": DATA_VERSION,
+        "generated": generated_at,
+        "target": target,
+        "omitted": omitted,
+        "historyNote": history_note,
+        # model_ids are canonical lowercase UUIDs (validated), 36 characters each, in sorted order.
+        "ids": "".join(ids) if all(len(m) == 36 for m in ids) else ids,
+        "issuers": order,
+        "iss": [rank[i] for i in iss],
+        "thr": thr,
+        "rec": rec,
+        "met": "".join(met),
+        "dates": dates,
+        "folders": list(folder_of),
+        "dir": dirs,
+        "names": names,
+        "npts": npts,
+        "targets": list(target_of),
+        "tg": tgs if len(target_of) > 1 else [],
+        "grids": [base64.b64encode(g).decode() for g in grid_of],
+        "grid": grids if len(grid_of) > 1 else [],
+        "ys": base64.b64encode(b"".join(ys)).decode(),
+        "others": others,
+        "earlier": hist,
+        "rejections": [[r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections],
     }
-    shown.textContent=n;
-  }
-  function sort(th){
-    var col=th.cellIndex, dir=th.dataset.dir==='asc'?'desc':'asc', num=th.dataset.type==='num';
-    Array.prototype.forEach.call(table.tHead.rows[0].cells,function(c){delete c.dataset.dir;});
-    th.dataset.dir=dir;
-    var rows=Array.prototype.slice.call(body.rows);
-    rows.sort(function(a,b){
-      var x=a.cells[col].dataset.v, y=b.cells[col].dataset.v;
-      if(num){x=parseFloat(x);y=parseFloat(y);}
-      return (x<y?-1:x>y?1:0)*(dir==='asc'?1:-1);
-    });
-    rows.forEach(function(r){body.appendChild(r);});
-  }
-  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th){
-    if(th.dataset.type){th.addEventListener('click',function(){sort(th);});}
-  });
-  issuer.addEventListener('change',apply); search.addEventListener('input',apply);
-  var params=new URLSearchParams(location.hash.slice(1));
-  if(params.get('issuer')){issuer.value=params.get('issuer');}
-  if(params.get('model')){search.value=params.get('model');}
-  if(params.get('sort')){
-    var th=table.querySelector('th[data-key="'+params.get('sort')+'"]');
-    if(th){sort(th);if(params.get('dir')==='desc'){sort(th);}}
-  }
-  apply();
-  document.body.dataset.ready='1';
-})();
-"""
-
-# Columns: (key, title, type for sorting)
-_COLUMNS = [
-    ("model_id", "model_id", "text"),
-    ("issuer", "issuer", "text"),
-    ("optimal_threshold", "optimal threshold", "num"),
-    ("closest_recall_value", "recall there", "num"),
-    ("target_met", "target", "num"),
-    ("experiment_date", "experiment date", "text"),
-    ("path", "file", "text"),
-    ("curve", "recall vs threshold", ""),
-]
 
 
-_DECIMAL = [str(i) for i in range(256)]
-
-
-def xy(t: float, r: float) -> str:
-    """A (threshold, recall) point in sparkline pixels."""
-    return f"{t * (W - 4) + 2:.1f},{(1 - r) * (H - 4) + 2:.1f}"
-
-
-def sparkline(curve: bytes, target: float, chosen: tuple[float, float]) -> str:
-    """An inline SVG: the curve (from :func:`watcher.scoring.curve_bytes`), a dashed line at the target recall, a
-    dot at the chosen point. The curve keeps its ``STEPS`` coordinates in a nested, stretched
-    viewBox, so drawing it is joining small integers."""
-    ty = f"{(1 - target) * (H - 4) + 2:.1f}"
-    cx, cy = xy(*chosen).split(",")
-    points = ",".join(map(_DECIMAL.__getitem__, curve))
-    return (
-        f'<svg width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="recall against threshold">'
-        f'<line class="target" x1="0" x2="{W}" y1="{ty}" y2="{ty}"/>'
-        f'<svg x="2" y="2" width="{W - 4}" height="{H - 4}" viewBox="0 0 {STEPS} {STEPS}" preserveAspectRatio="none">'
-        f'<polyline class="curve" points="{points}"/></svg>'
-        f'<circle class="chosen" cx="{cx}" cy="{cy}" r="2.5"/></svg>'
-    )
+def script_json(data: Any) -> str:
+    """JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so no ``</script>``
+    and no ``<!--``), and ASCII only (so no U+2028/2029 either)."""
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_html(
@@ -120,61 +132,24 @@ def render_html(
     out: TextIO,
     generated_at: str,
     omitted: int = 0,
+    *,
+    target: float = 0.85,
+    earlier: Iterable[Sequence[Any]] = (),
+    history_note: str = "",
 ) -> None:
-    """Write the page. ``rows`` come from :meth:`watcher.store.Store.report_details`;
-    ``rejections`` from :meth:`~watcher.store.Store.rejection_rows`; ``omitted`` counts models
-    left out of the page (``html_max_models``)."""
-    body: list[str] = []
-    issuers: set[str] = set()
-    models = missed = 0
-    for model_id, issuer, thr, rec, date, path, target, met, n_points, curve in rows:
-        models += 1
-        missed += not met
-        issuers.add(issuer)
-        flag = '<span class="ok">met</span>' if met else '<span class="flag">below target</span>'
-        # Rows stored before curves were bytes (rules version 2) have none until re-judged.
-        spark = sparkline(curve, target, (thr, rec)) if isinstance(curve, bytes) and curve else ""
-        mid, who, day, file = escape(model_id), escape(issuer), escape(date), escape(path)
-        row_class = "" if met else ' class="miss"'
-        body.append(
-            f'<tr{row_class} data-issuer="{who}" data-model="{mid}">'
-            f'<td class="id" data-v="{mid}">{mid}</td><td data-v="{who}">{who}</td>'
-            f'<td class="num" data-v="{thr}">{thr:.4g}</td><td class="num" data-v="{rec}">{rec:.4g}</td>'
-            f'<td data-v="{int(met)}" title="target recall {target}">{flag}</td>'
-            f'<td class="nw" data-v="{day}">{day}</td><td data-v="{file}" title="{n_points} points">{file}</td>'
-            f"<td>{spark}</td></tr>"
-        )
-    rejected = [
-        f'<tr><td>{escape(r["path"])}</td><td class="nw">{escape(r["rejected_at"])}</td><td><ul class="reasons">'
-        + "".join(f"<li><b>{escape(e['field'] or '(file)')}</b>: {escape(e['message'])}</li>" for e in r["errors"])
-        + "</ul></td></tr>"
-        for r in rejections
-    ]
-    head = "".join(
-        f'<th data-key="{k}" data-type="{t}">{escape(title)}</th>' if t else f"<th>{escape(title)}</th>"
-        for k, title, t in _COLUMNS
-    )
-    options = "".join(f'<option value="{escape(i)}">{escape(i)}</option>' for i in sorted(issuers))
-    note = f" ({omitted} older models not shown here; see report.csv or the database)" if omitted else ""
+    """Write the page: :func:`page_data` inside the static page (``watcher/page/report.*``).
+    ``omitted`` counts models left out (``html_max_models``); the page says so."""
+    data = page_data(rows, rejections, generated_at, target, earlier, omitted, history_note)
+    models, missed, rejected = len(data["npts"]), data["met"].count("0"), len(data["rejections"])
     out.write(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>watcher report</title><style>{_CSS}</style></head><body>"
-        "<h1>Operating points by model</h1>"
-        f'<div class="meta">Generated {escape(generated_at)} &middot; {models} models{note} &middot; '
-        f'<span class="{"flag" if missed else "ok"}">{missed} below target</span> &middot; '
-        f"{len(rejected)} rejected files</div>"
-        '<div class="controls"><label>issuer <select id="issuer"><option value="">all</option>'
-        f"{options}</select></label>"
-        '<label>model_id starts with <input id="search" type="search" autocomplete="off"></label>'
-        f'<span><span id="shown">{models}</span> shown</span></div>'
-        f'<table id="models"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-        f"<h2>Rejected files ({len(rejected)})</h2>"
-        + (
-            '<table id="rejections"><thead><tr><th>file</th><th>rejected at</th><th>reasons</th></tr></thead>'
-            f"<tbody>{''.join(rejected)}</tbody></table>"
-            if rejected
-            else "<p>None.</p>"
-        )
-        + f"<script>{_JS}</script></body></html>\n"
+        f"<title>watcher report</title><style>{_asset('report.css')}</style></head><body>"
+        # The headline is in the markup too, so it reads right before (or without) the script.
+        f'<header><h1>Operating points by model</h1><p class="meta" id="meta">Generated {escape(generated_at)}'
+        f" &middot; target recall {target:g} &middot; {models} models &middot; {missed} below target &middot; "
+        f"{rejected} rejected files</p></header>"
+        f"{_asset('report.html')}"
+        f'<script type="application/json" id="data">{script_json(data)}</script>'
+        f"<script>{_asset('report.js')}</script></body></html>\n"
     )

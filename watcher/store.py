@@ -252,6 +252,24 @@ class Store:
             )
         return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
 
+    def page_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every current result for the HTML page, by model_id, each model's report row first and
+        then its superseded files (latest experiment first): the columns of :meth:`report_details`.
+        One ordered pass along ``results_latest``, no per-row subquery."""
+        columns = f"{', '.join(REPORT_COLUMNS)}, target_recall, target_met, n_points, curve"
+        return iter(self.db.execute(f"SELECT {columns} FROM results ORDER BY model_id, experiment_at DESC, path DESC"))
+
+    def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:
+        """Of the newest ``limit`` history entries naming a model_id, those no current result file
+        accounts for (content since replaced, files removed), newest first:
+        ``(model_id, at, path, outcome, sha256)``."""
+        sql = (
+            "SELECT model_id, at, path, outcome, sha256 FROM (SELECT * FROM history WHERE model_id IS NOT NULL"
+            " ORDER BY id DESC LIMIT :limit) h WHERE NOT EXISTS"
+            " (SELECT 1 FROM results r WHERE r.path = h.path AND r.sha256 IS h.sha256) ORDER BY id DESC"
+        )
+        return self.db.execute(sql, {"limit": int(limit)}).fetchall()  # type: ignore[no-any-return]
+
     @contextlib.contextmanager
     def checkpointing(self) -> Iterator[None]:
         """Copy the write-ahead log into the database file while the block runs, in a thread on a
