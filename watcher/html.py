@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 from importlib import resources
@@ -29,8 +31,30 @@ def _asset(name: str) -> str:
     return resources.files("watcher").joinpath("page", name).read_text(encoding="utf-8")
 
 
+class Raw(str):
+    """Text that is JSON already (built by SQLite): embedded as it is."""
+
+
+_NOT_HEX = re.compile("[^0-9a-f-]")
+
+
+def columns_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """What :meth:`watcher.store.Store.page_columns` returns, from rows of
+    :meth:`~watcher.store.Store.report_details` (one per model, by model_id)."""
+    cols = list(zip(*rows, strict=True)) or [()] * 10
+    ids, issuers, thr, rec, dates, paths, targets, met, npts, curves = cols
+    curves = tuple(c if isinstance(c, bytes) else b"" for c in curves)  # none before rules version 3
+    dump = json.dumps
+    return {
+        "ids": dump(ids), "issuers": dump(issuers), "thr": dump(thr), "rec": dump(rec), "dates": dump(dates),
+        "paths": dump(paths), "met": "".join("1" if m else "0" for m in met), "curves": b"".join(curves),
+        "npts": dump(npts), "targets": dump(targets), "lengths": dump([len(c) for c in curves]),
+        "order": list(range(len(ids))),
+    }  # fmt: skip
+
+
 def page_data(
-    rows: Iterable[Sequence[Any]],
+    cols: dict[str, Any],
     rejections: Iterable[dict[str, Any]],
     generated_at: str,
     target: float,
@@ -38,96 +62,100 @@ def page_data(
     omitted: int = 0,
     history_note: str = "",
 ) -> dict[str, Any]:
-    """The page's data, column-wise (see ``watcher/page/report.js`` for its reading).
+    """The page's data (see ``watcher/page/report.js`` for its reading), from ``cols`` as
+    :meth:`watcher.store.Store.page_columns` returns them: every row, in table order, with
+    ``order`` listing them by model_id (each model's report row first, then its superseded files);
+    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`.
 
-    ``rows``: tuples of :meth:`watcher.store.Store.page_rows` (by model_id, each model's report
-    row first, then its superseded files); ``earlier``: :meth:`~watcher.store.Store.earlier_outcomes`.
-    Strings that repeat (issuers, folders, threshold grids, targets) are stored once and indexed;
-    curves keep only their y bytes, base64 in one string, each after its length byte.
+    Compact: model_ids as 16 bytes each (base64), repeated strings (issuers, folders, threshold
+    grids) stored once and indexed, a shared ``.json`` suffix cut off, and curves reduced to their
+    y bytes (base64). Numbers and dates pass through as SQLite wrote them.
     """
-    ids: list[str] = []
-    issuer_of: dict[str, int] = {}
-    iss: list[int] = []
-    thr: list[float] = []
-    rec: list[float] = []
-    met: list[str] = []
-    dates: list[str] = []
-    folder_of: dict[str, int] = {"": 0}
-    dirs: list[int] = []
-    names: list[str] = []
-    npts: list[int] = []
+    ids: list[str] = json.loads(cols["ids"])
+    joined, n = "".join(ids), len(ids)
+    canonical = (
+        len(joined) == 36 * n
+        and all(joined[k::36] == "-" * n for k in (8, 13, 18, 23))
+        and joined.count("-") == 4 * n
+        and _NOT_HEX.search(joined) is None
+    )
+    issuers: list[str] = json.loads(cols["issuers"])
+    names = sorted(set(issuers), key=lambda i: (i.lower(), i))
+    rank = {name: k for k, name in enumerate(names)}
+    paths: list[str] = json.loads(cols["paths"])
+    cut = [p.rfind("/") for p in paths]
+    ext = ".json" if all(p.endswith(".json") for p in paths) else ""
+    folder_of: dict[str, int] = {}
+    dirs = [folder_of.setdefault(p[: max(c, 0)], len(folder_of)) for p, c in zip(paths, cut, strict=True)]
+    end = -len(ext) or None
+    files = [p[c + 1 : end] for p, c in zip(paths, cut, strict=True)]
+    full: bytes = cols["curves"]
+    xs, ys = full[0::2], full[1::2]
+    lengths = cols["lengths"] if isinstance(cols["lengths"], int) else json.loads(cols["lengths"])
     grid_of: dict[bytes, int] = {}
-    grids: list[int] = []
-    target_of: dict[float, int] = {}
-    tgs: list[int] = []
-    ys: list[bytes] = []
-    others: list[list[Any]] = []
-    prev = None
-    for model_id, issuer, t, r, date, path, tgt, ok, n, curve in rows:
-        curve = curve if isinstance(curve, bytes) else b""  # rows from before rules version 3 have none
-        if model_id == prev:  # a superseded file of the model just added
-            others.append([len(ids) - 1, path, issuer, t, r, date, int(ok), tgt, n, base64.b64encode(curve).decode()])
-            continue
-        prev = model_id
-        ids.append(model_id)
-        iss.append(issuer_of.setdefault(issuer, len(issuer_of)))
-        thr.append(t)
-        rec.append(r)
-        met.append("1" if ok else "0")
-        dates.append(date)
-        folder, _, name = path.rpartition("/")
-        dirs.append(folder_of.setdefault(folder, len(folder_of)))
-        names.append(name)
-        npts.append(n)
-        tgs.append(target_of.setdefault(tgt, len(target_of)))
-        grids.append(grid_of.setdefault(curve[::2], len(grid_of)))
-        y = curve[1::2]
-        ys.append(bytes((len(y),)) + y)
-    # Issuers sorted, so the issuer column sorts by its index.
-    order = sorted(issuer_of, key=lambda i: (i.lower(), i))
-    rank = [0] * len(order)
-    for pos, name in enumerate(order):
-        rank[issuer_of[name]] = pos
-    index = {model_id: i for i, model_id in enumerate(ids)} if earlier else {}
-    hist = [[index[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in index]
+    if isinstance(lengths, int):  # every curve has this many bytes
+        h = lengths // 2
+        grids = [grid_of.setdefault(xs[i : i + h], len(grid_of)) for i in range(0, len(xs), h)] if h else []
+        drawn: Any = h
+    else:
+        drawn = [n // 2 for n in lengths]
+        starts = list(itertools.accumulate(drawn, initial=0))
+        grids = [grid_of.setdefault(xs[a:b], len(grid_of)) for a, b in itertools.pairwise(starts)]
+    order: list[int] = cols["order"]
+    winner: dict[str, int] = {}
+    if earlier:
+        for p in order:  # each model's report row comes first
+            winner.setdefault(ids[p], p)
     return {
         "version": DATA_VERSION,
+        "steps": STEPS,
         "generated": generated_at,
         "target": target,
         "omitted": omitted,
         "historyNote": history_note,
-        # model_ids are canonical lowercase UUIDs (validated), 36 characters each, in sorted order.
-        "ids": "".join(ids) if all(len(m) == 36 for m in ids) else ids,
-        "issuers": order,
-        "iss": [rank[i] for i in iss],
-        "thr": thr,
-        "rec": rec,
-        "met": "".join(met),
-        "dates": dates,
+        "n": len(ids),
+        "models": len(set(ids)),
+        "order": order,
+        # model_ids are lowercase UUIDs (validated): 16 bytes each.
+        "idb": base64.b64encode(bytes.fromhex(joined.replace("-", ""))).decode() if canonical else "",
+        "ids": [] if canonical else ids,
+        "issuers": names,
+        "iss": [rank[i] for i in issuers],
+        "thr": Raw(cols["thr"]),
+        "rec": Raw(cols["rec"]),
+        "met": cols["met"],
+        "dates": Raw(cols["dates"]),
         "folders": list(folder_of),
         "dir": dirs,
-        "names": names,
-        "npts": npts,
-        "targets": list(target_of),
-        "tg": tgs if len(target_of) > 1 else [],
+        "names": files,
+        "ext": ext,
+        "npts": _number_or_raw(cols["npts"]),
+        "targets": _number_or_raw(cols["targets"]),
         "grids": [base64.b64encode(g).decode() for g in grid_of],
         "grid": grids if len(grid_of) > 1 else [],
-        "ys": base64.b64encode(b"".join(ys)).decode(),
-        "others": others,
-        "earlier": hist,
+        "drawn": drawn,
+        "ys": base64.b64encode(ys).decode(),
+        "earlier": [[winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner],
         "rejections": [[r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections],
     }
 
 
-def script_json(data: Any) -> str:
-    """JSON safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so no ``</script>``
-    and no ``<!--``), and ASCII only (so no U+2028/2029 either)."""
-    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+def _number_or_raw(value: Any) -> Any:
+    return Raw(value) if isinstance(value, str) else value
+
+
+def script_json(data: dict[str, Any]) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so
+    no ``</script>`` and no ``<!--``), and no raw U+2028/2029 (line ends to old parsers)."""
+    dump = functools.partial(json.dumps, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    text = "{" + ",".join(f"{dump(k)}:{v if isinstance(v, Raw) else dump(v)}" for k, v in data.items()) + "}"
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
 
 
 def render_html(
-    rows: Iterable[Sequence[Any]],
+    cols: dict[str, Any],
     rejections: Iterable[dict[str, Any]],
     out: TextIO,
     generated_at: str,
@@ -138,17 +166,18 @@ def render_html(
     history_note: str = "",
 ) -> None:
     """Write the page: :func:`page_data` inside the static page (``watcher/page/report.*``).
-    ``omitted`` counts models left out (``html_max_models``); the page says so."""
-    data = page_data(rows, rejections, generated_at, target, earlier, omitted, history_note)
-    models, missed, rejected = len(data["npts"]), data["met"].count("0"), len(data["rejections"])
+    ``cols`` from :meth:`watcher.store.Store.page_columns` or :func:`columns_from_rows`;
+    ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
+    counts are written into the markup as well, so they read right without the script."""
+    data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
+    models = data["models"]
+    rejected = len(data["rejections"])
     out.write(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>watcher report</title><style>{_asset('report.css')}</style></head><body>"
-        # The headline is in the markup too, so it reads right before (or without) the script.
         f'<header><h1>Operating points by model</h1><p class="meta" id="meta">Generated {escape(generated_at)}'
-        f" &middot; target recall {target:g} &middot; {models} models &middot; {missed} below target &middot; "
-        f"{rejected} rejected files</p></header>"
+        f" &middot; target recall {target:g} &middot; {models} models &middot; {rejected} rejected files</p></header>"
         f"{_asset('report.html')}"
         f'<script type="application/json" id="data">{script_json(data)}</script>'
         f"<script>{_asset('report.js')}</script></body></html>\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from watcher.config import Settings
-from watcher.html import render_html
+from watcher.html import columns_from_rows, render_html
 from watcher.logs import get_logger
 from watcher.render import FILE_NAMES, write_atomic, write_reports
 from watcher.store import Store, now_iso
@@ -81,14 +81,14 @@ def write_html(store: Store, settings: Settings) -> Path:
     def produce(fh: TextIO) -> None:
         counts = store.counts()
         omitted = max(0, counts["models"] - settings.html_max_models)
-        rows = store.report_details(limit=settings.html_max_models) if omitted else store.page_rows()
+        cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
         earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
         note = (
             f"Only the newest {HISTORY_ON_PAGE:,} history entries were looked at; the table history holds all."
             if counts["history"] > HISTORY_ON_PAGE
             else ""
         )
-        render_html(rows, store.rejection_rows(), fh, now_iso(), omitted, target=settings.target_recall,
+        render_html(cols, store.rejection_rows(), fh, now_iso(), omitted, target=settings.target_recall,
                     earlier=earlier, history_note=note)  # fmt: skip
 
     write_atomic(target, produce)

@@ -5,32 +5,56 @@
 (function () {
   'use strict';
   var D = JSON.parse(document.getElementById('data').textContent);
-  var N = D.npts.length, ROW = 30, STEPS = 255, SVGNS = 'http://www.w3.org/2000/svg';
+  var ROW = 30, STEPS = D.steps, SVGNS = 'http://www.w3.org/2000/svg';
   var COLORS = ['#2e5aac', '#d55e00', '#009e73', '#cc79a7', '#e69f00', '#56b4e9', '#7a5195', '#000000'];
   function $(id) { return document.getElementById(id); }
 
-  // ---- decoding --------------------------------------------------------------------------
+  // ---- decoding: D holds every row (current and superseded files) in table order; a row is
+  // named by its position p. D.order lists the positions by model_id, each model's report row
+  // first: W holds those report rows, one per model, in model_id order. -------------------------
   function bytes(s) {
     var bin = atob(s), out = new Uint8Array(bin.length);
     for (var i = 0; i < bin.length; i++) { out[i] = bin.charCodeAt(i); }
     return out;
   }
-  var ys = bytes(D.ys), yoff = new Uint32Array(N + 1), grids = D.grids.map(bytes);
-  (function () { var p = 0; for (var i = 0; i < N; i++) { yoff[i] = p; p += 1 + ys[p]; } yoff[N] = p; })();
-  function id(i) { return typeof D.ids === 'string' ? D.ids.substr(i * 36, 36) : D.ids[i]; }
-  function path(i) { var f = D.folders[D.dir[i]]; return f ? f + '/' + D.names[i] : D.names[i]; }
-  function target(i) { return D.targets[D.tg.length ? D.tg[i] : 0]; }
-  function met(i) { return D.met.charCodeAt(i) === 49; }
-  function issuer(i) { return D.issuers[D.iss[i]]; }
-  // The drawn curve: at most 33 points, each coordinate quantised to 1/255.
-  function curve(i) {
-    var g = grids[D.grid.length ? D.grid[i] : 0], p = yoff[i], n = ys[p], pts = [];
-    for (var k = 0; k < n; k++) { pts.push([g[k] / STEPS, 1 - ys[p + 1 + k] / STEPS]); }
-    return pts;
+  var idb = bytes(D.idb), HEX = [];
+  for (var h = 0; h < 256; h++) { HEX.push((h < 16 ? '0' : '') + h.toString(16)); }
+  function id(p) {
+    if (D.ids.length) { return D.ids[p]; }
+    var o = p * 16, s = '';
+    for (var k = 0; k < 16; k++) { s += HEX[idb[o + k]]; if (k === 3 || k === 5 || k === 7 || k === 9) { s += '-'; } }
+    return s;
   }
-  function pairs(b64) {
-    var b = bytes(b64), pts = [];
-    for (var k = 0; k + 1 < b.length; k += 2) { pts.push([b[k] / STEPS, 1 - b[k + 1] / STEPS]); }
+  function sameModel(p, q) {
+    if (D.ids.length) { return D.ids[p] === D.ids[q]; }
+    for (var k = 0; k < 16; k++) { if (idb[p * 16 + k] !== idb[q * 16 + k]) { return false; } }
+    return true;
+  }
+  var W = [], rankOf = new Int32Array(D.n).fill(-1), superseded = new Map();
+  D.order.forEach(function (p, k) {
+    var last = W.length ? W[W.length - 1] : -1;
+    if (k > 0 && sameModel(p, last)) {
+      if (!superseded.has(last)) { superseded.set(last, []); }
+      superseded.get(last).push(p);
+    } else { rankOf[p] = W.length; W.push(p); }
+  });
+  W = Uint32Array.from(W);
+  var N = W.length;
+  var ys = bytes(D.ys), grids = D.grids.map(bytes), yoff;
+  if (typeof D.drawn === 'number') { yoff = null; } else {
+    yoff = new Uint32Array(D.n + 1);
+    for (var q = 0; q < D.n; q++) { yoff[q + 1] = yoff[q] + D.drawn[q]; }
+  }
+  function path(p) { var f = D.folders[D.dir[p]]; return (f ? f + '/' : '') + D.names[p] + D.ext; }
+  function target(p) { return typeof D.targets === 'number' ? D.targets : D.targets[p]; }
+  function npts(p) { return typeof D.npts === 'number' ? D.npts : D.npts[p]; }
+  function met(p) { return D.met.charCodeAt(p) === 49; }
+  function issuer(p) { return D.issuers[D.iss[p]]; }
+  // The drawn curve: at most 33 points, each coordinate quantised to 1/STEPS.
+  function curve(p) {
+    var g = grids[D.grid.length ? D.grid[p] : 0], off = yoff ? yoff[p] : p * D.drawn;
+    var n = yoff ? yoff[p + 1] - off : D.drawn, pts = [];
+    for (var k = 0; k < n; k++) { pts.push([g[k] / STEPS, 1 - ys[off + k] / STEPS]); }
     return pts;
   }
   // Fixed precision: thresholds and recalls to 4 decimals; drawn (quantised) points to 3.
@@ -60,20 +84,21 @@
   }
 
   // ---- sort orders (computed once per column and direction, over all models) ----------------
+  // Keys and orders are over the report rows only (W, by model index).
   var orders = {};
   function keys(key) {
     var a = new Float64Array(N), b = null, i;
-    if (key === 'issuer') { for (i = 0; i < N; i++) { a[i] = D.iss[i]; } }
-    else if (key === 'optimal_threshold') { a.set(D.thr); }
-    else if (key === 'closest_recall_value') { a.set(D.rec); }
-    else if (key === 'target_met') { for (i = 0; i < N; i++) { a[i] = met(i) ? 1 : 0; } }
+    if (key === 'issuer') { for (i = 0; i < N; i++) { a[i] = D.iss[W[i]]; } }
+    else if (key === 'optimal_threshold') { for (i = 0; i < N; i++) { a[i] = D.thr[W[i]]; } }
+    else if (key === 'closest_recall_value') { for (i = 0; i < N; i++) { a[i] = D.rec[W[i]]; } }
+    else if (key === 'target_met') { for (i = 0; i < N; i++) { a[i] = met(W[i]) ? 1 : 0; } }
     else if (key === 'experiment_date') {
       b = new Float64Array(N);
-      for (i = 0; i < N; i++) { var t = instant(D.dates[i]); a[i] = isNaN(t[0]) ? Infinity : t[0]; b[i] = t[1]; }
+      for (i = 0; i < N; i++) { var t = instant(D.dates[W[i]]); a[i] = isNaN(t[0]) ? Infinity : t[0]; b[i] = t[1]; }
     }
     return [a, b];
   }
-  function order(key, dir) {
+  function order(key, dir) {  // the report rows' positions in this order; ties by model_id
     var name = key + ' ' + dir;
     if (orders[name]) { return orders[name]; }
     var idx = new Uint32Array(N), s = dir === 'desc' ? -1 : 1, i;
@@ -82,19 +107,20 @@
       if (s < 0) { idx.reverse(); }
     } else if (key === 'path') {
       var ps = new Array(N);
-      for (i = 0; i < N; i++) { ps[i] = path(i); }
+      for (i = 0; i < N; i++) { ps[i] = path(W[i]); }
       idx.sort(function (x, y) { var p = ps[x], q = ps[y]; return p < q ? -s : p > q ? s : x - y; });
     } else {
       var k = keys(key), a = k[0], b = k[1];
       idx.sort(b ? function (x, y) { return s * (a[x] - a[y] || b[x] - b[y]) || x - y; }
                  : function (x, y) { return s * (a[x] - a[y]) || x - y; });
     }
+    for (i = 0; i < N; i++) { idx[i] = W[idx[i]]; }
     orders[name] = idx;
     return idx;
   }
-  function prefixRange(p) {  // the models whose id starts with p: ids are sorted
-    function lower(v) { var lo = 0, hi = N; while (lo < hi) { var mid = (lo + hi) >> 1; if (id(mid) < v) { lo = mid + 1; } else { hi = mid; } } return lo; }
-    return [lower(p), lower(p + '\uffff')];
+  function prefixRange(v) {  // model indices [lo, hi) whose id starts with v: W is by model_id
+    function lower(x) { var lo = 0, hi = N; while (lo < hi) { var mid = (lo + hi) >> 1; if (id(W[mid]) < x) { lo = mid + 1; } else { hi = mid; } } return lo; }
+    return [lower(v), lower(v + '\uffff')];
   }
 
   // ---- state, read from and written to the address's #fragment ----------------------------
@@ -115,7 +141,7 @@
     return out;
   }
   function indexOf(model) {
-    if (!byId) { byId = new Map(); for (var i = 0; i < N; i++) { byId.set(id(i), i); } }
+    if (!byId) { byId = new Map(); for (var i = 0; i < N; i++) { byId.set(id(W[i]), W[i]); } }
     var i2 = byId.get(String(model).toLowerCase());
     return i2 === undefined ? -1 : i2;
   }
@@ -160,8 +186,8 @@
     if (who === -1 && !state.model && !state.missed) { view = ord; } else {
       var out = new Uint32Array(Math.min(N, hi - lo)), n = 0, iss = D.iss;
       for (var j = 0; j < N; j++) {
-        var i = ord[j];
-        if (i < lo || i >= hi || (who !== -1 && iss[i] !== who) || (state.missed && met(i))) { continue; }
+        var i = ord[j], r = rankOf[i];
+        if (r < lo || r >= hi || (who !== -1 && iss[i] !== who) || (state.missed && met(i))) { continue; }
         out[n++] = i;
       }
       view = out.subarray(0, n);
@@ -205,7 +231,7 @@
     c[4].textContent = ok ? 'met' : 'below target'; c[4].className = ok ? 'ok' : 'flag';
     c[4].title = 'target recall ' + target(i);
     c[5].textContent = d; c[5].title = 'UTC ' + utc(d);
-    c[6].textContent = p; c[6].title = p + ' (' + D.npts[i] + ' points)';
+    c[6].textContent = p; c[6].title = p + ' (' + npts(i) + ' points)';
     row.box.checked = selected.has(i);
     var pts = curve(i), s = [], tg = sy(target(i));
     for (var k = 0; k < pts.length; k++) { s.push(sx(pts[k][0]) + ',' + sy(pts[k][1])); }
@@ -396,7 +422,7 @@
     if (grouped) { return grouped; }
     grouped = new Map();
     function add(k, kind, v) { if (!grouped.has(k)) { grouped.set(k, { others: [], earlier: [] }); } grouped.get(k)[kind].push(v); }
-    D.others.forEach(function (o) { add(o[0], 'others', o); });
+    superseded.forEach(function (ps, w) { ps.forEach(function (p) { add(w, 'others', p); }); });
     D.earlier.forEach(function (h) { add(h[0], 'earlier', h); });
     return grouped;
   }
@@ -411,11 +437,11 @@
     fact(dl, 'issuer', issuer(i)); fact(dl, 'file', path(i));
     fact(dl, 'chosen threshold', f4(D.thr[i]), 'exactly ' + D.thr[i]); fact(dl, 'recall there', f4(D.rec[i]), 'exactly ' + D.rec[i]);
     fact(dl, 'target recall', String(tg)); fact(dl, 'target', met(i) ? 'met' : 'below target');
-    fact(dl, 'experiment date', d, 'UTC ' + utc(d)); fact(dl, 'points', D.npts[i] + ' (' + curve(i).length + ' drawn)');
+    fact(dl, 'experiment date', d, 'UTC ' + utc(d)); fact(dl, 'points', npts(i) + ' (' + curve(i).length + ' drawn)');
     var mine = group().get(i) || { others: [], earlier: [] };
     var series = [{ label: path(i), color: COLORS[0], pts: curve(i), chosen: [D.thr[i], D.rec[i]], main: true }];
     var extra = mine.others.map(function (o, k) {
-      return { label: o[1], color: COLORS[1 + k % (COLORS.length - 1)], pts: pairs(o[9]), chosen: [o[3], o[4]], on: true };
+      return { label: path(o), color: COLORS[1 + k % (COLORS.length - 1)], pts: curve(o), chosen: [D.thr[o], D.rec[o]], on: true };
     });
     function redraw() { drawChart(series.concat(extra.filter(function (s) { return s.on; })), tg); }
     var box = $('dothers');
@@ -423,11 +449,11 @@
       var h = document.createElement('h3'); h.textContent = 'Other files of this model (superseded by the file above)'; box.appendChild(h);
       table(box, ['overlay', 'file', 'issuer', 'experiment date', 'threshold', 'recall', 'target'], mine.others.map(function (o, k) {
         var c = document.createElement('input'); c.type = 'checkbox'; c.checked = true;
-        c.setAttribute('aria-label', 'overlay ' + o[1]);
+        c.setAttribute('aria-label', 'overlay ' + path(o));
         c.addEventListener('change', function () { extra[k].on = c.checked; redraw(); });
         var sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = extra[k].color;
         var lab = document.createElement('label'); lab.appendChild(c); lab.appendChild(sw);
-        return [lab, o[1], o[2], o[5], f4(o[3]), f4(o[4]), o[6] ? 'met' : 'below target'];
+        return [lab, path(o), issuer(o), D.dates[o], f4(D.thr[o]), f4(D.rec[o]), met(o) ? 'met' : 'below target'];
       }));
     }
     if (mine.earlier.length) {
@@ -508,7 +534,8 @@
     } else if (dialog.open) { dialog.close(); }
   }
   window.addEventListener('hashchange', function () { if (location.hash !== written) { fromHash(); } });
-  var missed = D.met.split('0').length - 1;
+  var missed = 0;
+  for (var w = 0; w < N; w++) { if (!met(W[w])) { missed++; } }
   var meta = $('meta');
   meta.textContent = 'Generated ' + D.generated + ' \u00b7 target recall ' + D.target + ' \u00b7 ' + N.toLocaleString('en') + ' models \u00b7 ';
   var flag = document.createElement('span'); flag.className = missed ? 'flag' : 'ok'; flag.id = 'missedcount';

@@ -1,0 +1,166 @@
+"""The report page in a real headless Chromium: ``python -m benchmarks.page`` (part of ``make bench``;
+alone: ``make bench-page``).
+
+For 10,000 and 100,000 generated models (rows written straight into a database, not files): the
+time to write ``report.html`` from the database (what the daemon's page process does after a
+change), the file's size, and in the browser, each the median of 3 fresh loads: page loaded and
+first screen drawn, sorting by each column (the first click, which computes that order), filtering
+(an issuer; a model_id prefix), and opening a model's detail. Browser times are taken in the
+page (``performance.now()`` from the action to the frame after it). ``--quick`` runs tiny sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import corpus
+from tests.cdp import CHROMIUM, Browser
+from watcher.config import Settings
+from watcher.outcomes import FileStat, Scored
+from watcher.publish import write_html_file
+from watcher.scoring import curve_bytes, drawn_curve, optimal_point
+from watcher.store import Store
+
+SORTS = ["model_id", "issuer", "optimal_threshold", "closest_recall_value", "target_met", "experiment_date", "path"]
+OFFSETS = ["Z", "+02:00", "-05:30", ".250Z", ".123456+09:00", "z"]
+
+
+def outcomes(n: int, seed: int = 1, superseded: float = 0.01) -> Iterator[Scored]:
+    """``n`` models' scored outcomes (and, for a share of them, a superseded older file), with
+    realistic curves (a few hundred distinct ones, reused), 37 issuers, and dates written with
+    assorted offsets so that text order and instant order differ."""
+    rng = random.Random(seed)
+    shapes = []
+    for k in range(400):
+        thresholds, recalls = corpus.curve(101, random.Random(k))
+        score = optimal_point(thresholds, recalls, 0.85)
+        xs, ys = drawn_curve(thresholds, recalls, score.index)
+        shapes.append((score, curve_bytes(xs, ys)))
+    for i in range(n):
+        model = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        versions = 2 if rng.random() < superseded else 1
+        for v in range(versions):
+            score, curve = shapes[rng.randrange(len(shapes))]
+            day, sec = 1 + rng.randrange(28), rng.randrange(86400)
+            date = f"2024-{1 + rng.randrange(12):02}-{day:02}T{sec // 3600:02}:{sec // 60 % 60:02}:{sec % 60:02}"
+            offset = OFFSETS[rng.randrange(len(OFFSETS))]
+            date += offset.upper() if offset == "z" else offset
+            if v:  # the older experiment
+                date = "2023-01-01T00:00:00Z"
+            at = _utc(date)
+            path = corpus.relpath(i) if v == 0 else f"old/{corpus.relpath(i)}"
+            yield Scored(
+                path=path, stat=FileStat(1000, 1, i), sha256=hashlib.sha256(path.encode()).hexdigest(), model_id=model,
+                issuer=f"user{i % 37}@example.com", experiment_date=date, experiment_at=at,
+                optimal_threshold=score.threshold, closest_recall_value=score.recall, distance=score.distance,
+                target_met=score.target_met, target_recall=0.85, n_points=101, curve=curve,
+            )  # fmt: skip
+
+
+def _utc(date: str) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(date.upper()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def database(work: Path, n: int) -> Settings:
+    """A database of ``n`` generated models (and settings pointing at it)."""
+    settings = Settings(watch_dir=work, db_path=work / f"page{n}.db", report_dir=work / f"reports{n}")
+    store = Store.open(settings.db_path)
+    try:
+        batch: list[Any] = []
+        for o in outcomes(n):
+            batch.append(o)
+            if len(batch) == 5000:
+                store.apply(batch)
+                batch = []
+        store.apply(batch)
+    finally:
+        store.close()
+    settings.reports.mkdir(exist_ok=True)
+    return settings
+
+
+FRAME = "await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
+
+
+def timed_js(browser: Browser, action: str) -> float:
+    """Milliseconds from running ``action`` in the page to the frame after it."""
+    return float(browser.eval(f"(async () => {{ const t0 = performance.now(); {action}; {FRAME}; "
+                              "return performance.now() - t0; })()"))  # fmt: skip
+
+
+def measure(url: str) -> dict[str, float]:
+    """One fresh load and each action once: milliseconds by name."""
+    out: dict[str, float] = {}
+    with Browser() as b:
+        b.open(url, timeout=120)
+        out["load and first screen"] = float(b.eval("window.readyAt"))
+        for key in SORTS[1:] + SORTS[:1]:
+            out[f"sort by {key}"] = timed_js(b, f"document.querySelector('.head button[data-key={key}]').click()")
+        b.eval("document.querySelector('.head button[data-key=model_id]').click()")
+        out["filter: issuer"] = timed_js(b, "const s = document.getElementById('issuer'); s.value = "
+                                            "'user5@example.com'; s.dispatchEvent(new Event('change'))")  # fmt: skip
+        out["filter: model_id prefix"] = timed_js(b, "const s = document.getElementById('search'); s.value = 'a1';"
+                                                     " s.dispatchEvent(new Event('input'))")  # fmt: skip
+        out["filter: cleared"] = timed_js(b, "for (const id of ['issuer', 'search']) { const s = "
+                                             "document.getElementById(id); s.value = ''; s.dispatchEvent(new "
+                                             "Event(id === 'issuer' ? 'change' : 'input')); }")  # fmt: skip
+        out["open a model's detail"] = timed_js(b, "document.querySelector('#rows .row .id').click()")
+        errors = b.errors()
+        if errors:
+            raise SystemExit(f"console errors: {errors}")
+    return out
+
+
+def bench(sizes: list[int], repeats: int, work: Path) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    for n in sizes:
+        settings = database(work, n)
+        write_times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            page = write_html_file(settings)
+            write_times.append(time.perf_counter() - start)
+        lines.append((f"{n:,} models: report.html written from the database (s)", f"{statistics.median(write_times):.2f}"))
+        lines.append((f"{n:,} models: report.html size (MB)", f"{page.stat().st_size / 1e6:.1f}"))
+        runs = [measure(page.as_uri()) for _ in range(repeats)]
+        for name in runs[0]:
+            lines.append((f"{n:,} models: {name} (ms)", f"{statistics.median(r[name] for r in runs):.0f}"))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the speed")
+    args = parser.parse_args(argv)
+    if CHROMIUM is None:
+        print("chromium is not installed: no page figures", file=sys.stderr)
+        return 1
+    sizes, repeats = ([500], 1) if args.quick else ([10_000, 100_000], 3)
+    work = Path(tempfile.mkdtemp(prefix="watcher-page-bench-"))
+    try:
+        started = time.perf_counter()
+        lines = bench(sizes, repeats, work)
+        print("| figure | value |\n|---|---|")
+        for name, value in lines:
+            print(f"| {name} | {value} |")
+        print(f"\nheadless {CHROMIUM}, median of {repeats}; {time.perf_counter() - started:.0f} s in all")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
