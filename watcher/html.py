@@ -10,12 +10,14 @@ several. Pure rendering: rows in, text out; the script and style are package dat
 
 from __future__ import annotations
 
+import array
 import base64
 import functools
 import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from html import escape
 from importlib import resources
 from typing import Any, TextIO
@@ -49,7 +51,8 @@ def columns_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
         "ids": dump(ids), "issuers": dump(issuers), "thr": dump(thr), "rec": dump(rec), "dates": dump(dates),
         "paths": dump(paths), "met": "".join("1" if m else "0" for m in met), "curves": b"".join(curves),
         "npts": dump(npts), "targets": dump(targets), "lengths": dump([len(c) for c in curves]),
-        "order": list(range(len(ids))),
+        "order": list(range(len(ids))), "by_path": sorted(range(len(ids)), key=paths.__getitem__),
+        "by_date": sorted(range(len(ids)), key=lambda i: (_instant(dates[i]), paths[i])),
     }  # fmt: skip
 
 
@@ -98,9 +101,11 @@ def page_data(
         grids = [grid_of.setdefault(xs[i : i + h], len(grid_of)) for i in range(0, len(xs), h)] if h else []
         drawn: Any = h
     else:
-        drawn = [n // 2 for n in lengths]
-        starts = list(itertools.accumulate(drawn, initial=0))
+        counts = [n // 2 for n in lengths]
+        starts = list(itertools.accumulate(counts, initial=0))
         grids = [grid_of.setdefault(xs[a:b], len(grid_of)) for a, b in itertools.pairwise(starts)]
+        # One character per curve, its number of points plus 48 ("0" for none), when all fit.
+        drawn = "".join(map(chr, (48 + c for c in counts))) if max(counts, default=0) < 75 else counts
     order: list[int] = cols["order"]
     winner: dict[str, int] = {}
     if earlier:
@@ -115,7 +120,10 @@ def page_data(
         "historyNote": history_note,
         "n": len(ids),
         "models": len(set(ids)),
-        "order": order,
+        # Positions, 3 bytes each (base64): by model, by path, by instant.
+        "order": _u24(order),
+        "byPath": _u24(cols["by_path"]),
+        "byDate": _u24(cols["by_date"]),
         # model_ids are lowercase UUIDs (validated): 16 bytes each.
         "idb": base64.b64encode(bytes.fromhex(joined.replace("-", ""))).decode() if canonical else "",
         "ids": [] if canonical else ids,
@@ -138,6 +146,19 @@ def page_data(
         "earlier": [[winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner],
         "rejections": [[r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections],
     }
+
+
+def _u24(values: list[int]) -> str:
+    """Non-negative integers below 2**24 as 3 little-endian bytes each, base64."""
+    words = array.array("I", values).tobytes()
+    out = bytearray(3 * len(values))
+    for k in range(3):
+        out[k::3] = words[k::4]
+    return base64.b64encode(out).decode()
+
+
+def _instant(date: str) -> datetime:
+    return datetime.fromisoformat(date.upper()).astimezone(UTC)
 
 
 def _number_or_raw(value: Any) -> Any:

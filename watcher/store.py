@@ -263,7 +263,8 @@ class Store:
         same, else a JSON array; and ``order``: the rows' positions by model_id, each model's
         report row first (the report view's rule: latest experiment instant, on a tie the greatest
         path), then its superseded files, read from the covering index ``results_latest`` alone
-        (its entries carry the rowid).
+        (its entries carry the rowid); ``by_path`` and ``by_date``: the positions by path, and by
+        experiment instant then path (from the path index and ``results_recent``).
         """
         keys = ("rowids", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "curve_bytes")
         same = ("npts", "targets", "lengths")
@@ -282,16 +283,20 @@ class Store:
             out["curves"] = bytes.fromhex(text)
         for k, (low, high) in zip(same, zip(row[len(keys) :: 2], row[len(keys) + 1 :: 2], strict=True), strict=True):
             out[k] = low if low == high else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
-        (by_model,) = self.db.execute(
-            "SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY model_id, experiment_at DESC, path DESC)"
+        orders = self.db.execute(
+            "SELECT (SELECT json_group_array(rowid) FROM"
+            " (SELECT rowid FROM results ORDER BY model_id, experiment_at DESC, path DESC)),"
+            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY path)),"
+            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY experiment_at, path))"
         ).fetchone()
         rowids = json.loads(out.pop("rowids"))
         if rowids and rowids[-1] - rowids[0] == len(rowids) - 1:  # no gaps: positions are offsets
             first = rowids[0]
-            out["order"] = [r - first for r in json.loads(by_model)]
+            positions = [[r - first for r in json.loads(x)] for x in orders]
         else:
             position = {rowid: i for i, rowid in enumerate(rowids)}
-            out["order"] = [position[r] for r in json.loads(by_model)]
+            positions = [[position[r] for r in json.loads(x)] for x in orders]
+        out["order"], out["by_path"], out["by_date"] = positions
         return out
 
     def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:

@@ -30,8 +30,13 @@
     for (var k = 0; k < 16; k++) { if (idb[p * 16 + k] !== idb[q * 16 + k]) { return false; } }
     return true;
   }
+  function u24(s) {  // positions, 3 bytes each
+    var b = bytes(s), out = new Uint32Array(b.length / 3);
+    for (var k = 0; k < out.length; k++) { out[k] = b[3 * k] | (b[3 * k + 1] << 8) | (b[3 * k + 2] << 16); }
+    return out;
+  }
   var W = [], rankOf = new Int32Array(D.n).fill(-1), superseded = new Map();
-  D.order.forEach(function (p, k) {
+  u24(D.order).forEach(function (p, k) {
     var last = W.length ? W[W.length - 1] : -1;
     if (k > 0 && sameModel(p, last)) {
       if (!superseded.has(last)) { superseded.set(last, []); }
@@ -43,7 +48,8 @@
   var ys = bytes(D.ys), grids = D.grids.map(bytes), yoff;
   if (typeof D.drawn === 'number') { yoff = null; } else {
     yoff = new Uint32Array(D.n + 1);
-    for (var q = 0; q < D.n; q++) { yoff[q + 1] = yoff[q] + D.drawn[q]; }
+    var text = typeof D.drawn === 'string';  // one character per curve: its count plus 48
+    for (var q = 0; q < D.n; q++) { yoff[q + 1] = yoff[q] + (text ? D.drawn.charCodeAt(q) - 48 : D.drawn[q]); }
   }
   function path(p) { var f = D.folders[D.dir[p]]; return (f ? f + '/' : '') + D.names[p] + D.ext; }
   function target(p) { return typeof D.targets === 'number' ? D.targets : D.targets[p]; }
@@ -84,37 +90,50 @@
   }
 
   // ---- sort orders (computed once per column and direction, over all models) ----------------
-  // Keys and orders are over the report rows only (W, by model index).
-  var orders = {};
-  function keys(key) {
-    var a = new Float64Array(N), b = null, i;
-    if (key === 'issuer') { for (i = 0; i < N; i++) { a[i] = D.iss[W[i]]; } }
-    else if (key === 'optimal_threshold') { for (i = 0; i < N; i++) { a[i] = D.thr[W[i]]; } }
-    else if (key === 'closest_recall_value') { for (i = 0; i < N; i++) { a[i] = D.rec[W[i]]; } }
-    else if (key === 'target_met') { for (i = 0; i < N; i++) { a[i] = met(W[i]) ? 1 : 0; } }
-    else if (key === 'experiment_date') {
-      b = new Float64Array(N);
-      for (i = 0; i < N; i++) { var t = instant(D.dates[W[i]]); a[i] = isNaN(t[0]) ? Infinity : t[0]; b[i] = t[1]; }
+  // Orders are over the report rows only (model index i, position W[i]). Each column becomes a
+  // rank per model; sorting is then one native sort of rank * SHIFT + model index packed in a
+  // Float64Array (exact below 2^53): no comparator calls, and ties fall to model_id order.
+  var orders = {}, SHIFT = Math.pow(2, Math.ceil(Math.log2(N + 2)));
+  function ranks(values) {  // dense ranks of numbers (NaN last)
+    var u = Float64Array.from(values).sort(), n = 0, i;
+    for (i = 0; i < u.length; i++) { if (i === 0 || !(u[i] === u[n - 1] || (u[i] !== u[i] && u[n - 1] !== u[n - 1]))) { u[n++] = u[i]; } }
+    var r = new Float64Array(values.length);
+    for (i = 0; i < values.length; i++) {
+      var v = values[i], lo = 0, hi = n - 1;
+      if (v !== v) { r[i] = n; continue; }
+      while (lo < hi) { var mid = (lo + hi) >> 1; if (u[mid] < v) { lo = mid + 1; } else { hi = mid; } }
+      r[i] = lo;
     }
-    return [a, b];
+    return r;
+  }
+  function rankKey(key) {
+    var a = new Float64Array(N), i;
+    if (key === 'issuer') { for (i = 0; i < N; i++) { a[i] = D.iss[W[i]]; } return a; }
+    if (key === 'target_met') { for (i = 0; i < N; i++) { a[i] = met(W[i]) ? 1 : 0; } return a; }
+    if (key === 'optimal_threshold' || key === 'closest_recall_value') {
+      var col = key === 'optimal_threshold' ? D.thr : D.rec;
+      for (i = 0; i < N; i++) { a[i] = col[W[i]]; }
+      return ranks(a);
+    }
+    // path, experiment_date: the data carries every row's position in that order (dates by
+    // instant, then path)
+    var j = 0;
+    u24(key === 'path' ? D.byPath : D.byDate).forEach(function (p) { if (rankOf[p] >= 0) { a[rankOf[p]] = j++; } });
+    return a;
   }
   function order(key, dir) {  // the report rows' positions in this order; ties by model_id
     var name = key + ' ' + dir;
     if (orders[name]) { return orders[name]; }
-    var idx = new Uint32Array(N), s = dir === 'desc' ? -1 : 1, i;
-    for (i = 0; i < N; i++) { idx[i] = i; }
+    var idx = new Uint32Array(N), i;
     if (key === 'model_id') {  // the data's own order
-      if (s < 0) { idx.reverse(); }
-    } else if (key === 'path') {
-      var ps = new Array(N);
-      for (i = 0; i < N; i++) { ps[i] = path(W[i]); }
-      idx.sort(function (x, y) { var p = ps[x], q = ps[y]; return p < q ? -s : p > q ? s : x - y; });
+      for (i = 0; i < N; i++) { idx[i] = W[dir === 'desc' ? N - 1 - i : i]; }
     } else {
-      var k = keys(key), a = k[0], b = k[1];
-      idx.sort(b ? function (x, y) { return s * (a[x] - a[y] || b[x] - b[y]) || x - y; }
-                 : function (x, y) { return s * (a[x] - a[y]) || x - y; });
+      var r = rankKey(key), top = 0, packed = new Float64Array(N);
+      for (i = 0; i < N; i++) { if (r[i] > top) { top = r[i]; } }
+      for (i = 0; i < N; i++) { packed[i] = (dir === 'desc' ? top - r[i] : r[i]) * SHIFT + i; }
+      packed.sort();
+      for (i = 0; i < N; i++) { idx[i] = W[packed[i] % SHIFT]; }
     }
-    for (i = 0; i < N; i++) { idx[i] = W[idx[i]]; }
     orders[name] = idx;
     return idx;
   }
