@@ -564,6 +564,16 @@
     $('note').hidden = false;
     $('note').textContent = D.omitted.toLocaleString('en') + ' older models are not on this page (html_max_models); every model is in report.csv, report.json and the database.';
   }
+  // For scripts and tests: what the table shows, in its order, over all the rows it holds.
+  window.report = {
+    models: N,
+    count: function () { return view.length; },
+    ids: function (from, to) {
+      var out = [];
+      for (var k = from; k < Math.min(to, view.length); k++) { out.push(id(view[k])); }
+      return out;
+    }
+  };
   fromHash();
   rejFilter();
   requestAnimationFrame(function () { requestAnimationFrame(function () { window.readyAt = performance.now(); document.body.dataset.ready = '1'; }); });
