@@ -154,7 +154,9 @@ class Browser:
         self.call("Page.navigate", url="about:blank")
         self.wait_for("location.href === 'about:blank'")
         self.call("Page.navigate", url=url)
-        self.wait_for("location.href !== 'about:blank' && document.body && document.body.dataset.ready === '1'", timeout)
+        self.wait_for(
+            "location.href !== 'about:blank' && document.body && document.body.dataset.ready === '1'", timeout
+        )
 
     def center(self, selector: str) -> tuple[float, float]:
         box = self.eval(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
@@ -162,7 +164,7 @@ class Browser:
         return float(box[0]), float(box[1])
 
     def mouse(self, x: float, y: float, kind: str = "mouseMoved") -> None:
-        extra = {"button": "left", "clickCount": 1} if kind != "mouseMoved" else {}
+        extra: dict[str, Any] = {"button": "left", "clickCount": 1} if kind != "mouseMoved" else {}
         self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, **extra)
 
     def click_at(self, x: float, y: float) -> None:
@@ -176,7 +178,7 @@ class Browser:
     def key(self, key: str) -> None:
         """Press and release one key by its DOM name (Enter, ArrowDown, ' ', ...)."""
         codes = {"Enter": 13, "ArrowDown": 40, "ArrowUp": 38, "ArrowLeft": 37, "ArrowRight": 39, " ": 32,
-                 "Escape": 27, "Tab": 9}  # fmt: skip
+                 "Escape": 27, "Tab": 9, "Home": 36, "End": 35, "PageDown": 34, "PageUp": 33}  # fmt: skip
         code = codes.get(key, 0)
         text = {"Enter": "\r", " ": " "}.get(key, "")
         self.call("Input.dispatchKeyEvent", type="keyDown", key=key, windowsVirtualKeyCode=code, text=text)

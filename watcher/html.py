@@ -47,12 +47,13 @@ def columns_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
     ids, issuers, thr, rec, dates, paths, targets, met, npts, curves = cols
     curves = tuple(c if isinstance(c, bytes) else b"" for c in curves)  # none before rules version 3
     dump = json.dumps
+    instant = {d: _instant(d) for d in set(dates)}
     return {
         "ids": dump(ids), "issuers": dump(issuers), "thr": dump(thr), "rec": dump(rec), "dates": dump(dates),
         "paths": dump(paths), "met": "".join("1" if m else "0" for m in met), "curves": b"".join(curves),
         "npts": dump(npts), "targets": dump(targets), "lengths": dump([len(c) for c in curves]),
         "order": list(range(len(ids))), "by_path": sorted(range(len(ids)), key=paths.__getitem__),
-        "by_date": sorted(range(len(ids)), key=lambda i: (_instant(dates[i]), paths[i])),
+        "by_date": sorted(range(len(ids)), key=lambda i: (instant[dates[i]], paths[i])),
     }  # fmt: skip
 
 
@@ -143,8 +144,12 @@ def page_data(
         "grid": grids if len(grid_of) > 1 else [],
         "drawn": drawn,
         "ys": base64.b64encode(ys).decode(),
-        "earlier": [[winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner],
-        "rejections": [[r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections],
+        "earlier": [
+            [winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner
+        ],
+        "rejections": [
+            [r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections
+        ],
     }
 
 
@@ -170,7 +175,13 @@ def script_json(data: dict[str, Any]) -> str:
     no ``</script>`` and no ``<!--``), and no raw U+2028/2029 (line ends to old parsers)."""
     dump = functools.partial(json.dumps, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     text = "{" + ",".join(f"{dump(k)}:{v if isinstance(v, Raw) else dump(v)}" for k, v in data.items()) + "}"
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return text
 

@@ -282,7 +282,11 @@ class Store:
             (text,) = self.db.execute(f"SELECT coalesce(group_concat(hex({_CURVE}), ''), '') FROM results").fetchone()
             out["curves"] = bytes.fromhex(text)
         for k, (low, high) in zip(same, zip(row[len(keys) :: 2], row[len(keys) + 1 :: 2], strict=True), strict=True):
-            out[k] = low if low == high else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
+            out[k] = (
+                low
+                if low == high
+                else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
+            )
         orders = self.db.execute(
             "SELECT (SELECT json_group_array(rowid) FROM"
             " (SELECT rowid FROM results ORDER BY model_id, experiment_at DESC, path DESC)),"
@@ -312,7 +316,7 @@ class Store:
             " AND id > :floor AND model_id IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM results r WHERE r.path = h.path AND r.sha256 IS h.sha256) ORDER BY id DESC"
         )
-        return self.db.execute(sql, {"floor": top - int(limit)}).fetchall()  # type: ignore[no-any-return]
+        return self.db.execute(sql, {"floor": top - int(limit)}).fetchall()
 
     @contextlib.contextmanager
     def checkpointing(self) -> Iterator[None]:
