@@ -184,3 +184,13 @@ def test_large_report_stays_small_per_model(make_settings: Any) -> None:
         assert len(next(store.report_details())[-1]) in (64, 66)  # the drawn curve is downsampled...
         assert next(store.report_rows())[3] == pytest.approx(0.85, abs=1 / n)  # ...the scoring is not
     assert size < 80_000  # the page's own markup, style and script, and one small row of data
+
+
+def test_capped_page_keeps_the_most_recent_models_and_says_so(make_settings: Any) -> None:
+    settings: Settings = make_settings(html_max_models=5)
+    for i in range(8):
+        write(settings.watch_dir / f"m{i}.json", doc(experiment_date=f"2024-05-0{i + 1}T12:00:00Z"))
+    scan(settings)
+    data = page_data((settings.reports / "report.html").read_text())
+    assert data["models"] == 5 and data["omitted"] == 3
+    assert sorted(r["date"] for r in rows_of(data)) == [f"2024-05-0{i + 1}T12:00:00Z" for i in range(3, 8)]

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from watcher.scoring import STEPS
 
-#: Bumped when the page's data layout changes (the script checks it).
+#: The layout of the data in the page; changes with it (a saved page says which it holds).
 DATA_VERSION = 1
 
 

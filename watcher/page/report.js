@@ -494,7 +494,7 @@
     var list = Array.from(selected);
     openDialog('Comparing ' + list.length + ' models');
     var series = list.map(function (i, k) {
-      return { label: id(i).slice(0, 8), color: COLORS[k % COLORS.length], pts: curve(i), chosen: [D.thr[i], D.rec[i]] };
+      return { label: id(i), color: COLORS[k % COLORS.length], pts: curve(i), chosen: [D.thr[i], D.rec[i]] };
     });
     drawChart(series, target(list[0]));
     table($('dlegend'), ['', 'model_id', 'issuer', 'threshold', 'recall', 'target', 'file'], list.map(function (i, k) {
