@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import random
+import re
 import subprocess
 import sys
 from itertools import islice
@@ -41,6 +42,7 @@ def test_page_benchmark_prints_every_figure() -> None:
                    "sort by experiment_date", "sort by path", "filter: issuer", "filter: model_id prefix",
                    "open a model's detail"):  # fmt: skip
         assert f"\n| 500 models: {figure}" in proc.stdout, figure
+    assert re.search(r"\n\| 500 models: sort by path \(ms, script in brackets\) \| \d+ \(\d+\) \|", proc.stdout)
 
 
 def test_soak_command_checks_the_invariant() -> None:
