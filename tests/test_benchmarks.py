@@ -38,7 +38,8 @@ def test_page_benchmark_prints_every_figure() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.page", "--quick"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for figure in ("report.html written from the database (s)", "report.html size (MB)", "load and first screen",
+    for figure in ("report.html written from the database (s; CPU s in brackets)", "report.html size (MB)",
+                   "load and first screen",
                    "sort by experiment_date", "sort by path", "filter: issuer", "filter: model_id prefix",
                    "open a model's detail"):  # fmt: skip
         assert f"\n| 500 models: {figure}" in proc.stdout, figure

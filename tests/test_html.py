@@ -51,7 +51,7 @@ def rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
             "model_id": "-".join((hexid[:8], hexid[8:12], hexid[12:16], hexid[16:20], hexid[20:])),
             "issuer": data["issuers"][data["iss"][p]], "threshold": data["thr"][p], "recall": data["rec"][p],
             "met": data["met"][p] == "1", "date": data["dates"][p],
-            "path": (folder + "/" if folder else "") + data["names"][p] + data["ext"],
+            "path": folder + data["names"][p] + data["ext"],
             "curve": bytes(b for pair in zip(grid[:count], ys[at : at + count], strict=True) for b in pair),
         })  # fmt: skip
         at += count

@@ -87,26 +87,27 @@ def page_data(
     names = sorted(set(issuers), key=lambda i: (i.lower(), i))
     rank = {name: k for k, name in enumerate(names)}
     paths: list[str] = json.loads(cols["paths"])
-    cut = [p.rfind("/") for p in paths]
+    cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
     ext = ".json" if all(p.endswith(".json") for p in paths) else ""
-    folder_of: dict[str, int] = {}
-    dirs = [folder_of.setdefault(p[: max(c, 0)], len(folder_of)) for p, c in zip(paths, cut, strict=True)]
+    folders = [p[:c] for p, c in zip(paths, cut, strict=True)]  # with the trailing "/"
+    folder_of = {f: k for k, f in enumerate(dict.fromkeys(folders))}
     end = -len(ext) or None
-    files = [p[c + 1 : end] for p, c in zip(paths, cut, strict=True)]
+    files = [p[c:end] for p, c in zip(paths, cut, strict=True)]
     full: bytes = cols["curves"]
     xs, ys = full[0::2], full[1::2]
     lengths = cols["lengths"] if isinstance(cols["lengths"], int) else json.loads(cols["lengths"])
-    grid_of: dict[bytes, int] = {}
     if isinstance(lengths, int):  # every curve has this many bytes
         h = lengths // 2
-        grids = [grid_of.setdefault(xs[i : i + h], len(grid_of)) for i in range(0, len(xs), h)] if h else []
+        xlist = [xs[i : i + h] for i in range(0, len(xs), h)] if h else [b""] * len(ids)
         drawn: Any = h
     else:
         counts = [n // 2 for n in lengths]
         starts = list(itertools.accumulate(counts, initial=0))
-        grids = [grid_of.setdefault(xs[a:b], len(grid_of)) for a, b in itertools.pairwise(starts)]
+        xlist = [xs[a:b] for a, b in itertools.pairwise(starts)]
         # One character per curve, its number of points plus 48 ("0" for none), when all fit.
         drawn = "".join(map(chr, (48 + c for c in counts))) if max(counts, default=0) < 75 else counts
+    grid_of = {g: k for k, g in enumerate(dict.fromkeys(xlist))}
+    grids = list(map(grid_of.__getitem__, xlist))
     order: list[int] = cols["order"]
     winner: dict[str, int] = {}
     if earlier:
@@ -129,13 +130,13 @@ def page_data(
         "idb": base64.b64encode(bytes.fromhex(joined.replace("-", ""))).decode() if canonical else "",
         "ids": [] if canonical else ids,
         "issuers": names,
-        "iss": [rank[i] for i in issuers],
+        "iss": list(map(rank.__getitem__, issuers)),
         "thr": Raw(cols["thr"]),
         "rec": Raw(cols["rec"]),
         "met": cols["met"],
         "dates": Raw(cols["dates"]),
         "folders": list(folder_of),
-        "dir": dirs,
+        "dir": list(map(folder_of.__getitem__, folders)),
         "names": files,
         "ext": ext,
         "npts": _number_or_raw(cols["npts"]),

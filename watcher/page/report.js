@@ -51,7 +51,7 @@
     var text = typeof D.drawn === 'string';  // one character per curve: its count plus 48
     for (var q = 0; q < D.n; q++) { yoff[q + 1] = yoff[q] + (text ? D.drawn.charCodeAt(q) - 48 : D.drawn[q]); }
   }
-  function path(p) { var f = D.folders[D.dir[p]]; return (f ? f + '/' : '') + D.names[p] + D.ext; }
+  function path(p) { return D.folders[D.dir[p]] + D.names[p] + D.ext; }  // folders end in '/'
   function target(p) { return typeof D.targets === 'number' ? D.targets : D.targets[p]; }
   function npts(p) { return typeof D.npts === 'number' ? D.npts : D.npts[p]; }
   function met(p) { return D.met.charCodeAt(p) === 49; }
@@ -454,7 +454,7 @@
     openDialog('model ' + id(i));
     var dl = $('dfacts'), d = D.dates[i], tg = target(i);
     fact(dl, 'issuer', issuer(i)); fact(dl, 'file', path(i));
-    fact(dl, 'chosen threshold', f4(D.thr[i]), 'exactly ' + D.thr[i]); fact(dl, 'recall there', f4(D.rec[i]), 'exactly ' + D.rec[i]);
+    fact(dl, 'chosen threshold', f4(D.thr[i]), 'stored value ' + D.thr[i]); fact(dl, 'recall there', f4(D.rec[i]), 'stored value ' + D.rec[i]);
     fact(dl, 'target recall', String(tg)); fact(dl, 'target', met(i) ? 'met' : 'below target');
     fact(dl, 'experiment date', d, 'UTC ' + utc(d)); fact(dl, 'points', npts(i) + ' (' + curve(i).length + ' drawn)');
     var mine = group().get(i) || { others: [], earlier: [] };
@@ -538,7 +538,7 @@
   function fromHash() {
     applyHash();
     issuerEl.value = state.issuer;
-    if (state.issuer && issuerEl.value !== state.issuer) {  // not one of the listed issuers
+    if (state.issuer && issuerEl.value !== state.issuer && issuerEl.tagName === 'SELECT') {  // not one listed
       var k = whoIndex();
       if (k >= 0) { issuerEl.value = D.issuers[k]; } else {
         var o = document.createElement('option'); o.value = state.issuer; o.textContent = state.issuer + ' (no models)';
