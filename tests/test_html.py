@@ -194,3 +194,10 @@ def test_capped_page_keeps_the_most_recent_models_and_says_so(make_settings: Any
     data = page_data((settings.reports / "report.html").read_text())
     assert data["models"] == 5 and data["omitted"] == 3
     assert sorted(r["date"] for r in rows_of(data)) == [f"2024-05-0{i + 1}T12:00:00Z" for i in range(3, 8)]
+
+
+def test_an_empty_database_makes_an_empty_page(make_settings: Any) -> None:
+    settings: Settings = make_settings()
+    scan(settings)
+    data = page_data((settings.reports / "report.html").read_text())
+    assert (data["n"], data["models"], data["rejections"], rows_of(data)) == (0, 0, [], [])

@@ -282,9 +282,10 @@ class Store:
             (text,) = self.db.execute(f"SELECT coalesce(group_concat(hex({_CURVE}), ''), '') FROM results").fetchone()
             out["curves"] = bytes.fromhex(text)
         for k, (low, high) in zip(same, zip(row[len(keys) :: 2], row[len(keys) + 1 :: 2], strict=True), strict=True):
+            everywhere = low is not None and low == high  # one value in every row (None: no rows)
             out[k] = (
                 low
-                if low == high
+                if everywhere
                 else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
             )
         orders = self.db.execute(
