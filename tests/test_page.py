@@ -255,3 +255,16 @@ def test_100000_models_all_reachable_and_counted(browser: Browser, tmp_path: Pat
     assert counts == n
     b.screenshot(ARTIFACTS / "report-100000.png")
     assert b.errors() == []
+
+
+def test_an_empty_page_opens_without_errors(browser: Browser, tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    out = io.StringIO()
+    render_html(columns_from_rows([]), [], out, "2026-01-01T00:00:00Z")
+    html.write_text(out.getvalue())
+    browser.open(html.as_uri())
+    assert browser.eval("document.getElementById('shown').textContent") == "0 of 0 shown"
+    browser.eval("document.getElementById('viewport').focus()")
+    browser.key("Enter")  # nothing to open
+    assert browser.eval("document.getElementById('detail').open") is False
+    assert browser.errors() == []
