@@ -212,6 +212,7 @@ def render_html(
         f'<header><h1>Operating points by model</h1><p class="meta" id="meta">Generated {escape(generated_at)}'
         f" &middot; target recall {target:g} &middot; {models} models &middot; {rejected} rejected files</p></header>"
         f"{_asset('report.html')}"
-        f'<script type="application/json" id="data">{script_json(data)}</script>'
-        f"<script>{_asset('report.js')}</script></body></html>\n"
+        '<script type="application/json" id="data">'
     )
+    out.write(script_json(data))  # megabytes: written as it is, not copied into a larger string
+    out.write(f"</script><script>{_asset('report.js')}</script></body></html>\n")
