@@ -31,9 +31,9 @@ def page_data(html: str) -> dict[str, Any]:
     return data
 
 
-def u24(text: str) -> list[int]:
-    raw = base64.b64decode(text)
-    return [int.from_bytes(raw[k : k + 3], "little") for k in range(0, len(raw), 3)]
+def ints(text: str) -> list[int]:
+    width, raw = int(text[0]), base64.b64decode(text[1:])
+    return [int.from_bytes(raw[k : k + width], "little") for k in range(0, len(raw), width)]
 
 
 def rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -41,15 +41,16 @@ def rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
     n, ids = data["n"], base64.b64decode(data["idb"])
     ys, grids = base64.b64decode(data["ys"]), [base64.b64decode(g) for g in data["grids"]]
     drawn = [ord(c) - 48 for c in data["drawn"]] if isinstance(data["drawn"], str) else data["drawn"]
+    grid_of, dirs, issuers = ints(data["grid"]) if data["grid"] else [], ints(data["dir"]), ints(data["iss"])
     out, at = [], 0
     for p in range(n):
         count = drawn if isinstance(drawn, int) else drawn[p]
-        grid = grids[data["grid"][p] if data["grid"] else 0]
+        grid = grids[grid_of[p] if grid_of else 0]
         hexid = ids[16 * p : 16 * p + 16].hex()
-        folder = data["folders"][data["dir"][p]]
+        folder = data["folders"][dirs[p]]
         out.append({
             "model_id": "-".join((hexid[:8], hexid[8:12], hexid[12:16], hexid[16:20], hexid[20:])),
-            "issuer": data["issuers"][data["iss"][p]], "threshold": data["thr"][p], "recall": data["rec"][p],
+            "issuer": data["issuers"][issuers[p]], "threshold": data["thr"][p], "recall": data["rec"][p],
             "met": data["met"][p] == "1", "date": data["dates"][p],
             "path": folder + data["names"][p] + data["ext"],
             "curve": bytes(b for pair in zip(grid[:count], ys[at : at + count], strict=True) for b in pair),
@@ -104,11 +105,11 @@ def test_data_holds_every_model_as_the_database_does(report: Path) -> None:
         mid, issuer, thr, rec, met, date, curve = stored[r["path"]]
         assert (r["model_id"], r["issuer"], r["met"], r["date"], r["curve"]) == (mid, issuer, bool(met), date, curve)
         assert (r["threshold"], r["recall"]) == (pytest.approx(thr, rel=1e-14), pytest.approx(rec, rel=1e-14))
-    order = [rows[p]["path"] for p in u24(data["order"])]
+    order = [rows[p]["path"] for p in ints(data["order"])]
     # By model_id, each model's report row first, then its superseded file.
     firsts = [p for k, p in enumerate(order) if k == 0 or rows_of_path(rows, p) != rows_of_path(rows, order[k - 1])]
     assert firsts == report_paths and order[order.index("run1/m03.json") + 1] == "old/m03.json"
-    assert [rows[p]["path"] for p in u24(data["byPath"])] == sorted(stored)
+    assert [rows[p]["path"] for p in ints(data["byPath"])] == sorted(stored)
     assert 0 < missed < 30
     assert [r[0] for r in data["rejections"]] and {r[0] for r in data["rejections"]} == {MARKUP, "bad.json"}
     bad = next(r for r in data["rejections"] if r[0] == "bad.json")
@@ -133,7 +134,7 @@ def test_dates_are_ordered_by_instant_not_text(make_settings: Any) -> None:
         write(settings.watch_dir / f"d{i}.json", doc(experiment_date=date))
     scan(settings)
     data = page_data((settings.reports / "report.html").read_text())
-    assert [data["dates"][p] for p in u24(data["byDate"])] == [dates[1], dates[0], dates[3], dates[2]]
+    assert [data["dates"][p] for p in ints(data["byDate"])] == [dates[1], dates[0], dates[3], dates[2]]
 
 
 def test_rows_from_python_give_the_same_page_data(report: Path) -> None:

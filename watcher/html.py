@@ -122,27 +122,27 @@ def page_data(
         "historyNote": history_note,
         "n": len(ids),
         "models": len(set(ids)),
-        # Positions, 3 bytes each (base64): by model, by path, by instant.
-        "order": _u24(order),
-        "byPath": _u24(cols["by_path"]),
-        "byDate": _u24(cols["by_date"]),
+        # Positions (packed integers): by model, by path, by instant.
+        "order": _packed(order),
+        "byPath": _packed(cols["by_path"]),
+        "byDate": _packed(cols["by_date"]),
         # model_ids are lowercase UUIDs (validated): 16 bytes each.
         "idb": base64.b64encode(bytes.fromhex(joined.replace("-", ""))).decode() if canonical else "",
         "ids": [] if canonical else ids,
         "issuers": names,
-        "iss": list(map(rank.__getitem__, issuers)),
+        "iss": _packed(list(map(rank.__getitem__, issuers))),
         "thr": Raw(cols["thr"]),
         "rec": Raw(cols["rec"]),
         "met": cols["met"],
         "dates": Raw(cols["dates"]),
         "folders": list(folder_of),
-        "dir": list(map(folder_of.__getitem__, folders)),
+        "dir": _packed(list(map(folder_of.__getitem__, folders))),
         "names": files,
         "ext": ext,
         "npts": _number_or_raw(cols["npts"]),
         "targets": _number_or_raw(cols["targets"]),
         "grids": [base64.b64encode(g).decode() for g in grid_of],
-        "grid": grids if len(grid_of) > 1 else [],
+        "grid": _packed(grids) if len(grid_of) > 1 else "",
         "drawn": drawn,
         "ys": base64.b64encode(ys).decode(),
         "earlier": [
@@ -154,13 +154,15 @@ def page_data(
     }
 
 
-def _u24(values: list[int]) -> str:
-    """Non-negative integers below 2**24 as 3 little-endian bytes each, base64."""
+def _packed(values: list[int]) -> str:
+    """Non-negative integers below 2**24, each in as few little-endian bytes as the largest needs
+    (1 to 3): the width as a digit, then the bytes in base64."""
+    width = 1 if max(values, default=0) < 1 << 8 else 2 if max(values) < 1 << 16 else 3
     words = array.array("I", values).tobytes()
-    out = bytearray(3 * len(values))
-    for k in range(3):
-        out[k::3] = words[k::4]
-    return base64.b64encode(out).decode()
+    out = bytearray(width * len(values))
+    for k in range(width):
+        out[k::width] = words[k::4]
+    return str(width) + base64.b64encode(out).decode()
 
 
 def _instant(date: str) -> datetime:

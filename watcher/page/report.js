@@ -30,13 +30,14 @@
     for (var k = 0; k < 16; k++) { if (idb[p * 16 + k] !== idb[q * 16 + k]) { return false; } }
     return true;
   }
-  function u24(s) {  // positions, 3 bytes each
-    var b = bytes(s), out = new Uint32Array(b.length / 3);
-    for (var k = 0; k < out.length; k++) { out[k] = b[3 * k] | (b[3 * k + 1] << 8) | (b[3 * k + 2] << 16); }
+  function ints(s) {  // packed integers: the width in bytes (1-3) as a digit, then base64
+    var w = +s[0], b = bytes(s.slice(1)), out = new Uint32Array(b.length / w), k, j;
+    for (k = 0; k < out.length; k++) { for (j = w - 1; j >= 0; j--) { out[k] = out[k] * 256 + b[k * w + j]; } }
     return out;
   }
+  D.iss = ints(D.iss); D.dir = ints(D.dir); D.grid = D.grid ? ints(D.grid) : null;
   var W = [], rankOf = new Int32Array(D.n).fill(-1), superseded = new Map();
-  u24(D.order).forEach(function (p, k) {
+  ints(D.order).forEach(function (p, k) {
     var last = W.length ? W[W.length - 1] : -1;
     if (k > 0 && sameModel(p, last)) {
       if (!superseded.has(last)) { superseded.set(last, []); }
@@ -58,7 +59,7 @@
   function issuer(p) { return D.issuers[D.iss[p]]; }
   // The drawn curve: at most 33 points, each coordinate quantised to 1/STEPS.
   function curve(p) {
-    var g = grids[D.grid.length ? D.grid[p] : 0], off = yoff ? yoff[p] : p * D.drawn;
+    var g = grids[D.grid ? D.grid[p] : 0], off = yoff ? yoff[p] : p * D.drawn;
     var n = yoff ? yoff[p + 1] - off : D.drawn, pts = [];
     for (var k = 0; k < n; k++) { pts.push([g[k] / STEPS, 1 - ys[off + k] / STEPS]); }
     return pts;
@@ -118,7 +119,7 @@
     // path, experiment_date: the data carries every row's position in that order (dates by
     // instant, then path)
     var j = 0;
-    u24(key === 'path' ? D.byPath : D.byDate).forEach(function (p) { if (rankOf[p] >= 0) { a[rankOf[p]] = j++; } });
+    ints(key === 'path' ? D.byPath : D.byDate).forEach(function (p) { if (rankOf[p] >= 0) { a[rankOf[p]] = j++; } });
     return a;
   }
   function order(key, dir) {  // the report rows' positions in this order; ties by model_id
