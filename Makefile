@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test pytest lint typecheck systemd-check bench soak lock clean
+.PHONY: install run test pytest lint typecheck systemd-check bench bench-page soak lock clean
 
 # Install pinned versions (requirements.lock) into .venv; redone when the pins change.
 $(STAMP): pyproject.toml requirements.lock
@@ -35,6 +35,11 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.page
+
+# The report page alone, in headless Chromium (also the last part of `make bench`).
+bench-page: install
+	$(BIN)/python -m benchmarks.page
 
 soak: install
 	$(BIN)/python -m benchmarks.soak

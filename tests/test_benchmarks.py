@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import operator
 import random
+import re
 import subprocess
 import sys
 from itertools import islice
 from pathlib import Path
 
+import pytest
+
 from benchmarks import corpus
+from tests.cdp import CHROMIUM
 from watcher.resultfile import ResultFile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +30,20 @@ def test_benchmark_command_prints_every_figure() -> None:
         assert f"\n| {figure}" in proc.stdout, figure  # a row of the table starts with it
     assert "\n| cold scan, 400 files, start-up excluded (files/s) |" in proc.stdout
     assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_page_benchmark_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.page", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for figure in ("report.html written from the database (s; CPU s in brackets)", "report.html size (MB)",
+                   "load and first screen",
+                   "sort by experiment_date", "sort by path", "filter: issuer", "filter: model_id prefix",
+                   "open a model's detail"):  # fmt: skip
+        assert f"\n| 500 models: {figure}" in proc.stdout, figure
+    assert re.search(r"\n\| 500 models: sort by path \(ms, script in brackets\) \| \d+ \(\d+\) \|", proc.stdout)
 
 
 def test_soak_command_checks_the_invariant() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -50,7 +51,8 @@ def test_html_page_is_written_by_the_other_process_meanwhile(s: Settings, store:
         assert refresh_reports(store, s, changed=True, html_in=spy)
     assert spy.jobs == ["write_html_file"]
     page = (s.reports / "report.html").read_text()
-    assert "1 models" in page and "a.json" in page
+    data = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert "1 models" in page and (data["names"], data["ext"]) == (["a"], ".json")
     assert "a.json" in (s.reports / "report.csv").read_text() and "a.json" in (s.reports / "report.json").read_text()
 
 

@@ -179,3 +179,29 @@ def test_checkpointing_copies_the_log_into_the_database_file_meanwhile(store: St
         pass
     assert (tmp_path / "w.db").stat().st_size > before
     assert len(list(store.report_rows())) == 500
+
+
+def test_page_columns_list_each_model_report_row_first(store: Store) -> None:
+    store.apply([scored("m2-a.json", "m2", "2024-05-01T12:00:00.000000Z"), scored("m1.json", "m1"),
+                 scored("m2-b.json", "m2", "2024-05-02T12:00:00.000000Z"), rejected("bad.json")])  # fmt: skip
+    store.apply([Removed("m1.json"), scored("m1.json", "m1")])  # a gap in the rowids
+    cols = store.page_columns()
+    paths = json.loads(cols["paths"])
+    assert [paths[p] for p in cols["order"]] == ["m1.json", "m2-b.json", "m2-a.json"]
+    assert [paths[p] for p in cols["by_path"]] == sorted(paths)
+    assert [paths[p] for p in cols["by_date"]] == ["m1.json", "m2-a.json", "m2-b.json"]
+    assert json.loads(cols["ids"]) == [p.split("-")[0].removesuffix(".json") for p in paths]
+    assert cols["met"] == "111" and cols["npts"] == 5 and cols["targets"] == 0.85 and cols["curves"] == b""
+
+
+def test_earlier_outcomes_are_replaced_and_removed_content(store: Store) -> None:
+    store.apply([scored("a.json", "m1", sha="s1"), scored("b.json", "m2", sha="s2"), scored("c.json", "m3")])
+    store.apply([scored("a.json", "m1", sha="s1b"), Removed("b.json")])
+    store.apply([scored("c.json", "m3")])  # re-scored, same content: not an earlier outcome
+    earlier = [(m, p, outcome, sha) for m, _, p, outcome, sha in store.earlier_outcomes(1000)]
+    assert earlier == [
+        ("m2", "b.json", "removed", None),
+        ("m2", "b.json", "scored", "s2"),
+        ("m1", "a.json", "scored", "s1"),
+    ]
+    assert [e[3] for e in store.earlier_outcomes(2)] == ["removed"]  # only the newest entries are looked at

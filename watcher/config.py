@@ -36,7 +36,7 @@ class Settings(BaseModel):
     db_path: Path = Path("var/watcher.db")
     report_dir: Path | None = None
     report_formats: tuple[ReportFormat, ...] = ("csv", "json", "html")
-    html_max_models: int = Field(10_000, ge=1)
+    html_max_models: int = Field(1_000_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
     patterns: tuple[str, ...] = Field(("*.json",), min_length=1)
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE

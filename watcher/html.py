@@ -1,180 +1,220 @@
-"""The HTML report: one self-contained page (inline CSS, SVG and a little JS; nothing fetched).
+"""The HTML report: one self-contained page (inline CSS, JS and data; nothing fetched).
 
-Answers "which threshold do I ship for each model, and how sure is that?": the summary table
-(sortable, filterable by issuer and model), a small recall-vs-threshold curve per model with the
-target line and the chosen point, a flag where the target is not met, and the rejected files with
-their reasons. Pure rendering: rows in, text out. Curves arrive already downsampled (at most 33
-points), so 10,000 models make a page of a few megabytes, not one per curve.
+Answers "which threshold do I ship for each model, and how sure is that?" for every model: the
+page carries compact column-wise data (one JSON document inside the page) and its script draws
+only the rows on screen, sorts and filters all of them, and opens a model's detail (a large chart
+with axes, the target and the chosen point, the model's other experiments) or a comparison of
+several. Pure rendering: rows in, text out; the script and style are package data
+(``watcher/page/``).
 """
 
 from __future__ import annotations
 
+import array
+import base64
+import functools
+import itertools
+import json
+import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from html import escape
+from importlib import resources
 from typing import Any, TextIO
 
 from watcher.scoring import STEPS
 
-W, H = 120, 40  # sparkline size in px
-
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2433}
-h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin-top:2rem}
-.meta{color:#5b6478;margin-bottom:1rem}
-.controls{display:flex;gap:1rem;margin:.8rem 0;flex-wrap:wrap}
-table{border-collapse:collapse;width:100%}
-th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e6ee;text-align:left;vertical-align:middle}
-th{background:#f4f6fa;cursor:pointer;user-select:none;white-space:nowrap;position:sticky;top:0}
-th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.id{font-family:ui-monospace,monospace;font-size:12px}td.id,td.nw{white-space:nowrap}
-tr.miss td{background:#fff4f2}.flag{color:#b42318;font-weight:600}.ok{color:#067647}
-tbody tr{content-visibility:auto;contain-intrinsic-size:auto 46px}
-svg .curve{fill:none;stroke:#2e5aac;stroke-width:1.2;vector-effect:non-scaling-stroke}
-svg .target{stroke:#b42318;stroke-dasharray:3 2}
-svg .chosen{fill:#b42318}.reasons{margin:0;padding-left:1.1rem}
-"""
-
-_JS = """
-(function(){
-  var table=document.getElementById('models'), body=table.tBodies[0];
-  var issuer=document.getElementById('issuer'), search=document.getElementById('search');
-  var shown=document.getElementById('shown');
-  function apply(){
-    var who=issuer.value, q=search.value.trim().toLowerCase(), n=0;
-    for(var i=0;i<body.rows.length;i++){
-      var r=body.rows[i];
-      var ok=(!who||r.dataset.issuer===who)&&(!q||r.dataset.model.indexOf(q)===0);
-      r.hidden=!ok; if(ok){n++;}
-    }
-    shown.textContent=n;
-  }
-  function sort(th){
-    var col=th.cellIndex, dir=th.dataset.dir==='asc'?'desc':'asc', num=th.dataset.type==='num';
-    Array.prototype.forEach.call(table.tHead.rows[0].cells,function(c){delete c.dataset.dir;});
-    th.dataset.dir=dir;
-    var rows=Array.prototype.slice.call(body.rows);
-    rows.sort(function(a,b){
-      var x=a.cells[col].dataset.v, y=b.cells[col].dataset.v;
-      if(num){x=parseFloat(x);y=parseFloat(y);}
-      return (x<y?-1:x>y?1:0)*(dir==='asc'?1:-1);
-    });
-    rows.forEach(function(r){body.appendChild(r);});
-  }
-  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th){
-    if(th.dataset.type){th.addEventListener('click',function(){sort(th);});}
-  });
-  issuer.addEventListener('change',apply); search.addEventListener('input',apply);
-  var params=new URLSearchParams(location.hash.slice(1));
-  if(params.get('issuer')){issuer.value=params.get('issuer');}
-  if(params.get('model')){search.value=params.get('model');}
-  if(params.get('sort')){
-    var th=table.querySelector('th[data-key="'+params.get('sort')+'"]');
-    if(th){sort(th);if(params.get('dir')==='desc'){sort(th);}}
-  }
-  apply();
-  document.body.dataset.ready='1';
-})();
-"""
-
-# Columns: (key, title, type for sorting)
-_COLUMNS = [
-    ("model_id", "model_id", "text"),
-    ("issuer", "issuer", "text"),
-    ("optimal_threshold", "optimal threshold", "num"),
-    ("closest_recall_value", "recall there", "num"),
-    ("target_met", "target", "num"),
-    ("experiment_date", "experiment date", "text"),
-    ("path", "file", "text"),
-    ("curve", "recall vs threshold", ""),
-]
+#: The layout of the data in the page; changes with it (a saved page says which it holds).
+DATA_VERSION = 1
 
 
-_DECIMAL = [str(i) for i in range(256)]
+@functools.cache
+def _asset(name: str) -> str:
+    return resources.files("watcher").joinpath("page", name).read_text(encoding="utf-8")
 
 
-def xy(t: float, r: float) -> str:
-    """A (threshold, recall) point in sparkline pixels."""
-    return f"{t * (W - 4) + 2:.1f},{(1 - r) * (H - 4) + 2:.1f}"
+class Raw(str):
+    """Text that is JSON already (built by SQLite): embedded as it is."""
 
 
-def sparkline(curve: bytes, target: float, chosen: tuple[float, float]) -> str:
-    """An inline SVG: the curve (from :func:`watcher.scoring.curve_bytes`), a dashed line at the target recall, a
-    dot at the chosen point. The curve keeps its ``STEPS`` coordinates in a nested, stretched
-    viewBox, so drawing it is joining small integers."""
-    ty = f"{(1 - target) * (H - 4) + 2:.1f}"
-    cx, cy = xy(*chosen).split(",")
-    points = ",".join(map(_DECIMAL.__getitem__, curve))
-    return (
-        f'<svg width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="recall against threshold">'
-        f'<line class="target" x1="0" x2="{W}" y1="{ty}" y2="{ty}"/>'
-        f'<svg x="2" y="2" width="{W - 4}" height="{H - 4}" viewBox="0 0 {STEPS} {STEPS}" preserveAspectRatio="none">'
-        f'<polyline class="curve" points="{points}"/></svg>'
-        f'<circle class="chosen" cx="{cx}" cy="{cy}" r="2.5"/></svg>'
+_NOT_HEX = re.compile("[^0-9a-f-]")
+
+
+def columns_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """What :meth:`watcher.store.Store.page_columns` returns, from rows of
+    :meth:`~watcher.store.Store.report_details` (one per model, by model_id)."""
+    cols = list(zip(*rows, strict=True)) or [()] * 10
+    ids, issuers, thr, rec, dates, paths, targets, met, npts, curves = cols
+    curves = tuple(c if isinstance(c, bytes) else b"" for c in curves)  # none before rules version 3
+    dump = json.dumps
+    instant = {d: _instant(d) for d in set(dates)}
+    return {
+        "ids": dump(ids), "issuers": dump(issuers), "thr": dump(thr), "rec": dump(rec), "dates": dump(dates),
+        "paths": dump(paths), "met": "".join("1" if m else "0" for m in met), "curves": b"".join(curves),
+        "npts": dump(npts), "targets": dump(targets), "lengths": dump([len(c) for c in curves]),
+        "order": list(range(len(ids))), "by_path": sorted(range(len(ids)), key=paths.__getitem__),
+        "by_date": sorted(range(len(ids)), key=lambda i: (instant[dates[i]], paths[i])),
+    }  # fmt: skip
+
+
+def page_data(
+    cols: dict[str, Any],
+    rejections: Iterable[dict[str, Any]],
+    generated_at: str,
+    target: float,
+    earlier: Iterable[Sequence[Any]] = (),
+    omitted: int = 0,
+    history_note: str = "",
+) -> dict[str, Any]:
+    """The page's data (see ``watcher/page/report.js`` for its reading), from ``cols`` as
+    :meth:`watcher.store.Store.page_columns` returns them: every row, in table order, with
+    ``order`` listing them by model_id (each model's report row first, then its superseded files);
+    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`.
+
+    Compact: model_ids as 16 bytes each (base64), repeated strings (issuers, folders, threshold
+    grids) stored once and indexed, a shared ``.json`` suffix cut off, and curves reduced to their
+    y bytes (base64). Numbers and dates pass through as SQLite wrote them.
+    """
+    ids: list[str] = json.loads(cols["ids"])
+    joined, n = "".join(ids), len(ids)
+    canonical = (
+        len(joined) == 36 * n
+        and all(joined[k::36] == "-" * n for k in (8, 13, 18, 23))
+        and joined.count("-") == 4 * n
+        and _NOT_HEX.search(joined) is None
     )
+    issuers: list[str] = json.loads(cols["issuers"])
+    names = sorted(set(issuers), key=lambda i: (i.lower(), i))
+    rank = {name: k for k, name in enumerate(names)}
+    paths: list[str] = json.loads(cols["paths"])
+    cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
+    ext = ".json" if all(p.endswith(".json") for p in paths) else ""
+    folders = [p[:c] for p, c in zip(paths, cut, strict=True)]  # with the trailing "/"
+    folder_of = {f: k for k, f in enumerate(dict.fromkeys(folders))}
+    end = -len(ext) or None
+    files = [p[c:end] for p, c in zip(paths, cut, strict=True)]
+    full: bytes = cols["curves"]
+    xs, ys = full[0::2], full[1::2]
+    lengths = cols["lengths"] if isinstance(cols["lengths"], int) else json.loads(cols["lengths"])
+    if isinstance(lengths, int):  # every curve has this many bytes
+        h = lengths // 2
+        xlist = [xs[i : i + h] for i in range(0, len(xs), h)] if h else [b""] * len(ids)
+        drawn: Any = h
+    else:
+        counts = [n // 2 for n in lengths]
+        starts = list(itertools.accumulate(counts, initial=0))
+        xlist = [xs[a:b] for a, b in itertools.pairwise(starts)]
+        # One character per curve, its number of points plus 48 ("0" for none), when all fit.
+        drawn = "".join(map(chr, (48 + c for c in counts))) if max(counts, default=0) < 75 else counts
+    grid_of = {g: k for k, g in enumerate(dict.fromkeys(xlist))}
+    grids = list(map(grid_of.__getitem__, xlist))
+    order: list[int] = cols["order"]
+    winner: dict[str, int] = {}
+    if earlier:
+        for p in order:  # each model's report row comes first
+            winner.setdefault(ids[p], p)
+    return {
+        "version": DATA_VERSION,
+        "steps": STEPS,
+        "generated": generated_at,
+        "target": target,
+        "omitted": omitted,
+        "historyNote": history_note,
+        "n": len(ids),
+        "models": len(set(ids)),
+        # Positions (packed integers): by model, by path, by instant.
+        "order": _packed(order),
+        "byPath": _packed(cols["by_path"]),
+        "byDate": _packed(cols["by_date"]),
+        # model_ids are lowercase UUIDs (validated): 16 bytes each.
+        "idb": base64.b64encode(bytes.fromhex(joined.replace("-", ""))).decode() if canonical else "",
+        "ids": [] if canonical else ids,
+        "issuers": names,
+        "iss": _packed(list(map(rank.__getitem__, issuers))),
+        "thr": Raw(cols["thr"]),
+        "rec": Raw(cols["rec"]),
+        "met": cols["met"],
+        "dates": Raw(cols["dates"]),
+        "folders": list(folder_of),
+        "dir": _packed(list(map(folder_of.__getitem__, folders))),
+        "names": files,
+        "ext": ext,
+        "npts": _number_or_raw(cols["npts"]),
+        "targets": _number_or_raw(cols["targets"]),
+        "grids": [base64.b64encode(g).decode() for g in grid_of],
+        "grid": _packed(grids) if len(grid_of) > 1 else "",
+        "drawn": drawn,
+        "ys": base64.b64encode(ys).decode(),
+        "earlier": [
+            [winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner
+        ],
+        "rejections": [
+            [r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections
+        ],
+    }
+
+
+def _packed(values: list[int]) -> str:
+    """Non-negative integers below 2**24, each in as few little-endian bytes as the largest needs
+    (1 to 3): the width as a digit, then the bytes in base64."""
+    width = 1 if max(values, default=0) < 1 << 8 else 2 if max(values) < 1 << 16 else 3
+    words = array.array("I", values).tobytes()
+    out = bytearray(width * len(values))
+    for k in range(width):
+        out[k::width] = words[k::4]
+    return str(width) + base64.b64encode(out).decode()
+
+
+def _instant(date: str) -> datetime:
+    return datetime.fromisoformat(date.upper()).astimezone(UTC)
+
+
+def _number_or_raw(value: Any) -> Any:
+    return Raw(value) if isinstance(value, str) else value
+
+
+def script_json(data: dict[str, Any]) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so
+    no ``</script>`` and no ``<!--``), and no raw U+2028/2029 (line ends to old parsers)."""
+    dump = functools.partial(json.dumps, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    text = "{" + ",".join(f"{dump(k)}:{v if isinstance(v, Raw) else dump(v)}" for k, v in data.items()) + "}"
+    for char, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(char, escaped)
+    return text
 
 
 def render_html(
-    rows: Iterable[Sequence[Any]],
+    cols: dict[str, Any],
     rejections: Iterable[dict[str, Any]],
     out: TextIO,
     generated_at: str,
     omitted: int = 0,
+    *,
+    target: float = 0.85,
+    earlier: Iterable[Sequence[Any]] = (),
+    history_note: str = "",
 ) -> None:
-    """Write the page. ``rows`` come from :meth:`watcher.store.Store.report_details`;
-    ``rejections`` from :meth:`~watcher.store.Store.rejection_rows`; ``omitted`` counts models
-    left out of the page (``html_max_models``)."""
-    body: list[str] = []
-    issuers: set[str] = set()
-    models = missed = 0
-    for model_id, issuer, thr, rec, date, path, target, met, n_points, curve in rows:
-        models += 1
-        missed += not met
-        issuers.add(issuer)
-        flag = '<span class="ok">met</span>' if met else '<span class="flag">below target</span>'
-        # Rows stored before curves were bytes (rules version 2) have none until re-judged.
-        spark = sparkline(curve, target, (thr, rec)) if isinstance(curve, bytes) and curve else ""
-        mid, who, day, file = escape(model_id), escape(issuer), escape(date), escape(path)
-        row_class = "" if met else ' class="miss"'
-        body.append(
-            f'<tr{row_class} data-issuer="{who}" data-model="{mid}">'
-            f'<td class="id" data-v="{mid}">{mid}</td><td data-v="{who}">{who}</td>'
-            f'<td class="num" data-v="{thr}">{thr:.4g}</td><td class="num" data-v="{rec}">{rec:.4g}</td>'
-            f'<td data-v="{int(met)}" title="target recall {target}">{flag}</td>'
-            f'<td class="nw" data-v="{day}">{day}</td><td data-v="{file}" title="{n_points} points">{file}</td>'
-            f"<td>{spark}</td></tr>"
-        )
-    rejected = [
-        f'<tr><td>{escape(r["path"])}</td><td class="nw">{escape(r["rejected_at"])}</td><td><ul class="reasons">'
-        + "".join(f"<li><b>{escape(e['field'] or '(file)')}</b>: {escape(e['message'])}</li>" for e in r["errors"])
-        + "</ul></td></tr>"
-        for r in rejections
-    ]
-    head = "".join(
-        f'<th data-key="{k}" data-type="{t}">{escape(title)}</th>' if t else f"<th>{escape(title)}</th>"
-        for k, title, t in _COLUMNS
-    )
-    options = "".join(f'<option value="{escape(i)}">{escape(i)}</option>' for i in sorted(issuers))
-    note = f" ({omitted} older models not shown here; see report.csv or the database)" if omitted else ""
+    """Write the page: :func:`page_data` inside the static page (``watcher/page/report.*``).
+    ``cols`` from :meth:`watcher.store.Store.page_columns` or :func:`columns_from_rows`;
+    ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
+    counts are written into the markup as well, so they read right without the script."""
+    data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
+    models = data["models"]
+    rejected = len(data["rejections"])
     out.write(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>watcher report</title><style>{_CSS}</style></head><body>"
-        "<h1>Operating points by model</h1>"
-        f'<div class="meta">Generated {escape(generated_at)} &middot; {models} models{note} &middot; '
-        f'<span class="{"flag" if missed else "ok"}">{missed} below target</span> &middot; '
-        f"{len(rejected)} rejected files</div>"
-        '<div class="controls"><label>issuer <select id="issuer"><option value="">all</option>'
-        f"{options}</select></label>"
-        '<label>model_id starts with <input id="search" type="search" autocomplete="off"></label>'
-        f'<span><span id="shown">{models}</span> shown</span></div>'
-        f'<table id="models"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-        f"<h2>Rejected files ({len(rejected)})</h2>"
-        + (
-            '<table id="rejections"><thead><tr><th>file</th><th>rejected at</th><th>reasons</th></tr></thead>'
-            f"<tbody>{''.join(rejected)}</tbody></table>"
-            if rejected
-            else "<p>None.</p>"
-        )
-        + f"<script>{_JS}</script></body></html>\n"
+        f"<title>watcher report</title><style>{_asset('report.css')}</style></head><body>"
+        f'<header><h1>Operating points by model</h1><p class="meta" id="meta">Generated {escape(generated_at)}'
+        f" &middot; target recall {target:g} &middot; {models} models &middot; {rejected} rejected files</p></header>"
+        f"{_asset('report.html')}"
+        '<script type="application/json" id="data">'
     )
+    out.write(script_json(data))  # megabytes: written as it is, not copied into a larger string
+    out.write(f"</script><script>{_asset('report.js')}</script></body></html>\n")

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import TextIO
 
 from watcher.config import Settings
-from watcher.html import render_html
+from watcher.html import columns_from_rows, render_html
 from watcher.logs import get_logger
 from watcher.render import FILE_NAMES, write_atomic, write_reports
 from watcher.store import Store, now_iso
 
 log = get_logger("watcher.publish")
+
+#: The HTML page looks for a model's earlier outcomes among this many newest history entries:
+#: history only grows, and the page is rewritten after every change.
+HISTORY_ON_PAGE = 200_000
 
 
 def refresh_reports(
@@ -58,22 +62,34 @@ def refresh_reports(
 
 
 def write_html_file(settings: Settings) -> Path:
-    """:func:`write_html` from a read-only connection of its own (runs in another process)."""
+    """:func:`write_html` from a read-only connection of its own (runs in another process), in
+    one read transaction."""
     store = Store.open_readonly(settings.db_path)
     try:
-        return write_html(store, settings)
+        with store.snapshot():
+            return write_html(store, settings)
     finally:
         store.close()
 
 
 def write_html(store: Store, settings: Settings) -> Path:
-    """Regenerate ``report.html`` (at most ``html_max_models`` models, the most recent ones)."""
+    """Regenerate ``report.html``: every model (up to ``html_max_models``, then the most recent
+    ones), their superseded files and earlier outcomes, and every rejection. Call it inside
+    :meth:`Store.snapshot` so that all of it is one committed state."""
     target = settings.reports / FILE_NAMES["html"]
-    omitted = max(0, store.counts()["models"] - settings.html_max_models)
 
     def produce(fh: TextIO) -> None:
-        details = store.report_details(limit=settings.html_max_models if omitted else None)
-        render_html(details, store.rejection_rows(limit=1000), fh, now_iso(), omitted)
+        counts = store.counts()
+        omitted = max(0, counts["models"] - settings.html_max_models)
+        cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
+        earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
+        note = (
+            f"Only the newest {HISTORY_ON_PAGE:,} history entries were looked at; the table history holds all."
+            if counts["history"] > HISTORY_ON_PAGE
+            else ""
+        )
+        render_html(cols, store.rejection_rows(), fh, now_iso(), omitted, target=settings.target_recall,
+                    earlier=earlier, history_note=note)  # fmt: skip
 
     write_atomic(target, produce)
     return target

@@ -277,6 +277,73 @@ class Store:
             )
         return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
 
+    def page_columns(self) -> dict[str, Any]:
+        """Every current result for the HTML page as columns that SQLite builds in one pass over
+        the table (JSON arrays and strings, no Python object per row), in table order: reading
+        100,000 rows along an index would cost a random page lookup each.
+
+        Keys: ``ids``, ``issuers``, ``thr``, ``rec``, ``dates``, ``paths`` (JSON arrays), ``met``
+        (a ``0``/``1`` string), ``curves`` (the curves' bytes, concatenated); ``npts``,
+        ``targets`` and ``lengths`` (of the curves, in bytes) as one number when every row has the
+        same, else a JSON array; and ``order``: the rows' positions by model_id, each model's
+        report row first (the report view's rule: latest experiment instant, on a tie the greatest
+        path), then its superseded files, read from the covering index ``results_latest`` alone
+        (its entries carry the rowid); ``by_path`` and ``by_date``: the positions by path, and by
+        experiment instant then path (from the path index and ``results_recent``).
+        """
+        keys = ("rowids", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "curve_bytes")
+        same = ("npts", "targets", "lengths")
+        sql_of = {"npts": "n_points", "targets": "target_recall", "lengths": f"length({_CURVE})"}
+        row = self.db.execute(
+            "SELECT json_group_array(rowid), json_group_array(model_id), json_group_array(issuer),"
+            " json_group_array(optimal_threshold), json_group_array(closest_recall_value),"
+            " coalesce(group_concat(target_met, ''), ''), json_group_array(experiment_date), json_group_array(path),"
+            f" CAST(coalesce(group_concat({_CURVE}, ''), '') AS BLOB), coalesce(sum(length({_CURVE})), 0), "
+            + ", ".join(f"min({sql_of[k]}), max({sql_of[k]})" for k in same)
+            + " FROM results"  # a table scan: rowid order
+        ).fetchone()
+        out: dict[str, Any] = dict(zip(keys, row, strict=False))
+        if len(out["curves"]) != out.pop("curve_bytes"):  # the blobs as text lost bytes: fetch them as hex
+            (text,) = self.db.execute(f"SELECT coalesce(group_concat(hex({_CURVE}), ''), '') FROM results").fetchone()
+            out["curves"] = bytes.fromhex(text)
+        for k, (low, high) in zip(same, zip(row[len(keys) :: 2], row[len(keys) + 1 :: 2], strict=True), strict=True):
+            everywhere = low is not None and low == high  # one value in every row (None: no rows)
+            out[k] = (
+                low
+                if everywhere
+                else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
+            )
+        orders = self.db.execute(
+            "SELECT (SELECT json_group_array(rowid) FROM"
+            " (SELECT rowid FROM results ORDER BY model_id, experiment_at DESC, path DESC)),"
+            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY path)),"
+            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY experiment_at, path))"
+        ).fetchone()
+        rowids = json.loads(out.pop("rowids"))
+        if rowids and rowids[-1] - rowids[0] == len(rowids) - 1:  # no gaps: positions are offsets
+            first = rowids[0]
+            positions = [[r - first for r in json.loads(x)] for x in orders]
+        else:
+            position = {rowid: i for i, rowid in enumerate(rowids)}
+            positions = [[position[r] for r in json.loads(x)] for x in orders]
+        out["order"], out["by_path"], out["by_date"] = positions
+        return out
+
+    def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:
+        """Of the newest ``limit`` history entries, those naming a model_id that no current result
+        file accounts for (content since replaced, files removed), newest first:
+        ``(model_id, at, path, outcome, sha256)``. Such an entry always has a later one for its
+        path, so only paths with two entries or more are looked at (found along ``history_path``
+        without sorting)."""
+        (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()
+        sql = (
+            "SELECT model_id, at, path, outcome, sha256 FROM history h"
+            " WHERE path IN (SELECT path FROM history GROUP BY path HAVING count(*) > 1)"
+            " AND id > :floor AND model_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM results r WHERE r.path = h.path AND r.sha256 IS h.sha256) ORDER BY id DESC"
+        )
+        return self.db.execute(sql, {"floor": top - int(limit)}).fetchall()
+
     @contextlib.contextmanager
     def checkpointing(self) -> Iterator[None]:
         """Copy the write-ahead log into the database file while the block runs, in a thread on a
@@ -505,6 +572,10 @@ def _access_hint(path: Path) -> str:
             group = str(gid)
         return f"join the group that owns it (e.g. `sudo usermod -aG {group} $USER`, then log in again)"
     return "ask its owner for read access"
+
+
+# The drawn curve's bytes; rows stored before rules version 3 hold none (text then) until re-judged.
+_CURVE = "iif(typeof(curve) = 'blob', curve, x'')"
 
 
 def _stat_tuple(stat: FileStat | None) -> tuple[int | None, int | None, int | None]:
