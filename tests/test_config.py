@@ -53,6 +53,19 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     assert load_settings(None, env={"WATCHER_CONFIG": "c.toml"}, cwd=tmp_path).target_recall == 0.6
 
 
+def test_installed_system_config_is_used_when_none_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = tmp_path / "etc" / "config.toml"
+    monkeypatch.setattr("watcher.config.SYSTEM_CONFIG", system)
+    assert load_settings(None, env={}, cwd=tmp_path).target_recall == 0.85  # none installed: defaults
+    system.parent.mkdir()
+    system.write_text('target_recall = 0.7\ndb_path = "/var/lib/watcher/watcher.db"\n')
+    s = load_settings(None, env={}, cwd=tmp_path)
+    assert (s.target_recall, s.db_path) == (0.7, Path("/var/lib/watcher/watcher.db"))
+    (tmp_path / "c.toml").write_text("target_recall = 0.6\n")
+    assert load_settings(None, env={"WATCHER_CONFIG": "c.toml"}, cwd=tmp_path).target_recall == 0.6  # named wins
+    assert load_settings(tmp_path / "c.toml", env={}, cwd=tmp_path).target_recall == 0.6
+
+
 @pytest.mark.parametrize(
     ("content", "env", "message"),
     [

@@ -120,11 +120,14 @@ def test_valid_and_invalid_files_show_in_report_and_journal_recipe(box: nspawn.C
 
 
 def test_group_member_finds_the_live_database_through_the_installed_config(box: nspawn.Container) -> None:
-    proc = box.run(f"runuser -u ana -- {VENV}/bin/watcher status --config /etc/watcher/config.toml")
-    assert f"database:        {DB}" in proc.stdout
-    assert "running" in proc.stdout.splitlines()[0]
-    assert "run1/invalid.json" in proc.stdout
-    assert proc.stderr == ""
+    for flags in (" --config /etc/watcher/config.toml", ""):  # the installed config is found without flags too
+        proc = box.run(f"runuser -u ana -- {VENV}/bin/watcher status{flags}")
+        assert f"database:        {DB}" in proc.stdout
+        assert "running" in proc.stdout.splitlines()[0]
+        assert "run1/invalid.json" in proc.stdout
+        assert proc.stderr == ""
+    report = box.run(f"runuser -u ana -- {VENV}/bin/watcher report --format csv").stdout
+    assert report.startswith("model_id,") and len(report.splitlines()) >= 2
     # The environment no longer names the paths: the config file is the one source of truth.
     assert "WATCHER_" not in prop(box, "Environment")
 

@@ -21,6 +21,10 @@ from watcher.errors import ConfigError
 ENV_PREFIX = "WATCHER_"
 #: Environment variable naming the config file (the ``--config`` flag wins over it).
 CONFIG_ENV = "WATCHER_CONFIG"
+#: The config a service install puts in place (README, "Running as a service"): used when no
+#: ``--config`` and no ``$WATCHER_CONFIG`` is given, so ``watcher status``, ``report`` and
+#: ``follow`` find the live database on such a host without flags.
+SYSTEM_CONFIG = Path("/etc/watcher/config.toml")
 
 ReportFormat = Literal["csv", "json", "markdown", "html"]
 
@@ -137,6 +141,8 @@ def load_settings(
     cwd = Path.cwd() if cwd is None else cwd
     if config_file is None and env.get(CONFIG_ENV):
         config_file = cwd / env[CONFIG_ENV]
+    if config_file is None and SYSTEM_CONFIG.is_file():
+        config_file = SYSTEM_CONFIG
 
     layers: list[tuple[str, dict[str, Any]]] = []
     if config_file is not None:
