@@ -154,7 +154,7 @@ class Store:
         if current > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {current} is newer than this watcher ({SCHEMA_VERSION})")
         for version in range(current, SCHEMA_VERSION):
-            with self.db.atomic():
+            with self.writing():
                 for statement in statements(MIGRATIONS[version]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {version + 1}")
@@ -279,6 +279,23 @@ class Store:
             thread.join()
 
     @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One write transaction that holds the write lock from its first statement on
+        (``BEGIN IMMEDIATE``), committed at the end or rolled back on an exception.
+
+        A deferred ``BEGIN`` that reads first and writes later fails at once with
+        SQLITE_BUSY_SNAPSHOT when another connection commits in between (the busy timeout
+        does not apply to that case); taking the lock up front makes the statement wait for it.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """One read transaction: every query inside sees the same committed state."""
         self.db.execute("BEGIN")
@@ -336,7 +353,7 @@ class Store:
         unchanged = [o for o in latest.values() if isinstance(o, Unchanged)]
         removed = [o.path for o in latest.values() if isinstance(o, Removed)]
         ex = self.db.conn.executemany
-        with self.db.atomic():
+        with self.writing():
             old_models = self._column("results", "model_id", [*latest])
             old_rejections = self._rejection_keys([o.path for o in rejected])
             # A rejection identical to the stored one (same content, same reasons) is not news.
@@ -406,7 +423,7 @@ class Store:
 
     def set_status(self, **values: Any) -> None:
         """Set columns of the daemon status row (created on first use)."""
-        with self.db.atomic():
+        with self.writing():
             self.db.execute("INSERT OR IGNORE INTO daemon_status (id) VALUES (1)")
             if values:
                 assigns = ", ".join(f"{key} = :{key}" for key in values)
