@@ -17,10 +17,10 @@ from tests.helpers import wait_until
 class Daemon:
     """One daemon process on ``root/inbox`` with its database under ``root/var``."""
 
-    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None, db: Path | None = None) -> None:
         self.root = root
         self.inbox = root / "inbox"
-        self.db = root / "var" / "watcher.db"
+        self.db = db or root / "var" / "watcher.db"
         self.log_path = root / "daemon.log"
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.extra = extra

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from watcher import __version__, logs
-from watcher.config import Settings, load_settings
+from watcher.config import Settings, load_settings, unknown_env
 from watcher.errors import ConfigError, WatcherError
 from watcher.judge import JudgeOptions, judge
 from watcher.outcomes import Rejected, Scored
@@ -86,6 +87,11 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level, settings.log_format)
+    for name in unknown_env(os.environ):
+        # Not an error: an unrelated variable with the prefix must not stop a service.
+        logs.get_logger("watcher.cli").warning(
+            "unknown_environment_variable", variable=name, hint="names no setting; ignored"
+        )
     try:
         return int(COMMANDS[args.command](args, settings, out))
     except WatcherError as exc:

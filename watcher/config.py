@@ -107,13 +107,27 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return _absolute(data, path.parent.absolute())
 
 
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """The ``WATCHER_*`` variables that name no setting, sorted. They are left out of the
+    settings (an unrelated variable with that prefix must not stop a service); the caller warns."""
+    fields = Settings.model_fields
+    return sorted(
+        name
+        for name in env
+        if name.startswith(ENV_PREFIX) and name != CONFIG_ENV and name[len(ENV_PREFIX) :].lower() not in fields
+    )
+
+
 def read_env(env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
-    """Raw values from ``WATCHER_<KEY>`` variables; lists are comma-separated."""
+    """Raw values from ``WATCHER_<KEY>`` variables; lists are comma-separated. Variables that
+    name no setting are skipped (see :func:`unknown_env`)."""
     out: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields:
+            continue
         if key in _LIST_KEYS:
             out[key] = [part.strip() for part in value.split(",") if part.strip()]
         else:
