@@ -22,8 +22,11 @@ from watcher.outcomes import Rejected, Removed, Scored, stored_path
 from watcher.tree import Matcher, walk
 
 
-def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024) -> list[str]:
-    """Every way the database disagrees with the tree; empty when the invariant holds."""
+def violations(
+    watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024, matcher: Matcher | None = None
+) -> list[str]:
+    """Every way the database disagrees with the tree; empty when the invariant holds. ``matcher``
+    says which files count (by default ``*.json`` and the default ignore patterns)."""
     if not db.exists():
         return ["no database"]
     conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
@@ -43,7 +46,7 @@ def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024
     opts = JudgeOptions(root=watch_dir, target_recall=0.85, max_file_bytes=max_file_bytes)
     latest: dict[str, tuple[str, str]] = {}
     on_disk = set()
-    for name, _ in walk(watch_dir, Matcher(("*.json",), DEFAULT_IGNORE)):
+    for name, _ in walk(watch_dir, matcher or Matcher(("*.json",), DEFAULT_IGNORE)):
         verdict, rel = judge(name, opts), stored_path(name)  # the database's form of the path
         if isinstance(verdict, Removed):
             continue  # vanished while we looked
@@ -65,6 +68,6 @@ def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024
     return out
 
 
-def holds(watch_dir: Path, db: Path) -> bool:
+def holds(watch_dir: Path, db: Path, matcher: Matcher | None = None) -> bool:
     """True when there are no :func:`violations` (for polling with a deadline)."""
-    return not violations(watch_dir, db)
+    return not violations(watch_dir, db, matcher=matcher)

@@ -3,17 +3,28 @@ watch dir, stray environment variables, a second database, missing folders, conc
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_harness import Daemon
-from tests.helpers import doc, write
+from tests.helpers import doc, wait_until, write
 
 
 def mid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args, "--log-format", "json"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -33,3 +44,27 @@ def test_unknown_watcher_variable_is_warned_about_once_and_the_daemon_goes_on(tm
         assert [(e["level"], e["variable"]) for e in warnings] == [("warning", "WATCHER_UNRELATED_JOB_ID")]
     finally:
         assert d.stop() == 0
+
+
+def test_own_database_and_reports_inside_the_watch_dir_are_never_judged(tmp_path: Path) -> None:
+    # Everything in one folder: the database (with its -wal, -shm and .lock) and the reports
+    # (report.json is a *.json file) live inside the watch dir.
+    d = Daemon(tmp_path, db=tmp_path / "inbox" / "state" / "watcher.db")
+    try:
+        d.start()
+        write(d.inbox / "a.json", doc(model_id=mid(1)))
+        d.wait_results({"a.json": mid(1)})
+        wait_until(lambda: (d.inbox / "state" / "reports" / "report.json").exists(), what="report.json")
+        write(d.inbox / "b.json", doc(model_id=mid(2)))  # reports rewritten while the daemon watches
+        d.wait_results({"a.json": mid(1), "b.json": mid(2)})
+        wait_until(lambda: mid(2) in (d.inbox / "state" / "reports" / "report.json").read_text(), what="report")
+        d.wait_event("reports_written", writes=2)
+    finally:
+        assert d.stop() == 0
+    assert d.rejections() == set()
+    assert not [e for e in d.events() if e["event"] == "file_rejected"]
+    # A scan with the same layout (its own reports, its own database) agrees.
+    config = write(tmp_path / "c.toml", "patterns = ['*']\n")  # the database's files match too
+    proc = run_cli("scan", "--watch-dir", str(d.inbox), "--db", str(d.db), "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert d.rejections() == set() and d.results() == {"a.json": mid(1), "b.json": mid(2)}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from watcher.outcomes import StatKey, identity_stat, stored_path
+from watcher.render import FILE_NAMES
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -37,20 +38,42 @@ def _wanted_and_not_ignored(patterns: tuple[str, ...], ignore_patterns: tuple[st
     return re.compile(f"(?!{_alternatives(ignore_patterns)})(?:{_alternatives(patterns)})")
 
 
+#: Beside the database: its write-ahead log, shared memory, rollback journal and the daemon's lock.
+DB_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def own_outputs(settings: Settings) -> frozenset[str]:
+    """What watcher itself writes inside the watch dir, relative to it: the database with its
+    companion files, and the report dir (the whole folder; only the report files themselves
+    when the reports are written into the watch dir's top). Empty when both live outside."""
+    root = os.path.realpath(settings.watch_dir)
+    db = os.path.realpath(settings.db_path)
+    reports = os.path.realpath(settings.reports)
+    paths = [db + suffix for suffix in ("", *DB_COMPANIONS)]
+    paths += [os.path.join(reports, name) for name in FILE_NAMES.values()] if reports == root else [reports]
+    rels = (relpath(Path(root), p) for p in paths)
+    return frozenset(rel for rel in rels if rel)
+
+
 @dataclass(frozen=True)
 class Matcher:
-    """Decides whether a relative path is tracked (glob patterns, case-sensitive)."""
+    """Decides whether a relative path is tracked (glob patterns, case-sensitive).
+
+    ``own``: relative paths of watcher's own outputs (:func:`own_outputs`), never tracked nor
+    descended into, whatever the patterns say: its own report or database is never an input.
+    """
 
     patterns: tuple[str, ...]
     ignore_patterns: tuple[str, ...]
     recursive: bool = True
+    own: frozenset[str] = frozenset()
     _ignored: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _tracked_name: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Matcher:
         """The path filter the settings describe."""
-        return cls(settings.patterns, settings.ignore_patterns, settings.recursive)
+        return cls(settings.patterns, settings.ignore_patterns, settings.recursive, own_outputs(settings))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ignored", _compile(self.ignore_patterns))
@@ -67,7 +90,16 @@ class Matcher:
             return False
         if any(self.ignored_part(part) for part in parts[:-1]):
             return False
+        if self.own and self.owned(rel):
+            return False
         return self.tracks_name(parts[-1])
+
+    def owned(self, rel: str) -> bool:
+        """True when ``rel`` is one of watcher's own outputs or lies in its report folder."""
+        if rel in self.own:
+            return True
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in self.own for i in range(1, len(parts)))
 
     def tracks_name(self, name: str) -> bool:
         """:meth:`tracks` for a file whose folder is already known to be watched (the walk's case):
@@ -78,6 +110,8 @@ class Matcher:
         """True when a directory's content may hold tracked files."""
         if not rel_dir:
             return True
+        if self.own and self.owned(rel_dir):
+            return False
         return self.recursive and not any(self.ignored_part(p) for p in rel_dir.split("/"))
 
 
@@ -110,6 +144,7 @@ def walk(
     later walk repairs). With ``subfolders``, the folders directly below ``under`` are appended
     to it instead of walked (their subtrees can then be walked elsewhere, in parallel).
     """
+    own = matcher.own
     stack = [under]
     while stack:
         rel_dir = stack.pop()
@@ -126,7 +161,7 @@ def walk(
             if is_dir:
                 if matcher.descends(rel):
                     (subfolders if subfolders is not None and rel_dir == under else stack).append(rel)
-            elif matcher.tracks_name(entry.name):
+            elif matcher.tracks_name(entry.name) and not (own and rel in own):
                 yield rel, entry
 
 
