@@ -36,7 +36,7 @@ def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     s = load_settings(cfg, env={}, cwd=Path("/"))
     assert s.watch_dir == tmp_path / "etc" / ".." / "data"
     assert s.db_path == Path("/abs/w.db")
-    assert s.reports == Path("/abs/reports")
+    assert s.reports == Path("/abs/w-reports")  # named after a database not called watcher.db
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:

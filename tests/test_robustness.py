@@ -68,3 +68,14 @@ def test_own_database_and_reports_inside_the_watch_dir_are_never_judged(tmp_path
     proc = run_cli("scan", "--watch-dir", str(d.inbox), "--db", str(d.db), "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     assert d.rejections() == set() and d.results() == {"a.json": mid(1), "b.json": mid(2)}
+
+
+def test_a_second_database_in_the_same_folder_never_overwrites_the_first_ones_reports(tmp_path: Path) -> None:
+    write(tmp_path / "a" / "x.json", doc(model_id=mid(1)))
+    write(tmp_path / "b" / "y.json", doc(model_id=mid(2)))
+    first = run_cli("scan", "--watch-dir", "a", "--db", "var/watcher.db", cwd=tmp_path)
+    second = run_cli("scan", "--watch-dir", "b", "--db", "var/other.db", cwd=tmp_path)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert mid(1) in (tmp_path / "var" / "reports" / "report.csv").read_text()
+    assert mid(2) not in (tmp_path / "var" / "reports" / "report.csv").read_text()
+    assert mid(2) in (tmp_path / "var" / "other-reports" / "report.csv").read_text()

@@ -24,6 +24,9 @@ CONFIG_ENV = "WATCHER_CONFIG"
 
 ReportFormat = Literal["csv", "json", "markdown", "html"]
 
+#: The database file name whose reports default to a folder named just ``reports``.
+DEFAULT_DB_NAME = "watcher.db"
+
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.swp", "*.swx", "*.crdownload")
 
 
@@ -60,7 +63,7 @@ class Settings(BaseModel):
     def _default_report_dir(self) -> Settings:
         # Reports live outside the watch dir by default: beside the database.
         if self.report_dir is None:
-            object.__setattr__(self, "report_dir", self.db_path.parent / "reports")
+            object.__setattr__(self, "report_dir", default_report_dir(self.db_path))
         return self
 
     @property
@@ -73,6 +76,14 @@ class Settings(BaseModel):
     def worker_count(self) -> int:
         """Worker processes for bulk parsing; ``workers = 0`` means one per CPU."""
         return self.workers or (os.cpu_count() or 1)
+
+
+def default_report_dir(db_path: Path) -> Path:
+    """Where a database's reports go when ``report_dir`` is not set: beside it, in ``reports``
+    for the usual ``watcher.db``, else in ``<stem>-reports`` (``runs.db`` -> ``runs-reports``), so
+    a second database in the same folder never overwrites another's reports."""
+    name = "reports" if db_path.name == DEFAULT_DB_NAME else f"{db_path.stem}-reports"
+    return db_path.parent / name
 
 
 _PATH_KEYS = ("watch_dir", "db_path", "report_dir")
