@@ -22,7 +22,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.errors import AlreadyRunningError, WatchDirError
+from watcher.errors import AlreadyRunningError
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
@@ -71,12 +71,11 @@ def run(
     """Run the daemon until SIGTERM/SIGINT (or ``stop``). Returns the process exit code.
 
     Order matters: the observer starts before the first reconcile, so nothing written during
-    start-up is missed. Raises :class:`WatchDirError` for a missing watch dir, :class:`AlreadyRunningError` for a
+    start-up is missed. A watch dir missing at start is reported once (``watch_dir_missing``) and
+    waited for, like one that vanishes while running. Raises :class:`AlreadyRunningError` for a
     second daemon on the same database.
     """
     stop = stop or threading.Event()
-    if not settings.watch_dir.is_dir():
-        raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
     lock_fd = _acquire_lock(settings.db_path)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -161,8 +161,11 @@ def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple
 def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary, dict[str, Any]]:
     """``watcher scan``: open the store, reconcile the whole tree, refresh reports, close.
 
-    Returns the summary and the database counts afterwards.
+    Returns the summary and the database counts afterwards. Raises :class:`WatchDirError` for a
+    missing watch dir before creating anything.
     """
+    if not settings.watch_dir.is_dir():
+        raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
     store = Store.from_settings(settings)
     try:
         # This process has a single thread here: workers may be forked directly.

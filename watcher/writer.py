@@ -227,8 +227,9 @@ class Writer(threading.Thread):
             # file with pending events to the tracker.
             skip = self._writing_or_just_created if under else self.tracker.busy
             summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=skip, pool=self.pool)
-        except WatchDirError as exc:
-            log.error("watch_dir_missing", error=str(exc), hint="keeping stored results until it is back")
+        except WatchDirError:
+            # Reported once by the supervisor (observe.RootWatch), which has it reconciled once back.
+            log.debug("reconcile_skipped", under=stored_path(under) or ".", reason="watch dir missing")
             return
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc), retry_in=5.0)
