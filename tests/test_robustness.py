@@ -4,15 +4,19 @@ watch dir, stray environment variables, a second database, missing folders, conc
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_harness import Daemon
-from tests.helpers import doc, wait_until, write
+from tests.helpers import doc, wait_until, write, write_atomically
+from tests.invariant import holds, violations
+from watcher.dblock import acquire
 
 
 def mid(n: int) -> str:
@@ -25,6 +29,19 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "watcher", *args, "--log-format", "json"],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def settle(d: Daemon, timeout: float = 30.0) -> None:
+    """Wait until the invariant holds; on timeout, say what is still wrong."""
+
+    def ok() -> bool:
+        d.assert_alive()
+        return holds(d.inbox, d.db)
+
+    try:
+        wait_until(ok, timeout, what="the invariant")
+    except AssertionError:
+        raise AssertionError("\n".join(violations(d.inbox, d.db))) from None
 
 
 @pytest.fixture
@@ -79,3 +96,59 @@ def test_a_second_database_in_the_same_folder_never_overwrites_the_first_ones_re
     assert mid(1) in (tmp_path / "var" / "reports" / "report.csv").read_text()
     assert mid(2) not in (tmp_path / "var" / "reports" / "report.csv").read_text()
     assert mid(2) in (tmp_path / "var" / "other-reports" / "report.csv").read_text()
+
+
+def churn(inbox: Path, stop: threading.Event, seed: int) -> int:
+    """Write, rewrite (valid or not) and delete a few dozen files until ``stop``; returns the count."""
+    rng = random.Random(seed)
+    done = 0
+    while not stop.is_set():
+        name = inbox / f"sub{rng.randrange(3)}" / f"f{rng.randrange(40)}.json"
+        roll = rng.random()
+        if roll < 0.15:
+            name.unlink(missing_ok=True)
+        elif roll < 0.3:
+            write(name, b"{")
+        else:
+            write_atomically(name, doc(model_id=mid(rng.randrange(60)), issuer=f"u{rng.randrange(9)}@example.com"))
+        done += 1
+        stop.wait(0.005)
+    return done
+
+
+def test_scans_beside_a_churning_daemon_never_commit_conflicting_verdicts(daemon: Daemon) -> None:
+    daemon.start()
+    stop = threading.Event()
+    counted: list[int] = []
+    writer = threading.Thread(target=lambda: counted.append(churn(daemon.inbox, stop, 7)))
+    writer.start()
+    outcomes = []
+    try:
+        for _ in range(5):  # each scan is a new process: a few seconds of churn in all
+            proc = run_cli("scan", "--watch-dir", str(daemon.inbox), "--db", str(daemon.db))
+            outcomes.append((proc.returncode, proc.stderr))
+    finally:
+        stop.set()
+        writer.join()
+    refused = f"watcher: {daemon.db}: a watcher daemon is running on this database and keeps it current\n"
+    assert outcomes == [(3, refused)] * 5
+    assert counted[0] > 100
+    settle(daemon)
+    assert not [e for e in daemon.events() if e["event"] in ("database_error", "writer_failed")]
+
+
+def test_a_daemon_started_during_a_scan_waits_for_it_and_a_second_scan_is_refused(daemon: Daemon) -> None:
+    write(daemon.inbox / "a.json", doc(model_id=mid(1)))
+    held = acquire(daemon.db, "scan")  # as a long 'watcher scan' would hold it
+    try:
+        second = run_cli("scan", "--watch-dir", str(daemon.inbox), "--db", str(daemon.db))
+        assert (second.returncode, second.stderr) == (
+            3, f"watcher: {daemon.db}: a 'watcher scan' is running on this database\n",
+        )  # fmt: skip
+        daemon.start(wait=False)
+        daemon.wait_event("waiting_for_scan")
+        daemon.assert_alive()
+    finally:
+        os.close(held)
+    daemon.wait_event("daemon_ready")
+    daemon.wait_results({"a.json": mid(1)})

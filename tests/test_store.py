@@ -189,14 +189,13 @@ def test_a_write_waits_for_another_connections_write_lock_instead_of_failing(tmp
     first = Store.open(tmp_path / "w.db")
     first.apply([scored("a.json")])
     first.close()
-    other = sqlite3.connect(tmp_path / "w.db", timeout=30, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    other.execute("INSERT INTO history (at, path, outcome) VALUES ('x', 'other.json', 'removed')")
-    started = threading.Event()
+    opened, go, started = threading.Event(), threading.Event(), threading.Event()
     failed: list[BaseException] = []
 
     def write() -> None:
         store = Store.open(tmp_path / "w.db")  # a connection belongs to its thread
+        opened.set()
+        go.wait(10)
         store.db.conn.set_trace_callback(lambda sql: started.set())
         try:
             store.apply([scored("a.json", sha="s2"), scored("b.json", model="m2")])
@@ -207,6 +206,11 @@ def test_a_write_waits_for_another_connections_write_lock_instead_of_failing(tmp
 
     thread = threading.Thread(target=write)
     thread.start()
+    assert opened.wait(30)
+    other = sqlite3.connect(tmp_path / "w.db", timeout=30, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO history (at, path, outcome) VALUES ('x', 'other.json', 'removed')")
+    go.set()
     assert started.wait(10)
     thread.join(0.5)  # time for a deferred transaction to reach its first write and fail
     other.execute("COMMIT")

@@ -157,7 +157,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
 
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status``: exit 0 when a daemon is running on this database, 3 otherwise."""
-    from watcher.daemon import daemon_running
+    from watcher.dblock import daemon_running
 
     store = Store.open_readonly(settings.db_path)
     try:

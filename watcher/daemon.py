@@ -9,60 +9,30 @@ is recreated.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.errors import AlreadyRunningError
+from watcher.dblock import acquire, daemon_running, holder, lock_path
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
 from watcher.reporter import Reporter
+from watcher.store import Store
 from watcher.writer import Writer
+
+__all__ = ["daemon_running", "lock_path", "run"]
 
 log = get_logger("watcher.daemon")
 
 ObserverFactory = Callable[[Settings, FileSystemEventHandler], tuple[BaseObserver, str]]
-
-
-def lock_path(db_path: Path) -> Path:
-    """The file a running daemon holds an exclusive ``flock`` on."""
-    return db_path.with_name(db_path.name + ".lock")
-
-
-def daemon_running(db_path: Path) -> bool:
-    """True when a daemon holds the lock of this database."""
-    try:
-        fd = os.open(lock_path(db_path), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _acquire_lock(db_path: Path) -> int:
-    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd = os.open(lock_path(db_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise AlreadyRunningError(f"{db_path}: another watcher is already running on this database") from None
-    return fd
 
 
 def run(
@@ -72,11 +42,21 @@ def run(
 
     Order matters: the observer starts before the first reconcile, so nothing written during
     start-up is missed. A watch dir missing at start is reported once (``watch_dir_missing``) and
-    waited for, like one that vanishes while running. Raises :class:`AlreadyRunningError` for a
-    second daemon on the same database.
+    waited for, like one that vanishes while running; a running ``watcher scan`` is waited for.
+    Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on the same database,
+    :class:`~watcher.errors.StoreError` for a database (or lock file) it cannot write.
     """
     stop = stop or threading.Event()
-    lock_fd = _acquire_lock(settings.db_path)
+    if holder(settings.db_path) == "scan":
+        log.info("waiting_for_scan", db=str(settings.db_path), hint="a 'watcher scan' holds the database")
+    lock_fd = acquire(settings.db_path, "run", wait_for_scan=True)
+    try:
+        # Opened (created, migrated) here once, so an unusable database is one line and an exit
+        # code now rather than a failed writer thread later.
+        Store.from_settings(settings).close()
+    except BaseException:
+        os.close(lock_fd)
+        raise
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest

@@ -9,6 +9,7 @@ batches, one transaction each.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from watcher import logs
 from watcher.config import Settings
+from watcher.dblock import acquire
 from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
@@ -162,10 +164,25 @@ def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary,
     """``watcher scan``: open the store, reconcile the whole tree, refresh reports, close.
 
     Returns the summary and the database counts afterwards. Raises :class:`WatchDirError` for a
-    missing watch dir before creating anything.
+    missing watch dir before creating anything, and :class:`~watcher.errors.AlreadyRunningError`
+    while a daemon (or another scan) holds the database: two writers judging the same paths
+    could commit an older verdict over a newer one, and the daemon keeps the database current.
     """
     if not settings.watch_dir.is_dir():
         raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
+    lock_fd = acquire(settings.db_path, "scan")
+    try:
+        summary, counts = _scan_locked(settings, progress)
+    finally:
+        os.close(lock_fd)
+    log.info(
+        "scan_done", seen=summary.seen, read=summary.read, scored=summary.scored, rejected=summary.rejected,
+        removed=summary.removed, seconds=round(summary.seconds, 3), **counts,
+    )  # fmt: skip
+    return summary, counts
+
+
+def _scan_locked(settings: Settings, progress: Progress | None) -> tuple[Summary, dict[str, Any]]:
     store = Store.from_settings(settings)
     try:
         # This process has a single thread here: workers may be forked directly.
@@ -176,8 +193,4 @@ def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary,
         counts = store.counts()
     finally:
         store.close()
-    log.info(
-        "scan_done", seen=summary.seen, read=summary.read, scored=summary.scored, rejected=summary.rejected,
-        removed=summary.removed, seconds=round(summary.seconds, 3), **counts,
-    )  # fmt: skip
     return summary, counts

@@ -103,6 +103,8 @@ class Store:
             db.execute("PRAGMA cache_size = -32768")
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
+            with store.writing():  # writable now, or one clear error now (read-only file or place)
+                pass
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
         except OSError as exc:
