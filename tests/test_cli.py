@@ -49,7 +49,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_scan_report_and_logs_agree_file_by_file(tree: Path) -> None:
-    proc = watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", cwd=tree)
+    proc = watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", "--log-level", "debug", cwd=tree)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "8 files: 8 read, 3 scored, 5 rejected, 0 removed; 2 models, 5 rejections in total\n"
     log = events(proc.stderr)

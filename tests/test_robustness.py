@@ -3,6 +3,7 @@ watch dir, stray environment variables, a second database, missing folders, conc
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -152,3 +153,24 @@ def test_a_daemon_started_during_a_scan_waits_for_it_and_a_second_scan_is_refuse
         os.close(held)
     daemon.wait_event("daemon_ready")
     daemon.wait_results({"a.json": mid(1)})
+
+
+def test_bulk_reconciles_log_scored_files_at_debug_and_rejections_always(daemon: Daemon, tmp_path: Path) -> None:
+    for n in range(5):
+        write(daemon.inbox / f"ok{n}.json", doc(model_id=mid(n)))
+    write(daemon.inbox / "bad.json", b"{")
+    scan = run_cli("scan", "--watch-dir", str(daemon.inbox), "--db", str(tmp_path / "scan" / "w.db"))
+    assert scan.returncode == 0, scan.stderr
+    names = [json.loads(line)["event"] for line in scan.stderr.splitlines()]
+    assert sorted(names) == ["file_rejected", "scan_done"]  # not a line per scored file at info
+
+    daemon.start()  # start-up reconcile: bulk as well
+    daemon.wait_results({f"ok{n}.json": mid(n) for n in range(5)})
+    write(daemon.inbox / "live.json", doc(model_id=mid(9)))  # a live event: one line at info
+    write(daemon.inbox / "live-bad.json", b"[")
+    daemon.wait_event("file_scored", path="live.json")
+    daemon.wait_event("file_rejected", path="live-bad.json")
+    events = daemon.events()
+    assert [e["path"] for e in events if e["event"] == "file_scored"] == ["live.json"]
+    assert sorted(e["path"] for e in events if e["event"] == "file_rejected") == ["bad.json", "live-bad.json"]
+    assert [e["seen"] for e in events if e["event"] == "reconcile_done"][:1] == [6]
