@@ -174,3 +174,43 @@ def test_bulk_reconciles_log_scored_files_at_debug_and_rejections_always(daemon:
     assert [e["path"] for e in events if e["event"] == "file_scored"] == ["live.json"]
     assert sorted(e["path"] for e in events if e["event"] == "file_rejected") == ["bad.json", "live-bad.json"]
     assert [e["seen"] for e in events if e["event"] == "reconcile_done"][:1] == [6]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children of all its threads, recursively)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += children - found
+            found |= children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie is dead; reaping it is its new parent's business
+
+
+def test_kill_9_of_the_daemon_takes_its_workers_forkserver_and_tracker_along(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env={"WATCHER_WORKERS": "2"})
+    d.start()
+    assert d.proc is not None
+    expected = {f"f{n}.json": mid(n) for n in range(120)}
+    for name, model in expected.items():  # a burst: judged in the worker processes
+        write(d.inbox / name, doc(model_id=model))
+    d.wait_results(expected, timeout=60)
+    helpers = descendants(d.proc.pid)
+    # the resource tracker, the forkserver, its two workers, the report page's process
+    assert len(helpers) >= 4, helpers
+    d.kill()
+    wait_until(lambda: not any(alive(p) for p in helpers), timeout=20, what=f"the daemon's helpers {helpers} to die")
+    wait_until(lambda: d.log_path.read_bytes().endswith(b"\n"), what="the log to end")  # nothing half-written
+    assert d.events()  # every line of the log is JSON, including anything the helpers printed

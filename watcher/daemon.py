@@ -21,6 +21,7 @@ from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
 from watcher.dblock import acquire, daemon_running, holder, lock_path
+from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
@@ -57,6 +58,7 @@ def run(
     except BaseException:
         os.close(lock_fd)
         raise
+    start_quiet_resource_tracker()  # before any thread: it points stderr elsewhere for a moment
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
