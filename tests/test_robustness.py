@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -214,3 +216,37 @@ def test_kill_9_of_the_daemon_takes_its_workers_forkserver_and_tracker_along(tmp
     wait_until(lambda: not any(alive(p) for p in helpers), timeout=20, what=f"the daemon's helpers {helpers} to die")
     wait_until(lambda: d.log_path.read_bytes().endswith(b"\n"), what="the log to end")  # nothing half-written
     assert d.events()  # every line of the log is JSON, including anything the helpers printed
+
+
+def test_idle_checkpoint_keeps_the_main_file_current_and_a_backup_restores(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    expected = {f"f{n}.json": mid(n) for n in range(30)}
+    for name, model in expected.items():
+        write(daemon.inbox / name, doc(model_id=model))
+    daemon.wait_results(expected)
+    # The burst is over: the log is emptied into the main file, which alone is now current.
+    wal = daemon.db.with_name("watcher.db-wal")
+    wait_until(lambda: wal.stat().st_size == 0, what="an empty write-ahead log")
+    copy = tmp_path / "plain-copy.db"
+    shutil.copyfile(daemon.db, copy)  # the main file only, as 'cp watcher.db' would
+    assert sqlite3.connect(copy).execute("SELECT count(*) FROM results").fetchone()[0] == 30
+
+    if shutil.which("sqlite3") is None:
+        pytest.skip("the sqlite3 command (Debian package sqlite3; .ci/run installs it) is not installed")
+    backup = tmp_path / "backup.db"  # the README's online backup, taken while the daemon runs
+    subprocess.run(["sqlite3", str(daemon.db), f".backup '{backup}'"], check=True, timeout=30)
+    (daemon.inbox / "f0.json").unlink()  # changes after the backup
+    write(daemon.inbox / "late.json", doc(model_id=mid(99)))
+    del expected["f0.json"]
+    expected["late.json"] = mid(99)
+    daemon.wait_results(expected)
+    assert daemon.stop() == 0
+
+    for f in daemon.db.parent.glob("watcher.db*"):  # the README's restore
+        if not f.name.endswith(".lock"):
+            f.unlink()
+    shutil.copyfile(backup, daemon.db)
+    assert sqlite3.connect(daemon.db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    daemon.start()
+    daemon.wait_results(expected)
+    settle(daemon)

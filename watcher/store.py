@@ -280,6 +280,18 @@ class Store:
         finally:
             thread.join()
 
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it, if no reader holds an
+        older state (waiting at most a moment for one): then the main file alone is current (a
+        plain copy of it is a consistent backup of that moment) and the log takes no space.
+        True when the log was emptied; otherwise the next try will do it."""
+        self.db.execute("PRAGMA busy_timeout = 100")
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 30000")
+        return not busy
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """One write transaction that holds the write lock from its first statement on

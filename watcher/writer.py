@@ -31,6 +31,9 @@ from watcher.tree import Matcher, relpath
 
 log = get_logger("watcher.writer")
 
+#: Seconds without a change (and with nothing in flight) after which the log is checkpointed.
+IDLE_CHECKPOINT = 1.0
+
 _KINDS: dict[str, Kind] = {
     "created": "created",
     "modified": "modified",
@@ -79,6 +82,7 @@ class Writer(threading.Thread):
         self.next_reconcile = 0.0
         self.last_status = 0.0
         self.last_event_at: float | None = None  # time.time(): formatted only when the status is written
+        self.last_change: float | None = None  # monotonic time of a commit not yet checkpointed
         self.store: Store | None = None
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
@@ -140,6 +144,8 @@ class Writer(threading.Thread):
             self._reconcile("")
         if now - self.last_status >= 5.0:
             self._status()
+        if self.last_change is not None and now - self.last_change >= IDLE_CHECKPOINT and self.idle():
+            self._checkpoint()
 
     def _timeout(self, now: float) -> float:
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
@@ -211,6 +217,7 @@ class Writer(threading.Thread):
     def _applied(self, applied: Applied, n: int) -> None:
         self.tick = time.monotonic()
         if applied.changed:
+            self.last_change = self.tick
             self.on_change()
         assert self.store is not None
         self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
@@ -243,6 +250,7 @@ class Writer(threading.Thread):
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         if summary.changed:
+            self.last_change = time.monotonic()
             self.on_change()
         log.info(
             "reconcile_done", under=stored_path(under) or ".", seen=summary.seen, read=summary.read,
@@ -275,6 +283,22 @@ class Writer(threading.Thread):
     def idle(self) -> bool:
         """True when no event waits and no file is in flight: a burst is over (any thread may ask)."""
         return self.events.empty() and not self.tracker.states
+
+    def _checkpoint(self) -> None:
+        # A burst is over: bring the main database file up to date and empty the log (otherwise
+        # that happens only every wal_autocheckpoint pages, and a copy of the main file, or a
+        # reader of it alone, would lag behind for long stretches).
+        assert self.store is not None
+        try:
+            done = self.store.checkpoint()
+        except sqlite3.Error as exc:
+            log.error("database_error", error=str(exc))
+            done = False
+        if done:
+            self.last_change = None
+            log.debug("wal_checkpointed")
+        else:
+            self.last_change = time.monotonic()  # a reader held an older state: later
 
     def _status(self) -> None:
         assert self.store is not None
