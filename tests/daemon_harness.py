@@ -74,6 +74,10 @@ class Daemon:
         conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True, timeout=10)
         try:
             return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a database being created: no schema yet
+                return []
+            raise
         finally:
             conn.close()
 

@@ -250,3 +250,27 @@ def test_idle_checkpoint_keeps_the_main_file_current_and_a_backup_restores(daemo
     daemon.start()
     daemon.wait_results(expected)
     settle(daemon)
+
+
+def test_database_removed_while_running_is_noticed_and_rebuilt_from_the_folder(daemon: Daemon) -> None:
+    expected = {f"f{n}.json": mid(n) for n in range(10)}
+    for name, model in expected.items():
+        write(daemon.inbox / name, doc(model_id=model))
+    write(daemon.inbox / "bad.json", b"{")
+    daemon.start()
+    daemon.wait_results(expected)
+    report = daemon.db.parent / "reports" / "report.csv"
+    for removed in (["watcher.db"], ["watcher.db", "watcher.db-wal", "watcher.db-shm"]):  # an operator's rm
+        for name in removed:
+            (daemon.db.parent / name).unlink(missing_ok=True)
+        daemon.wait_event("database_gone")
+        daemon.wait_results(expected)  # readers find a database again, rebuilt from the folder
+        assert daemon.rejections() == {"bad.json"}
+        n = len(expected)
+        expected[f"after{n}.json"] = mid(100 + n)  # and it is the live one
+        write(daemon.inbox / f"after{n}.json", doc(model_id=mid(100 + n)))
+        daemon.wait_results(expected)
+        newest = mid(100 + n)
+        wait_until(lambda: report.exists() and newest in report.read_text(), what="the report")
+        daemon._log_offset = daemon.log_path.stat().st_size  # the next round's events only
+    settle(daemon)

@@ -74,6 +74,23 @@ class Store:
         self.path = path
         self.rules_version = rules_version
         self.target_recall = target_recall
+        #: (st_dev, st_ino) of the database file and of its -wal and -shm as opened (None: absent).
+        self.identity = {suffix: _identity(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm")}
+
+    def moved_away(self) -> bool:
+        """True when the path no longer names the file this connection has open (removed, or
+        replaced by another file): what is written here is then lost to every reader."""
+        return _identity(self.path) != self.identity[""]
+
+    def forget_companions(self) -> None:
+        """After :meth:`close` of a store whose file was removed: delete its -wal and -shm if
+        they are still the ones it used. A new database at the same path must not start from
+        another file's write-ahead log."""
+        for suffix in ("-wal", "-shm"):
+            companion = Path(f"{self.path}{suffix}")
+            if self.identity[suffix] is not None and _identity(companion) == self.identity[suffix]:
+                with contextlib.suppress(FileNotFoundError):
+                    companion.unlink()
 
     @classmethod
     def open(cls, path: Path, target_recall: float = 0.85, rules_version: int = RULES_VERSION) -> Store:
@@ -451,6 +468,14 @@ class Store:
             f" files_removed = files_removed + :d{assigns} WHERE id = 1",
             {"s": scored, "r": rejected, "d": removed, **values},
         )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _stat_tuple(stat: FileStat | None) -> tuple[int | None, int | None, int | None]:

@@ -33,6 +33,8 @@ log = get_logger("watcher.writer")
 
 #: Seconds without a change (and with nothing in flight) after which the log is checkpointed.
 IDLE_CHECKPOINT = 1.0
+#: How often the database path is compared with the file the writer has open.
+DB_CHECK_INTERVAL = 2.0
 
 _KINDS: dict[str, Kind] = {
     "created": "created",
@@ -83,6 +85,7 @@ class Writer(threading.Thread):
         self.last_status = 0.0
         self.last_event_at: float | None = None  # time.time(): formatted only when the status is written
         self.last_change: float | None = None  # monotonic time of a commit not yet checkpointed
+        self.next_db_check = 0.0
         self.store: Store | None = None
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
@@ -96,20 +99,39 @@ class Writer(threading.Thread):
             log.exception("writer_failed")
 
     def _run(self) -> None:
-        self.store = store = Store.from_settings(self.settings)
         try:
-            store.set_status(
-                pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
-                stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
-            )  # fmt: skip
+            self._open()
             self._reconcile("")
             self.ready.set()
             while not self.stop_event.is_set():
                 self.step()
-            store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
+            assert self.store is not None
+            self.store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
         finally:
-            store.close()
+            if self.store is not None:
+                self.store.close()
             self.pool.close(wait=False)
+
+    def _open(self) -> None:
+        self.store = Store.from_settings(self.settings)
+        self.store.set_status(
+            pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
+            stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
+        )  # fmt: skip
+
+    def _rebuild(self) -> None:
+        # The database file was removed (or replaced) under the daemon: what it wrote went into a
+        # file no reader can find. The folder is the source of truth: open the database anew
+        # (created when missing) and reconcile the whole tree into it.
+        assert self.store is not None
+        log.error("database_gone", db=str(self.settings.db_path), hint="rebuilding it from the watch dir")
+        old, self.store = self.store, None
+        old.close()
+        old.forget_companions()
+        self.pool.discard()  # its workers may hold read-only connections to the old file
+        self._open()
+        self._reconcile("")
+        self.on_change()  # the reports follow the new database
 
     # -- one turn of the loop ------------------------------------------------------------------
 
@@ -146,6 +168,10 @@ class Writer(threading.Thread):
             self._status()
         if self.last_change is not None and now - self.last_change >= IDLE_CHECKPOINT and self.idle():
             self._checkpoint()
+        if now >= self.next_db_check:
+            self.next_db_check = now + DB_CHECK_INTERVAL
+            if self.store is not None and self.store.moved_away():
+                self._rebuild()
 
     def _timeout(self, now: float) -> float:
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
