@@ -274,3 +274,34 @@ def test_database_removed_while_running_is_noticed_and_rebuilt_from_the_folder(d
         wait_until(lambda: report.exists() and newest in report.read_text(), what="the report")
         daemon._log_offset = daemon.log_path.stat().st_size  # the next round's events only
     settle(daemon)
+
+
+def make_deep(top: Path, levels: int) -> Path:
+    """``top/d/d/.../d`` ``levels`` deep, made relative to each folder (as a runaway job would)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    return top.joinpath(*["d"] * levels)
+
+
+def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(daemon: Daemon) -> None:
+    deep = make_deep(daemon.inbox, 1000)
+    rel = "d/" * 1000
+    try:
+        write(deep / "deep.json", doc(model_id=mid(1)))
+        write(daemon.inbox / "top.json", doc(model_id=mid(2)))
+        daemon.start()
+        daemon.wait_results({f"{rel}deep.json": mid(1), "top.json": mid(2)})
+        write(deep / "later.json", doc(model_id=mid(3)))  # and the deep folder is watched
+        daemon.wait_results({f"{rel}deep.json": mid(1), "top.json": mid(2), f"{rel}later.json": mid(3)})
+        assert daemon.stop() == 0
+    finally:
+        daemon.stop()
+        # rm walks without recursion; shutil.rmtree (pytest's clean-up) would die at this depth
+        subprocess.run(["rm", "-rf", str(daemon.inbox / "d")], check=True, timeout=60)

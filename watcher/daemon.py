@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ from watcher.writer import Writer
 __all__ = ["daemon_running", "lock_path", "run"]
 
 log = get_logger("watcher.daemon")
+
+#: Recursion limit for the daemon: room for os.walk over the deepest tree a path can name.
+WALK_RECURSION_LIMIT = 10_000
 
 ObserverFactory = Callable[[Settings, FileSystemEventHandler], tuple[BaseObserver, str]]
 
@@ -59,6 +63,11 @@ def run(
         os.close(lock_fd)
         raise
     start_quiet_resource_tracker()  # before any thread: it points stderr elsewhere for a moment
+    # watchdog walks the tree with the recursive os.walk, one level of recursion per folder: at
+    # the default limit (1,000) a runaway job's deep tree would kill the observer at start. Allow
+    # any depth a path can have (PATH_MAX is 4,096 bytes: at most 2,048 levels); folders beyond
+    # that cannot be named, so neither watched nor listed (the walk reports them).
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), WALK_RECURSION_LIMIT))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest

@@ -134,9 +134,14 @@ class RootWatch:
             self._missing()
             return
         self.observer.unschedule_all()
-        self.observer.schedule(
-            self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
-        )
+        try:
+            self.observer.schedule(
+                self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
+            )
+        except OSError as exc:  # gone again, or not readable: the next check tries again
+            log.error("watch_dir_unwatchable", watch_dir=str(self.settings.watch_dir), error=str(exc))
+            self.identity = None
+            return
         self.rewatched.set()
         log.warning("watch_dir_back", watch_dir=str(self.settings.watch_dir))
 
