@@ -30,15 +30,17 @@ class Daemon:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self.python = sys.executable  # another interpreter, and user (popen_args), for permission tests
+        self.popen_args: dict[str, Any] = {}
 
     def start(self, wait: bool = True) -> Daemon:
         """Start the process (appending to the same log), and by default wait until it is ready."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--watch-dir", str(self.inbox), "--db", str(self.db),
+            [self.python, "-m", "watcher", "run", "--watch-dir", str(self.inbox), "--db", str(self.db),
              "--log-format", "json", *self.extra],
-            cwd=self.root, env=self.env, stdout=log, stderr=log,
+            cwd=self.root, env=self.env, stdout=log, stderr=log, **self.popen_args,
         )  # fmt: skip
         log.close()
         if wait:

@@ -1,9 +1,12 @@
 """The invariant, stated once and checked after every reliability scenario.
 
 After the daemon settles: every tracked file in the tree is in exactly one of ``results`` and
-``rejections``, agreeing with the file's own verdict; nothing else is in them; the ``report`` view
-equals the latest valid file per model_id; ``history``'s last entry for each current path records
-its current outcome and content.
+``rejections``, agreeing with the file's own verdict; every folder that cannot be listed is in
+``rejections`` under its own path (what was stored below it may stay: it is out of sight, not
+gone); nothing else is in them; the ``report`` view equals the latest valid file per model_id;
+``history``'s last entry for each current path records its current outcome and content.
+
+Run it as the user the daemon runs as: permissions decide what can be listed.
 
 Each file's own verdict comes from the production judge (:func:`watcher.judge.judge`): this module
 checks that the service *applied* every verdict, not that the verdicts are right. That the judge
@@ -46,7 +49,8 @@ def violations(
     opts = JudgeOptions(root=watch_dir, target_recall=0.85, max_file_bytes=max_file_bytes)
     latest: dict[str, tuple[str, str]] = {}
     on_disk = set()
-    for name, _ in walk(watch_dir, matcher or Matcher(("*.json",), DEFAULT_IGNORE)):
+    unreadable: list[tuple[str, str]] = []
+    for name, _ in walk(watch_dir, matcher or Matcher(("*.json",), DEFAULT_IGNORE), unreadable=unreadable):
         verdict, rel = judge(name, opts), stored_path(name)  # the database's form of the path
         if isinstance(verdict, Removed):
             continue  # vanished while we looked
@@ -61,7 +65,16 @@ def violations(
         table, kind = (results, "scored") if rel in results else (rejections, "rejected")
         if rel in table and last.get(rel) != (kind, table[rel]):
             out.append(f"{rel}: history's last entry {last.get(rel)} is not ({kind}, {table[rel]})")
-    out += [f"{p}: stored but not on disk" for p in (set(results) | set(rejections)) - on_disk]
+    hidden = [stored_path(folder) for folder, _ in unreadable]
+    for folder in hidden:
+        on_disk.add(folder)
+        if folder not in rejections:
+            out.append(f"{folder}/: cannot be listed, but not in rejections")
+    out += [
+        f"{p}: stored but not on disk"
+        for p in (set(results) | set(rejections)) - on_disk
+        if not any(p.startswith(f + "/") for f in hidden)
+    ]
     expected = {m: p for m, (_, p) in latest.items()}
     if report != expected:
         out.append(f"report view {sorted(report.items())} != latest valid per model {sorted(expected.items())}")

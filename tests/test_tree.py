@@ -137,7 +137,7 @@ def test_own_outputs_inside_the_watch_dir_are_never_tracked_nor_walked(make_sett
         write(inbox / name, "x")
     assert sorted(rel for rel, _ in walk(inbox, m)) == ["a.json", "state/b.json"]
     assert not m.tracks("report.json") and not m.tracks("state/w.db-wal") and m.tracks("state/b.json")
-    beside = Matcher.from_settings(make_settings(db_path=inbox / "state" / "w.db"))  # reports in state/reports
+    beside = Matcher.from_settings(make_settings(db_path=inbox / "state" / "watcher.db"))  # reports: state/reports
     assert not beside.descends("state/reports") and not beside.tracks("state/reports/report.json")
     assert beside.descends("state") and beside.tracks("state/reports.json")
     assert Matcher.from_settings(make_settings()).own == frozenset()  # the usual case: all outside

@@ -4,21 +4,21 @@ Permission bits do not apply to root, so a test of "the service cannot read or w
 the command as ``nobody``. That user cannot read root's home, where the test's interpreter and
 virtualenv may live: :func:`nobody_python` builds, once per session, a virtualenv from the
 system interpreter in a world-readable temporary folder, holding a copy of watcher and of the
-packages it imports. When the tests do not run as root, the current user is unprivileged already.
+installed distributions it requires. When the tests do not run as root, the current user is unprivileged already.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +57,21 @@ class Unprivileged:
                 os.chown(p, self.uid, self.gid if self.gid is not None else -1)
 
 
-def _imported_top_levels(roots: Sequence[str]) -> set[str]:
-    import watcher.cli
-    import watcher.daemon
-    import watcher.pools  # noqa: F401
-
-    names = set()
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None) or ""
-        if any(file.startswith(r + os.sep) for r in roots):
-            names.add(name.split(".")[0])
-    return names
+def _distributions(names: Sequence[str]) -> set[str]:
+    """The named distributions and everything they require (their extras left out), recursively."""
+    seen: set[str] = set()
+    todo = [n for n in names if "extra ==" not in n]
+    while todo:
+        name = re.split(r"[ ;<>=!~\[(]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if name in seen:
+            continue
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        seen.add(name)
+        todo += [r for r in requires if "extra ==" not in r]
+    return seen
 
 
 def _build(dest: Path) -> str:
@@ -78,19 +82,15 @@ def _build(dest: Path) -> str:
             check=True, capture_output=True, text=True,
         ).stdout.strip()
     )  # fmt: skip
-    roots = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()})
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(PACKAGE, target / "watcher", ignore=ignore)
-    for top in _imported_top_levels(roots) - {"watcher"}:
-        for root in map(Path, roots):
-            for candidate in (root / top, *root.glob(f"{top}.*"), *root.glob(f"{top}-*.dist-info")):
-                if candidate.is_dir():
-                    shutil.copytree(candidate, target / candidate.name, ignore=ignore, dirs_exist_ok=True)
-                elif candidate.is_file():
-                    shutil.copy2(candidate, target / candidate.name)
-    for root in map(Path, roots):  # package metadata (pydantic checks email-validator's version)
-        for info in root.glob("*.dist-info"):
-            shutil.copytree(info, target / info.name, dirs_exist_ok=True)
+    shutil.copytree(PACKAGE, target / "watcher", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in _distributions(metadata.requires("watcher") or []):  # what pyproject.toml names, installed
+        dist = metadata.distribution(name)
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if file.parts[0] == ".." or "__pycache__" in file.parts or not source.is_file():
+                continue  # scripts outside site-packages, compiled caches
+            (target / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / file)
     for p in [dest, *dest.rglob("*")]:
         p.chmod(p.stat().st_mode | 0o444 | (0o111 if p.is_dir() else 0))
     return str(dest / "bin" / "python")

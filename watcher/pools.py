@@ -144,7 +144,8 @@ def _diff_folder(
     store = _worker_stores.get(key)
     if store is None:
         store = _worker_stores[key] = Store.open_readonly(db, target_recall, rules_version)
-    return diff_listing(store.stat_keys(folder), listed(root, matcher, folder))
+    unreadable: list[tuple[str, str]] = []
+    return diff_listing(store.stat_keys(folder), listed(root, matcher, folder, unreadable=unreadable), unreadable)
 
 
 def report_process(start_method: StartMethod) -> ProcessPoolExecutor:

@@ -22,9 +22,10 @@ from watcher.dblock import acquire
 from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
-from watcher.outcomes import Job, Outcome, Removed
+from watcher.outcomes import Job, Outcome, Rejected, Removed, stored_path
 from watcher.pools import WorkerPool, diff_folders, judge_all, report_process
 from watcher.publish import refresh_reports
+from watcher.resultfile import Problem
 from watcher.store import Applied, Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
 
@@ -123,8 +124,15 @@ def reconcile(
     if not under and pool is not None and pool.workers > 1 and store.size_hint() >= PARALLEL_WALK_MIN:
         diff = _diff_in_workers(store, settings, matcher, pool)
     else:
-        diff = diff_listing(store.stat_keys(under), listed(settings.watch_dir, matcher, under))
+        unreadable: list[tuple[str, str]] = []
+        diff = diff_listing(
+            store.stat_keys(under), listed(settings.watch_dir, matcher, under, unreadable=unreadable), unreadable
+        )
+    if not under and any(folder == "" for folder, _ in diff.unreadable):
+        # Never mirror a folder we cannot see: that would remove every stored result.
+        raise WatchDirError(f"{settings.watch_dir}: cannot read the watch directory: {diff.unreadable[0][1]}")
     jobs, gone = _jobs(store, diff, skip)
+    gone += _folders_readable_again(store, settings, under, diff)
     summary.seen = diff.seen
     summary.read = len(jobs)
     done = 0
@@ -137,9 +145,27 @@ def reconcile(
             progress(done, len(jobs) + len(gone))
 
     outcomes = judge_all(jobs, JudgeOptions.from_settings(settings), pool)
-    apply_in_batches(store, chain(outcomes, gone), settings.batch_size, on_batch, bulk=not under)
+    folders = [_unreadable_folder(folder, reason) for folder, reason in diff.unreadable]
+    apply_in_batches(store, chain(folders, outcomes, gone), settings.batch_size, on_batch, bulk=not under)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _unreadable_folder(folder: str, reason: str) -> Rejected:
+    # Recorded where users look, like an unreadable file: a rejection of the folder's path, kept
+    # (unchanged, so not logged again) while it stays unreadable, removed once it can be listed.
+    # What is stored below it stays as it was: out of sight is not deleted.
+    return Rejected(stored_path(folder), None, None, (Problem(None, f"folder cannot be read: {reason}"),))
+
+
+def _folders_readable_again(store: Store, settings: Settings, under: str, diff: Diff) -> list[Outcome]:
+    # A reconcile of a folder lists what is below it; the rejection recorded for the folder
+    # itself (when it could not be listed) is the one stored path at its own name.
+    if not under or any(folder == under for folder, _ in diff.unreadable):
+        return []
+    if under in store.known_paths([under]) and os.path.isdir(settings.watch_dir / under):
+        return [Removed(stored_path(under))]
+    return []
 
 
 def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: WorkerPool) -> Diff:
@@ -148,14 +174,16 @@ def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: W
     # per file: split between the cores, and only the differences come back). This thread
     # compares the top folder's files and whatever is stored outside the folders listed.
     folders: list[str] = []
-    here = list(listed(settings.watch_dir, matcher, "", folders))
+    unreadable: list[tuple[str, str]] = []
+    here = list(listed(settings.watch_dir, matcher, "", folders, unreadable))
     below = diff_folders(pool, settings.watch_dir, matcher, store, folders)
-    seen, changed, gone = diff_listing(store.stat_keys(outside=folders), here)
+    seen, changed, gone, _ = diff_listing(store.stat_keys(outside=folders), here, unreadable)
     for part in below:
         seen += part.seen
         changed += part.changed
         gone += part.gone
-    return Diff(seen, changed, gone)
+        unreadable += part.unreadable
+    return Diff(seen, changed, gone, tuple(unreadable))
 
 
 def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple[list[Job], list[Outcome]]:

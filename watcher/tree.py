@@ -133,16 +133,21 @@ def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
 
 
 def walk(
-    root: Path, matcher: Matcher, under: str = "", subfolders: list[str] | None = None
+    root: Path,
+    matcher: Matcher,
+    under: str = "",
+    subfolders: list[str] | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Yield ``(relative path, directory entry)`` for every tracked entry at or below
     ``root / under``; :func:`entry_stat_key` gives an entry's stat key when it is needed.
 
     ``under`` must itself be a folder the matcher descends into. Nothing is opened, and only
     folders are listed: a file is stat'ed only when its key is asked for (a first scan of a
-    tree never needs it). Unreadable folders are skipped (their files are then absent, which a
-    later walk repairs). With ``subfolders``, the folders directly below ``under`` are appended
-    to it instead of walked (their subtrees can then be walked elsewhere, in parallel).
+    tree never needs it). A folder that cannot be listed (no permission, a path too long) is
+    appended to ``unreadable`` as ``(relative path, reason)``; one that vanished meanwhile is
+    not. With ``subfolders``, the folders directly below ``under`` are appended to it instead
+    of walked (their subtrees can then be walked elsewhere, in parallel).
     """
     own = matcher.own
     stack = [under]
@@ -150,7 +155,11 @@ def walk(
         rel_dir = stack.pop()
         try:
             entries = list(os.scandir(os.path.join(root, rel_dir) if rel_dir else root))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append((rel_dir, exc.strerror or str(exc)))
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
@@ -183,24 +192,37 @@ class Diff(NamedTuple):
 
     seen: int  #: files listed
     changed: list[tuple[str, bool, bool]]  #: (path, regular file, stored): new, or not as stored
-    gone: list[str]  #: stored, not listed
+    gone: list[str]  #: stored, not listed (nor in or below a folder that could not be listed)
+    unreadable: tuple[tuple[str, str], ...] = ()  #: (folder, reason): folders that could not be listed
 
 
 #: One listed file: (relative path, its directory entry, the listing showed a regular file).
 Listed = tuple[str, os.DirEntry[str], bool]
 
 
-def listed(root: Path, matcher: Matcher, under: str, subfolders: list[str] | None = None) -> Iterator[Listed]:
+def listed(
+    root: Path,
+    matcher: Matcher,
+    under: str,
+    subfolders: list[str] | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
+) -> Iterator[Listed]:
     """:func:`walk`, with whether the listing showed a regular file (its d_type: such a file is
     later opened without another ``lstat``)."""
-    return ((rel, entry, entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, under, subfolders))
+    return (
+        (rel, entry, entry.is_file(follow_symlinks=False))
+        for rel, entry in walk(root, matcher, under, subfolders, unreadable)
+    )
 
 
-def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[Listed]) -> Diff:
+def diff_listing(
+    stored: dict[str, StatKey | None], listing: Iterable[Listed], unreadable: list[tuple[str, str]] | None = None
+) -> Diff:
     """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`watcher.store.Store.stat_keys`;
     emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
     never stats one. ``changed`` holds paths as listed, ``gone`` as stored
-    (:func:`watcher.outcomes.stored_path`)."""
+    (:func:`watcher.outcomes.stored_path`). ``unreadable`` is the list the walk fills (see
+    :func:`walk`): what is stored at or below such a folder is not gone, only out of sight."""
     changed: list[tuple[str, bool, bool]] = []
     seen = 0
     for rel, entry, regular in listing:
@@ -212,4 +234,6 @@ def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[Listed]) -
             changed.append((rel, regular, False))
         elif key is None or key != entry_stat_key(entry):
             changed.append((rel, regular, True))
-    return Diff(seen, changed, list(stored))
+    folders = [stored_path(folder) for folder, _ in unreadable or ()]
+    gone = [p for p in stored if not any(p == f or p.startswith(f + "/") for f in folders)] if folders else list(stored)
+    return Diff(seen, changed, gone, tuple(unreadable or ()))

@@ -86,6 +86,7 @@ class Writer(threading.Thread):
         self.last_event_at: float | None = None  # time.time(): formatted only when the status is written
         self.last_change: float | None = None  # monotonic time of a commit not yet checkpointed
         self.next_db_check = 0.0
+        self.watch_dir_unreadable = False
         self.store: Store | None = None
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
@@ -260,9 +261,14 @@ class Writer(threading.Thread):
             # file with pending events to the tracker.
             skip = self._writing_or_just_created if under else self.tracker.busy
             summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=skip, pool=self.pool)
-        except WatchDirError:
-            # Reported once by the supervisor (observe.RootWatch), which has it reconciled once back.
-            log.debug("reconcile_skipped", under=stored_path(under) or ".", reason="watch dir missing")
+        except WatchDirError as exc:
+            # A missing one is reported once by the supervisor (observe.RootWatch), which has it
+            # reconciled once back; one that is there but cannot be read is reported here, once.
+            unreadable = self.settings.watch_dir.is_dir()
+            if unreadable and not self.watch_dir_unreadable:
+                log.error("watch_dir_unreadable", error=str(exc), hint="stored results are kept")
+            self.watch_dir_unreadable = unreadable
+            log.debug("reconcile_skipped", under=stored_path(under) or ".", error=str(exc))
             return
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc), retry_in=5.0)
@@ -275,6 +281,7 @@ class Writer(threading.Thread):
             self.pool.discard()
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
+        self.watch_dir_unreadable = False
         if summary.changed:
             self.last_change = time.monotonic()
             self.on_change()
