@@ -305,3 +305,21 @@ def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(daemon: Daemo
         daemon.stop()
         # rm walks without recursion; shutil.rmtree (pytest's clean-up) would die at this depth
         subprocess.run(["rm", "-rf", str(daemon.inbox / "d")], check=True, timeout=60)
+
+
+def test_folders_too_deep_for_a_path_are_reported_not_skipped(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    levels = (4096 - len(str(inbox))) // 2 + 5  # beyond PATH_MAX: those folders cannot be named
+    make_deep(inbox, levels)
+    try:
+        write(inbox / "top.json", doc(model_id=mid(1)))
+        proc = run_cli("scan", "--watch-dir", str(inbox), "--db", str(tmp_path / "w.db"))
+        assert proc.returncode == 0, proc.stderr
+        first = next(k for k in range(1, levels + 1) if len(str(inbox)) + 2 * k >= 4096)  # "/d" per level
+        rows = sqlite3.connect(tmp_path / "w.db").execute("SELECT path, errors FROM rejections").fetchall()
+        assert [(p, json.loads(e)[0]["message"]) for p, e in rows] == [
+            ("/".join(["d"] * first), "folder cannot be read: File name too long")
+        ]
+    finally:
+        subprocess.run(["rm", "-rf", str(inbox / "d")], check=True, timeout=60)
