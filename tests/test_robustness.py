@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,7 +291,19 @@ def make_deep(top: Path, levels: int) -> Path:
     return top.joinpath(*["d"] * levels)
 
 
-def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(daemon: Daemon) -> None:
+@pytest.fixture
+def deep_tmp() -> Iterator[Path]:
+    """A temporary folder for trees too deep for shutil.rmtree (pytest's clean-up of its own
+    temporary folders recurses once per level and would fail, there and in later sessions)."""
+    base = Path(tempfile.mkdtemp(prefix="watcher-deep-"))
+    try:
+        yield base
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True, timeout=120)  # rm walks without recursion
+
+
+def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(deep_tmp: Path) -> None:
+    daemon = Daemon(deep_tmp)
     deep = make_deep(daemon.inbox, 1000)
     rel = "d/" * 1000
     try:
@@ -300,26 +313,20 @@ def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(daemon: Daemo
         daemon.wait_results({f"{rel}deep.json": mid(1), "top.json": mid(2)})
         write(deep / "later.json", doc(model_id=mid(3)))  # and the deep folder is watched
         daemon.wait_results({f"{rel}deep.json": mid(1), "top.json": mid(2), f"{rel}later.json": mid(3)})
-        assert daemon.stop() == 0
     finally:
-        daemon.stop()
-        # rm walks without recursion; shutil.rmtree (pytest's clean-up) would die at this depth
-        subprocess.run(["rm", "-rf", str(daemon.inbox / "d")], check=True, timeout=60)
+        assert daemon.stop() == 0
 
 
-def test_folders_too_deep_for_a_path_are_reported_not_skipped(tmp_path: Path) -> None:
-    inbox = tmp_path / "inbox"
+def test_folders_too_deep_for_a_path_are_reported_not_skipped(deep_tmp: Path) -> None:
+    inbox = deep_tmp / "inbox"
     inbox.mkdir()
     levels = (4096 - len(str(inbox))) // 2 + 5  # beyond PATH_MAX: those folders cannot be named
     make_deep(inbox, levels)
-    try:
-        write(inbox / "top.json", doc(model_id=mid(1)))
-        proc = run_cli("scan", "--watch-dir", str(inbox), "--db", str(tmp_path / "w.db"))
-        assert proc.returncode == 0, proc.stderr
-        first = next(k for k in range(1, levels + 1) if len(str(inbox)) + 2 * k >= 4096)  # "/d" per level
-        rows = sqlite3.connect(tmp_path / "w.db").execute("SELECT path, errors FROM rejections").fetchall()
-        assert [(p, json.loads(e)[0]["message"]) for p, e in rows] == [
-            ("/".join(["d"] * first), "folder cannot be read: File name too long")
-        ]
-    finally:
-        subprocess.run(["rm", "-rf", str(inbox / "d")], check=True, timeout=60)
+    write(inbox / "top.json", doc(model_id=mid(1)))
+    proc = run_cli("scan", "--watch-dir", str(inbox), "--db", str(deep_tmp / "w.db"))
+    assert proc.returncode == 0, proc.stderr
+    first = next(k for k in range(1, levels + 1) if len(str(inbox)) + 2 * k >= 4096)  # "/d" per level
+    rows = sqlite3.connect(deep_tmp / "w.db").execute("SELECT path, errors FROM rejections").fetchall()
+    assert [(p, json.loads(e)[0]["message"]) for p, e in rows] == [
+        ("/".join(["d"] * first), "folder cannot be read: File name too long")
+    ]
