@@ -197,9 +197,11 @@ class Writer(threading.Thread):
 
     def _feed(self, event: Event, now: float) -> None:
         kind, src, dest, is_dir = event
-        self.last_event_at = time.time()
         rel_src = relpath(self.root, src)
         rel_dest = relpath(self.root, dest) if dest else None
+        if self.matcher.own and rel_src is not None and rel_dest is None and self.matcher.owned(rel_src):
+            return  # the database's or the reports' own writes (inside the watch dir): not an event
+        self.last_event_at = time.time()
         if is_dir:
             # A folder created, moved or deleted: look at its whole subtree rather than trust
             # per-file events (files may land in it before its watch is added).
