@@ -261,8 +261,11 @@ def test_database_removed_while_running_is_noticed_and_rebuilt_from_the_folder(d
     daemon.start()
     daemon.wait_results(expected)
     report = daemon.db.parent / "reports" / "report.csv"
-    for removed in (["watcher.db"], ["watcher.db", "watcher.db-wal", "watcher.db-shm"]):  # an operator's rm
-        for name in removed:
+    # An operator's rm of the file, of the file and its companions, and a clean-up of the folder.
+    for removed in (["watcher.db"], ["watcher.db", "watcher.db-wal", "watcher.db-shm"], None):
+        if removed is None:
+            shutil.rmtree(daemon.db.parent)
+        for name in removed or ():
             (daemon.db.parent / name).unlink(missing_ok=True)
         daemon.wait_event("database_gone")
         daemon.wait_results(expected)  # readers find a database again, rebuilt from the folder
@@ -275,6 +278,10 @@ def test_database_removed_while_running_is_noticed_and_rebuilt_from_the_folder(d
         wait_until(lambda: report.exists() and newest in report.read_text(), what="the report")
         daemon._log_offset = daemon.log_path.stat().st_size  # the next round's events only
     settle(daemon)
+    # The lock is in force again: a scan beside the daemon is still refused.
+    wait_until(lambda: daemon.db.with_name("watcher.db.lock").exists(), what="the lock file")
+    scan = run_cli("scan", "--watch-dir", str(daemon.inbox), "--db", str(daemon.db))
+    assert scan.returncode == 3 and "a watcher daemon is running" in scan.stderr, scan.stderr
 
 
 def make_deep(top: Path, levels: int) -> Path:

@@ -21,7 +21,8 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.dblock import acquire, daemon_running, holder, lock_path
+from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
+from watcher.errors import AlreadyRunningError, StoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
@@ -85,7 +86,7 @@ def run(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
     )
     root = RootWatch(settings, observer, handler, rewatched)
-    code = _supervise(settings, stop, observer, writer, reporter, root)
+    code, lock_fd = _supervise(settings, stop, observer, writer, reporter, root, lock_fd)
     notify("STOPPING=1")
     log.info("daemon_stopping")
     observer.stop()
@@ -107,17 +108,28 @@ def _supervise(
     writer: Writer,
     reporter: Reporter,
     root: RootWatch,
-) -> int:
+    lock_fd: int,
+) -> tuple[int, int]:
+    """Watch the threads, the watch dir and the lock until ``stop``; returns the exit code and
+    the lock's (possibly renewed) descriptor."""
     period = watchdog_period()
     interval = min(period or 1.0, 1.0)
     ready_sent = False
     while not stop.wait(interval if ready_sent else 0.05):
         if not writer.is_alive():
             log.error("writer_died", error=repr(writer.failed))
-            return 1
+            return 1, lock_fd
         if not observer.is_alive():
             log.error("observer_died")
-            return 1
+            return 1, lock_fd
+        try:
+            renewed = keep(lock_fd, settings.db_path, "run")
+        except (AlreadyRunningError, StoreError) as exc:  # e.g. its folder is gone: the writer rebuilds it
+            log.debug("lock_not_renewed", error=str(exc))
+            renewed = lock_fd
+        if renewed != lock_fd:
+            log.warning("lock_file_recreated", lock=str(lock_path(settings.db_path)))
+            lock_fd = renewed
         if writer.ready.is_set() and not ready_sent:
             reporter.start()  # the database exists and is migrated by now
             notify(f"READY=1\nSTATUS=watching {settings.watch_dir}")
@@ -126,4 +138,4 @@ def _supervise(
         root.check()
         if period is not None and time.monotonic() - writer.tick < 4 * period:
             notify("WATCHDOG=1")
-    return 0
+    return 0, lock_fd

@@ -82,3 +82,20 @@ def acquire(db_path: Path, role: Role, wait_for_scan: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def keep(fd: int, db_path: Path, role: Role) -> int:
+    """The lock held through ``fd``, still in force: when its file was removed (a clean-up of
+    the database's folder), a new lock file is made and locked, and its descriptor returned
+    (the old one closed); otherwise ``fd`` itself. Without this, a scan could take the new file's
+    lock beside the running daemon. Raises what :func:`acquire` raises (the old lock is then kept).
+    """
+    try:
+        st = os.stat(lock_path(db_path))
+        if (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            return fd
+    except FileNotFoundError:
+        pass
+    new = acquire(db_path, role)
+    os.close(fd)
+    return new
