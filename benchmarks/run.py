@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import baseline, corpus
+from watcher.config import default_report_dir
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
@@ -173,7 +174,7 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
         def drop_db(db: Path = db) -> None:
             for f in db.parent.glob(db.name + "*"):
                 f.unlink()
-            shutil.rmtree(db.parent / "reports", ignore_errors=True)
+            shutil.rmtree(default_report_dir(db), ignore_errors=True)
 
         base_time[n] = median_time(partial(run, PY, "-m", "benchmarks.baseline", str(tree), out), repeats)
         scan = (PY, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json")
@@ -221,7 +222,7 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
             rows.append(Row(f"change-to-database latency, {n:,} models (p50 / p99 ms)",
                             f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f}", f"{base20 * 1e3:.0f} (one rescan of {n20:,})",
                             f"{base20 / p50:.0f}x", "p50 <= 50 ms and >= 100x", _met(ok)))  # fmt: skip
-            reports = db.parent / "reports"
+            reports = default_report_dir(db)
             first, every = [], []
             for i in range(3):
                 time.sleep(1.2)  # pacing: an isolated change, not one inside the previous report interval

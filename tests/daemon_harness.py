@@ -17,10 +17,10 @@ from tests.helpers import wait_until
 class Daemon:
     """One daemon process on ``root/inbox`` with its database under ``root/var``."""
 
-    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *extra: str, env: dict[str, str] | None = None, db: Path | None = None) -> None:
         self.root = root
         self.inbox = root / "inbox"
-        self.db = root / "var" / "watcher.db"
+        self.db = db or root / "var" / "watcher.db"
         self.log_path = root / "daemon.log"
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.extra = extra
@@ -30,15 +30,17 @@ class Daemon:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self.python = sys.executable  # another interpreter, and user (popen_args), for permission tests
+        self.popen_args: dict[str, Any] = {}
 
     def start(self, wait: bool = True) -> Daemon:
         """Start the process (appending to the same log), and by default wait until it is ready."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--watch-dir", str(self.inbox), "--db", str(self.db),
+            [self.python, "-m", "watcher", "run", "--watch-dir", str(self.inbox), "--db", str(self.db),
              "--log-format", "json", *self.extra],
-            cwd=self.root, env=self.env, stdout=log, stderr=log,
+            cwd=self.root, env=self.env, stdout=log, stderr=log, **self.popen_args,
         )  # fmt: skip
         log.close()
         if wait:
@@ -74,6 +76,10 @@ class Daemon:
         conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True, timeout=10)
         try:
             return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a database being created: no schema yet
+                return []
+            raise
         finally:
             conn.close()
 

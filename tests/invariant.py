@@ -1,9 +1,12 @@
 """The invariant, stated once and checked after every reliability scenario.
 
 After the daemon settles: every tracked file in the tree is in exactly one of ``results`` and
-``rejections``, agreeing with the file's own verdict; nothing else is in them; the ``report`` view
-equals the latest valid file per model_id; ``history``'s last entry for each current path records
-its current outcome and content.
+``rejections``, agreeing with the file's own verdict; every folder that cannot be listed is in
+``rejections`` under its own path (what was stored below it may stay: it is out of sight, not
+gone); nothing else is in them; the ``report`` view equals the latest valid file per model_id;
+``history``'s last entry for each current path records its current outcome and content.
+
+Run it as the user the daemon runs as: permissions decide what can be listed.
 
 Each file's own verdict comes from the production judge (:func:`watcher.judge.judge`): this module
 checks that the service *applied* every verdict, not that the verdicts are right. That the judge
@@ -22,8 +25,11 @@ from watcher.outcomes import Rejected, Removed, Scored, stored_path
 from watcher.tree import Matcher, walk
 
 
-def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024) -> list[str]:
-    """Every way the database disagrees with the tree; empty when the invariant holds."""
+def violations(
+    watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024, matcher: Matcher | None = None
+) -> list[str]:
+    """Every way the database disagrees with the tree; empty when the invariant holds. ``matcher``
+    says which files count (by default ``*.json`` and the default ignore patterns)."""
     if not db.exists():
         return ["no database"]
     conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
@@ -43,7 +49,8 @@ def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024
     opts = JudgeOptions(root=watch_dir, target_recall=0.85, max_file_bytes=max_file_bytes)
     latest: dict[str, tuple[str, str]] = {}
     on_disk = set()
-    for name, _ in walk(watch_dir, Matcher(("*.json",), DEFAULT_IGNORE)):
+    unreadable: list[tuple[str, str]] = []
+    for name, _ in walk(watch_dir, matcher or Matcher(("*.json",), DEFAULT_IGNORE), unreadable=unreadable):
         verdict, rel = judge(name, opts), stored_path(name)  # the database's form of the path
         if isinstance(verdict, Removed):
             continue  # vanished while we looked
@@ -58,13 +65,22 @@ def violations(watch_dir: Path, db: Path, max_file_bytes: int = 64 * 1024 * 1024
         table, kind = (results, "scored") if rel in results else (rejections, "rejected")
         if rel in table and last.get(rel) != (kind, table[rel]):
             out.append(f"{rel}: history's last entry {last.get(rel)} is not ({kind}, {table[rel]})")
-    out += [f"{p}: stored but not on disk" for p in (set(results) | set(rejections)) - on_disk]
+    hidden = [stored_path(folder) for folder, _ in unreadable]
+    for folder in hidden:
+        on_disk.add(folder)
+        if folder not in rejections:
+            out.append(f"{folder}/: cannot be listed, but not in rejections")
+    out += [
+        f"{p}: stored but not on disk"
+        for p in (set(results) | set(rejections)) - on_disk
+        if not any(p.startswith(f + "/") for f in hidden)
+    ]
     expected = {m: p for m, (_, p) in latest.items()}
     if report != expected:
         out.append(f"report view {sorted(report.items())} != latest valid per model {sorted(expected.items())}")
     return out
 
 
-def holds(watch_dir: Path, db: Path) -> bool:
+def holds(watch_dir: Path, db: Path, matcher: Matcher | None = None) -> bool:
     """True when there are no :func:`violations` (for polling with a deadline)."""
-    return not violations(watch_dir, db)
+    return not violations(watch_dir, db, matcher=matcher)

@@ -68,7 +68,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_scan_report_and_logs_agree_file_by_file(tree: Path) -> None:
-    proc = watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", cwd=tree)
+    proc = watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", "--log-level", "debug", cwd=tree)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "8 files: 8 read, 3 scored, 5 rejected, 0 removed; 2 models, 5 rejections in total\n"
     log = events(proc.stderr)
@@ -91,9 +91,9 @@ def test_scan_report_and_logs_agree_file_by_file(tree: Path) -> None:
     assert [(r["model_id"], r["path"]) for r in rows] == [
         ("00000000-0000-4000-8000-000000000001", "other.json"), (MODEL, "sub/newer.json"),
     ]  # fmt: skip
-    csv_report = (tree / "var" / "reports" / "report.csv").read_text()
+    csv_report = (tree / "var" / "w-reports" / "report.csv").read_text()
     assert csv_report == watcher("report", "--db", "var/w.db", "--format", "csv", cwd=tree).stdout
-    assert json.loads((tree / "var" / "reports" / "report.json").read_text()) == rows
+    assert json.loads((tree / "var" / "w-reports" / "report.json").read_text()) == rows
 
     strict = watcher("scan", "--strict", "--watch-dir", "inbox", "--db", "var/w.db", cwd=tree)
     assert strict.returncode == 1
@@ -160,7 +160,7 @@ def test_config_file_drives_everything(tmp_path: Path) -> None:
     (tmp_path / "w.toml").write_text('watch_dir = "data"\ndb_path = "state/w.db"\nreport_formats = ["markdown"]\n')
     proc = watcher("scan", cwd=tmp_path, env={"WATCHER_CONFIG": "w.toml"})
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "state" / "reports" / "report.md").exists()
+    assert (tmp_path / "state" / "w-reports" / "report.md").exists()
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:

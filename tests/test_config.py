@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import Settings, load_settings
+from watcher.config import Settings, load_settings, unknown_env
 from watcher.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     s = load_settings(cfg, env={}, cwd=Path("/"))
     assert s.watch_dir == tmp_path / "etc" / ".." / "data"
     assert s.db_path == Path("/abs/w.db")
-    assert s.reports == Path("/abs/reports")
+    assert s.reports == Path("/abs/w-reports")  # named after a database not called watcher.db
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
@@ -79,7 +79,6 @@ def test_installed_system_config_is_used_when_none_is_named(tmp_path: Path, monk
             {"WATCHER_BATCH_SIZE": "many"},
             "WATCHER_BATCH_SIZE: batch_size: Input should be a valid integer, unable to parse string as an integer",
         ),
-        ("", {"WATCHER_NOPE": "1"}, "WATCHER_NOPE: unknown key 'nope'"),
     ],
 )
 def test_errors_are_one_clear_line(tmp_path: Path, content: str | None, env: dict[str, str], message: str) -> None:
@@ -90,3 +89,15 @@ def test_errors_are_one_clear_line(tmp_path: Path, content: str | None, env: dic
         load_settings(cfg, env=env, cwd=tmp_path)
     assert str(info.value) == message.format(cfg=cfg)
     assert "\n" not in str(info.value)
+
+
+def test_unknown_environment_variable_is_left_out_and_named_but_an_unknown_file_key_is_an_error(
+    tmp_path: Path,
+) -> None:
+    env = {"WATCHER_NOPE": "1", "WATCHER_TARGET_RECALL": "0.9", "WATCHER_CONFIG_BACKUP": "x"}
+    settings = load_settings(env=env, cwd=tmp_path)
+    assert settings.target_recall == 0.9
+    assert unknown_env(env) == ["WATCHER_CONFIG_BACKUP", "WATCHER_NOPE"]
+    (tmp_path / "c.toml").write_text("nope = 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        load_settings(tmp_path / "c.toml", env=env, cwd=tmp_path)

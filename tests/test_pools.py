@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import doc, write
+from tests.helpers import doc, wait_until, write
 from watcher.config import Settings
 from watcher.judge import JudgeOptions
 from watcher.outcomes import Job
@@ -66,3 +69,30 @@ def test_a_discarded_pool_starts_anew_on_next_use(s: Settings) -> None:
         first = pool.executor()
         pool.discard()
         assert not pool.started and pool.executor() is not first
+
+
+def test_a_worker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # A scan forks its workers; killed with -9, it cannot stop them, the kernel must.
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from watcher.judge import JudgeOptions\n"
+        "from watcher.pools import WorkerPool\n"
+        "pool = WorkerPool(JudgeOptions(Path(sys.argv[1]), 0.85, 1000), 2, 'fork')\n"
+        "pids = pool.executor().submit(os.getpid).result(), pool.executor().submit(os.getpid).result()\n"
+        "print(*pids, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    with (tmp_path / "out").open("w") as out:  # a file, not a pipe: workers left alive would hold a pipe open
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], stdout=out, timeout=60)
+    assert proc.returncode == -9
+    workers = [int(p) for p in (tmp_path / "out").read_text().split()]
+    wait_until(lambda: not any(running(p) for p in workers), timeout=20, what=f"workers {workers} to die")
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,3 +206,42 @@ def test_earlier_outcomes_are_replaced_and_removed_content(store: Store) -> None
         ("m1", "a.json", "scored", "s1"),
     ]
     assert [e[3] for e in store.earlier_outcomes(2)] == ["removed"]  # only the newest entries are looked at
+
+
+def test_a_write_waits_for_another_connections_write_lock_instead_of_failing(tmp_path: Path) -> None:
+    # apply() reads before it writes. With a deferred BEGIN, another connection's commit between
+    # the two makes the write fail at once ("database is locked", busy timeout ignored); a write
+    # transaction that takes the lock up front waits for it instead.
+    first = Store.open(tmp_path / "w.db")
+    first.apply([scored("a.json")])
+    first.close()
+    opened, go, started = threading.Event(), threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        store = Store.open(tmp_path / "w.db")  # a connection belongs to its thread
+        opened.set()
+        go.wait(10)
+        store.db.conn.set_trace_callback(lambda sql: started.set())
+        try:
+            store.apply([scored("a.json", sha="s2"), scored("b.json", model="m2")])
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert opened.wait(30)
+    other = sqlite3.connect(tmp_path / "w.db", timeout=30, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO history (at, path, outcome) VALUES ('x', 'other.json', 'removed')")
+    go.set()
+    assert started.wait(10)
+    thread.join(0.5)  # time for a deferred transaction to reach its first write and fail
+    other.execute("COMMIT")
+    thread.join(30)
+    assert not thread.is_alive()
+    assert failed == []
+    assert other.execute("SELECT count(*) FROM results").fetchone()[0] == 2
+    other.close()

@@ -19,7 +19,7 @@ from watchdog.observers.api import BaseObserver, EventEmitter
 from tests.helpers import doc, wait_until, write
 from watcher import daemon, logs
 from watcher.config import Settings
-from watcher.errors import AlreadyRunningError, WatchDirError
+from watcher.errors import AlreadyRunningError
 from watcher.store import Store
 
 #: What the scripted emitters emit, in order (one daemon per test).
@@ -139,9 +139,11 @@ def test_a_second_daemon_on_the_same_database_is_refused(running: Running) -> No
         daemon.run(running.settings, threading.Event(), observer_factory=scripted_observer)
 
 
-def test_a_missing_watch_dir_is_refused_before_anything_starts(make_settings: Any, tmp_path: Path) -> None:
+def test_a_missing_watch_dir_is_reported_once_and_waited_for(make_settings: Any, tmp_path: Path) -> None:
     settings = make_settings(watch_dir=tmp_path / "inbox")
-    settings.watch_dir.rmdir()
-    with pytest.raises(WatchDirError, match="watch directory does not exist"):
-        daemon.run(settings, threading.Event(), observer_factory=scripted_observer)
-    assert not settings.db_path.exists()
+    settings.watch_dir.rmdir()  # not there yet: no exit and restart loop
+    r = Running(settings)
+    r.thread.start()
+    r.wait_event("daemon_ready")
+    assert [e["event"] for e in r.events()].count("watch_dir_missing") == 1
+    assert r.finish() == 0 and r.error is None

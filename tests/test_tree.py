@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,21 @@ def test_a_name_that_is_not_utf8_is_compared_with_its_stored_form(tmp_path: Path
     stored = {"a\\xff.json": key, "gone\\xff.json": (1, 2, 3)}
     # Listed paths stay as the OS gave them (they are opened by that name); stored ones as stored.
     assert diff_listing(stored, listing) == Diff(2, [(os.fsdecode(b"new\xff.json"), True, False)], ["gone\\xff.json"])
+
+
+def test_own_outputs_inside_the_watch_dir_are_never_tracked_nor_walked(make_settings: Any, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    s = make_settings(db_path=inbox / "state" / "w.db", report_dir=inbox, patterns=("*",))
+    m = Matcher.from_settings(s)
+    assert m.own == {
+        "state/w.db", "state/w.db-wal", "state/w.db-shm", "state/w.db-journal", "state/w.db.lock",
+        "report.csv", "report.json", "report.md", "report.html",
+    }  # fmt: skip
+    for name in (*m.own, "a.json", "state/b.json"):
+        write(inbox / name, "x")
+    assert sorted(rel for rel, _ in walk(inbox, m)) == ["a.json", "state/b.json"]
+    assert not m.tracks("report.json") and not m.tracks("state/w.db-wal") and m.tracks("state/b.json")
+    beside = Matcher.from_settings(make_settings(db_path=inbox / "state" / "watcher.db"))  # reports: state/reports
+    assert not beside.descends("state/reports") and not beside.tracks("state/reports/report.json")
+    assert beside.descends("state") and beside.tracks("state/reports.json")
+    assert Matcher.from_settings(make_settings()).own == frozenset()  # the usual case: all outside

@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TextIO
 
 from watcher import __version__, logs
 from watcher.check import check
-from watcher.config import Settings, load_settings
+from watcher.config import Settings, load_settings, unknown_env
 from watcher.errors import ConfigError, WatcherError
 from watcher.follow import Follower, follow
 from watcher.reconcile import scan
@@ -125,6 +125,11 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log_level, settings.log_format)
+    for name in unknown_env(os.environ):
+        # Not an error: an unrelated variable with the prefix must not stop a service.
+        logs.get_logger("watcher.cli").warning(
+            "unknown_environment_variable", variable=name, hint="names no setting; ignored"
+        )
     try:
         return int(COMMANDS[args.command](args, settings, out))
     except WatcherError as exc:
@@ -254,7 +259,7 @@ class _StopRequest:
 
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status``: exit 0 when a daemon is running on this database, 3 otherwise."""
-    from watcher.daemon import daemon_running
+    from watcher.dblock import daemon_running
 
     store = Store.open_readonly(settings.db_path)
     try:

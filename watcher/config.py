@@ -28,6 +28,9 @@ SYSTEM_CONFIG = Path("/etc/watcher/config.toml")
 
 ReportFormat = Literal["csv", "json", "markdown", "html"]
 
+#: The database file name whose reports default to a folder named just ``reports``.
+DEFAULT_DB_NAME = "watcher.db"
+
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.swp", "*.swx", "*.crdownload")
 
 
@@ -64,7 +67,7 @@ class Settings(BaseModel):
     def _default_report_dir(self) -> Settings:
         # Reports live outside the watch dir by default: beside the database.
         if self.report_dir is None:
-            object.__setattr__(self, "report_dir", self.db_path.parent / "reports")
+            object.__setattr__(self, "report_dir", default_report_dir(self.db_path))
         return self
 
     @property
@@ -77,6 +80,14 @@ class Settings(BaseModel):
     def worker_count(self) -> int:
         """Worker processes for bulk parsing; ``workers = 0`` means one per CPU."""
         return self.workers or (os.cpu_count() or 1)
+
+
+def default_report_dir(db_path: Path) -> Path:
+    """Where a database's reports go when ``report_dir`` is not set: beside it, in ``reports``
+    for the usual ``watcher.db``, else in ``<stem>-reports`` (``runs.db`` -> ``runs-reports``), so
+    a second database in the same folder never overwrites another's reports."""
+    name = "reports" if db_path.name == DEFAULT_DB_NAME else f"{db_path.stem}-reports"
+    return db_path.parent / name
 
 
 _PATH_KEYS = ("watch_dir", "db_path", "report_dir")
@@ -111,13 +122,27 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return _absolute(data, path.parent.absolute())
 
 
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """The ``WATCHER_*`` variables that name no setting, sorted. They are left out of the
+    settings (an unrelated variable with that prefix must not stop a service); the caller warns."""
+    fields = Settings.model_fields
+    return sorted(
+        name
+        for name in env
+        if name.startswith(ENV_PREFIX) and name != CONFIG_ENV and name[len(ENV_PREFIX) :].lower() not in fields
+    )
+
+
 def read_env(env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
-    """Raw values from ``WATCHER_<KEY>`` variables; lists are comma-separated."""
+    """Raw values from ``WATCHER_<KEY>`` variables; lists are comma-separated. Variables that
+    name no setting are skipped (see :func:`unknown_env`)."""
     out: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields:
+            continue
         if key in _LIST_KEYS:
             out[key] = [part.strip() for part in value.split(",") if part.strip()]
         else:

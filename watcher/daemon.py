@@ -9,60 +9,36 @@ is recreated.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.errors import AlreadyRunningError, WatchDirError
+from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
+from watcher.errors import AlreadyRunningError, StoreError
+from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
 from watcher.reporter import Reporter
+from watcher.store import Store
 from watcher.writer import Writer
+
+__all__ = ["daemon_running", "lock_path", "run"]
 
 log = get_logger("watcher.daemon")
 
+#: Recursion limit for the daemon: room for os.walk over the deepest tree a path can name.
+WALK_RECURSION_LIMIT = 10_000
+
 ObserverFactory = Callable[[Settings, FileSystemEventHandler], tuple[BaseObserver, str]]
-
-
-def lock_path(db_path: Path) -> Path:
-    """The file a running daemon holds an exclusive ``flock`` on."""
-    return db_path.with_name(db_path.name + ".lock")
-
-
-def daemon_running(db_path: Path) -> bool:
-    """True when a daemon holds the lock of this database."""
-    try:
-        fd = os.open(lock_path(db_path), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _acquire_lock(db_path: Path) -> int:
-    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd = os.open(lock_path(db_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise AlreadyRunningError(f"{db_path}: another watcher is already running on this database") from None
-    return fd
 
 
 def run(
@@ -71,13 +47,28 @@ def run(
     """Run the daemon until SIGTERM/SIGINT (or ``stop``). Returns the process exit code.
 
     Order matters: the observer starts before the first reconcile, so nothing written during
-    start-up is missed. Raises :class:`WatchDirError` for a missing watch dir, :class:`AlreadyRunningError` for a
-    second daemon on the same database.
+    start-up is missed. A watch dir missing at start is reported once (``watch_dir_missing``) and
+    waited for, like one that vanishes while running; a running ``watcher scan`` is waited for.
+    Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on the same database,
+    :class:`~watcher.errors.StoreError` for a database (or lock file) it cannot write.
     """
     stop = stop or threading.Event()
-    if not settings.watch_dir.is_dir():
-        raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
-    lock_fd = _acquire_lock(settings.db_path)
+    if holder(settings.db_path) == "scan":
+        log.info("waiting_for_scan", db=str(settings.db_path), hint="a 'watcher scan' holds the database")
+    lock_fd = acquire(settings.db_path, "run", wait_for_scan=True)
+    try:
+        # Opened (created, migrated) here once, so an unusable database is one line and an exit
+        # code now rather than a failed writer thread later.
+        Store.from_settings(settings).close()
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    start_quiet_resource_tracker()  # before any thread: it points stderr elsewhere for a moment
+    # watchdog walks the tree with the recursive os.walk, one level of recursion per folder: at
+    # the default limit (1,000) a runaway job's deep tree would kill the observer at start. Allow
+    # any depth a path can have (PATH_MAX is 4,096 bytes: at most 2,048 levels); folders beyond
+    # that cannot be named, so neither watched nor listed (the walk reports them).
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), WALK_RECURSION_LIMIT))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
@@ -95,7 +86,7 @@ def run(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
     )
     root = RootWatch(settings, observer, handler, rewatched)
-    code = _supervise(settings, stop, observer, writer, reporter, root)
+    code, lock_fd = _supervise(settings, stop, observer, writer, reporter, root, lock_fd)
     notify("STOPPING=1")
     log.info("daemon_stopping")
     observer.stop()
@@ -117,17 +108,28 @@ def _supervise(
     writer: Writer,
     reporter: Reporter,
     root: RootWatch,
-) -> int:
+    lock_fd: int,
+) -> tuple[int, int]:
+    """Watch the threads, the watch dir and the lock until ``stop``; returns the exit code and
+    the lock's (possibly renewed) descriptor."""
     period = watchdog_period()
     interval = min(period or 1.0, 1.0)
     ready_sent = False
     while not stop.wait(interval if ready_sent else 0.05):
         if not writer.is_alive():
             log.error("writer_died", error=repr(writer.failed))
-            return 1
+            return 1, lock_fd
         if not observer.is_alive():
             log.error("observer_died")
-            return 1
+            return 1, lock_fd
+        try:
+            renewed = keep(lock_fd, settings.db_path, "run")
+        except (AlreadyRunningError, StoreError) as exc:  # e.g. its folder is gone: the writer rebuilds it
+            log.debug("lock_not_renewed", error=str(exc))
+            renewed = lock_fd
+        if renewed != lock_fd:
+            log.warning("lock_file_recreated", lock=str(lock_path(settings.db_path)))
+            lock_fd = renewed
         if writer.ready.is_set() and not ready_sent:
             reporter.start()  # the database exists and is migrated by now
             notify(f"READY=1\nSTATUS=watching {settings.watch_dir}")
@@ -136,4 +138,4 @@ def _supervise(
         root.check()
         if period is not None and time.monotonic() - writer.tick < 4 * period:
             notify("WATCHDOG=1")
-    return 0
+    return 0, lock_fd

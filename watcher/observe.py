@@ -50,14 +50,19 @@ _WANTED = frozenset(EVENTS)
 
 
 def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple[BaseObserver, str]:
-    """Start an inotify observer (or polling, when configured or when inotify is out of watches)."""
+    """Start an inotify observer (or polling, when configured or when inotify is out of watches).
+
+    A watch dir missing now is not watched yet: :class:`RootWatch` schedules it once it is there.
+    """
     path = str(settings.watch_dir)
+    present = os.path.isdir(path)
     if settings.observer == "inotify":
         try:
             from watchdog.observers.inotify import InotifyObserver
 
             inotify = InotifyObserver()
-            inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
+            if present:
+                inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
             inotify.start()
             return inotify, "inotify"
         except OSError as exc:
@@ -69,7 +74,8 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
                 hint=f"raise it: sysctl -w {sysctl}=<larger> (and persist it in /etc/sysctl.d/)",
             )  # fmt: skip
     polling = PollingObserver(timeout=settings.polling_interval)
-    polling.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
+    if present:
+        polling.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
     polling.start()
     return polling, "polling"
 
@@ -100,13 +106,16 @@ class RootWatch:
     """Notices the watch dir vanishing and coming back (deleted and recreated, unmounted and
     remounted). inotify stops watching a deleted directory, so when one is back, it is watched
     anew and ``rewatched`` is set (the writer then reconciles). While it is missing, stored
-    results are kept: a vanished mount point is no evidence that the files were deleted."""
+    results are kept: a vanished mount point is no evidence that the files were deleted. One
+    missing from the start is reported at once, and watched once it appears."""
 
     def __init__(
         self, settings: Settings, observer: BaseObserver, handler: FileSystemEventHandler, rewatched: threading.Event
     ) -> None:
         self.settings, self.observer, self.handler, self.rewatched = settings, observer, handler, rewatched
         self.identity = self._identity()
+        if self.identity is None:
+            self._missing()
 
     def _identity(self) -> tuple[int, int] | None:
         try:
@@ -122,11 +131,22 @@ class RootWatch:
             return
         self.identity = now
         if now is None:
-            log.error("watch_dir_missing", watch_dir=str(self.settings.watch_dir), hint="stored results are kept")
+            self._missing()
             return
         self.observer.unschedule_all()
-        self.observer.schedule(
-            self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
-        )
+        try:
+            self.observer.schedule(
+                self.handler, str(self.settings.watch_dir), recursive=self.settings.recursive, event_filter=EVENTS
+            )
+        except OSError as exc:  # gone again, or not readable: the next check tries again
+            log.error("watch_dir_unwatchable", watch_dir=str(self.settings.watch_dir), error=str(exc))
+            self.identity = None
+            return
         self.rewatched.set()
         log.warning("watch_dir_back", watch_dir=str(self.settings.watch_dir))
+
+    def _missing(self) -> None:
+        log.error(
+            "watch_dir_missing", watch_dir=str(self.settings.watch_dir),
+            hint="stored results are kept; watching it once it is there",
+        )  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, Self
 
 from watcher.judge import JudgeOptions, judge_many
+from watcher.lifeline import die_with_parent
 from watcher.outcomes import Job, Outcome
 from watcher.store import Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
@@ -36,7 +37,8 @@ WORKER_NICE = 5
 def _context(start_method: StartMethod) -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload([__name__])  # the judge and its imports, once, in the server
+        # The judge and its imports, once, in the server; and the server dies with its parent.
+        ctx.set_forkserver_preload(["watcher.forkserver_init", __name__])
     return ctx
 
 
@@ -100,6 +102,7 @@ def _init_worker(opts: JudgeOptions) -> None:
     # The options travel once per worker, not once per file.
     global _worker_opts
     _worker_opts = opts
+    die_with_parent()  # never outlive the daemon or the scan (see watcher.lifeline)
     # Below the writer: with the workers and the writer sharing the cores, equal shares would
     # starve the one writer (the scan's bottleneck) while finished outcomes queue up; and a
     # daemon's observer thread stays ahead of a burst's parsing.
@@ -141,9 +144,10 @@ def _diff_folder(
     store = _worker_stores.get(key)
     if store is None:
         store = _worker_stores[key] = Store.open_readonly(db, target_recall, rules_version)
-    return diff_listing(store.stat_keys(folder), listed(root, matcher, folder))
+    unreadable: list[tuple[str, str]] = []
+    return diff_listing(store.stat_keys(folder), listed(root, matcher, folder, unreadable=unreadable), unreadable)
 
 
 def report_process(start_method: StartMethod) -> ProcessPoolExecutor:
     """One process for rendering the HTML page beside the other report files (started on first use)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=_context(start_method))
+    return ProcessPoolExecutor(max_workers=1, mp_context=_context(start_method), initializer=die_with_parent)

@@ -9,6 +9,7 @@ batches, one transaction each.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ from typing import Any
 
 from watcher import logs
 from watcher.config import Settings
+from watcher.dblock import acquire
 from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
-from watcher.outcomes import Job, Outcome, Removed
+from watcher.outcomes import Job, Outcome, Rejected, Removed, stored_path
 from watcher.pools import WorkerPool, diff_folders, judge_all, report_process
 from watcher.publish import refresh_reports
+from watcher.resultfile import Problem
 from watcher.store import Applied, Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
 
@@ -56,32 +59,43 @@ class Summary:
         self.removed += len(applied.removed)
 
 
-def log_applied(applied: Applied, store: Store) -> None:
-    """One log event per changed file, and which file wins for each model_id held by several."""
+def log_applied(applied: Applied, store: Store, bulk: bool = False) -> None:
+    """One log event per changed file, and which file wins for each model_id held by several.
+
+    ``bulk`` (a reconcile of the whole tree: scan, start-up, periodic): ``file_scored`` and
+    ``file_removed`` go to debug, the reconcile's summary says how many; ``file_rejected`` is
+    one line per file at every level, bulk or live.
+    """
     # Bound once per batch: the module-level proxy looks the configuration up on every call.
     blog = log.bind()
+    routine = blog.debug if bulk else blog.info
     with logs.held():  # the batch's lines leave in one flush
         for s in applied.scored:
-            blog.info(
+            routine(
                 "file_scored", path=s.path, model_id=s.model_id, optimal_threshold=s.optimal_threshold,
                 closest_recall_value=s.closest_recall_value, target_met=s.target_met,
             )  # fmt: skip
         for r in applied.rejected:
             blog.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
         for path in applied.removed:
-            blog.info("file_removed", path=path)
+            routine("file_removed", path=path)
         for model_id, paths in store.duplicates(applied.models).items():
             blog.info("model_duplicate", model_id=model_id, winner=paths[0], others=paths[1:])
 
 
 def apply_in_batches(
-    store: Store, outcomes: Iterable[Outcome], batch_size: int, on_batch: Callable[[Applied, int], None]
+    store: Store,
+    outcomes: Iterable[Outcome],
+    batch_size: int,
+    on_batch: Callable[[Applied, int], None],
+    bulk: bool = False,
 ) -> None:
-    """Apply outcomes ``batch_size`` at a time, one transaction each, calling ``on_batch`` after each."""
+    """Apply outcomes ``batch_size`` at a time, one transaction each, calling ``on_batch`` after
+    each; logged as :func:`log_applied` says (``bulk``: a whole-tree reconcile)."""
     it = iter(outcomes)
     while batch := list(islice(it, batch_size)):
         applied = store.apply(batch)
-        log_applied(applied, store)
+        log_applied(applied, store, bulk)
         on_batch(applied, len(batch))
 
 
@@ -110,8 +124,15 @@ def reconcile(
     if not under and pool is not None and pool.workers > 1 and store.size_hint() >= PARALLEL_WALK_MIN:
         diff = _diff_in_workers(store, settings, matcher, pool)
     else:
-        diff = diff_listing(store.stat_keys(under), listed(settings.watch_dir, matcher, under))
+        unreadable: list[tuple[str, str]] = []
+        diff = diff_listing(
+            store.stat_keys(under), listed(settings.watch_dir, matcher, under, unreadable=unreadable), unreadable
+        )
+    if not under and any(folder == "" for folder, _ in diff.unreadable):
+        # Never mirror a folder we cannot see: that would remove every stored result.
+        raise WatchDirError(f"{settings.watch_dir}: cannot read the watch directory: {diff.unreadable[0][1]}")
     jobs, gone = _jobs(store, diff, skip)
+    gone += _folders_readable_again(store, settings, under, diff)
     summary.seen = diff.seen
     summary.read = len(jobs)
     done = 0
@@ -124,9 +145,27 @@ def reconcile(
             progress(done, len(jobs) + len(gone))
 
     outcomes = judge_all(jobs, JudgeOptions.from_settings(settings), pool)
-    apply_in_batches(store, chain(outcomes, gone), settings.batch_size, on_batch)
+    folders = [_unreadable_folder(folder, reason) for folder, reason in diff.unreadable]
+    apply_in_batches(store, chain(folders, outcomes, gone), settings.batch_size, on_batch, bulk=not under)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _unreadable_folder(folder: str, reason: str) -> Rejected:
+    # Recorded where users look, like an unreadable file: a rejection of the folder's path, kept
+    # (unchanged, so not logged again) while it stays unreadable, removed once it can be listed.
+    # What is stored below it stays as it was: out of sight is not deleted.
+    return Rejected(stored_path(folder), None, None, (Problem(None, f"folder cannot be read: {reason}"),))
+
+
+def _folders_readable_again(store: Store, settings: Settings, under: str, diff: Diff) -> list[Outcome]:
+    # A reconcile of a folder lists what is below it; the rejection recorded for the folder
+    # itself (when it could not be listed) is the one stored path at its own name.
+    if not under or any(folder == under for folder, _ in diff.unreadable):
+        return []
+    if under in store.known_paths([under]) and os.path.isdir(settings.watch_dir / under):
+        return [Removed(stored_path(under))]
+    return []
 
 
 def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: WorkerPool) -> Diff:
@@ -135,14 +174,16 @@ def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: W
     # per file: split between the cores, and only the differences come back). This thread
     # compares the top folder's files and whatever is stored outside the folders listed.
     folders: list[str] = []
-    here = list(listed(settings.watch_dir, matcher, "", folders))
+    unreadable: list[tuple[str, str]] = []
+    here = list(listed(settings.watch_dir, matcher, "", folders, unreadable))
     below = diff_folders(pool, settings.watch_dir, matcher, store, folders)
-    seen, changed, gone = diff_listing(store.stat_keys(outside=folders), here)
+    seen, changed, gone, _ = diff_listing(store.stat_keys(outside=folders), here, unreadable)
     for part in below:
         seen += part.seen
         changed += part.changed
         gone += part.gone
-    return Diff(seen, changed, gone)
+        unreadable += part.unreadable
+    return Diff(seen, changed, gone, tuple(unreadable))
 
 
 def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple[list[Job], list[Outcome]]:
@@ -161,8 +202,26 @@ def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple
 def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary, dict[str, Any]]:
     """``watcher scan``: open the store, reconcile the whole tree, refresh reports, close.
 
-    Returns the summary and the database counts afterwards.
+    Returns the summary and the database counts afterwards. Raises :class:`WatchDirError` for a
+    missing watch dir before creating anything, and :class:`~watcher.errors.AlreadyRunningError`
+    while a daemon (or another scan) holds the database: two writers judging the same paths
+    could commit an older verdict over a newer one, and the daemon keeps the database current.
     """
+    if not settings.watch_dir.is_dir():
+        raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
+    lock_fd = acquire(settings.db_path, "scan")
+    try:
+        summary, counts = _scan_locked(settings, progress)
+    finally:
+        os.close(lock_fd)
+    log.info(
+        "scan_done", seen=summary.seen, read=summary.read, scored=summary.scored, rejected=summary.rejected,
+        removed=summary.removed, seconds=round(summary.seconds, 3), **counts,
+    )  # fmt: skip
+    return summary, counts
+
+
+def _scan_locked(settings: Settings, progress: Progress | None) -> tuple[Summary, dict[str, Any]]:
     store = Store.from_settings(settings)
     try:
         # This process has a single thread here: workers may be forked directly.
@@ -173,8 +232,4 @@ def scan(settings: Settings, progress: Progress | None = None) -> tuple[Summary,
         counts = store.counts()
     finally:
         store.close()
-    log.info(
-        "scan_done", seen=summary.seen, read=summary.read, scored=summary.scored, rejected=summary.rejected,
-        removed=summary.removed, seconds=round(summary.seconds, 3), **counts,
-    )  # fmt: skip
     return summary, counts

@@ -38,6 +38,7 @@ class Reporter(threading.Thread):
         self.first_change = 0.0
         self.last_written = -float("inf")
         self.writes = 0
+        self.store: Store | None = None  # opened by the thread
         # The HTML page is rendered in a process of its own while this thread writes the tables:
         # at 100,000 models that is what keeps every report file within a second of a change.
         # (The process starts on first use.)
@@ -52,21 +53,22 @@ class Reporter(threading.Thread):
     def run(self) -> None:
         """Thread body: never raises; a failed write is logged and retried after ``report_interval``."""
         try:
-            store = Store.open_readonly(self.settings.db_path)
+            self.store = Store.open_readonly(self.settings.db_path)
         except StoreError as exc:
             log.error("report_thread_failed", error=str(exc))
             return
         try:
             # Changes made by the first reconcile, or report files missing: write them now.
-            self._write(store, changed=self.pending.is_set())
+            self._write(changed=self.pending.is_set())
             while not self.stop_event.is_set():
                 if self.pending.wait(0.5) and self._due():
-                    self._write(store, changed=True)
+                    self._write(changed=True)
             if self.pending.is_set():
-                self._write(store, changed=True)
+                self._write(changed=True)
         finally:
             self.html_in.shutdown(wait=True, cancel_futures=True)
-            store.close()
+            if self.store is not None:
+                self.store.close()
 
     def _due(self) -> bool:
         interval = self.settings.report_interval
@@ -79,11 +81,18 @@ class Reporter(threading.Thread):
         self.stop_event.wait(min(0.05, interval))  # the burst goes on: look again shortly
         return False
 
-    def _write(self, store: Store, changed: bool) -> None:
+    def _write(self, changed: bool) -> None:
         started, since = time.monotonic(), self.first_change
         self.pending.clear()
         try:
-            if refresh_reports(store, self.settings, changed, self.html_in):
+            if self.store is None or self.store.moved_away():
+                # Removed or replaced (the writer rebuilds it): follow the path to the new file.
+                if self.store is not None:
+                    self.store.close()
+                    self.store = None
+                self.store = Store.open_readonly(self.settings.db_path)
+                changed = True
+            if refresh_reports(self.store, self.settings, changed, self.html_in):
                 self.writes += 1
                 now = time.monotonic()
                 log.info(

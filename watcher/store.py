@@ -81,6 +81,23 @@ class Store:
         self.path = path
         self.rules_version = rules_version
         self.target_recall = target_recall
+        #: (st_dev, st_ino) of the database file and of its -wal and -shm as opened (None: absent).
+        self.identity = {suffix: _identity(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm")}
+
+    def moved_away(self) -> bool:
+        """True when the path no longer names the file this connection has open (removed, or
+        replaced by another file): what is written here is then lost to every reader."""
+        return _identity(self.path) != self.identity[""]
+
+    def forget_companions(self) -> None:
+        """After :meth:`close` of a store whose file was removed: delete its -wal and -shm if
+        they are still the ones it used. A new database at the same path must not start from
+        another file's write-ahead log."""
+        for suffix in ("-wal", "-shm"):
+            companion = Path(f"{self.path}{suffix}")
+            if self.identity[suffix] is not None and _identity(companion) == self.identity[suffix]:
+                with contextlib.suppress(FileNotFoundError):
+                    companion.unlink()
 
     @classmethod
     def open(cls, path: Path, target_recall: float = 0.85, rules_version: int = RULES_VERSION) -> Store:
@@ -110,6 +127,8 @@ class Store:
             db.execute("PRAGMA cache_size = -32768")
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
+            with store.writing():  # writable now, or one clear error now (read-only file or place)
+                pass
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
         except OSError as exc:
@@ -160,7 +179,7 @@ class Store:
         if current > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {current} is newer than this watcher ({SCHEMA_VERSION})")
         for version in range(current, SCHEMA_VERSION):
-            with self.db.atomic():
+            with self.writing():
                 for statement in statements(MIGRATIONS[version]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {version + 1}")
@@ -370,6 +389,35 @@ class Store:
         finally:
             thread.join()
 
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it, if no reader holds an
+        older state (waiting at most a moment for one): then the main file alone is current (a
+        plain copy of it is a consistent backup of that moment) and the log takes no space.
+        True when the log was emptied; otherwise the next try will do it."""
+        self.db.execute("PRAGMA busy_timeout = 100")
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 30000")
+        return not busy
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One write transaction that holds the write lock from its first statement on
+        (``BEGIN IMMEDIATE``), committed at the end or rolled back on an exception.
+
+        A deferred ``BEGIN`` that reads first and writes later fails at once with
+        SQLITE_BUSY_SNAPSHOT when another connection commits in between (the busy timeout
+        does not apply to that case); taking the lock up front makes the statement wait for it.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """One read transaction: every query inside sees the same committed state."""
@@ -458,7 +506,7 @@ class Store:
         unchanged = [o for o in latest.values() if isinstance(o, Unchanged)]
         removed = [o.path for o in latest.values() if isinstance(o, Removed)]
         ex = self.db.conn.executemany
-        with self.db.atomic():
+        with self.writing():
             old_models = self._column("results", "model_id", [*latest])
             old_rejections = self._rejection_keys([o.path for o in rejected])
             # A rejection identical to the stored one (same content, same reasons) is not news.
@@ -528,7 +576,7 @@ class Store:
 
     def set_status(self, **values: Any) -> None:
         """Set columns of the daemon status row (created on first use)."""
-        with self.db.atomic():
+        with self.writing():
             self.db.execute("INSERT OR IGNORE INTO daemon_status (id) VALUES (1)")
             if values:
                 assigns = ", ".join(f"{key} = :{key}" for key in values)
@@ -542,6 +590,14 @@ class Store:
             f" files_removed = files_removed + :d{assigns} WHERE id = 1",
             {"s": scored, "r": rejected, "d": removed, **values},
         )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _check_readable(path: Path) -> None:

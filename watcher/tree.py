@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from watcher.outcomes import StatKey, identity_stat, stored_path
+from watcher.render import FILE_NAMES
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -37,20 +38,42 @@ def _wanted_and_not_ignored(patterns: tuple[str, ...], ignore_patterns: tuple[st
     return re.compile(f"(?!{_alternatives(ignore_patterns)})(?:{_alternatives(patterns)})")
 
 
+#: Beside the database: its write-ahead log, shared memory, rollback journal and the daemon's lock.
+DB_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def own_outputs(settings: Settings) -> frozenset[str]:
+    """What watcher itself writes inside the watch dir, relative to it: the database with its
+    companion files, and the report dir (the whole folder; only the report files themselves
+    when the reports are written into the watch dir's top). Empty when both live outside."""
+    root = os.path.realpath(settings.watch_dir)
+    db = os.path.realpath(settings.db_path)
+    reports = os.path.realpath(settings.reports)
+    paths = [db + suffix for suffix in ("", *DB_COMPANIONS)]
+    paths += [os.path.join(reports, name) for name in FILE_NAMES.values()] if reports == root else [reports]
+    rels = (relpath(Path(root), p) for p in paths)
+    return frozenset(rel for rel in rels if rel)
+
+
 @dataclass(frozen=True)
 class Matcher:
-    """Decides whether a relative path is tracked (glob patterns, case-sensitive)."""
+    """Decides whether a relative path is tracked (glob patterns, case-sensitive).
+
+    ``own``: relative paths of watcher's own outputs (:func:`own_outputs`), never tracked nor
+    descended into, whatever the patterns say: its own report or database is never an input.
+    """
 
     patterns: tuple[str, ...]
     ignore_patterns: tuple[str, ...]
     recursive: bool = True
+    own: frozenset[str] = frozenset()
     _ignored: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _tracked_name: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Matcher:
         """The path filter the settings describe."""
-        return cls(settings.patterns, settings.ignore_patterns, settings.recursive)
+        return cls(settings.patterns, settings.ignore_patterns, settings.recursive, own_outputs(settings))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ignored", _compile(self.ignore_patterns))
@@ -67,7 +90,16 @@ class Matcher:
             return False
         if any(self.ignored_part(part) for part in parts[:-1]):
             return False
+        if self.own and self.owned(rel):
+            return False
         return self.tracks_name(parts[-1])
+
+    def owned(self, rel: str) -> bool:
+        """True when ``rel`` is one of watcher's own outputs or lies in its report folder."""
+        if rel in self.own:
+            return True
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in self.own for i in range(1, len(parts)))
 
     def tracks_name(self, name: str) -> bool:
         """:meth:`tracks` for a file whose folder is already known to be watched (the walk's case):
@@ -78,6 +110,8 @@ class Matcher:
         """True when a directory's content may hold tracked files."""
         if not rel_dir:
             return True
+        if self.own and self.owned(rel_dir):
+            return False
         return self.recursive and not any(self.ignored_part(p) for p in rel_dir.split("/"))
 
 
@@ -99,23 +133,33 @@ def relpath(root: Path, path: str | os.PathLike[str]) -> str | None:
 
 
 def walk(
-    root: Path, matcher: Matcher, under: str = "", subfolders: list[str] | None = None
+    root: Path,
+    matcher: Matcher,
+    under: str = "",
+    subfolders: list[str] | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Yield ``(relative path, directory entry)`` for every tracked entry at or below
     ``root / under``; :func:`entry_stat_key` gives an entry's stat key when it is needed.
 
     ``under`` must itself be a folder the matcher descends into. Nothing is opened, and only
     folders are listed: a file is stat'ed only when its key is asked for (a first scan of a
-    tree never needs it). Unreadable folders are skipped (their files are then absent, which a
-    later walk repairs). With ``subfolders``, the folders directly below ``under`` are appended
-    to it instead of walked (their subtrees can then be walked elsewhere, in parallel).
+    tree never needs it). A folder that cannot be listed (no permission, a path too long) is
+    appended to ``unreadable`` as ``(relative path, reason)``; one that vanished meanwhile is
+    not. With ``subfolders``, the folders directly below ``under`` are appended to it instead
+    of walked (their subtrees can then be walked elsewhere, in parallel).
     """
+    own = matcher.own
     stack = [under]
     while stack:
         rel_dir = stack.pop()
         try:
             entries = list(os.scandir(os.path.join(root, rel_dir) if rel_dir else root))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append((rel_dir, exc.strerror or str(exc)))
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
@@ -126,7 +170,7 @@ def walk(
             if is_dir:
                 if matcher.descends(rel):
                     (subfolders if subfolders is not None and rel_dir == under else stack).append(rel)
-            elif matcher.tracks_name(entry.name):
+            elif matcher.tracks_name(entry.name) and not (own and rel in own):
                 yield rel, entry
 
 
@@ -148,24 +192,37 @@ class Diff(NamedTuple):
 
     seen: int  #: files listed
     changed: list[tuple[str, bool, bool]]  #: (path, regular file, stored): new, or not as stored
-    gone: list[str]  #: stored, not listed
+    gone: list[str]  #: stored, not listed (nor in or below a folder that could not be listed)
+    unreadable: tuple[tuple[str, str], ...] = ()  #: (folder, reason): folders that could not be listed
 
 
 #: One listed file: (relative path, its directory entry, the listing showed a regular file).
 Listed = tuple[str, os.DirEntry[str], bool]
 
 
-def listed(root: Path, matcher: Matcher, under: str, subfolders: list[str] | None = None) -> Iterator[Listed]:
+def listed(
+    root: Path,
+    matcher: Matcher,
+    under: str,
+    subfolders: list[str] | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
+) -> Iterator[Listed]:
     """:func:`walk`, with whether the listing showed a regular file (its d_type: such a file is
     later opened without another ``lstat``)."""
-    return ((rel, entry, entry.is_file(follow_symlinks=False)) for rel, entry in walk(root, matcher, under, subfolders))
+    return (
+        (rel, entry, entry.is_file(follow_symlinks=False))
+        for rel, entry in walk(root, matcher, under, subfolders, unreadable)
+    )
 
 
-def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[Listed]) -> Diff:
+def diff_listing(
+    stored: dict[str, StatKey | None], listing: Iterable[Listed], unreadable: list[tuple[str, str]] | None = None
+) -> Diff:
     """Compare a walk's ``(path, entry, regular)`` with ``stored`` (:meth:`watcher.store.Store.stat_keys`;
     emptied on the way). A file is stat'ed only when a key is stored for it, so a first scan
     never stats one. ``changed`` holds paths as listed, ``gone`` as stored
-    (:func:`watcher.outcomes.stored_path`)."""
+    (:func:`watcher.outcomes.stored_path`). ``unreadable`` is the list the walk fills (see
+    :func:`walk`): what is stored at or below such a folder is not gone, only out of sight."""
     changed: list[tuple[str, bool, bool]] = []
     seen = 0
     for rel, entry, regular in listing:
@@ -177,4 +234,6 @@ def diff_listing(stored: dict[str, StatKey | None], listing: Iterable[Listed]) -
             changed.append((rel, regular, False))
         elif key is None or key != entry_stat_key(entry):
             changed.append((rel, regular, True))
-    return Diff(seen, changed, list(stored))
+    folders = [stored_path(folder) for folder, _ in unreadable or ()]
+    gone = [p for p in stored if not any(p == f or p.startswith(f + "/") for f in folders)] if folders else list(stored)
+    return Diff(seen, changed, gone, tuple(unreadable or ()))

@@ -31,6 +31,11 @@ from watcher.tree import Matcher, relpath
 
 log = get_logger("watcher.writer")
 
+#: Seconds without a change (and with nothing in flight) after which the log is checkpointed.
+IDLE_CHECKPOINT = 1.0
+#: How often the database path is compared with the file the writer has open.
+DB_CHECK_INTERVAL = 2.0
+
 _KINDS: dict[str, Kind] = {
     "created": "created",
     "modified": "modified",
@@ -79,6 +84,9 @@ class Writer(threading.Thread):
         self.next_reconcile = 0.0
         self.last_status = 0.0
         self.last_event_at: float | None = None  # time.time(): formatted only when the status is written
+        self.last_change: float | None = None  # monotonic time of a commit not yet checkpointed
+        self.next_db_check = 0.0
+        self.watch_dir_unreadable = False
         self.store: Store | None = None
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
@@ -92,20 +100,39 @@ class Writer(threading.Thread):
             log.exception("writer_failed")
 
     def _run(self) -> None:
-        self.store = store = Store.from_settings(self.settings)
         try:
-            store.set_status(
-                pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
-                stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
-            )  # fmt: skip
+            self._open()
             self._reconcile("")
             self.ready.set()
             while not self.stop_event.is_set():
                 self.step()
-            store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
+            assert self.store is not None
+            self.store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
         finally:
-            store.close()
+            if self.store is not None:
+                self.store.close()
             self.pool.close(wait=False)
+
+    def _open(self) -> None:
+        self.store = Store.from_settings(self.settings)
+        self.store.set_status(
+            pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
+            stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
+        )  # fmt: skip
+
+    def _rebuild(self) -> None:
+        # The database file was removed (or replaced) under the daemon: what it wrote went into a
+        # file no reader can find. The folder is the source of truth: open the database anew
+        # (created when missing) and reconcile the whole tree into it.
+        assert self.store is not None
+        log.error("database_gone", db=str(self.settings.db_path), hint="rebuilding it from the watch dir")
+        old, self.store = self.store, None
+        old.close()
+        old.forget_companions()
+        self.pool.discard()  # its workers may hold read-only connections to the old file
+        self._open()
+        self._reconcile("")
+        self.on_change()  # the reports follow the new database
 
     # -- one turn of the loop ------------------------------------------------------------------
 
@@ -140,6 +167,12 @@ class Writer(threading.Thread):
             self._reconcile("")
         if now - self.last_status >= 5.0:
             self._status()
+        if self.last_change is not None and now - self.last_change >= IDLE_CHECKPOINT and self.idle():
+            self._checkpoint()
+        if now >= self.next_db_check:
+            self.next_db_check = now + DB_CHECK_INTERVAL
+            if self.store is not None and self.store.moved_away():
+                self._rebuild()
 
     def _timeout(self, now: float) -> float:
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
@@ -164,9 +197,11 @@ class Writer(threading.Thread):
 
     def _feed(self, event: Event, now: float) -> None:
         kind, src, dest, is_dir = event
-        self.last_event_at = time.time()
         rel_src = relpath(self.root, src)
         rel_dest = relpath(self.root, dest) if dest else None
+        if self.matcher.own and rel_src is not None and rel_dest is None and self.matcher.owned(rel_src):
+            return  # the database's or the reports' own writes (inside the watch dir): not an event
+        self.last_event_at = time.time()
         if is_dir:
             # A folder created, moved or deleted: look at its whole subtree rather than trust
             # per-file events (files may land in it before its watch is added).
@@ -211,6 +246,7 @@ class Writer(threading.Thread):
     def _applied(self, applied: Applied, n: int) -> None:
         self.tick = time.monotonic()
         if applied.changed:
+            self.last_change = self.tick
             self.on_change()
         assert self.store is not None
         self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
@@ -228,7 +264,13 @@ class Writer(threading.Thread):
             skip = self._writing_or_just_created if under else self.tracker.busy
             summary = reconcile(self.store, self.settings, under, progress=self._progress, skip=skip, pool=self.pool)
         except WatchDirError as exc:
-            log.error("watch_dir_missing", error=str(exc), hint="keeping stored results until it is back")
+            # A missing one is reported once by the supervisor (observe.RootWatch), which has it
+            # reconciled once back; one that is there but cannot be read is reported here, once.
+            unreadable = self.settings.watch_dir.is_dir()
+            if unreadable and not self.watch_dir_unreadable:
+                log.error("watch_dir_unreadable", error=str(exc), hint="stored results are kept")
+            self.watch_dir_unreadable = unreadable
+            log.debug("reconcile_skipped", under=stored_path(under) or ".", error=str(exc))
             return
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc), retry_in=5.0)
@@ -241,7 +283,9 @@ class Writer(threading.Thread):
             self.pool.discard()
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
+        self.watch_dir_unreadable = False
         if summary.changed:
+            self.last_change = time.monotonic()
             # Outcomes applied by a reconcile (the start-up one above all) are events too: without
             # this, status showed no last event while counting the files just scored.
             self.last_event_at = time.time()
@@ -277,6 +321,22 @@ class Writer(threading.Thread):
     def idle(self) -> bool:
         """True when no event waits and no file is in flight: a burst is over (any thread may ask)."""
         return self.events.empty() and not self.tracker.states
+
+    def _checkpoint(self) -> None:
+        # A burst is over: bring the main database file up to date and empty the log (otherwise
+        # that happens only every wal_autocheckpoint pages, and a copy of the main file, or a
+        # reader of it alone, would lag behind for long stretches).
+        assert self.store is not None
+        try:
+            done = self.store.checkpoint()
+        except sqlite3.Error as exc:
+            log.error("database_error", error=str(exc))
+            done = False
+        if done:
+            self.last_change = None
+            log.debug("wal_checkpointed")
+        else:
+            self.last_change = time.monotonic()  # a reader held an older state: later
 
     def _status(self) -> None:
         assert self.store is not None
