@@ -245,3 +245,17 @@ def test_a_write_waits_for_another_connections_write_lock_instead_of_failing(tmp
     assert failed == []
     assert other.execute("SELECT count(*) FROM results").fetchone()[0] == 2
     other.close()
+
+
+def test_opening_while_another_connection_holds_the_write_lock_does_not_fail(tmp_path: Path) -> None:
+    # A daemon starting while a backup or a script holds the write lock must start (and wait in
+    # its writes), not give up once the busy timeout has run out.
+    Store.open(tmp_path / "w.db").close()
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with Store.open(tmp_path / "w.db") as store:
+            assert store.version == SCHEMA_VERSION
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

@@ -127,8 +127,7 @@ class Store:
             db.execute("PRAGMA cache_size = -32768")
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
-            with store.writing():  # writable now, or one clear error now (read-only file or place)
-                pass
+            store._probe_writable()
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
         except OSError as exc:
@@ -183,6 +182,19 @@ class Store:
                 for statement in statements(MIGRATIONS[version]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _probe_writable(self) -> None:
+        # Writable now, or one clear error now (a read-only file or place). A write lock that
+        # another connection holds says nothing either way; the writes themselves wait for it.
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            with self.writing():
+                pass
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 30000")
 
     # -- reading ---------------------------------------------------------------------------
 
