@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from watcher import __version__, logs
+from watcher import __version__, fleetcli, logs
 from watcher.config import Settings, load_settings
 from watcher.errors import ConfigError, WatcherError
 from watcher.judge import JudgeOptions, judge
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=sorted(RENDERERS), help="default: table on a terminal, csv otherwise")
     p.add_argument("--issuer", help="only this issuer's models")
     p.add_argument("--model", help="only model_ids starting with this")
+    _central_flag(p, "the fleet-wide report")
 
     p = sub.add_parser("validate", help="check files before writing them into the watch dir")
     _common(p, watch=False)
@@ -63,7 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _central_flag(p, "the fleet's hosts, their lag and last contact")
+
+    fleetcli.add_parser(sub, _common)
     return parser
+
+
+def _central_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--central",
+        nargs="?",
+        const=True,
+        metavar="URL",
+        help=f"{what}, from the central database (default: central_url)",
+    )
 
 
 def entry() -> int:
@@ -116,6 +130,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher report``."""
+    if args.central:
+        return fleetcli.cmd_report(args, settings, out)
     fmt = args.format or ("table" if out.isatty() else "csv")
     store = Store.open_readonly(settings.db_path)
     try:
@@ -151,6 +167,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
 
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status``: exit 0 when a daemon is running on this database, 3 otherwise."""
+    if args.central:
+        return fleetcli.cmd_status(args, settings, out)
     from watcher.daemon import daemon_running
 
     store = Store.open_readonly(settings.db_path)
@@ -220,4 +238,5 @@ COMMANDS = {
     "report": cmd_report,
     "validate": cmd_validate,
     "status": cmd_status,
+    "central": fleetcli.cmd_central,
 }

@@ -62,7 +62,7 @@ class Settings(BaseModel):
     workers: int = Field(0, ge=0)
     progress: Literal["auto", "always", "never"] = "auto"
     central_url: str | None = None
-    host_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    host_name: str = Field("", max_length=200, validate_default=True)
 
     @field_validator("central_url")
     @classmethod
@@ -71,6 +71,11 @@ class Settings(BaseModel):
         if value is not None and (_URL_PASSWORD.match(value) or _KV_PASSWORD.search(value)):
             raise ValueError("must not contain a password: put it in ~/.pgpass or the file PGPASSFILE names")
         return value or None
+
+    @field_validator("host_name")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return value.strip() or socket.gethostname()
 
     @model_validator(mode="after")
     def _default_report_dir(self) -> Settings:

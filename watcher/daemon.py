@@ -17,17 +17,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.errors import AlreadyRunningError, WatchDirError
+from watcher.errors import AlreadyRunningError, CentralError, WatchDirError
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
 from watcher.reporter import Reporter
 from watcher.writer import Writer
+
+if TYPE_CHECKING:
+    from watcher.shipper import Shipper
 
 log = get_logger("watcher.daemon")
 
@@ -77,6 +81,7 @@ def run(
     stop = stop or threading.Event()
     if not settings.watch_dir.is_dir():
         raise WatchDirError(f"{settings.watch_dir}: watch directory does not exist or is not a directory")
+    shipping = _shipper_class() if settings.central_url else None
     lock_fd = _acquire_lock(settings.db_path)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,6 +95,7 @@ def run(
     writer = Writer(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=reporter.mark
     )
+    shipper = _start_shipper(shipping, settings, writer, reporter) if shipping else None
     writer.start()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
@@ -101,6 +107,9 @@ def run(
     observer.stop()
     writer.stop_event.set()
     writer.join(timeout=30)
+    if shipper is not None:  # after the writer: the last batch gets shipped (for a few seconds at most)
+        shipper.stop()
+        shipper.join(timeout=15)
     reporter.stop_event.set()  # after the writer: the last batch's change gets written out
     if reporter.is_alive():
         reporter.join(timeout=30)
@@ -108,6 +117,29 @@ def run(
     os.close(lock_fd)
     log.info("daemon_stopped", exit_code=code)
     return code
+
+
+def _shipper_class() -> type[Shipper]:
+    try:
+        from watcher.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
+    except ImportError as exc:
+        raise CentralError(f"central_url is set but the PostgreSQL driver is missing ({exc}): "
+                           "pip install 'watcher[postgres]'") from None  # fmt: skip
+    return Shipper
+
+
+def _start_shipper(shipping: type[Shipper], settings: Settings, writer: Writer, reporter: Reporter) -> Shipper:
+    """Start the thread that ships to the fleet's central database (once the first reconcile is
+    done), nudged after every commit."""
+    shipper = shipping(settings, after=writer.ready)
+
+    def changed() -> None:
+        reporter.mark()
+        shipper.nudge()
+
+    writer.on_change = changed
+    shipper.start()
+    return shipper
 
 
 def _supervise(

@@ -75,7 +75,9 @@ class Shipper(threading.Thread):
     """Ships this host's changes to ``settings.central_url`` until :attr:`stop_event` is set.
     Call :meth:`nudge` after each local commit for low latency (otherwise it polls)."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, settings: Settings, stop: threading.Event | None = None, after: threading.Event | None = None
+    ) -> None:
         super().__init__(name="watcher-shipper", daemon=True)
         assert settings.central_url is not None
         self.url = settings.central_url
@@ -83,6 +85,7 @@ class Shipper(threading.Thread):
         self.db_path = settings.db_path
         self.stop_event = stop or threading.Event()
         self.nudged = threading.Event()
+        self.after = after  # start shipping once this is set (the daemon's first reconcile done)
         self.conn: psycopg.Connection[Any] | None = None
         self.local: sqlite3.Connection | None = None
         self.problem: str | None = None  # the event logged for the trouble we are in, if any
@@ -105,6 +108,9 @@ class Shipper(threading.Thread):
     def run(self) -> None:
         """Thread body; never raises."""
         try:
+            while self.after is not None and not self.after.wait(0.5):
+                if self.stop_event.is_set():
+                    return
             while not self.stop_event.is_set():
                 delay = self._turn()
                 if delay is None:
@@ -175,7 +181,7 @@ class Shipper(threading.Thread):
                 "SELECT shipped_id, origin FROM watcher.hosts WHERE host = %s FOR UPDATE", (self.host,)
             ).fetchone()
             if row is None:
-                raise CentralError(self._unregistered())
+                raise CentralError(self._why_not(conn))
             shipped, origin = int(row[0]), row[1]
             local.execute("BEGIN")
             try:
@@ -238,7 +244,10 @@ class Shipper(threading.Thread):
         )
         self.last_seen = time.monotonic()
 
-    def _unregistered(self) -> str:
+    def _why_not(self, conn: psycopg.Connection[Any]) -> str:
+        # The row lock sees only the hosts this role may update: is the host unknown, or another's?
+        if conn.execute("SELECT 1 FROM watcher.hosts WHERE host = %s", (self.host,)).fetchone():
+            return self._not_ours()
         return (
             f"host {self.host!r} is not registered in the central database: as its owner, run "
             f"'watcher central add-host {self.host} --role ROLE'"
