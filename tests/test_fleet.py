@@ -6,6 +6,7 @@ keeping the fleet report files. The central invariant is checked after every sce
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import random
 import signal
@@ -55,7 +56,7 @@ class Fleet:
         return f"{name.replace('-', '_')}_{self.tag}"
 
     def url(self, role: str) -> str:
-        return self.server.url(self.db, role)
+        return str(self.server.url(self.db, role))
 
     def add_host(self, name: str, host_name: str | None = None, start: bool = True) -> Daemon:
         """Register the host with its own role and password, and start its daemon (configured with
@@ -190,6 +191,10 @@ def test_three_hosts_ship_to_one_fleet_report(fleet: Fleet, tmp_path: Path) -> N
     fleet.check()
 
 
+def _holds(host: Daemon, files: int) -> bool:
+    return len(host.results()) + len(host.rejections()) == files
+
+
 def test_server_stopped_mid_burst_loses_nothing(fleet: Fleet, tmp_path: Path) -> None:
     hosts = [fleet.add_host(f"node-{i}") for i in (1, 2)]
     report = fleet.publish(tmp_path / "fleet-reports")
@@ -200,9 +205,9 @@ def test_server_stopped_mid_burst_loses_nothing(fleet: Fleet, tmp_path: Path) ->
     for i in range(60, 150):
         write(hosts[i % 2].inbox / f"a{i}.json", doc() if i % 10 else "[]")
     (hosts[0].inbox / "a0.json").unlink()
-    for h in hosts:
+    for h, files in zip(hosts, (74, 75), strict=True):  # each host goes on locally meanwhile
         h.wait_event("central_unreachable")
-        wait_until(lambda h=h: len(h.results()) + len(h.rejections()) == 74 + (h is hosts[1]), 30)
+        wait_until(functools.partial(_holds, h, files), 30, what=f"{files} files in {h.db}")
     fleet.server.start()
     fleet.check()
     for h in hosts:
