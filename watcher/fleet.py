@@ -24,7 +24,7 @@ import psycopg
 from watcher import central
 from watcher.errors import CentralError
 from watcher.logs import get_logger
-from watcher.report import FILE_NAMES, render_csv, render_json, render_markdown, write_atomic
+from watcher.render import FILE_NAMES, render_csv, render_json, render_markdown, write_atomic
 
 log = get_logger("watcher.fleet")
 

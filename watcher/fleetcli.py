@@ -107,7 +107,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """``watcher report --central``: the fleet-wide report."""
     from watcher import central
     from watcher.fleet import report_rows
-    from watcher.report import RENDERERS
+    from watcher.render import RENDERERS
 
     fmt = args.format or ("table" if out.isatty() else "csv")
     with (
