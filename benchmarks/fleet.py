@@ -17,6 +17,7 @@ Needs PostgreSQL's server binaries (Debian: postgresql-15). Not part of the test
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sqlite3
@@ -112,7 +113,8 @@ def bench(models: int, changes: int, idle: float) -> list[tuple[str, str]]:
                     target = d.local_max()
                     wait_for(lambda: shipped(admin) >= target, timeout=900, poll=0.01)
                     total = time.perf_counter() - d.started
-                    rows.append((f"cold scan of {models:,} files, shipping on: last row in PostgreSQL (s)", f"{total:.2f}"))
+                    name = f"cold scan of {models:,} files, shipping on: last row in PostgreSQL (s)"
+                    rows.append((name, f"{total:.2f}"))
                 return ready
             finally:
                 d.stop()
@@ -147,7 +149,7 @@ def bench(models: int, changes: int, idle: float) -> list[tuple[str, str]]:
             for i in range(changes):
                 t0 = time.perf_counter()
                 rel = publish(tree, i)
-                wait_for(lambda rel=rel: _has(probe, rel), timeout=30, poll=0.001)
+                wait_for(functools.partial(_has, probe, rel), timeout=30, poll=0.001)
                 lat.append(1000 * (time.perf_counter() - t0))
             rows.append(
                 (f"change -> row in PostgreSQL, {models:,} models (p50 / p99 ms)",
@@ -190,7 +192,8 @@ def bench(models: int, changes: int, idle: float) -> list[tuple[str, str]]:
 
 
 def _has(conn: psycopg.Connection[Any], rel: str) -> bool:
-    return conn.execute("SELECT 1 FROM watcher.results WHERE host = %s AND path = %s", (HOST, rel)).fetchone() is not None
+    found = conn.execute("SELECT 1 FROM watcher.results WHERE host = %s AND path = %s", (HOST, rel)).fetchone()
+    return found is not None
 
 
 def _rewritten_with(report: Path, before: int, rel: str) -> Callable[[], bool]:

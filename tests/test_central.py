@@ -68,9 +68,8 @@ def test_a_host_role_cannot_create_the_schema(pg_cluster: Any, monkeypatch: pyte
     with pg_cluster.admin(name) as conn:
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         conn.execute(f'REVOKE CREATE ON DATABASE "{name}" FROM PUBLIC')
-    conn = _login(pg_cluster, name, role, monkeypatch)
-    conn.autocommit = False
-    with conn, pytest.raises(CentralError, match="watcher central init"):
+    with _login(pg_cluster, name, role, monkeypatch) as conn, pytest.raises(CentralError, match="watcher central init"):
+        conn.autocommit = False
         central.ensure_schema(conn)
 
 
@@ -84,8 +83,22 @@ def test_each_host_role_writes_only_its_own_rows(central_db: Any, monkeypatch: p
         with pytest.raises(CentralError, match="already bound"):
             central.add_host(conn, "host-a", role_b)
         central.grant_reader(conn, reader)
-    a = _login(server, db, role_a, monkeypatch)
-    b = _login(server, db, role_b, monkeypatch)
+    with (
+        _login(server, db, role_a, monkeypatch) as a,
+        _login(server, db, role_b, monkeypatch) as b,
+        _login(server, db, reader, monkeypatch) as r,
+    ):
+        _own_rows_only(a, b, r, role_a)
+    with server.admin(db) as conn:
+        assert conn.execute("SELECT host, issuer FROM watcher.results ORDER BY host").fetchall() == [
+            ("host-a", "ana@example.com"),
+            ("host-b", "ana@example.com"),
+        ]
+
+
+def _own_rows_only(
+    a: psycopg.Connection[Any], b: psycopg.Connection[Any], r: psycopg.Connection[Any], role_a: str
+) -> None:
     a.execute(_INSERT, _result("host-a", "x.json", "m1", "2024-01-01T00:00:00.000000Z"))
     b.execute(_INSERT, _result("host-b", "x.json", "m1", "2024-01-02T00:00:00.000000Z"))
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -99,16 +112,10 @@ def test_each_host_role_writes_only_its_own_rows(central_db: Any, monkeypatch: p
     with pytest.raises(psycopg.errors.InsufficientPrivilege):  # re-binding a host to another role
         a.execute("UPDATE watcher.hosts SET role = %s WHERE host = 'host-a'", (role_a,))
     assert a.execute("UPDATE watcher.hosts SET shipped_id = 1 WHERE host = 'host-a'").rowcount == 1
-    r = _login(server, db, reader, monkeypatch)
     assert r.execute("SELECT count(*) FROM watcher.results").fetchone() == (2,)
     for statement in ("DELETE FROM watcher.results", "UPDATE watcher.hosts SET shipped_id = 0"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             r.execute(statement)
-    with server.admin(db) as conn:
-        assert conn.execute("SELECT host, issuer FROM watcher.results ORDER BY host").fetchall() == [
-            ("host-a", "ana@example.com"),
-            ("host-b", "ana@example.com"),
-        ]
 
 
 def test_report_view_takes_the_latest_experiment_across_hosts(central_db: Any) -> None:
