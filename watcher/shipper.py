@@ -23,6 +23,7 @@ schema) is logged as ``central_refused`` once per distinct reason and retried sl
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -60,15 +61,18 @@ _REJECTION_TYPES = ("text", "jsonb", "text", "int4", "text")
 
 
 def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> bytes:
-    # One statement per batch: every column as an array, unnested into rows (COPY is not allowed
-    # into a table with row-level security).
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
-    return f"INSERT INTO watcher.{table} (host, {', '.join(columns)}) SELECT %s, * FROM unnest({arrays})".encode()
+    # A batch travels as one JSON array of row arrays, parsed once (jsonb) and taken apart by the
+    # server: psycopg's adaptation of Python lists to PostgreSQL arrays cost ~200 us per row in
+    # Python, the JSON encoder in C a few. (COPY is not allowed into a table with row-level security.) SQLite's
+    # 0/1 for target_met reads as a boolean; every float is written as its shortest round-trip
+    # repr, so PostgreSQL gets the same double.
+    values = ", ".join(f"(e->>{i})::{t}" for i, t in enumerate(types))
+    rows = "jsonb_array_elements(%s::jsonb) e"
+    return f"INSERT INTO watcher.{table} (host, {', '.join(columns)}) SELECT %s, {values} FROM {rows}".encode()
 
 
 _INSERT_RESULTS = _insert("results", _RESULT_COLUMNS, _RESULT_TYPES)
 _INSERT_REJECTIONS = _insert("rejections", _REJECTION_COLUMNS, _REJECTION_TYPES)
-_TARGET_MET = _RESULT_COLUMNS.index("target_met")
 
 
 class Shipper(threading.Thread):
@@ -204,13 +208,11 @@ class Shipper(threading.Thread):
             finally:
                 local.execute("COMMIT")
             for table in ("results", "rejections"):
-                conn.execute(_DELETE[table], (self.host, paths))
+                conn.execute(_DELETE[table], (self.host, json.dumps(paths)))
             if results:
-                columns = [list(col) for col in zip(*results, strict=True)]
-                columns[_TARGET_MET] = [bool(v) for v in columns[_TARGET_MET]]  # stored as 0/1 locally
-                conn.execute(_INSERT_RESULTS, (self.host, *columns))
+                conn.execute(_INSERT_RESULTS, (self.host, json.dumps(results)))
             if rejections:
-                conn.execute(_INSERT_REJECTIONS, (self.host, *(list(col) for col in zip(*rejections, strict=True))))
+                conn.execute(_INSERT_REJECTIONS, (self.host, json.dumps(rejections)))
             mark = conn.execute(
                 "UPDATE watcher.hosts SET shipped_id = %s, local_max_id = %s, origin = %s, results = %s,"
                 " rejections = %s, version = %s, last_seen = now(), last_shipped = now(),"
@@ -299,6 +301,7 @@ _REJECTIONS = (
     " WHERE path IN (SELECT path FROM history WHERE id > ? AND id <= ?)"
 )
 _DELETE = {
-    t: f"DELETE FROM watcher.{t} WHERE host = %s AND path = ANY(%s::text[])".encode() for t in ("results", "rejections")
+    t: f"DELETE FROM watcher.{t} WHERE host = %s AND path IN (SELECT json_array_elements_text(%s::json))".encode()
+    for t in ("results", "rejections")
 }
 _COUNTS = "SELECT (SELECT count(*) FROM results), (SELECT count(*) FROM rejections)"
