@@ -181,3 +181,19 @@ def test_stop_while_the_server_is_down_is_prompt(host: Any) -> None:
     shipper.stop()
     shipper.join(10)
     assert not shipper.is_alive()
+
+
+def test_a_refused_login_is_told_apart_from_an_outage(host: Any, central_db: Any) -> None:
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    server, db = central_db
+    write(host.watch_dir / "a.json", doc())
+    scan(host)
+    shipper = Shipper(host.model_copy(update={"central_url": server.url(db, "no_such_role_" + uuid.uuid4().hex[:6])}))
+    shipper.start()
+    try:
+        wait_until(lambda: '"central_refused"' in out.getvalue(), 20, what="central_refused")
+    finally:
+        shipper.stop()
+        shipper.join(10)
+    assert '"central_unreachable"' not in out.getvalue()

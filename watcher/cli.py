@@ -102,6 +102,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     logs.configure(settings.log_level, settings.log_format)
     try:
         return int(COMMANDS[args.command](args, settings, out))
+    except ConfigError as exc:  # found by a command (e.g. no central database named)
+        print(f"watcher: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except WatcherError as exc:
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -49,6 +50,9 @@ HEARTBEAT = 10.0
 BACKOFF = (0.25, 0.5, 1.0, 2.0)
 #: After a refusal (privilege, registration, schema), try again this often (seconds).
 REFUSED_RETRY = 15.0
+
+#: libpq's reasons for a login the server refused (as opposed to a server not answering).
+_REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|no pg_hba\.conf entry|does not exist")
 
 _RESULT_COLUMNS = (
     "path", "model_id", "issuer", "experiment_date", "experiment_at", "optimal_threshold", "closest_recall_value",
@@ -131,7 +135,10 @@ class Shipper(threading.Thread):
         try:
             more = self.step()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            return self._trouble("central_unreachable", central.one_line(exc), BACKOFF)
+            reason = central.one_line(exc)
+            if _REFUSED_LOGIN.search(reason):  # the server answers, but not to these credentials
+                return self._trouble("central_refused", reason, (REFUSED_RETRY,))
+            return self._trouble("central_unreachable", reason, BACKOFF)
         except CentralError as exc:
             return self._trouble("central_refused", str(exc), (REFUSED_RETRY,))
         except psycopg.Error as exc:
