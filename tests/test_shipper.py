@@ -79,14 +79,42 @@ def test_shipping_again_from_the_start_changes_nothing(host: Any, central_db: An
     shipper = Shipper(host)
     try:
         _ship_all(shipper)
-        with server.admin(db) as conn:
-            before = conn.execute("SELECT path, sha256 FROM watcher.results ORDER BY path").fetchall()
-            conn.execute("UPDATE watcher.hosts SET shipped_id = 0")  # as if every mark had been lost
+    finally:
+        shipper._close()
+    with server.admin(db) as conn:
+        before = conn.execute("SELECT path, sha256, shipped_at FROM watcher.results ORDER BY path").fetchall()
+        conn.execute("UPDATE watcher.hosts SET shipped_id = 0")  # as if every mark had been lost
+    shipper = Shipper(host)  # a restarted daemon
+    try:
+        assert _ship_all(shipper) == 1
+    finally:
+        shipper._close()
+    with server.admin(db) as conn:
+        after = conn.execute("SELECT path, sha256, shipped_at FROM watcher.results ORDER BY path").fetchall()
+    assert [r[:2] for r in after] == [r[:2] for r in before] and len(after) == 20
+    assert all(a[2] > b[2] for a, b in zip(after, before, strict=True))  # really written again
+    assert fleet_invariant.shipped_id(server.url(db), "gpu-01") == fleet_invariant.local_max_id(host.db_path)
+    _check(host, server.url(db))
+
+
+def test_an_idle_shipper_leaves_the_server_alone_until_its_heartbeat(host: Any, central_db: Any) -> None:
+    server, db = central_db
+    write(host.watch_dir / "a.json", doc())
+    scan(host)
+    shipper = Shipper(host)
+    try:
         _ship_all(shipper)
         with server.admin(db) as conn:
-            after = conn.execute("SELECT path, sha256 FROM watcher.results ORDER BY path").fetchall()
-        assert after == before and len(after) == 20
-        _check(host, server.url(db))
+            conn.execute("UPDATE watcher.hosts SET last_seen = '2000-01-01'")
+        assert not shipper.step()
+        with server.admin(db) as conn:
+            assert conn.execute("SELECT last_seen < '2001-01-01' FROM watcher.hosts").fetchone() == (True,)
+        shipper.last_seen -= 60  # the heartbeat is due
+        assert not shipper.step()
+        with server.admin(db) as conn:
+            assert conn.execute("SELECT last_seen > now() - interval '1 minute' FROM watcher.hosts").fetchone() == (
+                True,
+            )
     finally:
         shipper._close()
 
