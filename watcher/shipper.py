@@ -186,11 +186,15 @@ class Shipper(threading.Thread):
         Raises psycopg errors, :class:`CentralError` and ``sqlite3.Error``.
         """
         local = self._local()
-        if self.conn is not None and not self.conn.closed and time.monotonic() - self.last_seen < HEARTBEAT:
-            # Idle: nothing new locally since the last batch, no heartbeat due: not a word to
-            # the server (a row lock per host per second would be a write on the primary).
-            if int(local.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0]) == self.shipped_id:
-                return False
+        # Idle (nothing new locally since the last batch) and no heartbeat due: not a word to the
+        # server (a row lock per host per second would be a write on the primary).
+        if (
+            self.conn is not None
+            and not self.conn.closed
+            and time.monotonic() - self.last_seen < HEARTBEAT
+            and int(local.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0]) == self.shipped_id
+        ):
+            return False
         conn = self._central()
         with conn.transaction():
             row = conn.execute(
