@@ -32,6 +32,7 @@ log = get_logger("watcher.fleet")
 #: After the first notification of a burst, wait this long for more before writing (seconds).
 SETTLE = 0.05
 BACKOFF = (0.25, 0.5, 1.0, 2.0)
+REFUSED_RETRY = 15.0
 
 
 def report_rows(conn: psycopg.Connection[Any], issuer: str | None = None, model: str | None = None) -> list[Any]:
@@ -135,6 +136,9 @@ class Publisher:
                 self._serve()
             except (psycopg.OperationalError, psycopg.InterfaceError, CentralError) as exc:
                 self._down(exc)
+            except psycopg.Error as exc:  # the server answers but refuses (privilege, schema)
+                log.error("central_refused", error=central.one_line(exc), retry_in=REFUSED_RETRY)
+                self.stop.wait(REFUSED_RETRY)
             except OSError as exc:  # the report folder: logged, tried again
                 log.error("report_write_failed", error=str(exc), report_dir=str(self.out_dir))
                 self.stop.wait(1.0)

@@ -145,6 +145,9 @@ class Shipper(threading.Thread):
             return self._trouble("central_refused", central.one_line(exc), (REFUSED_RETRY,))
         except sqlite3.Error as exc:
             return self._trouble("central_local_read_failed", str(exc), BACKOFF)
+        except Exception as exc:  # a bug must not end shipping silently: logged, retried
+            log.exception("central_shipper_error", host=self.host)
+            return self._trouble("central_shipper_error", repr(exc), (REFUSED_RETRY,))
         if self.problem is not None:
             log.warning(
                 "central_back",
