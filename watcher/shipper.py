@@ -120,11 +120,14 @@ class Shipper(threading.Thread):
                 if self.stop_event.is_set():
                     return
             while not self.stop_event.is_set():
+                self.nudged.clear()  # before the batch: a commit made meanwhile nudges again
                 delay = self._turn()
                 if delay is None:
                     continue  # more to ship: at once
-                if self.nudged.wait(delay):
-                    self.nudged.clear()
+                if self.problem is None:
+                    self.nudged.wait(delay)
+                else:  # in trouble: local commits do not hasten the next try, only time does
+                    self.stop_event.wait(delay)
             if self.problem is None and self.conn is not None:
                 self._drain_before_exit()
         finally:
