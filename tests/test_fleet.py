@@ -234,7 +234,8 @@ def test_kill_9_while_shipping_reships_harmlessly(fleet: Fleet) -> None:
         wait_until(lambda: len(host.results()) > len(expected) - 80, 30)
         threading.Event().wait(rng.uniform(0.0, 0.3))  # the moment of the kill, not a synchronisation
         host.signal(signal.SIGKILL)
-        host.proc.wait(10)  # type: ignore[union-attr]
+        assert host.proc is not None
+        host.proc.wait(10)
         host.start()
     host.wait_results(expected)
     fleet.check()

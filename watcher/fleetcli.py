@@ -107,7 +107,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """``watcher report --central``: the fleet-wide report."""
     from watcher import central
     from watcher.fleet import report_rows
-    from watcher.render import RENDERERS
+    from watcher.render import render_csv, render_json, render_markdown, render_table
 
     fmt = args.format or ("table" if out.isatty() else "csv")
     with (
@@ -116,7 +116,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     ):
         central.require_schema(conn)
         rows = report_rows(conn, issuer=args.issuer, model=args.model)
-    RENDERERS[fmt](rows, out, central.FLEET_COLUMNS)  # type: ignore[call-arg]
+    render = {"csv": render_csv, "json": render_json, "markdown": render_markdown, "table": render_table}[fmt]
+    render(rows, out, central.FLEET_COLUMNS)
     return 0
 
 
