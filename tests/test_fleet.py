@@ -5,6 +5,7 @@ keeping the fleet report files. The central invariant is checked after every sce
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import os
@@ -118,10 +119,40 @@ class Fleet:
     def close(self) -> None:
         for d in self.daemons.values():
             if d.proc is not None and d.proc.poll() is None:
-                d.kill()
+                try:
+                    d.stop()
+                except subprocess.TimeoutExpired:
+                    kill_9(d)
         if self.publisher is not None and self.publisher.poll() is None:
-            self.publisher.kill()
+            self.publisher.terminate()
             self.publisher.wait(10)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        found = children.get(todo.pop(), [])
+        out += found
+        todo += found
+    return out
+
+
+def kill_9(daemon: Daemon) -> None:
+    """``kill -9`` of the daemon, as a crash; then of what it leaves behind (its worker pool's
+    forkserver and workers outlive it), so that no process of the test survives it."""
+    assert daemon.proc is not None
+    family = _descendants(daemon.proc.pid)
+    daemon.kill()
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -233,9 +264,7 @@ def test_kill_9_while_shipping_reships_harmlessly(fleet: Fleet) -> None:
         # kill -9 at a random moment of the ingest-and-ship that follows
         wait_until(lambda: len(host.results()) > len(expected) - 80, 30)
         threading.Event().wait(rng.uniform(0.0, 0.3))  # the moment of the kill, not a synchronisation
-        host.signal(signal.SIGKILL)
-        assert host.proc is not None
-        host.proc.wait(10)
+        kill_9(host)
         host.start()
     host.wait_results(expected)
     fleet.check()
