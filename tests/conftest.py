@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,32 @@ def make_settings(tmp_path: Path) -> Any:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session's fleet tests (skipped where PostgreSQL's
+    server binaries are not installed; .ci/run installs them)."""
+    from tests.pgserver import PgServer, pg_bin
+
+    if pg_bin() is None:
+        if os.environ.get("CI"):  # .ci/run installs it: its absence there is a failure
+            pytest.fail("PostgreSQL server not installed")
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql-15)")
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def central_db(pg_cluster: Any) -> Any:
+    """A fresh database on the session's server, with the central schema: ``(server, dbname)``."""
+    from watcher import central
+
+    name = pg_cluster.create_database()
+    with pg_cluster.admin(name) as conn:
+        central.ensure_schema(conn)
+    return pg_cluster, name

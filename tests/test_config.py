@@ -101,3 +101,22 @@ def test_unknown_environment_variable_is_left_out_and_named_but_an_unknown_file_
     (tmp_path / "c.toml").write_text("nope = 1\n")
     with pytest.raises(ConfigError, match="unknown key 'nope'"):
         load_settings(tmp_path / "c.toml", env=env, cwd=tmp_path)
+
+
+def test_central_url_never_holds_a_password(tmp_path: Path) -> None:
+    import socket
+
+    s = load_settings(
+        None, env={"WATCHER_CENTRAL_URL": "postgresql://gpu01@db:5432/watcher?sslmode=require"}, cwd=tmp_path
+    )
+    assert s.central_url == "postgresql://gpu01@db:5432/watcher?sslmode=require"
+    assert s.host_name == socket.gethostname()
+    assert load_settings(None, env={}, cwd=tmp_path).central_url is None
+    for url in (
+        "postgresql://gpu01:secret@db/watcher",
+        "postgres://gpu01:@db/watcher",
+        "host=db user=gpu01 password=secret",
+        "postgresql://gpu01@db/watcher?sslmode=require&password=secret",
+    ):
+        with pytest.raises(ConfigError, match="must not contain a password"):
+            load_settings(None, env={"WATCHER_CENTRAL_URL": url}, cwd=tmp_path)

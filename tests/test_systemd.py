@@ -67,3 +67,23 @@ def test_service_config_names_the_state_directory(tmp_path: Path) -> None:
     assert settings.db_path == Path("/var/lib/watcher/watcher.db")
     assert settings.reports == Path("/var/lib/watcher/reports")
     assert settings.watch_dir == Path("/home/ml/results")
+
+
+DROP_IN = UNIT.parent / "central.conf"
+
+
+def test_central_drop_in_verifies_and_opens_only_the_server(tmp_path: Path) -> None:
+    # A drop-in's settings apply as if appended to the unit: verify the two together.
+    unit = tmp_path / "watcher.service"
+    unit.write_text(UNIT.read_text() + "\n" + DROP_IN.read_text())
+    assert verify(unit) == []
+    settings = [line for line in DROP_IN.read_text().splitlines() if line and not line.startswith("#")]
+    assert settings == [
+        "[Service]",
+        "PrivateNetwork=no",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "IPAddressAllow=192.0.2.10",
+        "LoadCredential=pgpass:/etc/watcher/pgpass",
+        "Environment=PGPASSFILE=%d/pgpass",
+    ]
+    assert "\nIPAddressDeny=any\n" in UNIT.read_text()  # what the allowance is an exception to

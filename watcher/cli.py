@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from watcher import __version__, logs
+from watcher import __version__, fleetcli, logs
 from watcher.check import check
 from watcher.config import Settings, load_settings, unknown_env
 from watcher.errors import ConfigError, WatcherError
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--below-target", action="store_true", help="only models whose best point misses the target")
     p.add_argument("--sort", choices=REPORT_COLUMNS, metavar="COLUMN", help="sort by this column (default: model_id)")
     p.add_argument("--desc", action="store_true", help="sort in descending order")
+    _central_flag(p, "the fleet-wide report")
 
     p = sub.add_parser("validate", help="check files before writing them into the watch dir")
     _common(p, watch=False)
@@ -96,7 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _central_flag(p, "the fleet's hosts, their lag and last contact")
+
+    fleetcli.add_parser(sub, _common)
     return parser
+
+
+def _central_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--central",
+        nargs="?",
+        const=True,
+        metavar="URL",
+        help=f"{what}, from the central database (default: central_url)",
+    )
 
 
 def entry() -> int:
@@ -132,6 +146,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         )
     try:
         return int(COMMANDS[args.command](args, settings, out))
+    except ConfigError as exc:  # found by a command (e.g. no central database named)
+        print(f"watcher: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except WatcherError as exc:
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -193,6 +210,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher report``."""
+    if args.central:
+        return fleetcli.cmd_report(args, settings, out)
     fmt = args.format or ("table" if out.isatty() else "csv")
     render = RENDERERS[fmt]
     filters = [f"--issuer {args.issuer}"] * bool(args.issuer) + [f"--model {args.model}"] * bool(args.model)
@@ -259,6 +278,8 @@ class _StopRequest:
 
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status``: exit 0 when a daemon is running on this database, 3 otherwise."""
+    if args.central:
+        return fleetcli.cmd_status(args, settings, out)
     from watcher.dblock import daemon_running
 
     store = Store.open_readonly(settings.db_path)
@@ -331,4 +352,5 @@ COMMANDS = {
     "validate": cmd_validate,
     "status": cmd_status,
     "follow": cmd_follow,
+    "central": fleetcli.cmd_central,
 }

@@ -9,12 +9,14 @@ environment are relative to the current directory. Every path is absolute once l
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from watcher.errors import ConfigError
 
@@ -30,6 +32,9 @@ ReportFormat = Literal["csv", "json", "markdown", "html"]
 
 #: The database file name whose reports default to a folder named just ``reports``.
 DEFAULT_DB_NAME = "watcher.db"
+# A password in a libpq URL (postgresql://user:secret@host/db) or conninfo (password=secret).
+_URL_PASSWORD = re.compile(r"^postgres(?:ql)?://[^/@?#]*:[^/@?#]*@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?:^|[\s?&])password\s*=", re.IGNORECASE)
 
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.swp", "*.swx", "*.crdownload")
 
@@ -62,6 +67,21 @@ class Settings(BaseModel):
     batch_size: int = Field(5000, ge=1)
     workers: int = Field(0, ge=0)
     progress: Literal["auto", "always", "never"] = "auto"
+    central_url: str | None = None
+    host_name: str = Field("", max_length=200, validate_default=True)
+
+    @field_validator("central_url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        # A config file is no place for a secret: libpq reads it from ~/.pgpass or PGPASSFILE.
+        if value is not None and (_URL_PASSWORD.match(value) or _KV_PASSWORD.search(value)):
+            raise ValueError("must not contain a password: put it in ~/.pgpass or the file PGPASSFILE names")
+        return value or None
+
+    @field_validator("host_name")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return value.strip() or socket.gethostname()
 
     @model_validator(mode="after")
     def _default_report_dir(self) -> Settings:

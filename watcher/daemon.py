@@ -16,13 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
 from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
-from watcher.errors import AlreadyRunningError, StoreError
+from watcher.errors import AlreadyRunningError, CentralError, StoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
@@ -30,6 +31,9 @@ from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_obs
 from watcher.reporter import Reporter
 from watcher.store import Store
 from watcher.writer import Writer
+
+if TYPE_CHECKING:
+    from watcher.shipper import Shipper
 
 __all__ = ["daemon_running", "lock_path", "run"]
 
@@ -53,6 +57,8 @@ def run(
     :class:`~watcher.errors.StoreError` for a database (or lock file) it cannot write.
     """
     stop = stop or threading.Event()
+    # Only a fleet host needs the PostgreSQL driver: its absence is one line now, not a dead thread.
+    shipping = _shipper_class() if settings.central_url else None
     if holder(settings.db_path) == "scan":
         log.info("waiting_for_scan", db=str(settings.db_path), hint="a 'watcher scan' holds the database")
     lock_fd = acquire(settings.db_path, "run", wait_for_scan=True)
@@ -78,9 +84,20 @@ def run(
     handler = QueueHandler(events, overflow)
     observer, kind = observer_factory(settings, handler)
     reporter = Reporter(settings, lambda: writer.idle(), threading.Event())
+    shipper: Shipper | None = None
+
+    def changed() -> None:  # after each commit that changed something
+        reporter.mark()
+        if shipper is not None:
+            shipper.nudge()
+
     writer = Writer(
-        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=reporter.mark
+        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed
     )
+    if shipping is not None:
+        # Ships to the fleet's central database once the first reconcile is done.
+        shipper = shipping(settings, after=writer.ready)
+        shipper.start()
     writer.start()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
@@ -92,6 +109,9 @@ def run(
     observer.stop()
     writer.stop_event.set()
     writer.join(timeout=30)
+    if shipper is not None:  # after the writer: the last batch gets shipped (for a few seconds at most)
+        shipper.stop()
+        shipper.join(timeout=15)
     reporter.stop_event.set()  # after the writer: the last batch's change gets written out
     if reporter.is_alive():
         reporter.join(timeout=30)
@@ -99,6 +119,15 @@ def run(
     os.close(lock_fd)
     log.info("daemon_stopped", exit_code=code)
     return code
+
+
+def _shipper_class() -> type[Shipper]:
+    try:
+        from watcher.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
+    except ImportError as exc:
+        raise CentralError(f"central_url is set but the PostgreSQL driver is missing ({exc}): "
+                           "pip install 'watcher[postgres]'") from None  # fmt: skip
+    return Shipper
 
 
 def _supervise(

@@ -23,3 +23,7 @@ class WatchDirError(WatcherError):
 
 class AlreadyRunningError(WatcherError):
     """Another daemon holds the database's lock."""
+
+
+class CentralError(WatcherError):
+    """The fleet's central database cannot be reached, set up or written. One line, for humans."""

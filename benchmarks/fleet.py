@@ -1,0 +1,247 @@
+"""Fleet benchmark: one host shipping to a throwaway PostgreSQL on this machine (Unix socket,
+fsync on), with the issue's figures printed as a table.
+
+``python -m benchmarks.fleet [--models 100000] [--changes 100] [--idle 10]``
+
+* cold scan of ``models`` files by ``watcher run``, shipping off and on: seconds to ready, and
+  with shipping on, seconds until the last row is in PostgreSQL;
+* outage: the server down while the daemon ingests ``models`` files, then started: seconds from
+  the server's start until the host has caught up, and the rows per second that makes;
+* latency of one change (a new file renamed into place) until its row is in PostgreSQL, p50/p99
+  over ``changes`` changes, and until the fleet report file (``watcher central publish``) shows it;
+* the daemon's idle CPU with shipping on.
+
+Needs PostgreSQL's server binaries (Debian: postgresql-15). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from benchmarks import corpus
+from benchmarks.run import CLK, publish, wait_for
+from tests.pgserver import PgServer
+from watcher import central
+
+PY = sys.executable
+HOST = "bench-01"
+
+
+class Host:
+    """``watcher run`` on a tree and database, shipping to ``url`` when given."""
+
+    def __init__(self, tree: Path, db: Path, log: Path, url: str | None, env: dict[str, str]) -> None:
+        self.db, self.log = db, log
+        full = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+        full.update(env)
+        full["WATCHER_HOST_NAME"] = HOST
+        if url:
+            full["WATCHER_CENTRAL_URL"] = url
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [PY, "-m", "watcher", "run", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json"],
+            stderr=log.open("w"), stdout=subprocess.DEVNULL, env=full,
+        )  # fmt: skip
+
+    def ready_seconds(self) -> float:
+        wait_for(lambda: "daemon_ready" in self.log.read_text(), timeout=900, poll=0.02)
+        return time.perf_counter() - self.started
+
+    def local_max(self) -> int:
+        conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(conn.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0])
+        finally:
+            conn.close()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def shipped(admin: psycopg.Connection[Any]) -> int:
+    row = admin.execute("SELECT shipped_id FROM watcher.hosts WHERE host = %s", (HOST,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench(models: int, changes: int, idle: float) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="watcher-fleet-bench-"))
+    server = PgServer(fsync=True)
+    try:
+        server.start()
+        db = server.create_database()
+        role = "bench_host"
+        with server.admin(db) as conn:
+            central.ensure_schema(conn)
+            central.add_host(conn, HOST, role)
+        server.set_password(role)
+        env = {**server.env(), "WATCHER_REPORT_FORMATS": "csv"}
+        url = server.url(db, role)
+        admin = server.admin(db)
+        tree = work / "tree"
+        corpus.generate(tree, models)
+
+        def cold(shipping: bool) -> float:
+            d = Host(tree, work / f"cold-{shipping}.db", work / f"cold-{shipping}.log", url if shipping else None, env)
+            try:
+                ready = d.ready_seconds()
+                if shipping:
+                    target = d.local_max()
+                    wait_for(lambda: shipped(admin) >= target, timeout=900, poll=0.01)
+                    total = time.perf_counter() - d.started
+                    name = f"cold scan of {models:,} files, shipping on: last row in PostgreSQL (s)"
+                    rows.append((name, f"{total:.2f}"))
+                return ready
+            finally:
+                d.stop()
+
+        off = cold(False)
+        on = cold(True)
+        rows.append((f"cold scan of {models:,} files to ready, shipping off / on (s)", f"{off:.2f} / {on:.2f}"))
+        rows.append(("cold scan held back by shipping (%)", f"{100 * (on / off - 1):.0f}"))
+
+        # Outage: the host ingests everything while the server is down, then the server returns.
+        admin.execute("DELETE FROM watcher.results")
+        admin.execute("UPDATE watcher.hosts SET shipped_id = 0, origin = NULL")
+        admin.close()
+        server.stop("fast")
+        d = Host(tree, work / "outage.db", work / "outage.log", url, env)
+        try:
+            d.ready_seconds()
+            wait_for(lambda: '"central_unreachable"' in d.log.read_text(), timeout=60, poll=0.05)
+            time.sleep(5)  # the backoff reaches its longest interval, as in a long outage
+            target = d.local_max()
+            server.start()
+            start = time.perf_counter()
+            admin = server.admin(db)
+            wait_for(lambda: shipped(admin) >= target, timeout=900, poll=0.01)
+            catch_up = time.perf_counter() - start
+            rows.append((f"catch-up after an outage, {target:,} changes queued (s)", f"{catch_up:.2f}"))
+            rows.append(("rows/s during that catch-up, reconnection included", f"{target / catch_up:,.0f}"))
+
+            # Shipping alone: the central rows dropped and the mark reset in one transaction, a
+            # change to wake the shipper, then everything shipped again (no reconnection waits).
+            with admin.transaction():
+                admin.execute("DELETE FROM watcher.results")
+                admin.execute("UPDATE watcher.hosts SET shipped_id = 0")
+            start = time.perf_counter()
+            publish(tree, 99_999)
+            wait_for(lambda: shipped(admin) > target, timeout=900, poll=0.01)
+            again = time.perf_counter() - start
+            rows.append(
+                (f"shipping throughput, {target + 1:,} rows shipped again (rows/s)", f"{(target + 1) / again:,.0f}")
+            )
+
+            # Latency of one change, with every model shipped already.
+            probe = psycopg.connect(server.url(db), autocommit=True)
+            lat = []
+            for i in range(changes):
+                t0 = time.perf_counter()
+                rel = publish(tree, i)
+                wait_for(functools.partial(_has, probe, rel), timeout=30, poll=0.001)
+                lat.append(1000 * (time.perf_counter() - t0))
+            rows.append(
+                (f"change -> row in PostgreSQL, {models:,} models (p50 / p99 ms)",
+                 f"{statistics.median(lat):.1f} / {percentile(lat, 0.99):.1f}")
+            )  # fmt: skip
+
+            # ... and to the fleet report file.
+            out = work / "fleet"
+            pub = _publisher(server.url(db), out, env)
+            try:
+                report = out / "report.csv"
+                wait_for(report.exists, timeout=120, poll=0.05)
+                to_file = []
+                for i in range(changes, changes + 10):
+                    time.sleep(1.2)  # an isolated change: past the publisher's once-per-interval limit
+                    before = report.stat().st_mtime_ns
+                    t0 = time.perf_counter()
+                    rel = publish(tree, i)
+                    wait_for(_rewritten_with(report, before, rel), timeout=60, poll=0.005)
+                    to_file.append(time.perf_counter() - t0)
+                rows.append(
+                    (f"change -> fleet report file, {models:,} models (median / max s)",
+                     f"{statistics.median(to_file):.2f} / {max(to_file):.2f}")
+                )  # fmt: skip
+            finally:
+                pub.terminate()
+                pub.wait(30)
+
+            cpu0, t0 = d.cpu_seconds(), time.perf_counter()
+            time.sleep(idle)
+            cpu = 100 * (d.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+            rows.append((f"daemon idle CPU with shipping on, {models:,} models (%)", f"{cpu:.2f}"))
+            probe.close()
+        finally:
+            d.stop()
+        admin.close()
+    finally:
+        server.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _has(conn: psycopg.Connection[Any], rel: str) -> bool:
+    found = conn.execute("SELECT 1 FROM watcher.results WHERE host = %s AND path = %s", (HOST, rel)).fetchone()
+    return found is not None
+
+
+def _rewritten_with(report: Path, before: int, rel: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return report.stat().st_mtime_ns > before and f",{rel}\n" in report.read_text()
+
+    return check
+
+
+def _publisher(url: str, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    full.update(env)
+    full["WATCHER_REPORT_FORMATS"] = "csv,json"
+    return subprocess.Popen(
+        [PY, "-m", "watcher", "central", "publish", "--url", url, "--out", str(out), "--log-format", "json"],
+        stdout=subprocess.DEVNULL, stderr=(out.parent / "publish.log").open("w"), env=full,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--models", type=int, default=100_000)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--idle", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    rows = bench(args.models, args.changes, args.idle)
+    width = max(len(name) for name, _ in rows)
+    print(f"{'figure':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Reading the fleet from the central database: the fleet-wide report, the hosts' status, and
+the long-running :class:`Publisher` that keeps the fleet's report files current.
+
+The publisher LISTENs on :data:`watcher.central.CHANNEL`, which every shipped batch notifies (on
+its commit), and rewrites the report files from one read-only snapshot of the ``report`` view:
+once a burst of notifications pauses, and at most once per ``interval`` while they keep coming.
+It writes them again on every (re)connection too, since a notification sent while it was not
+listening is not delivered later. A lost server is logged once per outage
+(``central_unreachable``, then ``central_back``), and retried with a short backoff.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+
+from watcher import central
+from watcher.errors import CentralError
+from watcher.logs import get_logger
+from watcher.render import FILE_NAMES, render_markdown, write_atomic
+
+log = get_logger("watcher.fleet")
+
+#: After the first notification of a burst, wait this long for more before writing (seconds).
+SETTLE = 0.05
+BACKOFF = (0.25, 0.5, 1.0, 2.0)
+REFUSED_RETRY = 15.0
+
+
+def report_rows(conn: psycopg.Connection[Any], issuer: str | None = None, model: str | None = None) -> list[Any]:
+    """The fleet report (tuples in :data:`~watcher.central.FLEET_COLUMNS` order) by model_id,
+    optionally only one issuer's (any case) or the model_ids starting with ``model``."""
+    query = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report WHERE true"
+    args: list[Any] = []
+    if issuer:
+        query += " AND lower(issuer) = lower(%s)"
+        args.append(issuer)
+    if model:
+        query += " AND starts_with(model_id, %s)"
+        args.append(model.lower())
+    return conn.execute((query + " ORDER BY model_id").encode(), args).fetchall()
+
+
+def host_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Each host's status: last contact, lag (history entries not shipped yet), counts, version."""
+    cur = conn.execute(
+        "SELECT host, role, version, last_seen, last_shipped, results, rejections, shipped_id, lag,"
+        " extract(epoch FROM now() - last_seen) AS seconds_since FROM watcher.host_status ORDER BY host"
+    )
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def fleet_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Numbers of models (fleet-wide), results and rejections."""
+    row = conn.execute(
+        "SELECT (SELECT count(DISTINCT model_id) FROM watcher.results), (SELECT count(*) FROM watcher.results),"
+        " (SELECT count(*) FROM watcher.rejections)"
+    ).fetchone()
+    assert row is not None
+    return dict(zip(("models", "results", "rejections"), (int(v) for v in row), strict=True))
+
+
+def write_fleet_reports(conn: psycopg.Connection[Any], out_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Rewrite each fleet report file (csv, json, markdown) in ``out_dir`` atomically, all from
+    one read-only snapshot.
+
+    The server formats the CSV (``COPY ... CSV HEADER``) and the JSON (one object per model, one
+    per line) itself: at 100,000 models, fetching the rows into Python and rendering them there
+    took several times as long. Floats come out as PostgreSQL's shortest exact form.
+    """
+    paths = [out_dir / FILE_NAMES[fmt] for fmt in formats]
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL work_mem = '64MB'")  # the report's sort, in memory
+        for fmt, path in zip(formats, paths, strict=True):
+            write_atomic(path, functools.partial(_WRITERS[fmt], conn))
+    return paths
+
+
+_SELECT = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report"
+
+
+def _csv(conn: psycopg.Connection[Any], out: TextIO) -> None:
+    text = codecs.getincrementaldecoder("utf-8")()  # a chunk may end inside a character
+    with conn.cursor() as cur, cur.copy(f"COPY ({_SELECT} ORDER BY model_id) TO STDOUT (FORMAT csv, HEADER)") as copy:
+        for chunk in copy:
+            out.write(text.decode(bytes(chunk)))
+    out.write(text.decode(b"", final=True))
+
+
+def _json(conn: psycopg.Connection[Any], out: TextIO) -> None:
+    row = conn.execute(
+        f"SELECT string_agg(row_to_json(r)::text, E',\\n' ORDER BY r.model_id) FROM ({_SELECT}) r"
+    ).fetchone()
+    body = row[0] if row else None
+    out.write(f"[\n{body}\n]\n" if body else "[]\n")
+
+
+def _markdown(conn: psycopg.Connection[Any], out: TextIO) -> None:
+    render_markdown(report_rows(conn), out, central.FLEET_COLUMNS)
+
+
+_WRITERS = {"csv": _csv, "json": _json, "markdown": _markdown}
+
+
+class Publisher:
+    """``watcher central publish``: keep the fleet report files in ``out_dir`` current until
+    ``stop`` is set."""
+
+    def __init__(
+        self, url: str, out_dir: Path, formats: Sequence[str], interval: float, stop: threading.Event | None = None
+    ) -> None:
+        self.url = url
+        self.out_dir = out_dir
+        self.formats = [f for f in formats if f in ("csv", "json", "markdown")]
+        self.interval = interval
+        self.stop = stop or threading.Event()
+        self.writes = 0
+        self.last_written = -float("inf")
+        self.down_since: float | None = None
+        self.failures = 0
+
+    def run(self) -> None:
+        """Until ``stop``: (re)connect, write, then write again after each burst of changes."""
+        while not self.stop.is_set():
+            try:
+                self._serve()
+            except (psycopg.OperationalError, psycopg.InterfaceError, CentralError) as exc:
+                self._down(exc)
+            except psycopg.Error as exc:  # the server answers but refuses (privilege, schema)
+                log.error("central_refused", error=central.one_line(exc), retry_in=REFUSED_RETRY)
+                self.stop.wait(REFUSED_RETRY)
+            except OSError as exc:  # the report folder: logged, tried again
+                log.error("report_write_failed", error=str(exc), report_dir=str(self.out_dir))
+                self.stop.wait(1.0)
+
+    def _serve(self) -> None:
+        app = "watcher publish"
+        with central.connect(self.url, app, autocommit=True) as listener, central.connect(self.url, app) as reader:
+            central.require_schema(reader)
+            listener.execute(f"LISTEN {central.CHANNEL}")
+            self._write(reader, "connected")  # whatever changed while nobody listened
+            if self.down_since is not None:
+                log.warning("central_back", down_seconds=round(time.monotonic() - self.down_since, 1))
+                self.down_since, self.failures = None, 0
+            while not self.stop.is_set():
+                if not any(True for _ in listener.notifies(timeout=0.5, stop_after=1)):
+                    continue
+                first = time.monotonic()
+                # Coalesce: wait for the burst to pause (and no sooner than `interval` after the
+                # last write), taking whatever else arrives meanwhile.
+                until = max(first + SETTLE, self.last_written + self.interval)
+                while (left := until - time.monotonic()) > 0:
+                    for _ in listener.notifies(timeout=left):
+                        pass
+                self._write(reader, "changed", since=first)
+
+    def _write(self, reader: psycopg.Connection[Any], why: str, since: float | None = None) -> None:
+        started = time.monotonic()
+        write_fleet_reports(reader, self.out_dir, self.formats)
+        self.writes += 1
+        self.last_written = now = time.monotonic()
+        log.info(
+            "fleet_reports_written", report_dir=str(self.out_dir), why=why, writes=self.writes,
+            seconds=round(now - started, 3), after_change=round(now - since, 3) if since is not None else None,
+        )  # fmt: skip
+
+    def _down(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.error("central_unreachable", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+        self.stop.wait(BACKOFF[min(self.failures, len(BACKOFF) - 1)])
+        self.failures += 1
+
+
+def age(seconds: float | None) -> str:
+    """'12 s ago', '3 min ago', or 'never'."""
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def iso(moment: datetime | None) -> str:
+    """A timestamp as the rest of watcher shows them: UTC, milliseconds, Z."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
