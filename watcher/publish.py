@@ -16,7 +16,8 @@ from watcher.config import Settings
 from watcher.html import columns_from_rows, render_html
 from watcher.logs import get_logger
 from watcher.render import FILE_NAMES, write_atomic, write_reports
-from watcher.store import Store, now_iso
+from watcher.schema import now_iso
+from watcher.store import Store
 
 log = get_logger("watcher.publish")
 

@@ -22,11 +22,12 @@ from watcher.dblock import acquire
 from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
+from watcher.mirror import Applied
 from watcher.outcomes import Job, Outcome, Rejected, Removed, stored_path
 from watcher.pools import WorkerPool, diff_folders, judge_all, report_process
 from watcher.publish import refresh_reports
 from watcher.resultfile import Problem
-from watcher.store import Applied, Store
+from watcher.store import Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
 
 log = get_logger("watcher.reconcile")

@@ -21,11 +21,13 @@ from watcher.config import Settings
 from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
+from watcher.mirror import Applied
 from watcher.observe import Event
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all
 from watcher.reconcile import apply_in_batches, reconcile
-from watcher.store import Applied, Store, now_iso
+from watcher.schema import now_iso
+from watcher.store import Store
 from watcher.tracker import Kind, Tracker, settle_key
 from watcher.tree import Matcher, relpath
 

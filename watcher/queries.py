@@ -1,0 +1,192 @@
+"""What readers ask the database: the report (with its filters and order), the HTML page's
+columns, a model's earlier outcomes, the rejections, the counts and the history as it grows.
+
+A mixin of :class:`watcher.store.Store`; every query here only reads, so a read-only store
+(:meth:`watcher.store.Store.open_readonly`) can run them while the daemon writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlite_utils
+
+from watcher.schema import REPORT_COLUMNS
+
+_DETAIL_COLUMNS = (
+    "model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path",
+    "target_recall", "target_met", "n_points", "curve",
+)  # fmt: skip
+
+# The drawn curve's bytes; rows stored before rules version 3 hold none (text then) until re-judged.
+_CURVE = "iif(typeof(curve) = 'blob', curve, x'')"
+
+
+class Queries:
+    """Read-only queries; :class:`watcher.store.Store` provides the connection."""
+
+    db: sqlite_utils.Database
+
+    def report_rows(
+        self,
+        issuer: str | None = None,
+        model: str | None = None,
+        below_target: bool = False,
+        sort: str | None = None,
+        desc: bool = False,
+    ) -> Iterator[tuple[Any, ...]]:
+        """The ``report`` view (tuples in REPORT_COLUMNS order), optionally filtered by issuer,
+        model_id prefix, or to the models whose best point misses the target; sorted by ``sort``
+        (one of REPORT_COLUMNS; descending with ``desc``), then by model_id. A cursor: rows stream,
+        they are not all in memory."""
+        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM report WHERE 1"
+        args: dict[str, Any] = {}
+        if issuer:
+            sql += " AND issuer = :issuer COLLATE NOCASE"
+            args["issuer"] = issuer
+        if model:
+            sql += " AND model_id LIKE :model ESCAPE '\\'"
+            args["model"] = model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        if below_target:
+            sql += " AND target_met = 0"
+        order = "model_id"
+        if sort is not None and sort != "model_id":
+            if sort not in REPORT_COLUMNS:
+                raise ValueError(f"not a report column: {sort!r}")
+            order = f"{sort}{' DESC' if desc else ''}, model_id"
+        elif desc:
+            order = "model_id DESC"
+        return iter(self.db.execute(f"{sql} ORDER BY {order}", args))
+
+    def report_details(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """The report's rows with what the HTML page draws: model_id, issuer, optimal_threshold,
+        closest_recall_value, experiment_date, path, target_recall, target_met, n_points, curve
+        (bytes), by model_id. With ``limit``, only that many models: those with the most recent
+        experiments."""
+        columns = ", ".join(f"r.{c}" for c in _DETAIL_COLUMNS)
+        if limit is None:
+            sql = f"SELECT {columns} FROM report v JOIN results r ON r.path = v.path"
+        else:
+            # Newest first along results_recent, keeping a row only if it is its model's report row
+            # (the same rule as the view, looked up in results_latest): reads about ``limit`` rows
+            # instead of materialising the whole report to sort it.
+            sql = (
+                f"SELECT * FROM (SELECT {columns} FROM results r WHERE r.path = ("
+                "SELECT l.path FROM results l WHERE l.model_id = r.model_id ORDER BY l.experiment_at DESC, l.path DESC"
+                f" LIMIT 1) ORDER BY r.experiment_at DESC, r.path DESC LIMIT {int(limit)})"
+            )
+        return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
+
+    def page_columns(self) -> dict[str, Any]:
+        """Every current result for the HTML page as columns that SQLite builds in one pass over
+        the table (JSON arrays and strings, no Python object per row), in table order: reading
+        100,000 rows along an index would cost a random page lookup each.
+
+        Keys: ``ids``, ``issuers``, ``thr``, ``rec``, ``dates``, ``paths`` (JSON arrays), ``met``
+        (a ``0``/``1`` string), ``curves`` (the curves' bytes, concatenated); ``npts``,
+        ``targets`` and ``lengths`` (of the curves, in bytes) as one number when every row has the
+        same, else a JSON array; and ``order``: the rows' positions by model_id, each model's
+        report row first (the report view's rule: latest experiment instant, on a tie the greatest
+        path), then its superseded files, read from the covering index ``results_latest`` alone
+        (its entries carry the rowid); ``by_path`` and ``by_date``: the positions by path, and by
+        experiment instant then path (from the path index and ``results_recent``).
+        """
+        keys = ("rowids", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "curve_bytes")
+        same = ("npts", "targets", "lengths")
+        sql_of = {"npts": "n_points", "targets": "target_recall", "lengths": f"length({_CURVE})"}
+        row = self.db.execute(
+            "SELECT json_group_array(rowid), json_group_array(model_id), json_group_array(issuer),"
+            " json_group_array(optimal_threshold), json_group_array(closest_recall_value),"
+            " coalesce(group_concat(target_met, ''), ''), json_group_array(experiment_date), json_group_array(path),"
+            f" CAST(coalesce(group_concat({_CURVE}, ''), '') AS BLOB), coalesce(sum(length({_CURVE})), 0), "
+            + ", ".join(f"min({sql_of[k]}), max({sql_of[k]})" for k in same)
+            + " FROM results"  # a table scan: rowid order
+        ).fetchone()
+        out: dict[str, Any] = dict(zip(keys, row, strict=False))
+        if len(out["curves"]) != out.pop("curve_bytes"):  # the blobs as text lost bytes: fetch them as hex
+            (text,) = self.db.execute(f"SELECT coalesce(group_concat(hex({_CURVE}), ''), '') FROM results").fetchone()
+            out["curves"] = bytes.fromhex(text)
+        for k, (low, high) in zip(same, zip(row[len(keys) :: 2], row[len(keys) + 1 :: 2], strict=True), strict=True):
+            everywhere = low is not None and low == high  # one value in every row (None: no rows)
+            out[k] = (
+                low
+                if everywhere
+                else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
+            )
+        orders = self.db.execute(
+            "SELECT (SELECT json_group_array(rowid) FROM"
+            " (SELECT rowid FROM results ORDER BY model_id, experiment_at DESC, path DESC)),"
+            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY path)),"
+            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY experiment_at, path))"
+        ).fetchone()
+        rowids = json.loads(out.pop("rowids"))
+        if rowids and rowids[-1] - rowids[0] == len(rowids) - 1:  # no gaps: positions are offsets
+            first = rowids[0]
+            positions = [[r - first for r in json.loads(x)] for x in orders]
+        else:
+            position = {rowid: i for i, rowid in enumerate(rowids)}
+            positions = [[position[r] for r in json.loads(x)] for x in orders]
+        out["order"], out["by_path"], out["by_date"] = positions
+        return out
+
+    def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:
+        """Of the newest ``limit`` history entries, those naming a model_id that no current result
+        file accounts for (content since replaced, files removed), newest first:
+        ``(model_id, at, path, outcome, sha256)``. Such an entry always has a later one for its
+        path, so only paths with two entries or more are looked at (found along ``history_path``
+        without sorting)."""
+        (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()
+        sql = (
+            "SELECT model_id, at, path, outcome, sha256 FROM history h"
+            " WHERE path IN (SELECT path FROM history GROUP BY path HAVING count(*) > 1)"
+            " AND id > :floor AND model_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM results r WHERE r.path = h.path AND r.sha256 IS h.sha256) ORDER BY id DESC"
+        )
+        return self.db.execute(sql, {"floor": top - int(limit)}).fetchall()
+
+    def rejection_rows(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Current rejections, newest first, with ``errors`` decoded."""
+        sql = "SELECT path, errors, rejected_at FROM rejections ORDER BY rejected_at DESC, path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [{**row, "errors": json.loads(row["errors"])} for row in self.db.query(sql)]
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of models in the report, current results, rejections and history entries."""
+        row = self.db.execute(
+            "SELECT (SELECT count(DISTINCT model_id) FROM results), (SELECT count(*) FROM results),"
+            " (SELECT count(*) FROM rejections), (SELECT count(*) FROM history)"
+        ).fetchone()
+        return dict(zip(("models", "results", "rejections", "history"), row, strict=True))
+
+    def last_change(self) -> str | None:
+        """When the newest outcome in ``history`` was recorded (by a daemon or a scan), or ``None``."""
+        row = self.db.execute("SELECT at FROM history ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def history_after(self, after: int, rejected_only: bool = False, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` history entries with an id above ``after``, oldest first: id, at, path,
+        outcome, sha256, model_id, detail (a rejection's errors as JSON), then, for a scored
+        entry whose file is still stored with that content, optimal_threshold,
+        closest_recall_value and target_met (else NULLs)."""
+        where = " AND h.outcome = 'rejected'" if rejected_only else ""
+        sql = (
+            "SELECT h.id, h.at, h.path, h.outcome, h.sha256, h.model_id, h.detail,"
+            " r.optimal_threshold, r.closest_recall_value, r.target_met"
+            " FROM history h LEFT JOIN results r ON h.outcome = 'scored' AND r.path = h.path AND r.sha256 = h.sha256"
+            f" WHERE h.id > ?{where} ORDER BY h.id LIMIT ?"
+        )
+        return self.db.execute(sql, [after, limit]).fetchall()
+
+    def history_start(self, back: int = 0, rejected_only: bool = False) -> int:
+        """The id to follow the history from: the newest entry's, or the one before the ``back``
+        newest (rejections only with ``rejected_only``); 0 for an empty history."""
+        where = "WHERE outcome = 'rejected'" if rejected_only else ""
+        if back <= 0:
+            row = self.db.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()
+        else:
+            sql = f"SELECT coalesce(min(id) - 1, 0) FROM (SELECT id FROM history {where} ORDER BY id DESC LIMIT ?)"
+            row = self.db.execute(sql, [back]).fetchone()
+        return int(row[0])
