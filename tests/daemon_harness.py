@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import wait_until
+from tests.invariant import holds, violations
 
 
 class Daemon:
@@ -112,3 +113,16 @@ class Daemon:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+
+def settle(d: Daemon, timeout: float = 30.0) -> None:
+    """Wait until the invariant holds; on timeout, say what is still wrong."""
+
+    def ok() -> bool:
+        d.assert_alive()
+        return holds(d.inbox, d.db)
+
+    try:
+        wait_until(ok, timeout, what="the invariant")
+    except AssertionError:
+        raise AssertionError("\n".join(violations(d.inbox, d.db))) from None

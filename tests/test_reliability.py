@@ -16,23 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import Daemon, settle
 from tests.helpers import doc, wait_until, write, write_atomically
-from tests.invariant import holds, violations
 from watcher.outcomes import BAD_NAME
-
-
-def settle(d: Daemon, timeout: float = 30.0) -> None:
-    """Wait until the invariant holds; on timeout, say what is still wrong."""
-
-    def ok() -> bool:
-        d.assert_alive()
-        return holds(d.inbox, d.db)
-
-    try:
-        wait_until(ok, timeout, what="the invariant")
-    except AssertionError:
-        raise AssertionError("\n".join(violations(d.inbox, d.db))) from None
 
 
 @pytest.fixture
