@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import wait_until
+from tests.invariant import violations
 
 
 class Daemon:
@@ -89,6 +90,23 @@ class Daemon:
             return self.results() == expected
 
         wait_until(done, timeout, what=f"results {expected}")
+
+    def assert_invariant(self, timeout: float = 30.0) -> None:
+        """Wait until the database agrees with the tree (:mod:`tests.invariant`); fail with every
+        disagreement otherwise."""
+
+        def holds() -> bool:
+            self.assert_alive()
+            return not violations(self.inbox, self.db)
+
+        try:
+            wait_until(holds, timeout, what="the invariant")
+        except AssertionError:
+            raise AssertionError("\n".join(violations(self.inbox, self.db))) from None
+
+    @property
+    def polling(self) -> bool:
+        return self.env.get("WATCHER_OBSERVER") == "polling"
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -26,6 +26,7 @@ from watcher.errors import AlreadyRunningError, WatchDirError
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
+from watcher.poller import FolderPollingEmitter, FolderPollingObserver
 from watcher.reporter import Reporter
 from watcher.writer import Writer
 
@@ -87,9 +88,11 @@ def run(
     handler = QueueHandler(events, overflow)
     observer, kind = observer_factory(settings, handler)
     reporter = Reporter(settings, lambda: writer.idle(), threading.Event())
+    polling = observer if isinstance(observer, FolderPollingObserver) else None
     writer = Writer(
-        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=reporter.mark
-    )
+        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=reporter.mark,
+        observer_status=polling.status if polling is not None else dict,
+    )  # fmt: skip
     writer.start()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
@@ -125,11 +128,13 @@ def _supervise(
         if not writer.is_alive():
             log.error("writer_died", error=repr(writer.failed))
             return 1
-        if not observer.is_alive():
+        if not observer.is_alive() or not _pollers_alive(observer):
             log.error("observer_died")
             return 1
         if writer.ready.is_set() and not ready_sent:
             reporter.start()  # the database exists and is migrated by now
+            if isinstance(observer, FolderPollingObserver):
+                observer.start_sweeping()  # the database describes the tree now
             notify(f"READY=1\nSTATUS=watching {settings.watch_dir}")
             log.info("daemon_ready")
             ready_sent = True
@@ -137,3 +142,8 @@ def _supervise(
         if period is not None and time.monotonic() - writer.tick < 4 * period:
             notify("WATCHDOG=1")
     return 0
+
+
+def _pollers_alive(observer: BaseObserver) -> bool:
+    # A poller's thread that died would leave the observer alive and blind.
+    return all(e.is_alive() for e in list(observer.emitters) if isinstance(e, FolderPollingEmitter))

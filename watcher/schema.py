@@ -105,8 +105,16 @@ WHERE path = (
 );
 """
 
+_POLLING_STATUS = """
+-- The polling observer's pace, for `watcher status`: seconds between the last two polls, how long
+-- the last full sweep (every file stat'ed) took, and when it ended.
+ALTER TABLE daemon_status ADD COLUMN poll_period REAL;
+ALTER TABLE daemon_status ADD COLUMN sweep_seconds REAL;
+ALTER TABLE daemon_status ADD COLUMN last_sweep_at TEXT;
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _POLLING_STATUS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
