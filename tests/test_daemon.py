@@ -305,3 +305,47 @@ def test_a_name_that_is_not_utf8_is_rejected_and_the_daemon_goes_on(daemon: Daem
     rejected = {e["path"]: e["errors"] for e in daemon.events() if e["event"] == "file_rejected"}
     assert rejected == {p: [{"field": None, "message": BAD_NAME}] for p in ("before\\xff.json", "run\\xfe/during.json")}
     assert daemon.stop() == 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parent[int(entry)] = int(fields[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def test_an_idle_daemon_lets_its_worker_processes_go_and_starts_them_again(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env={"WATCHER_WORKERS": "2", "WATCHER_WORKER_IDLE_SECONDS": "1"})
+    try:
+        d.start()
+        assert d.proc is not None
+        pid = d.proc.pid
+        expected: dict[str, str] = {}
+        for round_ in range(2):
+            batch = {f"r{round_}/{i}.json": mid(100 * round_ + i) for i in range(64)}
+            for rel, model in batch.items():
+                write(d.inbox / rel, doc(model_id=model))
+            expected |= batch
+            # A batch this big goes to the workers (and the HTML page to its process): helpers start ...
+            wait_until(lambda: len(descendants(pid)) >= 3, what="worker processes")
+            d.wait_results(expected)
+            # ... and once the daemon has had nothing to do for worker_idle_seconds, it is one process.
+            wait_until(lambda: descendants(pid) == [], timeout=30, what="no helper process left")
+        assert len([e for e in d.events() if e["event"] == "workers_stopped"]) == 2
+        d.assert_invariant()
+    finally:
+        assert d.stop() == 0
