@@ -281,7 +281,10 @@ class Writer(threading.Thread):
             st = os.stat(os.path.join(self.root, rel))
         except OSError:
             return False
-        if st.st_size == 0 and time.time() - st.st_mtime < self.settings.settle_seconds:
+        recent = time.time() - st.st_mtime < self.settings.settle_seconds
+        # With polling no close event ever comes: any file written within settle_seconds may still
+        # be open, and is left to the settle rule like every other file the poller finds.
+        if recent and (st.st_size == 0 or self.observer_name == "polling"):
             self.tracker.feed("created", rel, time.monotonic())
             return True
         return False
