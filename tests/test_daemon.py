@@ -151,7 +151,8 @@ def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> 
     report = daemon.root / "var" / "reports" / "report.csv"
     wait_until(lambda: report.exists() and report.read_text().count("\n") == 2001, what="report.csv with 2000 rows")
     # Coalesced: at most one write per report_interval (0.2 s) while the burst lasted, not one per file.
-    writes = [e for e in daemon.events() if e["event"] == "reports_written"]
+    # The log line follows the files it reports on: wait for it too.
+    writes = wait_until(lambda: [e for e in daemon.events() if e["event"] == "reports_written"], what="log line")
     first = datetime.fromisoformat(writes[0]["timestamp"])
     span = (datetime.fromisoformat(writes[-1]["timestamp"]) - first).total_seconds()
     assert 1 <= len(writes) <= span / 0.2 + 2, (len(writes), span)

@@ -21,6 +21,7 @@ stored keys passed in.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -118,6 +119,7 @@ class Poller:
         self.meter = meter or Meter()
         self.budget = Budget(share, cap=2 * share * max(interval, 1.0))
         self.folders: dict[str, Folder] = {}
+        self.children: dict[str, set[str]] = {}  # folder -> its subfolders that are in ``folders``
         #: Per folder, the changes already sent and not yet in the database (path -> the key
         #: sent, ``None`` for a deletion): sent once, not at every look until the writer catches up.
         self.sent: dict[str, dict[str, StatKey | None]] = {}
@@ -184,6 +186,8 @@ class Poller:
             if key is None:
                 continue
             self.folders[rel] = Folder(key)
+            if rel:
+                self.children.setdefault(os.path.dirname(rel), set()).add(rel)
             stack += self._subfolders(rel)
 
     def _subfolders(self, rel: str) -> list[str]:
@@ -226,10 +230,13 @@ class Poller:
 
     def _folder_gone(self, rel: str) -> None:
         self.emit(DirDeletedEvent(self.full(rel)))
-        prefix = rel + "/"
-        for gone in [f for f in self.folders if f == rel or f.startswith(prefix)]:
-            del self.folders[gone]
+        self.children.get(os.path.dirname(rel), set()).discard(rel)
+        stack = [rel]
+        while stack:
+            gone = stack.pop()
+            self.folders.pop(gone, None)
             self.sent.pop(gone, None)
+            stack += self.children.pop(gone, ())
 
     # -- comparing folders with the database -------------------------------------------------
 
@@ -282,9 +289,7 @@ class Poller:
             self.emit(FileModifiedEvent(self.full(path)))
 
     def _compare_subfolders(self, rel: str, listed_now: list[str]) -> None:
-        depth = rel.count("/") + 1 if rel else 0
-        prefix = rel + "/" if rel else ""
-        known = {f for f in self.folders if f and f.startswith(prefix) and f.count("/") == depth}
+        known = set(self.children.get(rel, ()))
         for sub in listed_now:
             if sub not in known:
                 self.emit(DirCreatedEvent(self.full(sub)))  # the writer reconciles its subtree
@@ -340,7 +345,11 @@ class FolderPollingEmitter(EventEmitter):
                 self.store = Store.open_readonly(self.settings.db_path, self.settings.target_recall)
             except StoreError:
                 return None  # not created or migrated yet: the writer is starting
-        return self.store.stat_keys(folder, direct=True)
+        try:
+            return self.store.stat_keys(folder, direct=True)
+        except sqlite3.Error as exc:  # busy beyond the timeout, disk trouble: look again next time
+            log.warning("poller_database_error", error=str(exc))
+            return None
 
     def queue_events(self, timeout: float) -> None:
         """One step of the poller, then its wait (cut short by a stop)."""
