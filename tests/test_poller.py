@@ -4,53 +4,63 @@ finds, and how it paces itself (a fake clock and CPU meter; no real timing)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from watchdog.events import FileSystemEvent
 
 from tests.helpers import doc, write
+from watcher import poller
 from watcher.config import DEFAULT_IGNORE
 from watcher.outcomes import StatKey
 from watcher.pacing import Meter
 from watcher.poller import Poller, dir_key
 from watcher.tree import Matcher
 
+T = TypeVar("T")
+
 
 class Clock:
-    """Monotonic and CPU time that move only when told: each measured piece of work costs ``cost``."""
+    """Monotonic time that moves only when told."""
 
-    def __init__(self, cost: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.now = 1000.0
-        self.cpu_now = 0.0
-        self.cost = cost
-        self.reads = 0
 
     def mono(self) -> float:
         return self.now
 
-    def cpu(self) -> float:
-        # Meter reads the CPU clock before and after a piece of work: every second read adds a cost.
-        self.reads += 1
-        if self.reads % 2 == 0:
-            self.cpu_now += self.cost
-        return self.cpu_now
+
+class FakeMeter(Meter):
+    """Every measured piece of work (a poll's folder stats, its listings, a step of the sweep)
+    costs ``cost`` seconds of CPU; nothing else does."""
+
+    def __init__(self, cost: float = 0.0) -> None:
+        super().__init__(cpu=lambda: self.spent)
+        self.cost = cost
+        self.spent = 0.0
+
+    def run(self, work: Callable[[], T]) -> tuple[T, float]:
+        result = work()
+        self.spent += self.cost
+        return result, self.cost
 
 
 class Fixture:
     """A tree on disk, a fake database (path -> stat key) and the events the poller sends."""
 
-    def __init__(self, root: Path, clock: Clock, interval: float = 1.0, share: float = 0.01) -> None:
+    def __init__(self, root: Path, clock: Clock, interval: float = 1.0, share: float = 0.01, cost: float = 0.0) -> None:
         self.root = root
         self.db: dict[str, StatKey | None] = {}
         self.events: list[tuple[str, str, str, bool]] = []
         self.listed: list[str] = []
         self.clock = clock
+        self.meter = FakeMeter(cost)
         self.mtime = 1_000_000_000_000_000_000
         self.poller = Poller(
             str(root), Matcher(("*.json",), DEFAULT_IGNORE), self.stored, self.record, interval, share,
-            clock=clock.mono, wall_clock=lambda: 1.7e9, meter=Meter(cpu=clock.cpu, wall=clock.mono),
+            clock=clock.mono, wall_clock=lambda: 1.7e9, meter=self.meter,
         )  # fmt: skip
 
     def stored(self, folder: str) -> dict[str, StatKey | None]:
@@ -161,8 +171,7 @@ def test_an_in_place_rewrite_is_left_to_the_sweep(fx: Fixture) -> None:
     assert dir_key(str(fx.root / "a" / "deep")) == folder_before
     assert fx.poll() == []
     fx.events.clear()
-    for _ in fx.poller.folders:
-        fx.poller.sweep_one()
+    fx.poller.sweep_step()  # a small tree: one step is the whole sweep
     assert fx.events == [("modified", "a/deep/r.json", "", False)]
     assert fx.poller.status()["last_sweep_at"] is not None
 
@@ -197,19 +206,21 @@ def run_for(fx: Fixture, seconds: float) -> int:
 def paced(tmp_path: Path, folders: int, cost: float, share: float = 0.01) -> Fixture:
     root = tmp_path / "inbox"
     for i in range(folders):
-        (root / f"f{i}").mkdir(parents=True)
-    fx = Fixture(root, Clock(cost), interval=1.0, share=share)
+        write(root / f"f{i}" / "a.json", doc())
+    fx = Fixture(root, Clock(), interval=1.0, share=share, cost=cost)
+    fx.catch_up()
     fx.poller.discover()
     fx.poller.start_sweeping()
     return fx
 
 
-def test_polls_and_sweeps_stay_within_the_cpu_share(tmp_path: Path) -> None:
-    # Each measured piece of work (a poll's folder stats, one folder of the sweep) costs 2 ms of
-    # CPU: with 1% of a core, the polls (every second) take 0.2%, the sweep the rest.
+def test_polls_and_sweeps_stay_within_the_cpu_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One folder per step of the sweep, and each measured piece of work costs 2 ms of CPU: with
+    # 1% of a core, the polls (every second) take 0.2%, the sweep the rest.
+    monkeypatch.setattr(poller, "SWEEP_STEP_FILES", 1)
     fx = paced(tmp_path, folders=50, cost=0.002)
     polls = run_for(fx, 600.0)
-    spent = fx.clock.cpu_now
+    spent = fx.meter.spent
     assert spent <= 0.01 * 600 + fx.poller.budget.cap + 0.002
     assert spent >= 0.009 * 600  # and the budget is used: the sweep goes on
     assert 595 <= polls <= 601  # polls keep their interval
@@ -217,6 +228,7 @@ def test_polls_and_sweeps_stay_within_the_cpu_share(tmp_path: Path) -> None:
     assert status["poll_period"] == 1.0
     # A sweep is 51 folders at 2 ms each, out of 0.8% of a core: about 12.75 s.
     assert 11 <= status["sweep_seconds"] <= 15
+    assert fx.events == []  # and nothing changed
 
 
 def test_the_poll_period_stretches_when_folder_stats_alone_would_exceed_half_the_share(tmp_path: Path) -> None:
@@ -224,4 +236,4 @@ def test_the_poll_period_stretches_when_folder_stats_alone_would_exceed_half_the
     polls = run_for(fx, 400.0)
     assert fx.poller.status()["poll_period"] == pytest.approx(4.0)  # 2 x 20 ms / 1%
     assert 95 <= polls <= 101
-    assert fx.clock.cpu_now <= 0.01 * 400 + fx.poller.budget.cap + 0.02
+    assert fx.meter.spent <= 0.01 * 400 + fx.poller.budget.cap + 0.02

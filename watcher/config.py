@@ -48,7 +48,7 @@ class Settings(BaseModel):
     log_format: Literal["auto", "json", "console"] = "auto"
     observer: Literal["inotify", "polling"] = "inotify"
     polling_interval: float = Field(1.0, gt=0)
-    polling_cpu_share: float = Field(0.01, gt=0, le=1)
+    polling_cpu_share: float = Field(0.008, gt=0, le=1)
     settle_seconds: float = Field(2.0, ge=0)
     max_write_seconds: float = Field(60.0, gt=0)
     report_interval: float = Field(1.0, ge=0)

@@ -60,6 +60,9 @@ _ABSENT: Any = object()
 #: A sweep begins at most once per this many polling intervals: on a small tree, where the budget
 #: would allow one per poll, rewrites are still found within seconds, for a fraction of the cost.
 SWEEP_EVERY = 10
+#: One step of the sweep compares folders until it has seen this many files (or a sweep ends):
+#: steps big enough that waking up for them costs little, small enough to pace finely.
+SWEEP_STEP_FILES = 2000
 
 
 def dir_key(full: str) -> DirKey | None:
@@ -133,6 +136,7 @@ class Poller:
         self.next_sweep = 0.0
         self.sweep_seconds: float | None = None
         self.last_sweep_at: float | None = None
+        self.cpu_mark: float | None = None  # the thread's CPU time when the last step returned
 
     def full(self, rel: str) -> str:
         """The absolute path of a relative one."""
@@ -145,6 +149,15 @@ class Poller:
         wait before the next call."""
         now = self.clock()
         self.budget.refill(now)
+        cpu = self.meter.cpu()
+        if self.cpu_mark is not None:
+            self.budget.charge(max(0.0, cpu - self.cpu_mark))  # waking up and waiting cost something too
+        try:
+            return self._step(now)
+        finally:
+            self.cpu_mark = self.meter.cpu()
+
+    def _step(self, now: float) -> float:
         if now >= self.next_poll:
             self.poll()
             if self.last_poll is not None:
@@ -158,7 +171,7 @@ class Poller:
         # Sweep only with enough left for the next poll's folder stats.
         sweep_at = max(self.next_sweep, self.budget.when(self.stat_cost, now))
         if now >= sweep_at:
-            _, cost = self.meter.run(self.sweep_one)
+            _, cost = self.meter.run(self.sweep_step)
             self.budget.charge(cost)
             return 0.0
         return max(0.0, min(self.next_poll, sweep_at) - now)
@@ -240,8 +253,10 @@ class Poller:
 
     # -- comparing folders with the database -------------------------------------------------
 
-    def examine(self, folders: list[str]) -> None:
-        """List each folder, compare it with its stored keys, and send what differs (once)."""
+    def examine(self, folders: list[str]) -> int:
+        """List each folder, compare it with its stored keys, and send what differs (once); the
+        number of files listed."""
+        seen = 0
         created: dict[str, StatKey] = {}
         modified: dict[str, StatKey] = {}
         gone: dict[str, StatKey | None] = {}
@@ -253,6 +268,7 @@ class Poller:
                 continue
             subfolders: list[str] = []
             diff = diff_listing(stored, listed(self.top, self.matcher, rel, subfolders))  # leaves the gone in stored
+            seen += diff.seen
             self._compare_subfolders(rel, subfolders)
             before = self.sent.pop(rel, {})
             now: dict[str, StatKey | None] = {}
@@ -270,6 +286,7 @@ class Poller:
             if now:
                 self.sent[rel] = now
         self._send(created, modified, gone)
+        return seen
 
     def _send(self, created: dict[str, StatKey], modified: dict[str, StatKey], gone: dict[str, StatKey | None]) -> None:
         # A file gone from one name and found under another with the same (size, mtime, inode)
@@ -299,18 +316,20 @@ class Poller:
 
     # -- the sweep ---------------------------------------------------------------------------
 
-    def sweep_one(self) -> None:
-        """Compare the next folder of the sweep (starting a sweep when none is under way)."""
-        if not self.to_sweep:
-            self.to_sweep = sorted(self.folders, reverse=True)  # taken from the end: the top folder first
-            self.sweep_began = self.clock()
-        rel = self.to_sweep.pop()
-        if rel in self.folders:
-            self.examine([rel])
-        if not self.to_sweep:
-            now = self.clock()
-            self.sweep_seconds, self.last_sweep_at = now - self.sweep_began, self.wall_clock()
-            self.next_sweep = self.sweep_began + SWEEP_EVERY * self.interval
+    def sweep_step(self) -> None:
+        """Compare the next folders of the sweep, about :data:`SWEEP_STEP_FILES` files' worth
+        (starting a sweep when none is under way, stopping where one ends)."""
+        seen = 0
+        while seen < SWEEP_STEP_FILES:
+            if not self.to_sweep:
+                self.to_sweep = sorted(self.folders, reverse=True)  # taken from the end: the top folder first
+                self.sweep_began = self.clock()
+            rel = self.to_sweep.pop()
+            seen += self.examine([rel]) if rel in self.folders else 0
+            if not self.to_sweep:
+                self.sweep_seconds, self.last_sweep_at = self.clock() - self.sweep_began, self.wall_clock()
+                self.next_sweep = self.sweep_began + SWEEP_EVERY * self.interval
+                return
 
 
 class FolderPollingEmitter(EventEmitter):

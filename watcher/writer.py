@@ -139,7 +139,7 @@ class Writer(threading.Thread):
             self.rewatched.clear()
             self.tracker = Tracker(self.settings.settle_seconds, self.settings.max_write_seconds)
             self.next_reconcile = now
-        ready = self.tracker.ready(now, lambda rel: settle_key(os.path.join(self.root, rel)))
+        ready = self.tracker.ready(now, lambda rel: settle_key(os.path.join(self.root, rel)), time.time())
         if ready:
             self._judge(ready)
         for sub, due in list(self.subtrees.items()):
