@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the figures")
     args = parser.parse_args(argv)
     if args.quick:
-        params = {"files": 2_000, "folders": 20, "idle_s": 2.0, "n_latency": 4, "n_burst": 200, "repeats": 1}
+        params = {"files": 400, "folders": 4, "idle_s": 1.0, "n_latency": 2, "n_burst": 50, "repeats": 1}
     else:
         params = {"files": 100_000, "folders": 1_000, "idle_s": 60.0, "n_latency": 100, "n_burst": 10_000,
                   "repeats": 3}  # fmt: skip

@@ -28,6 +28,16 @@ def test_benchmark_command_prints_every_figure() -> None:
     assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")
 
 
+def test_polling_benchmark_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.polling", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for figure in ("idle CPU", "idle RSS of the daemon", "idle PSS, whole process tree", "new file to database",
+                   "idle again after those files", "burst of 50 new files"):  # fmt: skip
+        assert f"\n| {figure}" in proc.stdout, figure
+    assert proc.stdout.startswith("| 400 files in 4 folders | inotify | polling |")
+
+
 def test_soak_command_checks_the_invariant() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--minutes", "0.1", "--sample", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip

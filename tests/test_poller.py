@@ -231,9 +231,10 @@ def test_polls_and_sweeps_stay_within_the_cpu_share(tmp_path: Path, monkeypatch:
     assert fx.events == []  # and nothing changed
 
 
-def test_the_poll_period_stretches_when_folder_stats_alone_would_exceed_half_the_share(tmp_path: Path) -> None:
-    fx = paced(tmp_path, folders=5, cost=0.02)  # 20 ms per round of folder stats, 1% of a core
+def test_the_poll_period_stretches_when_folder_stats_alone_would_exceed_their_part(tmp_path: Path) -> None:
+    fx = paced(tmp_path, folders=5, cost=0.015)  # 15 ms per round of folder stats, 1% of a core
     polls = run_for(fx, 400.0)
-    assert fx.poller.status()["poll_period"] == pytest.approx(4.0)  # 2 x 20 ms / 1%
-    assert 95 <= polls <= 101
-    assert fx.meter.spent <= 0.01 * 400 + fx.poller.budget.cap + 0.02
+    assert fx.poller.status()["poll_period"] == pytest.approx(2.0)  # 15 ms / (3/4 of 1%)
+    assert 195 <= polls <= 201
+    assert fx.meter.spent <= 0.01 * 400 + fx.poller.budget.cap + 0.015
+    assert fx.poller.status()["sweep_seconds"] is not None  # the sweep still has its quarter

@@ -9,7 +9,7 @@ copy of the tree in memory. A file rewritten in place leaves its folder's mtime 
 *sweep* lists and compares every folder in turn, paced so that polls and sweep together use at
 most ``polling_cpu_share`` of a core on average (:mod:`watcher.pacing`). On a big tree or a slow
 server the sweep's period stretches, and so does the poll's once its folder ``stat`` calls alone
-would take more than half the budget.
+would take more than three quarters of the budget.
 
 What it finds goes out as ordinary watchdog events (created, modified, deleted, moved, and a
 folder's created/deleted) into the observer's queue, so the writer's event path is the same as
@@ -60,6 +60,9 @@ _ABSENT: Any = object()
 #: A sweep begins at most once per this many polling intervals: on a small tree, where the budget
 #: would allow one per poll, rewrites are still found within seconds, for a fraction of the cost.
 SWEEP_EVERY = 10
+#: The part of the budget the polls' folder stats may take before the poll period stretches; the
+#: sweep has the rest at least.
+POLL_SHARE = 0.75
 #: One step of the sweep compares folders until it has seen this many files (or a sweep ends):
 #: steps big enough that waking up for them costs little, small enough to pace finely.
 SWEEP_STEP_FILES = 2000
@@ -89,6 +92,7 @@ class Folder:
     just seen leaves the mtime as it was)."""
 
     key: DirKey
+    full: str  # its absolute path, joined once: every poll stats it
     again: bool = False
 
 
@@ -163,8 +167,8 @@ class Poller:
             if self.last_poll is not None:
                 self.period = now - self.last_poll
             self.last_poll = now
-            # The folder stats may take half the budget; the rest is the sweep's.
-            self.next_poll = now + max(self.interval, 2 * self.stat_cost / self.share)
+            # The folder stats may take up to POLL_SHARE of the budget; the rest is the sweep's.
+            self.next_poll = now + max(self.interval, self.stat_cost / (POLL_SHARE * self.share))
             return 0.0
         if not self.sweeping.is_set():
             return self.next_poll - now
@@ -198,7 +202,7 @@ class Poller:
             key = self.folder_key(self.full(rel))
             if key is None:
                 continue
-            self.folders[rel] = Folder(key)
+            self.folders[rel] = Folder(key, self.full(rel))
             if rel:
                 self.children.setdefault(os.path.dirname(rel), set()).add(rel)
             stack += self._subfolders(rel)
@@ -227,11 +231,12 @@ class Poller:
         if self.folder_key(self.root) is None:
             return []  # the watch dir is missing: nothing in it is taken as deleted (RootWatch reports it)
         changed: list[str] = []
-        for rel, folder in list(self.folders.items()):
-            if rel not in self.folders:
-                continue  # forgotten with a folder above it
-            key = self.folder_key(self.full(rel))
+        key_of, folders = self.folder_key, self.folders  # once per folder per poll: every lookup counts
+        for rel, folder in list(folders.items()):
+            key = key_of(folder.full)
             if key is None:
+                if rel not in folders:
+                    continue  # forgotten with a folder above it
                 self._folder_gone(rel)
             elif key != folder.key:
                 folder.key, folder.again = key, True
