@@ -149,7 +149,7 @@ class Poller:
     # -- the loop ----------------------------------------------------------------------------
 
     def step(self) -> float:
-        """Poll if due, else do one folder of the sweep if due and affordable; the seconds to
+        """Poll if due, else take one step of the sweep if due and affordable; the seconds to
         wait before the next call."""
         now = self.clock()
         self.budget.refill(now)
