@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import wait_until
+from tests.helpers import descendants, wait_until
 from tests.invariant import violations
 
 
@@ -120,7 +121,12 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        """``kill -9``."""
+        """``kill -9``, to the whole process tree as systemd does to the service's cgroup (the fork
+        server, resource tracker and workers of a killed daemon would otherwise live on)."""
         assert self.proc is not None
+        below = descendants(self.proc.pid)
         self.proc.kill()
         self.proc.wait(10)
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_harness import Daemon
-from tests.helpers import doc, wait_until, write, write_atomically
+from tests.helpers import descendants, doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
 
 
@@ -306,27 +306,6 @@ def test_a_name_that_is_not_utf8_is_rejected_and_the_daemon_goes_on(daemon: Daem
     rejected = {e["path"]: e["errors"] for e in daemon.events() if e["event"] == "file_rejected"}
     assert rejected == {p: [{"field": None, "message": BAD_NAME}] for p in ("before\\xff.json", "run\\xfe/during.json")}
     assert daemon.stop() == 0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (children, their children, ...), from /proc."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue  # gone meanwhile
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                parent[int(entry)] = int(fields[1])
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        out += kids
-        todo += kids
-    return out
 
 
 def test_an_idle_daemon_lets_its_worker_processes_go_and_starts_them_again(tmp_path: Path) -> None:

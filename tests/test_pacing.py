@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.pacing import WAIT_WEIGHT, Budget, Meter, cost_of
-
-
-def test_work_is_charged_its_cpu_time_or_a_share_of_the_time_it_waited() -> None:
-    assert cost_of(0.004, 0.005) == 0.004  # local disk: CPU-bound
-    assert cost_of(0.001, 0.5) == pytest.approx(WAIT_WEIGHT * 0.5)  # a slow server: mostly waiting
+from watcher.pacing import Budget, Meter
 
 
 def test_the_balance_accrues_at_the_share_up_to_the_cap_and_debt_delays() -> None:
@@ -26,9 +21,8 @@ def test_the_balance_accrues_at_the_share_up_to_the_cap_and_debt_delays() -> Non
     assert b.balance == pytest.approx(0.0)
 
 
-def test_meter_measures_the_calling_threads_cpu_and_wall_time() -> None:
+def test_meter_charges_the_calling_threads_cpu_time() -> None:
     ticks = iter([0.0, 0.003])
-    walls = iter([10.0, 10.5])
-    meter = Meter(cpu=lambda: next(ticks), wall=lambda: next(walls))
+    meter = Meter(cpu=lambda: next(ticks))
     result, cost = meter.run(lambda: "done")
-    assert result == "done" and cost == pytest.approx(WAIT_WEIGHT * 0.5)
+    assert result == "done" and cost == pytest.approx(0.003)

@@ -1,8 +1,9 @@
 """A CPU budget for background work: on average no more than ``share`` of one core.
 
 Pure bookkeeping, with the clock passed in: :class:`Budget` is a token bucket of CPU seconds,
-refilled at ``share`` seconds per second of wall time, and :func:`cost_of` says what one piece of
-work is charged. The poller (:mod:`watcher.poller`) spends from it; tests drive it with numbers.
+refilled at ``share`` seconds per second of wall time, and :class:`Meter` measures what a piece of
+work is charged: the CPU time of the thread that did it. The poller (:mod:`watcher.poller`) spends
+from it; tests drive it with numbers.
 """
 
 from __future__ import annotations
@@ -13,17 +14,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
-
-#: Time spent waiting on the file system (an NFS or SMB server answering) is charged at this
-#: fraction of its length besides the CPU time: a slow server gets fewer calls, not just a core.
-WAIT_WEIGHT = 0.1
-
-
-def cost_of(cpu_seconds: float, wall_seconds: float) -> float:
-    """What a piece of work that took ``cpu_seconds`` of its thread's CPU time and
-    ``wall_seconds`` of wall time is charged: its CPU time, or a :data:`WAIT_WEIGHT` of its wall
-    time where it mostly waited."""
-    return max(cpu_seconds, WAIT_WEIGHT * wall_seconds)
 
 
 @dataclass
@@ -59,13 +49,15 @@ class Budget:
 
 @dataclass
 class Meter:
-    """Measures a piece of work on the calling thread: its thread CPU time and wall time."""
+    """Measures a piece of work by the calling thread's CPU time: user and system, so the kernel's
+    work for a network file system's calls counts too. Not the wall time: that also holds the
+    waits for the GIL while the daemon's other threads work (a burst), which are no cost of the
+    poller's."""
 
     cpu: Callable[[], float] = time.thread_time
-    wall: Callable[[], float] = time.monotonic
 
     def run(self, work: Callable[[], T]) -> tuple[T, float]:
-        """Run ``work()``; its result and its :func:`cost_of`."""
-        cpu0, wall0 = self.cpu(), self.wall()
+        """Run ``work()``; its result and the CPU seconds it took."""
+        cpu0 = self.cpu()
         result = work()
-        return result, cost_of(self.cpu() - cpu0, self.wall() - wall0)
+        return result, self.cpu() - cpu0

@@ -7,9 +7,9 @@ listed folder is compared with the stat keys the database holds for it
 (:meth:`watcher.store.Store.stat_keys`, :func:`watcher.tree.diff_listing`): there is no second
 copy of the tree in memory. A file rewritten in place leaves its folder's mtime alone; a slower
 *sweep* lists and compares every folder in turn, paced so that polls and sweep together use at
-most ``polling_cpu_share`` of a core on average (:mod:`watcher.pacing`). On a big tree or a slow
-server the sweep's period stretches, and so does the poll's once its folder ``stat`` calls alone
-would take more than three quarters of the budget.
+most ``polling_cpu_share`` of a core on average (:mod:`watcher.pacing`). On a big tree (or where
+each call costs more CPU, as over NFS) the sweep's period stretches, and so does the poll's once
+its folder ``stat`` calls alone would take more than three quarters of the budget.
 
 What it finds goes out as ordinary watchdog events (created, modified, deleted, moved, and a
 folder's created/deleted) into the observer's queue, so the writer's event path is the same as
@@ -369,6 +369,9 @@ class FolderPollingEmitter(EventEmitter):
                 self.store = Store.open_readonly(self.settings.db_path, self.settings.target_recall)
             except StoreError:
                 return None  # not created or migrated yet: the writer is starting
+            # A read that finds the database busy (other readers opening and closing around a
+            # checkpoint) gives up soon and is tried again at the next poll: never a stalled poller.
+            self.store.db.execute("PRAGMA busy_timeout = 200")
         try:
             return self.store.stat_keys(folder, direct=True)
         except sqlite3.Error as exc:  # busy beyond the timeout, disk trouble: look again next time
