@@ -238,3 +238,16 @@ def test_the_poll_period_stretches_when_folder_stats_alone_would_exceed_their_pa
     assert 195 <= polls <= 201
     assert fx.meter.spent <= 0.01 * 400 + fx.poller.budget.cap + 0.015
     assert fx.poller.status()["sweep_seconds"] is not None  # the sweep still has its quarter
+
+
+def test_sweeps_still_happen_when_every_wake_up_costs_cpu(tmp_path: Path) -> None:
+    # Waking up to check the budget costs CPU too (0.3 ms here, a short interval): waking for just
+    # the reserve would spend it again on the wake-up, and no sweep would ever begin.
+    fx = paced(tmp_path, folders=3, cost=0.0001, share=0.008)
+    fx.poller.interval = 0.2
+    end = fx.clock.now + 60.0
+    while fx.clock.now < end:
+        fx.meter.spent += 0.0003  # the wake-up, outside any measured piece of work
+        fx.clock.now += fx.poller.step()
+    assert fx.poller.status()["sweep_seconds"] is not None
+    assert fx.meter.spent <= 0.008 * 60 + fx.poller.budget.cap + 0.001

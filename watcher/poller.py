@@ -124,7 +124,8 @@ class Poller:
         self.interval, self.share = interval, share
         self.clock, self.wall_clock, self.folder_key = clock, wall_clock, folder_key
         self.meter = meter or Meter()
-        self.budget = Budget(share, cap=2 * share * max(interval, 1.0))
+        self.base_cap = 2 * share * max(interval, 1.0)
+        self.budget = Budget(share, cap=self.base_cap)
         self.folders: dict[str, Folder] = {}
         self.children: dict[str, set[str]] = {}  # folder -> its subfolders that are in ``folders``
         #: Per folder, the changes already sent and not yet in the database (path -> the key
@@ -173,12 +174,14 @@ class Poller:
         if not self.sweeping.is_set():
             return self.next_poll - now
         # Sweep only with enough left for the next poll's folder stats.
-        sweep_at = max(self.next_sweep, self.budget.when(self.stat_cost, now))
-        if now >= sweep_at:
+        if now >= max(self.next_sweep, self.budget.when(self.stat_cost, now)):
             _, cost = self.meter.run(self.sweep_step)
             self.budget.charge(cost)
             return 0.0
-        return max(0.0, min(self.next_poll, sweep_at) - now)
+        # Wait until an interval's worth more is saved: waking up costs CPU too, and waking for
+        # just what was needed would spend it again on the wake-up, never getting there.
+        wake = max(self.next_sweep, self.budget.when(self.stat_cost + self.share * self.interval, now))
+        return max(0.0, min(self.next_poll, wake) - now)
 
     def start_sweeping(self) -> None:
         """Allow sweeps from now on (the database describes the tree); any thread may call it."""
@@ -222,6 +225,8 @@ class Poller:
         """``stat`` every known folder; list and compare the ones that moved (and those to look at again)."""
         changed, cost = self.meter.run(self._moved_folders)
         self.stat_cost = cost if self.last_poll is None else 0.8 * self.stat_cost + 0.2 * cost
+        # What may be saved up must cover what the sweep waits for (see step), however many folders.
+        self.budget.cap = max(self.base_cap, 2 * (self.stat_cost + self.share * self.interval))
         self.budget.charge(cost)
         if changed:
             _, cost = self.meter.run(lambda: self.examine(changed))
