@@ -35,6 +35,7 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.polling
 	$(BIN)/python -m benchmarks.page
 
 # The report page alone, in headless Chromium (also the last part of `make bench`).

@@ -40,17 +40,19 @@ def document(i: int, points: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def relpath(i: int) -> str:
-    """Where the i-th file lives in the tree."""
-    return f"run{i // 1000:04}/model{i:07}.json"
+def relpath(i: int, per_folder: int = 1000) -> str:
+    """Where the i-th file lives in the tree (``per_folder`` files to a folder)."""
+    return f"run{i // per_folder:04}/model{i:07}.json"
 
 
-def generate(root: Path, n: int, points: int = 101, seed: int = 1, start: int = 0) -> list[Path]:
+def generate(
+    root: Path, n: int, points: int = 101, seed: int = 1, start: int = 0, per_folder: int = 1000
+) -> list[Path]:
     """Write files ``start`` .. ``start + n - 1`` under ``root``; returns their paths."""
     rng = random.Random(seed * 1_000_003 + start)
     paths = []
     for i in range(start, start + n):
-        path = root / relpath(i)
+        path = root / relpath(i, per_folder)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document(i, points, rng)))
         paths.append(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import wait_until
+from tests.helpers import descendants, wait_until
 from tests.invariant import holds, violations
 
 
@@ -97,6 +98,23 @@ class Daemon:
 
         wait_until(done, timeout, what=f"results {expected}")
 
+    def assert_invariant(self, timeout: float = 30.0) -> None:
+        """Wait until the database agrees with the tree (:mod:`tests.invariant`); fail with every
+        disagreement otherwise."""
+
+        def holds() -> bool:
+            self.assert_alive()
+            return not violations(self.inbox, self.db)
+
+        try:
+            wait_until(holds, timeout, what="the invariant")
+        except AssertionError:
+            raise AssertionError("\n".join(violations(self.inbox, self.db))) from None
+
+    @property
+    def polling(self) -> bool:
+        return self.env.get("WATCHER_OBSERVER") == "polling"
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -109,10 +127,15 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        """``kill -9``."""
+        """``kill -9``, to the whole process tree as systemd does to the service's cgroup (the fork
+        server, resource tracker and workers of a killed daemon would otherwise live on)."""
         assert self.proc is not None
+        below = descendants(self.proc.pid)
         self.proc.kill()
         self.proc.wait(10)
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def settle(d: Daemon, timeout: float = 30.0) -> None:

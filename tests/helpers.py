@@ -55,3 +55,23 @@ def wait_until(predicate: Callable[[], T | None], timeout: float = 20.0, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         gate.wait(interval)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if fields[0] != "Z":
+                parent[int(entry)] = int(fields[1])
+    out, todo = [], [pid]
+    while todo:
+        above = todo.pop()
+        kids = [c for c, p in parent.items() if p == above]
+        out += kids
+        todo += kids
+    return out

@@ -46,6 +46,16 @@ def test_page_benchmark_prints_every_figure() -> None:
     assert re.search(r"\n\| 500 models: sort by path \(ms, script in brackets\) \| \d+ \(\d+\) \|", proc.stdout)
 
 
+def test_polling_benchmark_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.polling", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for figure in ("idle CPU", "idle RSS of the daemon", "idle PSS, whole process tree", "new file to database",
+                   "idle again after those files", "burst of 50 new files"):  # fmt: skip
+        assert f"\n| {figure}" in proc.stdout, figure
+    assert proc.stdout.startswith("| 400 files in 4 folders | inotify | polling |")
+
+
 def test_soak_command_checks_the_invariant() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--minutes", "0.1", "--sample", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -13,11 +13,12 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.daemon_harness import Daemon
-from tests.helpers import doc, wait_until, write, write_atomically
+from tests.helpers import descendants, doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
 
 
@@ -25,9 +26,16 @@ def mid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
+#: Every daemon scenario runs with inotify and with the folder poller (a short interval keeps it fast).
+OBSERVERS = {
+    "inotify": {},
+    "polling": {"WATCHER_OBSERVER": "polling", "WATCHER_POLLING_INTERVAL": "0.2"},
+}
+
+
+@pytest.fixture(params=list(OBSERVERS))
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, env=OBSERVERS[request.param])
     yield d
     d.stop()
 
@@ -36,6 +44,7 @@ def test_lifecycle_of_files(daemon: Daemon, tmp_path: Path) -> None:
     write(daemon.inbox / "present.json", doc(model_id=mid(1)))
     daemon.start()
     daemon.wait_results({"present.json": mid(1)})
+    daemon.assert_invariant()
 
     write(daemon.inbox / "direct.json", doc(model_id=mid(2)))
     write_atomically(daemon.inbox / "atomic.json", doc(model_id=mid(3)))
@@ -45,6 +54,7 @@ def test_lifecycle_of_files(daemon: Daemon, tmp_path: Path) -> None:
     expected = {"present.json": mid(1), "direct.json": mid(2), "atomic.json": mid(3), "moved-in.json": mid(4),
                 "new/deeper/sub.json": mid(5)}  # fmt: skip
     daemon.wait_results(expected)
+    daemon.assert_invariant()
 
     write(daemon.inbox / "direct.json", doc(model_id=mid(22)))  # modify
     os.rename(daemon.inbox / "atomic.json", daemon.inbox / "renamed.json")  # rename inside the tree
@@ -52,13 +62,16 @@ def test_lifecycle_of_files(daemon: Daemon, tmp_path: Path) -> None:
     del expected["present.json"], expected["atomic.json"]
     expected.update({"direct.json": mid(22), "renamed.json": mid(3)})
     daemon.wait_results(expected)
+    daemon.assert_invariant()
 
     write(daemon.inbox / "direct.json", doc(model_id=mid(22), recall_arr=[9]))  # valid -> invalid
     wait_until(lambda: daemon.rejections() == {"direct.json"}, what="rejection")
     assert "direct.json" not in daemon.results()
+    daemon.assert_invariant()
     write(daemon.inbox / "direct.json", doc(model_id=mid(22)))  # -> valid again
     daemon.wait_results(expected)
     assert daemon.rejections() == set()
+    daemon.assert_invariant()
 
     rejected = [e for e in daemon.events() if e["event"] == "file_rejected"]
     assert [(e["path"], e["errors"][0]["field"]) for e in rejected] == [("direct.json", "recall_arr[0]")]
@@ -68,16 +81,43 @@ def test_lifecycle_of_files(daemon: Daemon, tmp_path: Path) -> None:
 
 
 def test_slow_writer_is_never_judged_half_written(daemon: Daemon) -> None:
+    if daemon.polling:
+        # No close event comes to a poller: a file is finished once it stayed the same for
+        # settle_seconds. The writer pauses for 5 polling intervals, less than that.
+        daemon.env["WATCHER_SETTLE_SECONDS"] = "1.5"
+        pause = 1.0
+    else:
+        pause = 2.0  # well past settle_seconds (0.5 s), with the file open: its close decides
     daemon.start()
     text = json.dumps(doc(model_id=mid(7)))
     with (daemon.inbox / "slow.json").open("w") as fh:
         fh.write(text[: len(text) // 2])
         fh.flush()
-        # The scenario: the writer pauses well past settle_seconds (0.5 s) with the file open.
-        threading.Event().wait(2.0)
+        threading.Event().wait(pause)  # the scenario: a writer pausing mid-file
         fh.write(text[len(text) // 2 :])
     daemon.wait_results({"slow.json": mid(7)})
     assert daemon.query("SELECT outcome FROM history WHERE path = 'slow.json'") == [("scored",)]
+    daemon.assert_invariant()
+
+
+def test_polling_a_writer_pausing_past_settle_seconds_is_judged_twice(tmp_path: Path) -> None:
+    # What polling cannot know: a file left unchanged for settle_seconds is judged as it stands
+    # (here: half a document, rejected), and judged again once the sweep sees it rewritten.
+    d = Daemon(tmp_path, env=OBSERVERS["polling"])
+    try:
+        d.start()
+        text = json.dumps(doc(model_id=mid(8)))
+        with (d.inbox / "paused.json").open("w") as fh:
+            fh.write(text[: len(text) // 2])
+            fh.flush()
+            wait_until(lambda: d.rejections() == {"paused.json"}, what="the half file judged")
+            fh.write(text[len(text) // 2 :])
+        d.wait_results({"paused.json": mid(8)})
+        outcomes = d.query("SELECT outcome FROM history WHERE path = 'paused.json' ORDER BY id")
+        assert outcomes == [("rejected",), ("scored",)]
+        d.assert_invariant()
+    finally:
+        assert d.stop() == 0
 
 
 def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> None:
@@ -111,10 +151,12 @@ def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> 
     report = daemon.root / "var" / "reports" / "report.csv"
     wait_until(lambda: report.exists() and report.read_text().count("\n") == 2001, what="report.csv with 2000 rows")
     # Coalesced: at most one write per report_interval (0.2 s) while the burst lasted, not one per file.
-    writes = [e for e in daemon.events() if e["event"] == "reports_written"]
+    # The log line follows the files it reports on: wait for it too.
+    writes = wait_until(lambda: [e for e in daemon.events() if e["event"] == "reports_written"], what="log line")
     first = datetime.fromisoformat(writes[0]["timestamp"])
     span = (datetime.fromisoformat(writes[-1]["timestamp"]) - first).total_seconds()
     assert 1 <= len(writes) <= span / 0.2 + 2, (len(writes), span)
+    daemon.assert_invariant()
     assert daemon.stop() == 0
 
 
@@ -131,6 +173,7 @@ def test_sigterm_exits_0_and_changes_while_stopped_are_reconciled(daemon: Daemon
     write(daemon.inbox / "c.json", doc(model_id=mid(3)))
     daemon.start()
     daemon.wait_results({"b.json": mid(22), "c.json": mid(3)})
+    daemon.assert_invariant()
     assert daemon.stop() == 0
 
 
@@ -153,6 +196,7 @@ def test_kill_9_during_a_burst_loses_nothing(daemon: Daemon) -> None:
     daemon.start()
     daemon.wait_results(expected, timeout=60)
     assert daemon.query("PRAGMA integrity_check") == [("ok",)]
+    daemon.assert_invariant()
     assert daemon.stop() == 0
 
 
@@ -171,9 +215,30 @@ def test_status_reports_a_running_daemon(daemon: Daemon) -> None:
                           capture_output=True, text=True, env=daemon.env, timeout=30)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(f"daemon:          running (pid {daemon.proc.pid}, inotify observer)")  # type: ignore[union-attr]
+    kind = "polling" if daemon.polling else "inotify"
+    assert lines[0].startswith(f"daemon:          running (pid {daemon.proc.pid}, {kind} observer)")  # type: ignore[union-attr]
     assert "rejections:      1" in lines
     assert lines[-1].startswith("  bad.json: not valid JSON")
+    if not daemon.polling:  # the poller's lines come with its first heartbeat (see the next test)
+        assert not any(line.startswith("poll period:") for line in lines)
+
+
+def test_status_shows_the_poll_period_and_the_last_sweep(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env=OBSERVERS["polling"])
+    try:
+        d.start()
+
+        def status() -> dict[str, Any] | None:
+            proc = subprocess.run([sys.executable, "-m", "watcher", "status", "--db", str(d.db), "--json"],
+                                  capture_output=True, text=True, env=d.env, timeout=30)  # fmt: skip
+            row = json.loads(proc.stdout)["daemon"]
+            return row if row["last_sweep_at"] else None  # written with the heartbeat, every 5 s
+
+        row = wait_until(status, timeout=30, what="a finished sweep in the status")
+        assert 0.15 <= row["poll_period"] <= 2.0 and row["sweep_seconds"] >= 0
+        assert datetime.fromisoformat(row["last_sweep_at"]) >= datetime.fromisoformat(row["started_at"])
+    finally:
+        assert d.stop() == 0
 
 
 def test_polling_mode_finds_a_file(tmp_path: Path) -> None:
@@ -242,3 +307,26 @@ def test_a_name_that_is_not_utf8_is_rejected_and_the_daemon_goes_on(daemon: Daem
     rejected = {e["path"]: e["errors"] for e in daemon.events() if e["event"] == "file_rejected"}
     assert rejected == {p: [{"field": None, "message": BAD_NAME}] for p in ("before\\xff.json", "run\\xfe/during.json")}
     assert daemon.stop() == 0
+
+
+def test_an_idle_daemon_lets_its_worker_processes_go_and_starts_them_again(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env={"WATCHER_WORKERS": "2", "WATCHER_WORKER_IDLE_SECONDS": "1"})
+    try:
+        d.start()
+        assert d.proc is not None
+        pid = d.proc.pid
+        expected: dict[str, str] = {}
+        for round_ in range(2):
+            batch = {f"r{round_}/{i}.json": mid(100 * round_ + i) for i in range(64)}
+            for rel, model in batch.items():
+                write(d.inbox / rel, doc(model_id=model))
+            expected |= batch
+            # The HTML page's process (with the fork server and resource tracker) and, for batches
+            # big enough, the workers: helpers start ...
+            wait_until(lambda: len(descendants(pid)) >= 3, what="worker processes")
+            d.wait_results(expected)
+            # ... and once the daemon has had nothing to do for worker_idle_seconds, it is one process.
+            wait_until(lambda: descendants(pid) == [], timeout=30, what="no helper process left")
+        d.assert_invariant()
+    finally:
+        assert d.stop() == 0

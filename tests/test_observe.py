@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
-from watchdog.observers.polling import PollingObserver
 
 from tests.helpers import wait_until, write
 from watcher import logs
 from watcher.observe import QueueHandler, start_observer
+from watcher.poller import FolderPollingObserver
 
 
 def test_handler_only_enqueues_and_flags_overflow() -> None:
@@ -47,7 +47,7 @@ def test_inotify_limit_falls_back_to_polling_and_says_how_to_fix(
     logs.configure("info", "json", stream)
     observer, kind = start_observer(make_settings(), QueueHandler(queue.Queue(), threading.Event()))
     try:
-        assert kind == "polling" and isinstance(observer, PollingObserver)
+        assert kind == "polling" and isinstance(observer, FolderPollingObserver)
     finally:
         observer.stop()
         observer.join()

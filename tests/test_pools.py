@@ -15,7 +15,16 @@ from tests.helpers import doc, wait_until, write
 from watcher.config import Settings
 from watcher.judge import JudgeOptions
 from watcher.outcomes import Job
-from watcher.pools import POOL_MIN_FILES, WARM_POOL_MIN_FILES, WORKER_NICE, WorkerPool, judge_all
+from watcher.pools import (
+    POOL_MIN_FILES,
+    WARM_POOL_MIN_FILES,
+    WORKER_NICE,
+    WorkerPool,
+    _judge_in_worker,
+    judge_all,
+    release_helpers,
+    report_process,
+)
 
 
 @pytest.fixture
@@ -96,3 +105,26 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+def test_helpers_stop_only_once_no_pool_is_open(s: Settings) -> None:
+    from multiprocessing import forkserver, resource_tracker
+
+    write(s.watch_dir / "a.json", doc())
+    pool = WorkerPool(JudgeOptions.from_settings(s), 2, "forkserver", kept=True)
+    other = report_process("forkserver")
+    try:
+        list(pool.executor().map(_judge_in_worker, [[("a.json", None, True)]]))
+        assert forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
+        pool.close()
+        assert release_helpers() is False  # the report's process is still open
+        assert forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
+    finally:
+        other.shutdown()
+    assert release_helpers() is True
+    assert forkserver._forkserver._forkserver_pid is None  # type: ignore[attr-defined]
+    assert resource_tracker._resource_tracker._pid is None  # type: ignore[attr-defined]
+    # and they come back with the next pool
+    assert [type(o).__name__ for o in judge_all([("a.json", None, True)] * 20, pool.opts, pool)] == ["Scored"] * 20
+    pool.close()
+    assert release_helpers() is True

@@ -68,6 +68,28 @@ def test_moved_in_bare_create_waits_for_stable_size_and_mtime() -> None:
     assert t.ready(3.5, stat_of(growing)) == ["a.json"]
 
 
+def test_settle_time_counts_from_the_files_own_mtime_when_the_wall_clock_is_given() -> None:
+    # A poller finds a file 1.2 s after its last write (wall clock 100.0 at monotonic 0.0): it has
+    # been unchanged since its mtime, so 0.8 s more makes settle_seconds, not 2.
+    t = make()
+    t.feed("created", "a.json", 0.0)
+    written = {"a.json": (10, int(98.8e9))}
+    assert t.ready(FIRST_LOOK, stat_of(written), wall=100.0 + FIRST_LOOK) == []
+    assert t.ready(0.75, stat_of(written), wall=100.75) == []
+    assert t.ready(0.8, stat_of(written), wall=100.8) == ["a.json"]
+    # Written again after it was first seen: the credit is only for the time since that write.
+    t.feed("created", "b.json", 0.0)
+    assert t.ready(FIRST_LOOK, stat_of({"b.json": (10, int(99e9))}), wall=100.0 + FIRST_LOOK) == []
+    rewritten = {"b.json": (20, int(100.5e9))}
+    assert t.ready(1.0, stat_of(rewritten), wall=101.0) == []  # changed: 0.5 s of credit
+    assert t.ready(2.45, stat_of(rewritten), wall=102.45) == []
+    assert t.ready(2.5, stat_of(rewritten), wall=102.5) == ["b.json"]
+    # An mtime ahead of this clock (another machine's, on NFS) gives none; the credit is at most settle_seconds.
+    t.feed("created", "c.json", 0.0)
+    assert t.ready(FIRST_LOOK, stat_of({"c.json": (1, int(500e9))}), wall=100.0) == []
+    assert t.ready(FIRST_LOOK + SETTLE, stat_of({"c.json": (1, int(500e9))}), wall=102.0) == ["c.json"]
+
+
 def test_rename_into_place_and_delete_are_ready_at_once() -> None:
     t = make()
     t.feed("moved_in", "a.json", 0.0)

@@ -319,6 +319,7 @@ def _format_status(info: dict[str, Any], settings: Settings) -> str:
         f"last event:      {d.get('last_event_at') or '-'}",
         f"last reconcile:  {d.get('last_reconcile_at') or '-'}",
         f"last change:     {info['last_change'] or '-'}",
+        *_polling_lines(d),
         f"models:          {c['models']}",
         f"results:         {c['results']}",
         f"rejections:      {c['rejections']}",
@@ -327,6 +328,18 @@ def _format_status(info: dict[str, Any], settings: Settings) -> str:
         lines.append("newest rejections:")
         lines += [f"  {r['path']}: {r['reason']}" for r in info["recent_rejections"]]
     return "\n".join(lines) + "\n"
+
+
+def _polling_lines(d: dict[str, Any]) -> list[str]:
+    """The polling observer's pace: the period between polls, the last full sweep's length and end."""
+    if d.get("observer") != "polling" or d.get("poll_period") is None:
+        return []
+    sweep = d.get("sweep_seconds")
+    return [
+        f"poll period:     {d['poll_period']:.2f} s (new, deleted, renamed files)",
+        f"last sweep:      {d.get('last_sweep_at') or '-'}"
+        + (f" (took {sweep:.1f} s; files rewritten in place)" if sweep is not None else " (none finished yet)"),
+    ]
 
 
 def _progress_bar(settings: Settings) -> Any:

@@ -60,12 +60,14 @@ class Settings(BaseModel):
     log_format: Literal["auto", "json", "console"] = "auto"
     observer: Literal["inotify", "polling"] = "inotify"
     polling_interval: float = Field(1.0, gt=0)
+    polling_cpu_share: float = Field(0.008, gt=0, le=1)
     settle_seconds: float = Field(2.0, ge=0)
     max_write_seconds: float = Field(60.0, gt=0)
     report_interval: float = Field(1.0, ge=0)
     reconcile_interval: float = Field(300.0, gt=0)
     batch_size: int = Field(5000, ge=1)
     workers: int = Field(0, ge=0)
+    worker_idle_seconds: float = Field(30.0, ge=0)
     progress: Literal["auto", "always", "never"] = "auto"
     central_url: str | None = None
     host_name: str = Field("", max_length=200, validate_default=True)

@@ -28,6 +28,7 @@ from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
 from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
+from watcher.poller import FolderPollingEmitter, FolderPollingObserver
 from watcher.reporter import Reporter
 from watcher.store import Store
 from watcher.writer import Writer
@@ -91,9 +92,11 @@ def run(
         if shipper is not None:
             shipper.nudge()
 
+    polling = observer if isinstance(observer, FolderPollingObserver) else None
     writer = Writer(
-        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed
-    )
+        settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
+        observer_status=polling.status if polling is not None else dict,
+    )  # fmt: skip
     if shipping is not None:
         # Ships to the fleet's central database once the first reconcile is done.
         shipper = shipping(settings, after=writer.ready)
@@ -148,7 +151,7 @@ def _supervise(
         if not writer.is_alive():
             log.error("writer_died", error=repr(writer.failed))
             return 1, lock_fd
-        if not observer.is_alive():
+        if not observer.is_alive() or not _pollers_alive(observer):
             log.error("observer_died")
             return 1, lock_fd
         try:
@@ -161,6 +164,8 @@ def _supervise(
             lock_fd = renewed
         if writer.ready.is_set() and not ready_sent:
             reporter.start()  # the database exists and is migrated by now
+            if isinstance(observer, FolderPollingObserver):
+                observer.start_sweeping()  # the database describes the tree now
             notify(f"READY=1\nSTATUS=watching {settings.watch_dir}")
             log.info("daemon_ready")
             ready_sent = True
@@ -168,3 +173,8 @@ def _supervise(
         if period is not None and time.monotonic() - writer.tick < 4 * period:
             notify("WATCHDOG=1")
     return 0, lock_fd
+
+
+def _pollers_alive(observer: BaseObserver) -> bool:
+    # A poller's thread that died would leave the observer alive and blind.
+    return all(e.is_alive() for e in list(observer.emitters) if isinstance(e, FolderPollingEmitter))

@@ -67,10 +67,13 @@ class Mirror:
         ).fetchone()
         return int(row[0])
 
-    def stat_keys(self, under: str = "", outside: Sequence[str] = ()) -> dict[str, StatKey | None]:
+    def stat_keys(
+        self, under: str = "", outside: Sequence[str] = (), direct: bool = False
+    ) -> dict[str, StatKey | None]:
         """Every stored path at or below ``under``: its stat key ``(size, mtime_ns, inode)`` when
         its outcome was made under the current target and rules, else ``None`` (judge it again).
-        With ``outside`` (folders directly below the watch dir), only the paths in none of them.
+        With ``outside`` (folders directly below the watch dir), only the paths in none of them;
+        with ``direct``, only the files directly in ``under`` (what one folder's listing shows).
 
         What a reconcile compares each listed file with; the hashes are fetched (with
         :meth:`known_paths`) only for the few paths that turn out changed.
@@ -81,6 +84,9 @@ class Mirror:
             # The path's first folder ('' for a file at the top), looked up in the given ones.
             where += " AND substr(path, 1, instr(path, '/')) NOT IN (SELECT value FROM json_each(:outside))"
             args["outside"] = json.dumps([f"{stored_path(folder)}/" for folder in outside])
+        if direct:
+            prefix = len(stored_path(under)) + 1 if under else 0
+            where += f" AND instr(substr(path, {prefix + 1}), '/') = 0"
         out: dict[str, StatKey | None] = {}
         for table in ("results", "rejections"):
             # A result is current only if scored for today's target; a rejection does not depend on it.

@@ -30,10 +30,10 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from watcher.config import Settings
 from watcher.logs import get_logger
+from watcher.poller import FolderPollingObserver
 
 log = get_logger("watcher.observe")
 
@@ -50,7 +50,8 @@ _WANTED = frozenset(EVENTS)
 
 
 def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple[BaseObserver, str]:
-    """Start an inotify observer (or polling, when configured or when inotify is out of watches).
+    """Start an inotify observer (or the folder poller, :mod:`watcher.poller`, when configured or
+    when inotify is out of watches). With polling, the folders are recorded before this returns.
 
     A watch dir missing now is not watched yet: :class:`RootWatch` schedules it once it is there.
     """
@@ -73,7 +74,7 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
                 "inotify_limit_reached", error=str(exc), fallback="polling",
                 hint=f"raise it: sysctl -w {sysctl}=<larger> (and persist it in /etc/sysctl.d/)",
             )  # fmt: skip
-    polling = PollingObserver(timeout=settings.polling_interval)
+    polling = FolderPollingObserver(settings)
     if present:
         polling.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
     polling.start()

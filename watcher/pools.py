@@ -8,14 +8,18 @@ from a server process that imported this module once.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from itertools import chain
+from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from watcher.judge import JudgeOptions, judge_many
 from watcher.lifeline import die_with_parent
@@ -32,6 +36,46 @@ POOL_MIN_FILES = 200
 WARM_POOL_MIN_FILES = 16
 #: Worker processes run this much nicer than the writer (see ``_init_worker``).
 WORKER_NICE = 5
+
+
+class CountedExecutor(ProcessPoolExecutor):
+    """A process pool that counts itself open from creation to shutdown, so that
+    :func:`release_helpers` knows when no pool needs the fork server and the resource tracker."""
+
+    _lock = threading.Lock()
+    open_count = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        with CountedExecutor._lock:  # creating one starts the helpers: never while they are stopped
+            super().__init__(**kwargs)
+            CountedExecutor.open_count += 1
+        self._counted = True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the processes; the first call counts the pool closed."""
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        with CountedExecutor._lock:
+            if self._counted:
+                self._counted = False
+                CountedExecutor.open_count -= 1
+
+
+def release_helpers() -> bool:
+    """Stop the fork server and the resource tracker (processes of their own, started with the
+    first ``forkserver`` pool) when no pool is open; the next pool starts them again. True when
+    nothing is left running."""
+    with CountedExecutor._lock:
+        if CountedExecutor.open_count:
+            return False
+        # A closed pool's semaphores leave the resource tracker's list when they are freed; a
+        # tracker stopped with some still listed would unlink them and warn on stderr.
+        gc.collect()
+        for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
+            stop = getattr(helper, "_stop", None)  # private, in every CPython since 3.8
+            if stop is not None:
+                with contextlib.suppress(OSError, ChildProcessError):
+                    stop()
+    return True
 
 
 def _context(start_method: StartMethod) -> multiprocessing.context.BaseContext:
@@ -68,7 +112,7 @@ class WorkerPool:
     def executor(self) -> ProcessPoolExecutor:
         """The processes, started now if they are not yet."""
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
+            self._executor = CountedExecutor(
                 max_workers=self.workers,
                 mp_context=_context(self.start_method),
                 initializer=_init_worker,
@@ -150,4 +194,4 @@ def _diff_folder(
 
 def report_process(start_method: StartMethod) -> ProcessPoolExecutor:
     """One process for rendering the HTML page beside the other report files (started on first use)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=_context(start_method), initializer=die_with_parent)
+    return CountedExecutor(max_workers=1, mp_context=_context(start_method), initializer=die_with_parent)

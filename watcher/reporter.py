@@ -13,12 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 
 from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
-from watcher.pools import report_process
+from watcher.pools import release_helpers, report_process
 from watcher.publish import refresh_reports
 from watcher.store import Store
 
@@ -41,8 +41,8 @@ class Reporter(threading.Thread):
         self.store: Store | None = None  # opened by the thread
         # The HTML page is rendered in a process of its own while this thread writes the tables:
         # at 100,000 models that is what keeps every report file within a second of a change.
-        # (The process starts on first use.)
-        self.html_in = report_process("forkserver")  # this process has threads
+        # It starts with a write and stops after worker_idle_seconds without one.
+        self.html_in: ProcessPoolExecutor | None = None
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
@@ -61,14 +61,23 @@ class Reporter(threading.Thread):
             # Changes made by the first reconcile, or report files missing: write them now.
             self._write(changed=self.pending.is_set())
             while not self.stop_event.is_set():
-                if self.pending.wait(0.5) and self._due():
-                    self._write(changed=True)
+                if self.pending.wait(0.5):
+                    if self._due():
+                        self._write(changed=True)
+                elif time.monotonic() - self.last_written >= self.settings.worker_idle_seconds:
+                    self._close_process()
             if self.pending.is_set():
                 self._write(changed=True)
         finally:
-            self.html_in.shutdown(wait=True, cancel_futures=True)
+            self._close_process()
             if self.store is not None:
                 self.store.close()
+
+    def _close_process(self) -> None:
+        if self.html_in is not None:
+            self.html_in.shutdown(wait=True, cancel_futures=True)
+            self.html_in = None
+            log.debug("report_process_stopped", helpers_stopped=release_helpers())
 
     def _due(self) -> bool:
         interval = self.settings.report_interval
@@ -84,6 +93,8 @@ class Reporter(threading.Thread):
     def _write(self, changed: bool) -> None:
         started, since = time.monotonic(), self.first_change
         self.pending.clear()
+        if self.html_in is None and "html" in self.settings.report_formats:
+            self.html_in = report_process("forkserver")  # this process has threads
         try:
             if self.store is None or self.store.moved_away():
                 # Removed or replaced (the writer rebuilds it): follow the path to the new file.
@@ -105,6 +116,8 @@ class Reporter(threading.Thread):
         except BrokenExecutor:
             # The page's process died (killed, out of memory): a new one, and write again.
             log.error("report_process_broken")
-            self.html_in = report_process("forkserver")  # this process has threads
+            if self.html_in is not None:
+                self.html_in.shutdown(wait=False, cancel_futures=True)
+            self.html_in = None  # a new one with the next write
             self.mark()
         self.last_written = time.monotonic()

@@ -140,8 +140,16 @@ WHERE path = (
 UPDATE results SET distance = round(distance, 12);
 """
 
+_V6 = """
+-- The polling observer's pace, for `watcher status`: seconds between the last two polls, how long
+-- the last full sweep (every file stat'ed) took, and when it ended.
+ALTER TABLE daemon_status ADD COLUMN poll_period REAL;
+ALTER TABLE daemon_status ADD COLUMN sweep_seconds REAL;
+ALTER TABLE daemon_status ADD COLUMN last_sweep_at TEXT;
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,7 +10,10 @@ Rules (``now`` is a monotonic clock, passed in so tests need no real time):
   without writing: they balance out and never make a file dirty.
 * Where no close can come (a file moved in from outside the tree is a bare ``created``; polling;
   NFS), a dirty file with no open writer is ready once its (size, mtime) stayed the same for
-  ``settle_seconds``.
+  ``settle_seconds``. Given the wall clock, that time counts from the file's own mtime (a file
+  keeps its mtime only as long as nobody writes to it), at most ``settle_seconds`` before it was
+  first seen: a poller that finds a file a second after its last write waits one more second,
+  not two.
 * ``deleted`` and the source of ``moved`` are ready at once (the judge then sees the file gone).
 """
 
@@ -112,12 +115,13 @@ class Tracker:
         st = self.states.get(rel)
         return st is not None and st.writers > 0
 
-    def ready(self, now: float, key: Callable[[str], SettleKey | None]) -> list[str]:
-        """Paths to judge now; their state is cleared. ``key(rel)`` stats a path for the settle rule."""
+    def ready(self, now: float, key: Callable[[str], SettleKey | None], wall: float | None = None) -> list[str]:
+        """Paths to judge now; their state is cleared. ``key(rel)`` stats a path for the settle rule;
+        ``wall`` is the wall-clock time (``time.time()``) matching ``now``, for the mtime's credit."""
         out = [rel for rel in self._now if self._take_if(rel, lambda st: st.ready_now and not st.writers)]
         self._now.clear()
         if now >= self._scan_at:
-            out += self._scan(now, key)
+            out += self._scan(now, key, wall)
         return out
 
     def _take_if(self, rel: str, test: Callable[[PathState], bool]) -> bool:
@@ -130,7 +134,7 @@ class Tracker:
             del self.states[rel]
         return True
 
-    def _scan(self, now: float, key: Callable[[str], SettleKey | None]) -> list[str]:
+    def _scan(self, now: float, key: Callable[[str], SettleKey | None], wall: float | None) -> list[str]:
         out: list[str] = []
         deadlines = [math.inf]
         for rel, st in list(self.states.items()):
@@ -147,7 +151,9 @@ class Tracker:
             elif not st.ready_now:
                 k = key(rel)
                 if k is not None and k != st.stable_key:
-                    st.stable_key, st.stable_since = k, now
+                    # Unchanged since its mtime; a clock ahead of ours (mtime in the future) gives no credit.
+                    age = 0.0 if wall is None else min(self.settle_seconds, max(0.0, wall - k[1] / 1e9))
+                    st.stable_key, st.stable_since = k, now - age
                 if k is not None and now - st.stable_since < self.settle_seconds:
                     deadlines.append(st.stable_since + self.settle_seconds)
                     continue

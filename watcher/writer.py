@@ -8,6 +8,7 @@ reconciles: at start, periodically, after a queue overflow, and for folders that
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import socket
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from watcher.config import Settings
 from watcher.errors import WatchDirError
@@ -24,7 +26,7 @@ from watcher.logs import get_logger
 from watcher.mirror import Applied
 from watcher.observe import Event
 from watcher.outcomes import stored_path
-from watcher.pools import WorkerPool, judge_all
+from watcher.pools import WorkerPool, judge_all, release_helpers
 from watcher.reconcile import apply_in_batches, reconcile
 from watcher.schema import now_iso
 from watcher.store import Store
@@ -54,7 +56,12 @@ class Writer(threading.Thread):
 
     ``events`` come from the observer; ``overflow`` is set when some were dropped (a full
     reconcile follows), ``rewatched`` when the watch dir is watched anew; ``on_change()`` is
-    called after each commit that changed the report or the rejections; ``stop`` ends the loop.
+    called after each commit that changed the report or the rejections; ``stop`` ends the loop;
+    ``observer_status()`` gives columns of the status row the observer keeps (the poller's pace).
+
+    The worker processes start when a batch is worth them and stop once the writer has had nothing
+    to do for ``worker_idle_seconds`` (with the fork server and resource tracker, when the report
+    thread's process is closed too): an idle daemon is one process.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class Writer(threading.Thread):
         overflow: threading.Event | None = None,
         rewatched: threading.Event | None = None,
         on_change: Callable[[], None] = lambda: None,
+        observer_status: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         super().__init__(name="watcher-writer", daemon=True)
         self.settings = settings
@@ -74,6 +82,7 @@ class Writer(threading.Thread):
         self.overflow = overflow or threading.Event()
         self.rewatched = rewatched or threading.Event()
         self.on_change = on_change
+        self.observer_status = observer_status
         self.ready = threading.Event()
         self.observer_name = observer
         self.tick = time.monotonic()
@@ -89,6 +98,7 @@ class Writer(threading.Thread):
         self.last_change: float | None = None  # monotonic time of a commit not yet checkpointed
         self.next_db_check = 0.0
         self.watch_dir_unreadable = False
+        self.last_work = time.monotonic()
         self.store: Store | None = None
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
@@ -158,7 +168,7 @@ class Writer(threading.Thread):
             self.rewatched.clear()
             self.tracker = Tracker(self.settings.settle_seconds, self.settings.max_write_seconds)
             self.next_reconcile = now
-        ready = self.tracker.ready(now, lambda rel: settle_key(os.path.join(self.root, rel)))
+        ready = self.tracker.ready(now, lambda rel: settle_key(os.path.join(self.root, rel)), time.time())
         if ready:
             self._judge(ready)
         for sub, due in list(self.subtrees.items()):
@@ -175,6 +185,10 @@ class Writer(threading.Thread):
             self.next_db_check = now + DB_CHECK_INTERVAL
             if self.store is not None and self.store.moved_away():
                 self._rebuild()
+        if self.pool.started and now - self.last_work >= self.settings.worker_idle_seconds and self.idle():
+            self.pool.close()
+            stopped = release_helpers()
+            log.info("workers_stopped", idle_seconds=self.settings.worker_idle_seconds, helpers_stopped=stopped)
 
     def _timeout(self, now: float) -> float:
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
@@ -225,6 +239,7 @@ class Writer(threading.Thread):
 
     def _judge(self, paths: list[str]) -> None:
         assert self.store is not None
+        self.last_work = time.monotonic()
         try:
             known = self.store.known_paths(paths)
             jobs = [(rel, k.reusable_sha if (k := known.get(rel)) is not None else None, False) for rel in paths]
@@ -255,9 +270,12 @@ class Writer(threading.Thread):
 
     def _reconcile(self, under: str) -> None:
         assert self.store is not None
-        now = time.monotonic()
+        now = self.last_work = time.monotonic()
         if not under:
-            self.next_reconcile = now + self.settings.reconcile_interval
+            # With polling, the sweep compares every folder with the database all the time, at
+            # its own pace: a periodic full reconcile would only repeat it at full speed.
+            periodic = math.inf if self.observer_name == "polling" else self.settings.reconcile_interval
+            self.next_reconcile = now + periodic
         try:
             # A new folder's files may have been written before its watch existed: they get only a
             # synthetic 'created', and would wait settle_seconds. Its reconcile judges them now,
@@ -312,7 +330,10 @@ class Writer(threading.Thread):
             st = os.stat(os.path.join(self.root, rel))
         except OSError:
             return False
-        if st.st_size == 0 and time.time() - st.st_mtime < self.settings.settle_seconds:
+        recent = time.time() - st.st_mtime < self.settings.settle_seconds
+        # With polling no close event ever comes: any file written within settle_seconds may still
+        # be open, and is left to the settle rule like every other file the poller finds.
+        if recent and (st.st_size == 0 or self.observer_name == "polling"):
             self.tracker.feed("created", rel, time.monotonic())
             return True
         return False
@@ -345,6 +366,6 @@ class Writer(threading.Thread):
         self.last_status = time.monotonic()
         try:
             last = None if self.last_event_at is None else now_iso(self.last_event_at)
-            self.store.set_status(heartbeat_at=now_iso(), last_event_at=last)
+            self.store.set_status(heartbeat_at=now_iso(), last_event_at=last, **self.observer_status())
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc))
