@@ -199,7 +199,8 @@ def test_kill_9_of_the_daemon_takes_its_workers_forkserver_and_tracker_along(tmp
     helpers = descendants(d.proc.pid)
     # the resource tracker, the forkserver, its two workers, the report page's process
     assert len(helpers) >= 4, helpers
-    d.kill()
+    d.proc.kill()  # the daemon alone (Daemon.kill would kill its helpers itself)
+    d.proc.wait(10)
     wait_until(lambda: not any(alive(p) for p in helpers), timeout=20, what=f"the daemon's helpers {helpers} to die")
     wait_until(lambda: d.log_path.read_bytes().endswith(b"\n"), what="the log to end")  # nothing half-written
     assert d.events()  # every line of the log is JSON, including anything the helpers printed
