@@ -15,8 +15,7 @@ from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent, F
 
 from tests.helpers import wait_until, write
 from watcher import logs
-from watcher.observe import QueueHandler, start_observer
-from watcher.poller import FolderPollingObserver
+from watcher.observe import FolderPollingObserver, QueueHandler, start_observer
 
 
 def test_handler_only_enqueues_and_flags_overflow() -> None:

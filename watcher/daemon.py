@@ -27,8 +27,15 @@ from watcher.errors import AlreadyRunningError, CentralError, StoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
-from watcher.observe import QUEUE_MAX, Event, QueueHandler, RootWatch, start_observer
-from watcher.poller import FolderPollingEmitter, FolderPollingObserver
+from watcher.observe import (
+    QUEUE_MAX,
+    Event,
+    FolderPollingEmitter,
+    FolderPollingObserver,
+    QueueHandler,
+    RootWatch,
+    start_observer,
+)
 from watcher.reporter import Reporter
 from watcher.store import Store
 from watcher.writer import Writer

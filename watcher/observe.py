@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import sqlite3
 import stat
 import threading
+from typing import Any
 
 from watchdog.events import (
     DirAttribEvent,
@@ -29,11 +31,15 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, EventEmitter, EventQueue, ObservedWatch
 
 from watcher.config import Settings
+from watcher.errors import StoreError
 from watcher.logs import get_logger
-from watcher.poller import FolderPollingObserver
+from watcher.outcomes import StatKey
+from watcher.poller import Poller
+from watcher.store import Store
+from watcher.tree import Matcher
 
 log = get_logger("watcher.observe")
 
@@ -151,3 +157,83 @@ class RootWatch:
             "watch_dir_missing", watch_dir=str(self.settings.watch_dir),
             hint="stored results are kept; watching it once it is there",
         )  # fmt: skip
+
+
+class FolderPollingEmitter(EventEmitter):
+    """The watchdog emitter around a :class:`watcher.poller.Poller` (one per watch), reading the database's
+    stat keys from a read-only connection of its own."""
+
+    def __init__(
+        self,
+        event_queue: EventQueue,
+        watch: ObservedWatch,
+        *,
+        timeout: float = 1.0,
+        event_filter: list[type[FileSystemEvent]] | None = None,
+        settings: Settings,
+    ) -> None:
+        super().__init__(event_queue, watch, timeout=timeout, event_filter=event_filter)
+        self.settings = settings
+        self.store: Store | None = None
+        self.poller = Poller(
+            os.fsdecode(watch.path), Matcher.from_settings(settings), self._stored, self.queue_event,
+            settings.polling_interval, settings.polling_cpu_share,
+        )  # fmt: skip
+
+    def on_thread_start(self) -> None:
+        """Runs in the thread that starts the observer, before it returns: the folders as they are
+        now are the baseline, so nothing made after the start is missed."""
+        self.poller.discover()
+
+    def _stored(self, folder: str) -> dict[str, StatKey | None] | None:
+        if self.store is None:
+            try:
+                self.store = Store.open_readonly(self.settings.db_path, self.settings.target_recall)
+            except StoreError:
+                return None  # not created or migrated yet: the writer is starting
+            # A read that finds the database busy (other readers opening and closing around a
+            # checkpoint) gives up soon and is tried again at the next poll: never a stalled poller.
+            self.store.db.execute("PRAGMA busy_timeout = 200")
+        try:
+            return self.store.stat_keys(folder, direct=True)
+        except sqlite3.Error as exc:  # busy beyond the timeout, disk trouble: look again next time
+            log.warning("poller_database_error", error=str(exc))
+            return None
+
+    def queue_events(self, timeout: float) -> None:
+        """One step of the poller, then its wait (cut short by a stop)."""
+        self.stopped_event.wait(self.poller.step())
+
+    def run(self) -> None:
+        """Thread body: poll until stopped; the connection closes with the thread."""
+        try:
+            super().run()
+        except Exception:
+            log.exception("poller_failed")  # the thread ends; the supervisor sees it and exits non-zero
+        finally:
+            if self.store is not None:
+                self.store.close()
+
+
+class FolderPollingObserver(BaseObserver):
+    """A watchdog observer whose emitters poll folders (:class:`watcher.poller.Poller`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(FolderPollingEmitter, timeout=settings.polling_interval, settings=settings)
+        self.sweeping = False
+
+    def start_sweeping(self) -> None:
+        """The start-up reconcile is done: sweeps may begin (for every watch, present and future)."""
+        self.sweeping = True
+        for emitter in list(self.emitters):
+            if isinstance(emitter, FolderPollingEmitter):
+                emitter.poller.start_sweeping()
+
+    def status(self) -> dict[str, Any]:
+        """:meth:`Poller.status` of the current watch (empty before there is one)."""
+        for emitter in list(self.emitters):
+            if isinstance(emitter, FolderPollingEmitter):
+                if self.sweeping:
+                    emitter.poller.start_sweeping()  # a watch scheduled anew (the watch dir came back)
+                return emitter.poller.status()
+        return {}

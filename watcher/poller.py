@@ -13,15 +13,14 @@ its folder ``stat`` calls alone would take more than three quarters of the budge
 
 What it finds goes out as ordinary watchdog events (created, modified, deleted, moved, and a
 folder's created/deleted) into the observer's queue, so the writer's event path is the same as
-with inotify. :class:`FolderPollingObserver` is a watchdog observer; its emitter holds a
-:class:`Poller`, which is plain code with the clock, the CPU meter, the folder ``stat`` and the
-stored keys passed in.
+with inotify. :class:`watcher.observe.FolderPollingObserver` is the watchdog observer; its
+emitter holds a :class:`Poller`, which is plain code with the clock, the CPU meter, the folder
+``stat`` and the stored keys passed in.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 import threading
 import time
@@ -39,15 +38,11 @@ from watchdog.events import (
     FileMovedEvent,
     FileSystemEvent,
 )
-from watchdog.observers.api import BaseObserver, EventEmitter, EventQueue, ObservedWatch
 
-from watcher.config import Settings
-from watcher.errors import StoreError
 from watcher.logs import get_logger
 from watcher.outcomes import StatKey, identity_stat
 from watcher.pacing import Budget, Meter
 from watcher.schema import now_iso
-from watcher.store import Store
 from watcher.tree import Matcher, diff_listing, listed
 
 log = get_logger("watcher.poller")
@@ -341,83 +336,3 @@ class Poller:
                 self.sweep_seconds, self.last_sweep_at = self.clock() - self.sweep_began, self.wall_clock()
                 self.next_sweep = self.sweep_began + SWEEP_EVERY * self.interval
                 return
-
-
-class FolderPollingEmitter(EventEmitter):
-    """The watchdog emitter around a :class:`Poller` (one per watch), reading the database's
-    stat keys from a read-only connection of its own."""
-
-    def __init__(
-        self,
-        event_queue: EventQueue,
-        watch: ObservedWatch,
-        *,
-        timeout: float = 1.0,
-        event_filter: list[type[FileSystemEvent]] | None = None,
-        settings: Settings,
-    ) -> None:
-        super().__init__(event_queue, watch, timeout=timeout, event_filter=event_filter)
-        self.settings = settings
-        self.store: Store | None = None
-        self.poller = Poller(
-            os.fsdecode(watch.path), Matcher.from_settings(settings), self._stored, self.queue_event,
-            settings.polling_interval, settings.polling_cpu_share,
-        )  # fmt: skip
-
-    def on_thread_start(self) -> None:
-        """Runs in the thread that starts the observer, before it returns: the folders as they are
-        now are the baseline, so nothing made after the start is missed."""
-        self.poller.discover()
-
-    def _stored(self, folder: str) -> dict[str, StatKey | None] | None:
-        if self.store is None:
-            try:
-                self.store = Store.open_readonly(self.settings.db_path, self.settings.target_recall)
-            except StoreError:
-                return None  # not created or migrated yet: the writer is starting
-            # A read that finds the database busy (other readers opening and closing around a
-            # checkpoint) gives up soon and is tried again at the next poll: never a stalled poller.
-            self.store.db.execute("PRAGMA busy_timeout = 200")
-        try:
-            return self.store.stat_keys(folder, direct=True)
-        except sqlite3.Error as exc:  # busy beyond the timeout, disk trouble: look again next time
-            log.warning("poller_database_error", error=str(exc))
-            return None
-
-    def queue_events(self, timeout: float) -> None:
-        """One step of the poller, then its wait (cut short by a stop)."""
-        self.stopped_event.wait(self.poller.step())
-
-    def run(self) -> None:
-        """Thread body: poll until stopped; the connection closes with the thread."""
-        try:
-            super().run()
-        except Exception:
-            log.exception("poller_failed")  # the thread ends; the supervisor sees it and exits non-zero
-        finally:
-            if self.store is not None:
-                self.store.close()
-
-
-class FolderPollingObserver(BaseObserver):
-    """A watchdog observer whose emitters poll folders (:class:`Poller`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(FolderPollingEmitter, timeout=settings.polling_interval, settings=settings)
-        self.sweeping = False
-
-    def start_sweeping(self) -> None:
-        """The start-up reconcile is done: sweeps may begin (for every watch, present and future)."""
-        self.sweeping = True
-        for emitter in list(self.emitters):
-            if isinstance(emitter, FolderPollingEmitter):
-                emitter.poller.start_sweeping()
-
-    def status(self) -> dict[str, Any]:
-        """:meth:`Poller.status` of the current watch (empty before there is one)."""
-        for emitter in list(self.emitters):
-            if isinstance(emitter, FolderPollingEmitter):
-                if self.sweeping:
-                    emitter.poller.start_sweeping()  # a watch scheduled anew (the watch dir came back)
-                return emitter.poller.status()
-        return {}
