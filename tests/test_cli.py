@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import doc, wait_until, write
 from watcher import cli
 from watcher.schema import REPORT_COLUMNS
+from watcher.store import Store
 
 MODEL = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
 
@@ -409,3 +410,19 @@ def test_an_unforeseen_error_is_one_line_and_exit_3(run: Any, tmp_path: Path, mo
     assert (code, out, err) == (3, "", "watcher scan: internal error: ValueError: something no command foresaw\n")
     monkeypatch.setattr(cli, "check", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied", "x")))
     assert run("validate", "x.json") == (3, "", "watcher validate: [Errno 13] Permission denied: 'x'\n")
+
+
+def test_status_says_when_the_daemons_watch_dir_is_missing(tmp_path: Path, run: Any) -> None:
+    inbox = tmp_path / "inbox"
+    write(inbox / "a.json", doc())
+    assert run("scan", "--watch-dir", str(inbox), "--db", str(tmp_path / "w.db"))[0] == 0
+    with Store.open(tmp_path / "w.db") as store:  # as the daemon records itself at start
+        store.set_status(pid=1, observer="inotify", watch_dir=str(inbox))
+    _, out, _ = run("status", "--db", str(tmp_path / "w.db"))
+    assert f"watch dir:       {inbox}\n" in out
+    (inbox / "a.json").unlink()
+    inbox.rmdir()
+    _, out, _ = run("status", "--db", str(tmp_path / "w.db"))
+    assert f"watch dir:       {inbox} (missing: the daemon waits for it)\n" in out
+    _, out, _ = run("status", "--db", str(tmp_path / "w.db"), "--json")
+    assert json.loads(out)["watch_dir_present"] is False

@@ -289,6 +289,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             "daemon": store.status(),
             "counts": store.counts(),
             "last_change": store.last_change(),
+            "watch_dir_present": _watch_dir_present(store.status()),
             "recent_rejections": [
                 {"path": r["path"], "rejected_at": r["rejected_at"], "reason": _first_reason(r["errors"])}
                 for r in store.rejection_rows(limit=5)
@@ -315,6 +316,7 @@ def _format_status(info: dict[str, Any], settings: Settings) -> str:
         f"daemon:          {'running' if info['running'] else 'not running'}"
         + (f" (pid {d.get('pid')}, {d.get('observer')} observer)" if info["running"] else ""),
         f"database:        {settings.db_path}",
+        *_watch_dir_line(d, info["watch_dir_present"]),
         f"started at:      {d.get('started_at') or '-'}",
         f"last event:      {d.get('last_event_at') or '-'}",
         f"last reconcile:  {d.get('last_reconcile_at') or '-'}",
@@ -328,6 +330,20 @@ def _format_status(info: dict[str, Any], settings: Settings) -> str:
         lines.append("newest rejections:")
         lines += [f"  {r['path']}: {r['reason']}" for r in info["recent_rejections"]]
     return "\n".join(lines) + "\n"
+
+
+def _watch_dir_present(daemon: dict[str, Any] | None) -> bool | None:
+    """Whether the folder the daemon watches is there, as this user sees it (``None``: not known)."""
+    folder = (daemon or {}).get("watch_dir")
+    return None if folder is None else Path(folder).is_dir()
+
+
+def _watch_dir_line(d: dict[str, Any], present: bool | None) -> list[str]:
+    if present is None:
+        return []
+    # A daemon whose folder is gone (unmounted, deleted, not created yet) waits for it, keeping
+    # what it stored: say so, or its quiet looks like an empty folder.
+    return [f"watch dir:       {d['watch_dir']}" + ("" if present else " (missing: the daemon waits for it)")]
 
 
 def _polling_lines(d: dict[str, Any]) -> list[str]:

@@ -148,8 +148,13 @@ ALTER TABLE daemon_status ADD COLUMN sweep_seconds REAL;
 ALTER TABLE daemon_status ADD COLUMN last_sweep_at TEXT;
 """
 
+_V7 = """
+-- The folder the running daemon watches, so that `watcher status` can say when it is missing.
+ALTER TABLE daemon_status ADD COLUMN watch_dir TEXT;
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -129,7 +129,8 @@ class Writer(threading.Thread):
         self.store = Store.from_settings(self.settings)
         self.store.set_status(
             pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
-            stopped_at=None, heartbeat_at=now_iso(), files_scored=0, files_rejected=0, files_removed=0,
+            watch_dir=str(self.settings.watch_dir), stopped_at=None, heartbeat_at=now_iso(), files_scored=0,
+            files_rejected=0, files_removed=0,
         )  # fmt: skip
 
     def _rebuild(self) -> None:
