@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from watcher.config import Settings
 from watcher.judge import JudgeOptions
 from watcher.outcomes import Job
 from watcher.pools import (
+    MAX_BREAKS,
     POOL_MIN_FILES,
     WARM_POOL_MIN_FILES,
     WORKER_NICE,
@@ -128,3 +130,21 @@ def test_helpers_stop_only_once_no_pool_is_open(s: Settings) -> None:
     assert [type(o).__name__ for o in judge_all([("a.json", None, True)] * 20, pool.opts, pool)] == ["Scored"] * 20
     pool.close()
     assert release_helpers() is True
+
+
+def test_a_pool_whose_workers_keep_dying_is_given_up_and_work_goes_on_here(
+    s: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(WARM_POOL_MIN_FILES):
+        write(s.watch_dir / f"{i:02}.json", doc())
+    jobs: list[Job] = [(f"{i:02}.json", None, True) for i in range(WARM_POOL_MIN_FILES)]
+    opts = JudgeOptions.from_settings(s)
+    monkeypatch.setattr("watcher.pools._init_worker", lambda _: os._exit(1))  # a sandbox killing workers
+    with WorkerPool(opts, 2, "fork", kept=True) as pool:
+        for attempt in range(1, MAX_BREAKS + 1):
+            with pytest.raises(BrokenProcessPool):
+                list(judge_all(jobs, opts, pool))
+            assert pool.discard() == (attempt == MAX_BREAKS)
+        assert not pool.usable and not pool.pays(len(jobs))
+        assert [type(o).__name__ for o in judge_all(jobs, opts, pool)] == ["Scored"] * len(jobs)  # judged here
+        assert not pool.started

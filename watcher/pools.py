@@ -86,11 +86,18 @@ def _context(start_method: StartMethod) -> multiprocessing.context.BaseContext:
     return ctx
 
 
+#: After this many pools in a row broke before finishing a batch, work stays in the caller's thread.
+MAX_BREAKS = 3
+
+
 class WorkerPool:
     """Processes that judge files (and walk folders) with ``opts``, started on first use.
 
     ``kept``: the pool lives on for later batches (the daemon's), so smaller batches are worth
-    sending to it (:data:`WARM_POOL_MIN_FILES` instead of :data:`POOL_MIN_FILES`). Use from one thread.
+    sending to it (:data:`WARM_POOL_MIN_FILES` instead of :data:`POOL_MIN_FILES`). A pool whose
+    workers keep dying (a sandbox that kills them, memory that cannot hold them) is given up
+    after :data:`MAX_BREAKS` breaks in a row: work then goes on in the caller's thread rather
+    than never being done. Use from one thread.
     """
 
     def __init__(self, opts: JudgeOptions, workers: int, start_method: StartMethod, kept: bool = False) -> None:
@@ -98,11 +105,17 @@ class WorkerPool:
         self.workers = workers
         self.start_method: StartMethod = start_method
         self.min_files = WARM_POOL_MIN_FILES if kept else POOL_MIN_FILES
+        self.breaks = 0  #: pools broken in a row, with no batch finished since
         self._executor: ProcessPoolExecutor | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True while there are workers to use: more than one, and not given up."""
+        return self.workers > 1 and self.breaks < MAX_BREAKS
 
     def pays(self, n_jobs: int) -> bool:
         """True when ``n_jobs`` files are worth sending to the workers."""
-        return self.workers > 1 and n_jobs >= self.min_files
+        return self.usable and n_jobs >= self.min_files
 
     @property
     def started(self) -> bool:
@@ -120,11 +133,14 @@ class WorkerPool:
             )
         return self._executor
 
-    def discard(self) -> None:
-        """Forget a broken pool (a worker was killed); the next use starts a new one."""
+    def discard(self) -> bool:
+        """Forget a broken pool (a worker was killed); the next use starts a new one. True when
+        this break gives the pool up (:data:`MAX_BREAKS` in a row)."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = None
+        self.breaks += 1
+        return self.breaks == MAX_BREAKS
 
     def close(self, wait: bool = True) -> None:
         """Stop the processes (if any)."""
@@ -168,6 +184,7 @@ def judge_all(jobs: Sequence[Job], opts: JudgeOptions, pool: WorkerPool | None =
     size = min(256, max(8, len(jobs) // (pool.workers * 8)))  # a few chunks per worker, never tiny ones
     chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
     yield from chain.from_iterable(pool.executor().map(_judge_in_worker, chunks))
+    pool.breaks = 0  # a batch came back whole: the workers work
 
 
 def diff_folders(pool: WorkerPool, root: Path, matcher: Matcher, store: Store, folders: list[str]) -> Iterator[Diff]:

@@ -122,7 +122,7 @@ def reconcile(
     started = time.monotonic()
     summary = Summary()
     matcher = Matcher.from_settings(settings)
-    if not under and pool is not None and pool.workers > 1 and store.size_hint() >= PARALLEL_WALK_MIN:
+    if not under and pool is not None and pool.usable and store.size_hint() >= PARALLEL_WALK_MIN:
         diff = _diff_in_workers(store, settings, matcher, pool)
     else:
         unreadable: list[tuple[str, str]] = []

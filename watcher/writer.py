@@ -249,7 +249,7 @@ class Writer(threading.Thread):
         except BrokenProcessPool:
             # A worker died (killed, out of memory): start a new pool and judge these again.
             log.error("worker_pool_broken", pending=len(paths))
-            self.pool.discard()
+            self._discard_pool()
             now = time.monotonic()
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
@@ -301,7 +301,7 @@ class Writer(threading.Thread):
             # A worker died while walking or judging (killed, out of memory): a new pool, and
             # the whole tree again soon (what this reconcile did not apply is still to do).
             log.error("worker_pool_broken", under=stored_path(under) or ".", retry_in=5.0)
-            self.pool.discard()
+            self._discard_pool()
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         self.watch_dir_unreadable = False
@@ -318,6 +318,13 @@ class Writer(threading.Thread):
         )  # fmt: skip
         if not under:
             self.store.set_status(last_reconcile_at=now_iso())
+
+    def _discard_pool(self) -> None:
+        if self.pool.discard():
+            log.error(
+                "worker_pool_given_up", breaks=self.pool.breaks,
+                hint="worker processes keep dying (killed by a sandbox or out of memory?); judging in this process",
+            )  # fmt: skip
 
     def _writing_or_just_created(self, rel: str) -> bool:
         # For a new folder's reconcile: besides files a writer holds open, an empty file modified
