@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import corpus
+from benchmarks import corpus, run
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
@@ -68,38 +68,20 @@ def pss_mib(pid: int) -> float:
     return total / 1024
 
 
-class Daemon:
-    """``watcher run`` on a tree, observed through its log and a read-only connection."""
+class Daemon(run.Daemon):
+    """``watcher run`` with the given observer, observed through its log and a read-only connection."""
 
     def __init__(self, tree: Path, db: Path, log: Path, observer: str) -> None:
         self.db = db
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
         env.update({"WATCHER_OBSERVER": observer, "WATCHER_WORKER_IDLE_SECONDS": "5"})
-        self.log = log
-        self.proc = subprocess.Popen(
-            [PY, "-m", "watcher", "run", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json"],
-            stderr=log.open("w"), stdout=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
-        wait_for(lambda: "daemon_ready" in log.read_text(), 600, 0.05)
-        self.conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
+        super().__init__(tree, db, log, env)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
-
-    def count(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM results").fetchone()[0])
-
-    def stop(self) -> None:
-        self.conn.close()
-        self.proc.terminate()
-        self.proc.wait(60)
 
 
 def wait_for(predicate: Any, timeout: float, poll: float = 0.01) -> float:

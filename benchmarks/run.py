@@ -91,9 +91,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.001)
 class Daemon:
     """``watcher run`` on a tree and database, observed through the log and a read connection."""
 
-    def __init__(self, tree: Path, db: Path, log: Path) -> None:
+    def __init__(self, tree: Path, db: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
-        env = dict(os.environ)
+        env = dict(os.environ) if env is None else env
         self.proc = subprocess.Popen(
             [PY, "-m", "watcher", "run", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json"],
             stderr=log.open("w"), stdout=subprocess.DEVNULL, env=env,
