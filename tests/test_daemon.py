@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -158,6 +160,36 @@ def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> 
     assert 1 <= len(writes) <= span / 0.2 + 2, (len(writes), span)
     daemon.assert_invariant()
     assert daemon.stop() == 0
+
+
+def page_models(page: Path) -> list[str]:
+    """The model_ids the HTML report page holds (none before it is written)."""
+    if not page.exists():
+        return []
+    data = json.loads(page.read_text().split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    raw = base64.b64decode(data["idb"])
+    return [str(uuid.UUID(bytes=raw[k : k + 16])) for k in range(0, len(raw), 16)] or data["ids"]
+
+
+def test_the_page_follows_changes_in_its_own_process_and_a_stop_leaves_it_current(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    page = d.root / "var" / "reports" / "report.html"
+    try:
+        d.start()
+        write(d.inbox / "a.json", doc(model_id=mid(1)))
+        wait_until(lambda: page_models(page) == [mid(1)], what="model 1 on the page")
+
+        def after_change() -> list[dict[str, Any]]:
+            return [e for e in d.events() if e["event"] == "report_page_written" and e["after_change"] is not None]
+
+        logged = wait_until(after_change, what="report_page_written after a change")
+        assert logged[0]["seconds"] >= 0 and logged[0]["after_change"] >= 0
+        write(d.inbox / "b.json", doc(model_id=mid(2)))
+        d.wait_results({"a.json": mid(1), "b.json": mid(2)})
+    finally:
+        assert d.stop() == 0
+    assert sorted(page_models(page)) == [mid(1), mid(2)]  # stopped: the page matches the database
+    assert not [e for e in d.events() if e["event"] in ("report_page_unfinished", "report_process_broken")]
 
 
 def test_sigterm_exits_0_and_changes_while_stopped_are_reconciled(daemon: Daemon) -> None:

@@ -122,7 +122,7 @@ def run(
     if shipper is not None:  # after the writer: the last batch gets shipped (for a few seconds at most)
         shipper.stop()
         shipper.join(timeout=15)
-    reporter.stop_event.set()  # after the writer: the last batch's change gets written out
+    reporter.stop()  # after the writer: the last batch's change gets written out, and its page
     if reporter.is_alive():
         reporter.join(timeout=30)
     observer.join(timeout=5)

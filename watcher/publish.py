@@ -1,6 +1,8 @@
 """Writing the report files from the database: the table formats and the HTML page.
 
-Used by ``watcher scan`` at its end and by the daemon's report thread (:mod:`watcher.reporter`).
+Used by ``watcher scan`` at its end (:func:`refresh_reports`: everything, then return) and by the
+daemon's report thread (:mod:`watcher.reporter`: the tables, while the page follows in a process
+of its own).
 """
 
 from __future__ import annotations
@@ -33,26 +35,25 @@ def refresh_reports(
     html_in: Executor | None = None,
     meanwhile: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> bool:
-    """Rewrite the report files when something changed or one is missing; True if written.
+    """Rewrite every report file when something changed or one is missing, and return once all
+    are written (``watcher scan``); True if written.
 
-    The table formats come from one pass over the report, in one read transaction. With
-    ``html_in`` (an executor of other processes) the HTML page is rendered there meanwhile, on
-    the other core, from its own read-only connection: the page then shows a committed state
+    With ``html_in`` (an executor of other processes) the HTML page is rendered there meanwhile,
+    on the other core, from its own read-only connection: the page then shows a committed state
     that may be a commit newer than the tables'. Errors from either side are raised here.
     ``meanwhile()`` is entered around the tables, once the page's process has started (a fork
     must not copy the locks of a thread ``meanwhile`` may start).
     """
-    missing = any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats)
-    if not (changed or missing):
-        return False
-    tables = [f for f in settings.report_formats if f != "html"]
     html = "html" in settings.report_formats
+    if not (changed or tables_missing(settings) or (html and page_missing(settings))):
+        return False
     page = html_in.submit(write_html_file, settings) if html and html_in is not None else None
     try:
-        with meanwhile(), store.snapshot():  # all table formats from the same committed state
-            paths = write_reports(store.report_rows, settings.reports, tables)
+        with meanwhile():
+            paths = write_tables(store, settings)
             if html and page is None:
-                paths.append(write_html(store, settings))
+                with store.snapshot():
+                    paths.append(write_html(store, settings))
     finally:
         if page is not None:
             wait([page])  # never return (or raise) while the page is still being written
@@ -60,6 +61,25 @@ def refresh_reports(
         paths.append(page.result())
     log.debug("reports_written", paths=[str(p) for p in paths])
     return True
+
+
+def tables_missing(settings: Settings) -> bool:
+    """True when one of the table formats (CSV, JSON, Markdown) asked for has no file yet."""
+    return any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats if f != "html")
+
+
+def page_missing(settings: Settings) -> bool:
+    """True when the HTML page is asked for and has no file yet."""
+    return "html" in settings.report_formats and not (settings.reports / FILE_NAMES["html"]).exists()
+
+
+def write_tables(store: Store, settings: Settings) -> list[Path]:
+    """Rewrite the table formats (not the HTML page), all from the same committed state."""
+    tables = [f for f in settings.report_formats if f != "html"]
+    if not tables:
+        return []
+    with store.snapshot():
+        return write_reports(store.report_rows, settings.reports, tables)
 
 
 def write_html_file(settings: Settings) -> Path:

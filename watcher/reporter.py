@@ -2,10 +2,15 @@
 
 Rendering 100,000 rows takes a good part of a second; on the writer thread it would delay every
 file that arrives meanwhile. Here it runs on its own read-only connection: WAL gives it a committed
-snapshot while the writer goes on; the HTML page is rendered meanwhile in a process of its own.
-Timing: a change is written out once the burst is over (the writer is idle), or
-``report_interval`` after the first unreported change while changes keep coming, and never more
-often than once per ``report_interval``.
+snapshot while the writer goes on. Timing: a change is written out once the burst is over (the
+writer is idle), or ``report_interval`` after the first unreported change while changes keep
+coming, and never more often than once per ``report_interval``.
+
+The table formats (CSV, JSON, Markdown) never wait for the HTML page: the page is rendered in a
+process of its own and follows. At most one page is in flight; changes that arrive while it is
+rendered are covered by exactly one more page after it, so the page always ends up showing the
+last change however long it takes (``reports_written`` logs the tables, ``report_page_written``
+the page, each with its delay after the change).
 """
 
 from __future__ import annotations
@@ -13,42 +18,80 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
 from watcher.pools import release_helpers, report_process
-from watcher.publish import refresh_reports
+from watcher.publish import page_missing, tables_missing, write_html_file, write_tables
 from watcher.store import Store
 
 log = get_logger("watcher.reporter")
 
+#: On stop, the page in flight (and the one that follows it) is waited for this long at most.
+PAGE_STOP_SECONDS = 20.0
+
+PageWriter = Callable[[Settings], Path]
+
+
+def render_page(page_writer: PageWriter, settings: Settings) -> float:
+    """In the page's process: write the page; the monotonic clock (system-wide) when it is written."""
+    page_writer(settings)
+    return time.monotonic()
+
 
 class Reporter(threading.Thread):
-    """Call :meth:`mark` after each commit that changed something; set ``stop`` to end (with a
-    last write if a change is still unreported)."""
+    """Call :meth:`mark` after each commit that changed something; :meth:`stop` to end (with a
+    last write if a change is still unreported, and the page finished, for
+    :data:`PAGE_STOP_SECONDS` at most).
 
-    def __init__(self, settings: Settings, writer_idle: Callable[[], bool], stop: threading.Event) -> None:
+    ``page_writer`` renders ``report.html`` in the page's process (a module-level function, so
+    that it can be sent there); :func:`watcher.publish.write_html_file` unless a test holds it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        writer_idle: Callable[[], bool],
+        stop: threading.Event,
+        page_writer: PageWriter = write_html_file,
+    ) -> None:
         super().__init__(name="watcher-reporter", daemon=True)
         self.settings = settings
         self.writer_idle = writer_idle
         self.stop_event = stop
+        self.page_writer = page_writer
         self.pending = threading.Event()
+        self.wake = threading.Event()  # a change, a finished page, or stop
         self.first_change = 0.0
         self.last_written = -float("inf")
         self.writes = 0
+        self.pages = 0
         self.store: Store | None = None  # opened by the thread
         # The HTML page is rendered in a process of its own while this thread writes the tables:
-        # at 100,000 models that is what keeps every report file within a second of a change.
-        # It starts with a write and stops after worker_idle_seconds without one.
+        # at 100,000 models that is what keeps the tables within a second of a change. It starts
+        # with a page and stops after worker_idle_seconds without one.
         self.html_in: ProcessPoolExecutor | None = None
+        self.page: Future[float] | None = None  # the page in flight
+        self.page_started = 0.0
+        self.page_covers: float | None = None  # the first change the page in flight shows
+        self.page_wanted = False  # another page is due once the one in flight is done
+        self.page_since: float | None = None  # the first change no page shows yet
+        self.last_page = -float("inf")
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
         if not self.pending.is_set():
             self.first_change = time.monotonic()
             self.pending.set()
+            self.wake.set()
+
+    def stop(self) -> None:
+        """Ask the thread to end (thread-safe); join it to wait."""
+        self.stop_event.set()
+        self.wake.set()
 
     def run(self) -> None:
         """Thread body: never raises; a failed write is logged and retried after ``report_interval``."""
@@ -61,13 +104,20 @@ class Reporter(threading.Thread):
             # Changes made by the first reconcile, or report files missing: write them now.
             self._write(changed=self.pending.is_set())
             while not self.stop_event.is_set():
-                if self.pending.wait(0.5):
+                if not self.pending.is_set():
+                    self.wake.wait(0.5)
+                self.wake.clear()
+                self._follow_page()
+                if self.pending.is_set():
                     if self._due():
                         self._write(changed=True)
-                elif time.monotonic() - self.last_written >= self.settings.worker_idle_seconds:
+                elif self.page is None and time.monotonic() - max(self.last_written, self.last_page) >= (
+                    self.settings.worker_idle_seconds
+                ):
                     self._close_process()
             if self.pending.is_set():
                 self._write(changed=True)
+            self._finish_pages()
         finally:
             self._close_process()
             if self.store is not None:
@@ -75,26 +125,25 @@ class Reporter(threading.Thread):
 
     def _close_process(self) -> None:
         if self.html_in is not None:
-            self.html_in.shutdown(wait=True, cancel_futures=True)
+            self.html_in.shutdown(wait=self.page is None, cancel_futures=True)
             self.html_in = None
+            self.page = None
             log.debug("report_process_stopped", helpers_stopped=release_helpers())
 
     def _due(self) -> bool:
         interval = self.settings.report_interval
         now = time.monotonic()
         if now - self.last_written < interval:
-            self.stop_event.wait(interval - (now - self.last_written))
+            self.wake.wait(interval - (now - self.last_written))  # a finished page is followed meanwhile
             return False
         if self.writer_idle() or now - self.first_change >= interval:
             return True
-        self.stop_event.wait(min(0.05, interval))  # the burst goes on: look again shortly
+        self.wake.wait(min(0.05, interval))  # the burst goes on: look again shortly
         return False
 
     def _write(self, changed: bool) -> None:
         started, since = time.monotonic(), self.first_change
         self.pending.clear()
-        if self.html_in is None and "html" in self.settings.report_formats:
-            self.html_in = report_process("forkserver")  # this process has threads
         try:
             if self.store is None or self.store.moved_away():
                 # Removed or replaced (the writer rebuilds it): follow the path to the new file.
@@ -103,7 +152,10 @@ class Reporter(threading.Thread):
                     self.store = None
                 self.store = Store.open_readonly(self.settings.db_path)
                 changed = True
-            if refresh_reports(self.store, self.settings, changed, self.html_in):
+            if changed or page_missing(self.settings):
+                self._want_page(since if changed else None)  # first: it renders on the other core meanwhile
+            if changed or tables_missing(self.settings):
+                write_tables(self.store, self.settings)
                 self.writes += 1
                 now = time.monotonic()
                 log.info(
@@ -113,11 +165,80 @@ class Reporter(threading.Thread):
         except (OSError, StoreError) as exc:
             log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
             self.mark()
-        except BrokenExecutor:
-            # The page's process died (killed, out of memory): a new one, and write again.
-            log.error("report_process_broken")
-            if self.html_in is not None:
-                self.html_in.shutdown(wait=False, cancel_futures=True)
-            self.html_in = None  # a new one with the next write
-            self.mark()
         self.last_written = time.monotonic()
+
+    def _want_page(self, since: float | None) -> None:
+        """A page is due, showing changes since ``since`` (None: it is only missing): now, or
+        after the one in flight (all such requests meanwhile make one page)."""
+        if "html" not in self.settings.report_formats:
+            return
+        self.page_wanted = True
+        if since is not None and (self.page_since is None or since < self.page_since):
+            self.page_since = since
+        if self.page is None:
+            self._submit_page()
+
+    def _submit_page(self) -> None:
+        covers, self.page_since, self.page_wanted = self.page_since, None, False
+        try:
+            if self.html_in is None:
+                self.html_in = report_process("forkserver")  # this process has threads
+            self.page_started = time.monotonic()
+            self.page = self.html_in.submit(render_page, self.page_writer, self.settings)
+        except BrokenExecutor:
+            self._page_process_broken(covers)
+            return
+        self.page_covers = covers
+        self.page.add_done_callback(lambda _: self.wake.set())
+
+    def _follow_page(self) -> None:
+        """Once the page in flight is done: log it (or its failure), and start the next if due."""
+        page = self.page
+        if page is None or not page.done():
+            return
+        self.page = None
+        covers = self.page_covers
+        try:
+            finished = page.result()
+        except BrokenExecutor:
+            self._page_process_broken(covers)
+            return
+        except (OSError, StoreError) as exc:
+            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports), page=True)
+            self._page_again(covers)
+        except Exception as exc:  # noqa: BLE001 - a bug in rendering: logged, never the end of the tables
+            log.error("report_page_failed", error=repr(exc), report_dir=str(self.settings.reports))
+        else:
+            self.pages += 1
+            self.last_page = finished
+            log.info(
+                "report_page_written", report_dir=str(self.settings.reports), pages=self.pages,
+                seconds=round(finished - self.page_started, 3),
+                after_change=round(finished - covers, 3) if covers is not None else None,
+            )  # fmt: skip
+        if self.page_wanted:
+            self._submit_page()
+
+    def _page_process_broken(self, covers: float | None) -> None:
+        # The page's process died (killed, out of memory): a new one with the next write.
+        log.error("report_process_broken")
+        if self.html_in is not None:
+            self.html_in.shutdown(wait=False, cancel_futures=True)
+        self.html_in, self.page = None, None
+        self._page_again(covers)
+
+    def _page_again(self, covers: float | None) -> None:
+        """The page failed: it is written again with the next write, after ``report_interval``."""
+        if covers is not None and (self.page_since is None or covers < self.page_since):
+            self.page_since = covers
+        self.mark()
+
+    def _finish_pages(self) -> None:
+        """On stop: the page in flight and the one due after it, for PAGE_STOP_SECONDS at most."""
+        deadline = time.monotonic() + PAGE_STOP_SECONDS
+        while self.page is not None:
+            wait([self.page], timeout=max(0.0, deadline - time.monotonic()))
+            if not self.page.done():
+                log.warning("report_page_unfinished", waited_seconds=PAGE_STOP_SECONDS)
+                return
+            self._follow_page()
