@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher.config import Settings
-from watcher.html import columns_from_rows, render_html, script_json
+from watcher.html import Plain, Raw, columns_from_rows, render_html, script_json
 from watcher.reconcile import scan
 from watcher.store import Store
 
@@ -170,6 +170,36 @@ def test_embedded_json_cannot_end_the_script() -> None:
     text = script_json({"a": "</script><!-- & \u2028\u2029"})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text) == {"a": "</script><!-- & \u2028\u2029"}
+
+
+def test_raw_text_beyond_ascii_is_escaped_too_and_base64_is_left_as_it_is() -> None:
+    text = script_json({"raw": Raw('["\u00e9</script>\u2028"]'), "b64": Plain("2AAE+/w=="), "drawn": "0<z"})
+    assert "<" not in text and "\u2028" not in text
+    assert json.loads(text) == {"raw": ["\u00e9</script>\u2028"], "b64": "2AAE+/w==", "drawn": "0<z"}
+
+
+UUID = "0a1b2c3d-4e5f-4a6b-8c7d-8e9fa0b1c2d3"
+
+
+@pytest.mark.parametrize(
+    ("other", "packed"),
+    [
+        ("00000000-0000-4000-8000-000000000001", True),
+        (UUID.upper(), False),  # not lowercase
+        (UUID[:9] + " " + UUID[10:], False),  # a space: skipped by bytes.fromhex, a byte short
+        (UUID[:8] + "0-" + UUID[10:], False),  # a dash out of place
+        (UUID[:35] + "g", False),  # not hex
+        (UUID[:34] + "\u00e9d", False),
+        (UUID + "0", False),  # too long
+    ],
+)
+def test_model_ids_are_packed_as_16_bytes_only_when_every_one_is_a_lowercase_uuid(other: str, packed: bool) -> None:
+    row = (UUID, "a@example.com", 0.5, 0.85, "2024-05-01T12:00:00Z", "a.json", 0.85, 1, 5, b"")
+    data = page_data(render(columns_from_rows([row, (other, *row[1:5], "b.json", *row[6:])])))
+    if packed:
+        assert data["ids"] == [] and base64.b64decode(data["idb"]) == bytes.fromhex((UUID + other).replace("-", ""))
+    else:
+        assert data["idb"] == "" and data["ids"] == [UUID, other]
 
 
 def test_large_report_stays_small_per_model(make_settings: Any) -> None:

@@ -195,6 +195,14 @@ def test_page_columns_list_each_model_report_row_first(store: Store) -> None:
     assert cols["met"] == "111" and cols["npts"] == 5 and cols["targets"] == 0.85 and cols["curves"] == b""
 
 
+def test_page_counts_count_models_beyond_the_cap_and_say_whether_history_goes_further(store: Store) -> None:
+    store.apply([scored("a.json", "m1"), scored("b.json", "m1"), scored("c.json", "m2")])
+    assert store.page_counts(max_models=3, history_limit=3) == (0, False)  # 3 results: all fit, uncounted
+    assert store.page_counts(max_models=2, history_limit=2) == (0, True)  # 3 results but 2 models
+    assert store.page_counts(max_models=1, history_limit=10) == (1, False)
+    assert store.page_counts(max_models=1, history_limit=0) == (1, True)  # every entry is beyond 0
+
+
 def test_earlier_outcomes_are_replaced_and_removed_content(store: Store) -> None:
     store.apply([scored("a.json", "m1", sha="s1"), scored("b.json", "m2", sha="s2"), scored("c.json", "m3")])
     store.apply([scored("a.json", "m1", sha="s1b"), Removed("b.json")])

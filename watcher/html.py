@@ -15,7 +15,6 @@ import base64
 import functools
 import itertools
 import json
-import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -37,7 +36,9 @@ class Raw(str):
     """Text that is JSON already (built by SQLite): embedded as it is."""
 
 
-_NOT_HEX = re.compile("[^0-9a-f-]")
+class Plain(str):
+    """A string of base64 and decimal digits only (so nothing :func:`script_json` escapes):
+    megabytes the escaping need not search."""
 
 
 def columns_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
@@ -76,26 +77,21 @@ def page_data(
     y bytes (base64). Numbers and dates pass through as SQLite wrote them.
     """
     ids: list[str] = json.loads(cols["ids"])
-    joined, n = "".join(ids), len(ids)
-    canonical = (
-        len(joined) == 36 * n
-        and all(joined[k::36] == "-" * n for k in (8, 13, 18, 23))
-        and joined.count("-") == 4 * n
-        and _NOT_HEX.search(joined) is None
-    )
+    idb = _uuid_bytes(ids)
     issuers: list[str] = json.loads(cols["issuers"])
     names = sorted(set(issuers), key=lambda i: (i.lower(), i))
     rank = {name: k for k, name in enumerate(names)}
     paths: list[str] = json.loads(cols["paths"])
     cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
-    ext = ".json" if all(p.endswith(".json") for p in paths) else ""
+    # Paths hold no NUL: one search over all of them at once.
+    ext = ".json" if ("\0".join(paths) + "\0").count(".json\0") == len(paths) else ""
     folders = [p[:c] for p, c in zip(paths, cut, strict=True)]  # with the trailing "/"
     folder_of = {f: k for k, f in enumerate(dict.fromkeys(folders))}
     end = -len(ext) or None
     files = [p[c:end] for p, c in zip(paths, cut, strict=True)]
     full: bytes = cols["curves"]
     xs, ys = full[0::2], full[1::2]
-    lengths = cols["lengths"] if isinstance(cols["lengths"], int) else json.loads(cols["lengths"])
+    lengths = json.loads(cols["lengths"]) if isinstance(cols["lengths"], str) else cols["lengths"]
     if isinstance(lengths, int):  # every curve has this many bytes
         h = lengths // 2
         xlist = [xs[i : i + h] for i in range(0, len(xs), h)] if h else [b""] * len(ids)
@@ -127,8 +123,8 @@ def page_data(
         "byPath": _packed(cols["by_path"]),
         "byDate": _packed(cols["by_date"]),
         # model_ids are lowercase UUIDs (validated): 16 bytes each.
-        "idb": base64.b64encode(bytes.fromhex(joined.replace("-", ""))).decode() if canonical else "",
-        "ids": [] if canonical else ids,
+        "idb": Plain("" if idb is None else base64.b64encode(idb).decode()),
+        "ids": ids if idb is None else [],
         "issuers": names,
         "iss": _packed(list(map(rank.__getitem__, issuers))),
         "thr": Raw(cols["thr"]),
@@ -144,7 +140,7 @@ def page_data(
         "grids": [base64.b64encode(g).decode() for g in grid_of],
         "grid": _packed(grids) if len(grid_of) > 1 else "",
         "drawn": drawn,
-        "ys": base64.b64encode(ys).decode(),
+        "ys": Plain(base64.b64encode(ys).decode()),
         "earlier": [
             [winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner
         ],
@@ -152,6 +148,25 @@ def page_data(
             [r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections
         ],
     }
+
+
+def _uuid_bytes(ids: list[str]) -> bytes | None:
+    """The model_ids' 16 bytes each, if every one is a lowercase UUID (``8-4-4-4-12`` hex digits
+    and dashes), else None."""
+    joined, n = "".join(ids), len(ids)
+    if len(joined) != 36 * n or joined.count("-") != 4 * n:
+        return None
+    if any(joined[k::36] != "-" * n for k in (8, 13, 18, 23)):
+        return None
+    digits = joined.replace("-", "")
+    if digits != digits.lower():
+        return None
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    # fromhex skips whitespace: each one skipped leaves a byte short.
+    return raw if len(raw) == 16 * n else None
 
 
 def _packed(values: list[int]) -> str:
@@ -162,7 +177,7 @@ def _packed(values: list[int]) -> str:
     out = bytearray(width * len(values))
     for k in range(width):
         out[k::width] = words[k::4]
-    return str(width) + base64.b64encode(out).decode()
+    return Plain(str(width) + base64.b64encode(out).decode())
 
 
 def _instant(date: str) -> datetime:
@@ -177,16 +192,21 @@ def script_json(data: dict[str, Any]) -> str:
     """``data`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so
     no ``</script>`` and no ``<!--``), and no raw U+2028/2029 (line ends to old parsers)."""
     dump = functools.partial(json.dumps, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-    text = "{" + ",".join(f"{dump(k)}:{v if isinstance(v, Raw) else dump(v)}" for k, v in data.items()) + "}"
-    for char, escaped in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escaped)
-    return text
+
+    def safe(value: Any) -> str:
+        text = value if isinstance(value, Raw) else dump(value)
+        if isinstance(value, Plain):
+            return text
+        # Only text with other than ASCII can hold U+2028/2029 (an O(1) test).
+        for char, escaped in _ESCAPES if text.isascii() else _ESCAPES + _LINE_ENDS:
+            text = text.replace(char, escaped)
+        return text
+
+    return "{" + ",".join(f"{dump(k)}:{safe(v)}" for k, v in data.items()) + "}"
+
+
+_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"))
+_LINE_ENDS = (("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
 def render_html(

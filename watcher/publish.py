@@ -100,13 +100,12 @@ def write_html(store: Store, settings: Settings) -> Path:
     target = settings.reports / FILE_NAMES["html"]
 
     def produce(fh: TextIO) -> None:
-        counts = store.counts()
-        omitted = max(0, counts["models"] - settings.html_max_models)
+        omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
         cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
         earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
         note = (
             f"Only the newest {HISTORY_ON_PAGE:,} history entries were looked at; the table history holds all."
-            if counts["history"] > HISTORY_ON_PAGE
+            if older_history
             else ""
         )
         render_html(cols, store.rejection_rows(), fh, now_iso(), omitted, target=settings.target_recall,

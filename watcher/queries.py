@@ -85,29 +85,33 @@ class Queries:
         100,000 rows along an index would cost a random page lookup each.
 
         Keys: ``ids``, ``issuers``, ``thr``, ``rec``, ``dates``, ``paths`` (JSON arrays), ``met``
-        (a ``0``/``1`` string), ``curves`` (the curves' bytes, concatenated); ``npts``,
-        ``targets`` and ``lengths`` (of the curves, in bytes) as one number when every row has the
-        same, else a JSON array; and ``order``: the rows' positions by model_id, each model's
-        report row first (the report view's rule: latest experiment instant, on a tie the greatest
-        path), then its superseded files, read from the covering index ``results_latest`` alone
-        (its entries carry the rowid); ``by_path`` and ``by_date``: the positions by path, and by
-        experiment instant then path (from the path index and ``results_recent``).
+        (a ``0``/``1`` string), ``curves`` (the curves' bytes, concatenated); ``npts`` and
+        ``targets`` as one number when every row has the same, else a JSON array; ``lengths`` (of
+        the curves, in bytes) as one number when every row has the same, else a list; and
+        ``order``: the rows' positions by model_id, each model's report row first (the report
+        view's rule: latest experiment instant, on a tie the greatest path), then its superseded
+        files, read from the covering index ``results_latest`` alone (its entries carry the
+        rowid); ``by_path`` and ``by_date``: the positions by path, and by experiment instant then
+        path (from the path index and ``results_recent``).
         """
-        keys = ("rowids", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "curve_bytes")
-        same = ("npts", "targets", "lengths")
-        sql_of = {"npts": "n_points", "targets": "target_recall", "lengths": f"length({_CURVE})"}
+        keys = ("first", "last", "n", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "lengths")
+        same = ("npts", "targets")
+        sql_of = {"npts": "n_points", "targets": "target_recall"}
+        # One pass, one aggregate per column: SQLite's per-row work is what a page costs.
         row = self.db.execute(
-            "SELECT json_group_array(rowid), json_group_array(model_id), json_group_array(issuer),"
+            "SELECT min(rowid), max(rowid), count(*), json_group_array(model_id), json_group_array(issuer),"
             " json_group_array(optimal_threshold), json_group_array(closest_recall_value),"
             " coalesce(group_concat(target_met, ''), ''), json_group_array(experiment_date), json_group_array(path),"
-            f" CAST(coalesce(group_concat({_CURVE}, ''), '') AS BLOB), coalesce(sum(length({_CURVE})), 0), "
+            f" CAST(coalesce(group_concat({_CURVE}, ''), '') AS BLOB), json_group_array(length({_CURVE})), "
             + ", ".join(f"min({sql_of[k]}), max({sql_of[k]})" for k in same)
             + " FROM results"  # a table scan: rowid order
         ).fetchone()
         out: dict[str, Any] = dict(zip(keys, row, strict=False))
-        if len(out["curves"]) != out.pop("curve_bytes"):  # the blobs as text lost bytes: fetch them as hex
+        lengths: list[int] = json.loads(out["lengths"])
+        if len(out["curves"]) != sum(lengths):  # the blobs as text lost bytes: fetch them as hex
             (text,) = self.db.execute(f"SELECT coalesce(group_concat(hex({_CURVE}), ''), '') FROM results").fetchone()
             out["curves"] = bytes.fromhex(text)
+        out["lengths"] = lengths[0] if lengths and min(lengths) == max(lengths) else lengths
         for k, (low, high) in zip(same, zip(row[len(keys) :: 2], row[len(keys) + 1 :: 2], strict=True), strict=True):
             everywhere = low is not None and low == high  # one value in every row (None: no rows)
             out[k] = (
@@ -115,19 +119,24 @@ class Queries:
                 if everywhere
                 else self.db.execute(f"SELECT json_group_array({sql_of[k]}) FROM results").fetchone()[0]
             )
+        first, last, n = out.pop("first"), out.pop("last"), out.pop("n")
+        # Without gaps in the rowids, a row's position is its rowid minus the first: SQLite
+        # computes the positions itself.
+        offset = f"rowid - {int(first)}" if n and last - first == n - 1 else "rowid"
         orders = self.db.execute(
-            "SELECT (SELECT json_group_array(rowid) FROM"
+            f"SELECT (SELECT json_group_array({offset}) FROM"
             " (SELECT rowid FROM results ORDER BY model_id, experiment_at DESC, path DESC)),"
-            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY path)),"
-            " (SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY experiment_at, path))"
+            f" (SELECT json_group_array({offset}) FROM (SELECT rowid FROM results ORDER BY path)),"
+            f" (SELECT json_group_array({offset}) FROM (SELECT rowid FROM results ORDER BY experiment_at, path))"
         ).fetchone()
-        rowids = json.loads(out.pop("rowids"))
-        if rowids and rowids[-1] - rowids[0] == len(rowids) - 1:  # no gaps: positions are offsets
-            first = rowids[0]
-            positions = [[r - first for r in json.loads(x)] for x in orders]
-        else:
-            position = {rowid: i for i, rowid in enumerate(rowids)}
-            positions = [[position[r] for r in json.loads(x)] for x in orders]
+        positions: list[list[int]] = [json.loads(x) for x in orders]
+        if offset == "rowid":
+            # In table order (an index's order is another).
+            (rowids,) = self.db.execute(
+                "SELECT json_group_array(rowid) FROM (SELECT rowid FROM results ORDER BY rowid)"
+            ).fetchone()
+            position = {rowid: i for i, rowid in enumerate(json.loads(rowids))}
+            positions = [[position[r] for r in p] for p in positions]
         out["order"], out["by_path"], out["by_date"] = positions
         return out
 
@@ -160,6 +169,21 @@ class Queries:
             " (SELECT count(*) FROM rejections), (SELECT count(*) FROM history)"
         ).fetchone()
         return dict(zip(("models", "results", "rejections", "history"), row, strict=True))
+
+    def page_counts(self, max_models: int, history_limit: int) -> tuple[int, bool]:
+        """For the HTML page: how many models are beyond the newest ``max_models`` (0 when
+        all fit), and whether ``history`` holds entries older than its newest ``history_limit``
+        ids. Cheap when all fit: models are counted only when the results outnumber
+        ``max_models``."""
+        (results,) = self.db.execute("SELECT count(*) FROM results").fetchone()
+        if results > max_models:
+            (models,) = self.db.execute("SELECT count(DISTINCT model_id) FROM results").fetchone()
+            results = models
+        (older,) = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM history WHERE id <= (SELECT max(id) FROM history) - :limit)",
+            {"limit": int(history_limit)},
+        ).fetchone()
+        return max(0, results - max_models), bool(older)
 
     def last_change(self) -> str | None:
         """When the newest outcome in ``history`` was recorded (by a daemon or a scan), or ``None``."""
