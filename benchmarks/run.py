@@ -159,6 +159,42 @@ def publish(tree: Path, i: int, points: int = 101) -> str:
     return rel
 
 
+def change_to_reports(d: Daemon, tree: Path, reports: Path, n: int, base: float) -> Row:
+    """Seconds from a new file to report.csv listing it, and to every report file rewritten
+    (median of 3 isolated changes), against ``base`` (one full rescan)."""
+    first, every = [], []
+    for i in range(3):
+        time.sleep(1.2)  # pacing: an isolated change, not one inside the previous report interval
+        start, wall = time.perf_counter(), time.time_ns()
+        rel = publish(tree, n * 10 + 1000 + i)
+        wait_for(partial(contains, reports / "report.csv", rel), timeout=30, poll=0.005)
+        first.append(time.perf_counter() - start)
+        # Every file, and so a quiet daemon for what is measured next. The HTML page may not
+        # list this model (html_max_models), so for it: rewritten after the change.
+        wait_for(partial(contains, reports / "report.json", rel), timeout=60, poll=0.005)
+        wait_for(partial(rewritten_after, reports / "report.html", wall), timeout=60, poll=0.005)
+        every.append(time.perf_counter() - start)
+    csv_s, all_s = statistics.median(first), statistics.median(every)
+    return Row(f"change to report files, {n:,} models (s: CSV / CSV+JSON+HTML)", f"{csv_s:.2f} / {all_s:.2f}",
+               f"{base:.2f}", f"{base / csv_s:.1f}x", "<= 1 s at 100k" if n >= 100_000 else "",
+               (f"CSV {_met(csv_s <= 1)}, all {_met(all_s <= 1)}") if n >= 100_000 else "")  # fmt: skip
+
+
+def reports_only(n: int, work: Path) -> list[Row]:
+    """Only the 'change to report files' row, at ``n`` models (``--reports N``)."""
+    tree, db = work / f"c{n}", work / f"w{n}.db"
+    corpus.generate(tree, n)
+    out = str(work / "baseline.csv")
+    baseline.rescan(str(tree), out)  # warm the page cache
+    base = timed(partial(baseline.rescan, str(tree), out))
+    run(PY, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json")
+    d = Daemon(tree, db, work / f"daemon{n}.log")
+    try:
+        return [change_to_reports(d, tree, default_report_dir(db), n, base)]
+    finally:
+        d.stop()
+
+
 def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_seconds: float, big: int,
           work: Path) -> list[Row]:  # fmt: skip
     rows: list[Row] = []
@@ -222,24 +258,7 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
             rows.append(Row(f"change-to-database latency, {n:,} models (p50 / p99 ms)",
                             f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f}", f"{base20 * 1e3:.0f} (one rescan of {n20:,})",
                             f"{base20 / p50:.0f}x", "p50 <= 50 ms and >= 100x", _met(ok)))  # fmt: skip
-            reports = default_report_dir(db)
-            first, every = [], []
-            for i in range(3):
-                time.sleep(1.2)  # pacing: an isolated change, not one inside the previous report interval
-                start, wall = time.perf_counter(), time.time_ns()
-                rel = publish(tree, n * 10 + 1000 + i)
-                wait_for(partial(contains, reports / "report.csv", rel), timeout=30, poll=0.005)
-                first.append(time.perf_counter() - start)
-                # Every file, and so a quiet daemon before the idle figure below. The HTML page may
-                # not list this model (html_max_models), so for it: rewritten after the change.
-                wait_for(partial(contains, reports / "report.json", rel), timeout=60, poll=0.005)
-                wait_for(partial(rewritten_after, reports / "report.html", wall), timeout=60, poll=0.005)
-                every.append(time.perf_counter() - start)
-            csv_s, all_s = statistics.median(first), statistics.median(every)
-            rows.append(Row(f"change to report files, {n:,} models (s: CSV / CSV+JSON+HTML)",
-                            f"{csv_s:.2f} / {all_s:.2f}", f"{base_time[n]:.2f}", f"{base_time[n] / csv_s:.1f}x",
-                            "<= 1 s at 100k" if n >= 100_000 else "",
-                            (f"CSV {_met(csv_s <= 1)}, all {_met(all_s <= 1)}") if n >= 100_000 else ""))  # fmt: skip
+            rows.append(change_to_reports(d, tree, default_report_dir(db), n, base_time[n]))
             if n == max(sizes):
                 before, t0 = d.cpu_seconds(), time.perf_counter()
                 time.sleep(idle_seconds)  # measuring idle: nothing happens on purpose
@@ -304,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the speed")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--reports", type=int, metavar="N", help="only the 'change to report files' row, N models")
     args = parser.parse_args(argv)
     if args.quick:
         params = {"sizes": [200, 400], "latency_files": 5, "repeats": 1, "burst": 200, "idle_seconds": 1.0,
@@ -314,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     try:
         started = time.perf_counter()
-        rows = bench(work=work, **params)  # type: ignore[arg-type]
+        rows = reports_only(args.reports, work) if args.reports else bench(work=work, **params)  # type: ignore[arg-type]
         print(table(rows))
         print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.perf_counter() - started:.0f} s in all;"
               f" max RSS of this runner {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")  # fmt: skip

@@ -32,6 +32,14 @@ def test_benchmark_command_prints_every_figure() -> None:
     assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")
 
 
+def test_benchmark_can_measure_the_report_files_alone() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--reports", "300"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 2 and rows[1].startswith("| change to report files, 300 models (s: CSV / CSV+JSON+HTML) |")
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_page_benchmark_prints_every_figure() -> None:
