@@ -15,7 +15,6 @@ import base64
 import functools
 import itertools
 import json
-import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -83,15 +82,13 @@ def page_data(
     names = sorted(set(issuers), key=lambda i: (i.lower(), i))
     rank = {name: k for k, name in enumerate(names)}
     paths: list[str] = json.loads(cols["paths"])
-    # Per-row work in C (map over methods, joined text), not in Python bytecode: 100,000 rows.
-    parts = list(map(str.rpartition, paths, itertools.repeat("/")))
-    heads, slashes, tails = zip(*parts, strict=True) if parts else ((), (), ())
-    folders = list(map(operator.add, heads, slashes))  # with the trailing "/"
+    cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
+    # Paths hold no NUL: one search over all of them at once.
+    ext = ".json" if ("\0".join(paths) + "\0").count(".json\0") == len(paths) else ""
+    folders = [p[:c] for p, c in zip(paths, cut, strict=True)]  # with the trailing "/"
     folder_of = {f: k for k, f in enumerate(dict.fromkeys(folders))}
-    # Names hold no NUL: each one's end is a NUL in the joined text.
-    ends = "\0".join(tails) + "\0"
-    ext = ".json" if ends.count(".json\0") == len(paths) else ""
-    files = (ends.replace(".json\0", "\0") if ext else ends).split("\0")[:-1] if paths else []
+    end = -len(ext) or None
+    files = [p[c:end] for p, c in zip(paths, cut, strict=True)]
     full: bytes = cols["curves"]
     xs, ys = full[0::2], full[1::2]
     lengths = json.loads(cols["lengths"]) if isinstance(cols["lengths"], str) else cols["lengths"]
@@ -102,7 +99,7 @@ def page_data(
     else:
         counts = [n >> 1 for n in lengths]
         starts = list(itertools.accumulate(counts, initial=0))
-        xlist = list(map(xs.__getitem__, map(slice, starts[:-1], starts[1:])))
+        xlist = [xs[a:b] for a, b in itertools.pairwise(starts)]
         # One character per curve, its number of points plus 48 ("0" for none), when all fit.
         drawn = bytes(counts).translate(_PLUS_48).decode("ascii") if max(counts, default=0) < 75 else counts
     grid_of = {g: k for k, g in enumerate(dict.fromkeys(xlist))}
