@@ -5,6 +5,10 @@
 then an unchanged re-scan, for each checkout in turn, and measures the CPU time of the whole
 process tree (``getrusage`` of the children): on a shared machine that moves far less than wall
 time does. Prints the median and every figure.
+
+``--page N`` compares writing ``report.html`` instead: one database of N generated models
+(``benchmarks.page``), the page written from it by each checkout in turn, the CPU time of the
+write alone (imports left out) measured in its process.
 """
 
 from __future__ import annotations
@@ -34,13 +38,48 @@ def cpu_seconds(checkout: Path, tree: Path, db: Path) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+# Writes the page with the given checkout first on sys.path; prints the write's CPU seconds.
+_PAGE = (
+    "import sys, time; root = sys.argv[1]; sys.path.insert(0, root); import watcher;"
+    "assert watcher.__file__.startswith(root), watcher.__file__;"
+    "from pathlib import Path; from watcher.config import Settings; from watcher.publish import write_html_file;"
+    "db = Path(sys.argv[2]); s = Settings(watch_dir=db.parent, db_path=db, report_dir=Path(sys.argv[3]));"
+    "cpu = time.process_time(); write_html_file(s); print(time.process_time() - cpu)"
+)
+
+
+def page_cpu_seconds(checkout: Path, db: Path, reports: Path) -> float:
+    """CPU time of one write of report.html from ``db`` with ``checkout``'s code."""
+    out = subprocess.run([sys.executable, "-c", _PAGE, str(checkout), str(db), str(reports)], cwd=checkout,
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    return float(out)
+
+
+def compare_pages(checkouts: dict[str, Path], models: int, rounds: int) -> None:
+    from benchmarks.page import database
+
+    figures: dict[str, list[float]] = {k: [] for k in checkouts}
+    with tempfile.TemporaryDirectory() as work:
+        settings = database(Path(work), models)
+        for _ in range(rounds):
+            for name, checkout in checkouts.items():
+                figures[name].append(page_cpu_seconds(checkout, settings.db_path, settings.reports))
+    print(f"CPU seconds to write report.html, {models:,} models, {rounds} interleaved rounds (median; every run)")
+    for name, runs in figures.items():
+        print(f"  {name:5}  {statistics.median(runs):.3f} ({' '.join(f'{x:.3f}' for x in runs)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("other", type=Path, help="the other checkout (a git worktree)")
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--page", type=int, metavar="N", help="compare writing report.html at N models instead")
     args = parser.parse_args(argv)
     checkouts = {"this": HERE, "other": args.other.resolve()}
+    if args.page:
+        compare_pages(checkouts, args.page, args.rounds)
+        return 0
     figures: dict[str, dict[str, list[float]]] = {k: {"cold": [], "rescan": []} for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"

@@ -40,6 +40,15 @@ def test_benchmark_can_measure_the_report_files_alone() -> None:
     assert len(rows) == 2 and rows[1].startswith("| change to report files, 300 models (s: CSV / CSV+JSON+HTML) |")
 
 
+def test_page_comparison_prints_the_cpu_of_each_checkout() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(REPO), "--page", "200", "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("CPU seconds to write report.html, 200 models, 1 interleaved rounds")
+    assert [line.split()[0] for line in lines[1:]] == ["this", "other"]
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_page_benchmark_prints_every_figure() -> None:
