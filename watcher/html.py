@@ -175,7 +175,8 @@ def _uuid_bytes(ids: list[str]) -> bytes | None:
 def _packed(values: list[int]) -> str:
     """Non-negative integers below 2**24, each in as few little-endian bytes as the largest needs
     (1 to 3): the width as a digit, then the bytes in base64."""
-    width = 1 if max(values, default=0) < 1 << 8 else 2 if max(values) < 1 << 16 else 3
+    top = max(values, default=0)
+    width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 3
     words = array.array("I", values).tobytes()
     out = bytearray(width * len(values))
     for k in range(width):
