@@ -105,12 +105,17 @@ def database(work: Path, n: int) -> Settings:
 
 
 FRAME = "await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
+#: Each action starts from a page left alone this long (ms), as a person's next click would: the
+#: previous action's trailing work (its frame's raster and display, the address written a moment
+#: later and the browser's own handling of it) is then not billed to the next action.
+SETTLE = 600
 
 
 def timed_js(browser: Browser, action: str) -> tuple[float, float]:
-    """Milliseconds from running ``action`` in the page to the frame after it, and of those the
-    script's own (the action's synchronous part)."""
-    took = browser.eval(f"(async () => {{ const t0 = performance.now(); {{ {action}; }} const t1 = performance.now();"
+    """Milliseconds from running ``action`` in the page (left alone for :data:`SETTLE` ms first)
+    to the frame after it, and of those the script's own (the action's synchronous part)."""
+    took = browser.eval(f"(async () => {{ await new Promise(r => setTimeout(r, {SETTLE}));"
+                        f" const t0 = performance.now(); {{ {action}; }} const t1 = performance.now();"
                         f" {FRAME}; return [performance.now() - t0, t1 - t0]; }})()")  # fmt: skip
     return float(took[0]), float(took[1])
 
