@@ -204,6 +204,44 @@ def test_select_two_models_and_overlay_them(browser: Browser, page: tuple[Path, 
     assert b.errors() == []
 
 
+def curve_bands(b: Browser) -> list[int]:
+    """Per row band of the sparkline canvas, how many of its pixels are drawn."""
+    bands = b.eval("""(() => {
+        const c = document.querySelector('#sizer canvas.sparks'), x = c.getContext('2d');
+        const band = 30 * window.devicePixelRatio, out = [];
+        for (let k = 0; k < Math.round(c.height / band); k++) {
+            const px = x.getImageData(0, k * band, c.width, band).data;
+            let n = 0; for (let i = 3; i < px.length; i += 4) { if (px[i]) { n++; } }
+            out.push(n);
+        }
+        return out; })()""")
+    return list(bands)
+
+
+def test_rows_and_curves_follow_a_filter_and_its_clearing(browser: Browser, page: tuple[Path, Path]) -> None:
+    html, _ = page
+    b = browser
+    b.open(html.as_uri())
+    first, bands = visible_ids(b), curve_bands(b)
+    assert len(first) >= 20 and len(bands) == len(first)  # one curve per row on screen, none beyond
+    assert all(n > 0 for n in bands)
+    model = "00000000-0000-4000-8000-000000000005"
+    b.click("#search")
+    b.type_text(model)
+    b.wait_for("document.getElementById('shown').textContent === '1 of 30 shown'")
+    assert visible_ids(b) == [model] and len(curve_bands(b)) == 1
+    # The viewport shrank to the one row; the list's scroll height is the rows', nothing drawn past them.
+    assert b.eval("document.getElementById('viewport').scrollHeight") <= 120
+    b.eval("(() => { const s = document.getElementById('search'); s.value = '';"
+           " s.dispatchEvent(new Event('input')); })()")  # fmt: skip
+    b.wait_for("document.getElementById('shown').textContent === '30 of 30 shown'")
+    b.eval("new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))")  # the frame after the change
+    assert visible_ids(b) == first  # the whole first screen again, not the one row's worth
+    bands = curve_bands(b)
+    assert len(bands) == len(first) and all(n > 0 for n in bands)
+    assert b.errors() == []
+
+
 def test_rejections_are_listed_with_reasons_and_searchable(browser: Browser, page: tuple[Path, Path]) -> None:
     html, _ = page
     b = browser
