@@ -6,7 +6,9 @@ time to write ``report.html`` from the database (what the daemon's page process 
 change), the file's size, and in the browser, each the median of 3 fresh loads: page loaded and
 first screen drawn, sorting by each column (the first click, which computes that order), filtering
 (an issuer; a model_id prefix), and opening a model's detail. Browser times are taken in the
-page (``performance.now()`` from the action to the frame after it). ``--quick`` runs tiny sizes.
+page (``performance.now()`` from the action, on a page left alone for :data:`SETTLE` ms, to the
+task after the frame it causes; the first screen from the navigation's start to the task after
+its frame). ``--quick`` runs tiny sizes.
 """
 
 from __future__ import annotations
