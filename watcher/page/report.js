@@ -330,12 +330,12 @@
   } else {
     window.addEventListener('resize', function () { vpH = vp.clientHeight; draw(); });
   }
-  function scrollTo(top) { vpTop = Math.max(0, top); vp.scrollTop = vpTop; }
+  function scrollList(top) { vpTop = Math.max(0, top); vp.scrollTop = vpTop; }
   function moveTo(pos) {
     if (!view.length) { return; }
     active = Math.max(0, Math.min(view.length - 1, pos));
     var top = active * ROW;
-    if (top < vpTop) { scrollTo(top); } else if (top + ROW > vpTop + vpH) { scrollTo(top + ROW - vpH); }
+    if (top < vpTop) { scrollList(top); } else if (top + ROW > vpTop + vpH) { scrollList(top + ROW - vpH); }
     draw();
   }
   vp.addEventListener('keydown', function (e) {
@@ -378,7 +378,7 @@
   });
   function controls() {
     state.issuer = issuerEl.value; state.model = search.value.trim().toLowerCase(); state.missed = missedEl.checked;
-    if (vpTop) { scrollTo(0); }
+    if (vpTop) { scrollList(0); }
     active = 0;
     recompute(); writeHash();
   }
