@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -102,7 +101,7 @@ def test_detail_by_click_reads_the_hovered_point(browser: Browser, page: tuple[P
     b.wait_for("document.getElementById('detail').open")
     model = "00000000-0000-4000-8000-000000000003"
     assert b.eval("document.getElementById('dtitle').textContent") == f"model {model}"
-    assert b.eval("location.hash") == f"#open={model}"
+    b.wait_for(f"location.hash === '#open={model}'")  # written a moment after the change
     hover_drawn_point(b, 3)
     t, r = expected_point(db, model, 3)
     assert f"threshold {t}, recall {r}" in readout(b)
@@ -153,7 +152,7 @@ def test_sort_by_date_follows_the_instant(browser: Browser, page: tuple[Path, Pa
     assert instants == sorted(instants) and len(ids) == 30
     assert [dates[m] for m in visible_ids(b)[:3]] == [DATES[3]] * 3  # the earliest instant first
     b.click(".head button[data-key=experiment_date]")  # descending
-    assert b.eval("location.hash") == "#sort=experiment_date&dir=desc"
+    b.wait_for("location.hash === '#sort=experiment_date&dir=desc'")
     down = [datetime.fromisoformat(dates[m].upper()) for m in b.eval("report.ids(0, 30)")]
     assert down == sorted(down, reverse=True)
     seen = list(dict.fromkeys(dates[m] for m in b.eval("report.ids(0, 30)")))
@@ -176,9 +175,9 @@ def test_filter_from_the_address_keeps_plus(browser: Browser, page: tuple[Path, 
                                            ".filter((e, i) => i % 2 === 0).map(e => e.textContent)")]  # fmt: skip
     assert thresholds == sorted(thresholds, reverse=True)
     # Written back so that the link can be shared: '+' as %2B, which reads back the same.
-    assert b.eval("location.hash") == "#issuer=a%2Bml@example.com&sort=optimal_threshold&dir=desc"
+    b.wait_for("location.hash === '#issuer=a%2Bml@example.com&sort=optimal_threshold&dir=desc'")
     b.click("#missed")
-    assert b.eval("location.hash").startswith("#issuer=a%2Bml@example.com&missed=1")
+    b.wait_for("location.hash.startsWith('#issuer=a%2Bml@example.com&missed=1')")
     assert b.errors() == []
 
 
@@ -197,11 +196,49 @@ def test_select_two_models_and_overlay_them(browser: Browser, page: tuple[Path, 
     assert b.eval("document.querySelectorAll('#chart polyline.series').length") == 2
     legend = b.eval("document.getElementById('legend').textContent")
     assert "00000000-0000-4000-8000-000000000000" in legend and "00000000-0000-4000-8000-000000000001" in legend
-    assert re.search(r"cmp=00000000-0000-4000-8000-000000000000,00000000-0000-4000-8000-000000000001&open=compare",
-                     b.eval("location.hash"))  # fmt: skip
+    b.wait_for("location.hash.endsWith('cmp=00000000-0000-4000-8000-000000000000,"
+               "00000000-0000-4000-8000-000000000001&open=compare')")  # fmt: skip
     b.mouse(*b.center("#chart circle.chosen"))
     assert "chosen point: threshold" in readout(b)
     b.screenshot(ARTIFACTS / "report-compare.png")
+    assert b.errors() == []
+
+
+def curve_bands(b: Browser) -> list[int]:
+    """Per row band of the sparkline canvas, how many of its pixels are drawn."""
+    bands = b.eval("""(() => {
+        const c = document.querySelector('#sizer canvas.sparks'), x = c.getContext('2d');
+        const band = 30 * window.devicePixelRatio, out = [];
+        for (let k = 0; k < Math.round(c.height / band); k++) {
+            const px = x.getImageData(0, k * band, c.width, band).data;
+            let n = 0; for (let i = 3; i < px.length; i += 4) { if (px[i]) { n++; } }
+            out.push(n);
+        }
+        return out; })()""")
+    return list(bands)
+
+
+def test_rows_and_curves_follow_a_filter_and_its_clearing(browser: Browser, page: tuple[Path, Path]) -> None:
+    html, _ = page
+    b = browser
+    b.open(html.as_uri())
+    first, bands = visible_ids(b), curve_bands(b)
+    assert len(first) >= 20 and len(bands) == len(first)  # one curve per row on screen, none beyond
+    assert all(n > 0 for n in bands)
+    model = "00000000-0000-4000-8000-000000000005"
+    b.click("#search")
+    b.type_text(model)
+    b.wait_for("document.getElementById('shown').textContent === '1 of 30 shown'")
+    assert visible_ids(b) == [model] and len(curve_bands(b)) == 1
+    # The viewport shrank to the one row; the list's scroll height is the rows', nothing drawn past them.
+    assert b.eval("document.getElementById('viewport').scrollHeight") <= 120
+    b.eval("(() => { const s = document.getElementById('search'); s.value = '';"
+           " s.dispatchEvent(new Event('input')); })()")  # fmt: skip
+    b.wait_for("document.getElementById('shown').textContent === '30 of 30 shown'")
+    b.eval("new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))")  # the frame after the change
+    assert visible_ids(b) == first  # the whole first screen again, not the one row's worth
+    bands = curve_bands(b)
+    assert len(bands) == len(first) and all(n > 0 for n in bands)
     assert b.errors() == []
 
 
