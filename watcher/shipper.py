@@ -9,10 +9,10 @@ read under a row lock at the start of each batch: progress advances exactly with
 commit, so a crash at any moment (of this host or of the server) leaves either the batch and its
 mark, or neither, and the batch is shipped again; shipping a path again writes the same row.
 
-Local reads use a read-only connection of their own in one read transaction per batch (WAL: the
-writer never waits for it). A path changed after that snapshot has a newer history entry, so
-it is shipped again by a later batch: once the host is idle and the shipper caught up, the
-central rows equal the local tables.
+Local reads (:mod:`watcher.outbox`) take one read transaction per batch on a read-only
+connection (WAL: the writer never waits for them). While the server writes one batch, the next is
+read on a helper thread with a connection of its own, so the host's reading and the server's
+writing overlap; that batch is used only if the mark read under the lock is where it starts.
 
 Failures never reach the daemon: an unreachable server is logged once per outage as
 ``central_unreachable`` (``central_back`` when it answers again), retried with a short backoff,
