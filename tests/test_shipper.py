@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests import fleet_invariant
@@ -225,3 +227,66 @@ def test_a_refused_login_is_told_apart_from_an_outage(host: Any, central_db: Any
         shipper.stop()
         shipper.join(10)
     assert '"central_unreachable"' not in out.getvalue()
+
+
+def test_a_batch_read_ahead_is_dropped_when_the_mark_is_elsewhere(
+    host: Any, central_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, db = central_db
+    monkeypatch.setattr("watcher.shipper.BATCH", 7)
+    for i in range(20):
+        write(host.watch_dir / f"m{i}.json", doc())
+    scan(host)
+    shipper = Shipper(host)
+    try:
+        assert shipper.step()  # entries 1-7 shipped, 8-14 read ahead meanwhile
+        assert shipper.ahead is not None
+        with server.admin(db) as conn:  # someone else's idea of the mark: from the start
+            conn.execute("UPDATE watcher.hosts SET shipped_id = 0")
+        assert shipper.step()
+        assert fleet_invariant.shipped_id(server.url(db), "gpu-01") == 7  # 1-7 again, not 8-14
+        _ship_all(shipper)
+        _check(host, server.url(db))
+    finally:
+        shipper._close()
+
+
+def test_a_batch_that_fails_half_way_leaves_nothing_and_is_shipped_again(
+    host: Any, central_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, db = central_db
+    monkeypatch.setattr("watcher.shipper.BATCH", 10)
+    for i in range(25):
+        write(host.watch_dir / f"m{i:02}.json", doc())
+    write(host.watch_dir / "bad.json", "[]")
+    scan(host)
+    shipper = Shipper(host)
+    try:
+        assert shipper.step()
+        local = sqlite3.connect(host.db_path)
+        second = [p for (p,) in local.execute("SELECT path FROM history WHERE id > 10 AND id <= 20 ORDER BY id")]
+        local.close()
+        victim = [p for p in second if p != "bad.json"][5]
+        with server.admin(db) as conn:
+            before = conn.execute("SELECT path, shipped_at FROM watcher.results ORDER BY path").fetchall()
+            # The server fails on one row of the second batch, after that batch's deletes and
+            # while its insert is half done.
+            conn.execute(
+                "CREATE FUNCTION watcher.fail() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                f" IF NEW.path = '{victim}' THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW; END$$"
+            )
+            conn.execute(
+                "CREATE TRIGGER fail BEFORE INSERT ON watcher.results FOR EACH ROW EXECUTE FUNCTION watcher.fail()"
+            )
+        with pytest.raises(psycopg.errors.RaiseException, match="disk on fire"):
+            shipper.step()
+        shipper._close_central()
+        with server.admin(db) as conn:
+            assert conn.execute("SELECT path, shipped_at FROM watcher.results ORDER BY path").fetchall() == before
+            assert conn.execute("SELECT shipped_id FROM watcher.hosts").fetchone() == (10,)
+            conn.execute("DROP TRIGGER fail ON watcher.results")
+        _ship_all(shipper)
+        _check(host, server.url(db))
+        assert fleet_invariant.shipped_id(server.url(db), "gpu-01") == fleet_invariant.local_max_id(host.db_path)
+    finally:
+        shipper._close()

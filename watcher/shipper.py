@@ -9,10 +9,10 @@ read under a row lock at the start of each batch: progress advances exactly with
 commit, so a crash at any moment (of this host or of the server) leaves either the batch and its
 mark, or neither, and the batch is shipped again; shipping a path again writes the same row.
 
-Local reads use a read-only connection of their own in one read transaction per batch (WAL: the
-writer never waits for it). A path changed after that snapshot has a newer history entry, so
-it is shipped again by a later batch: once the host is idle and the shipper caught up, the
-central rows equal the local tables.
+Local reads (:mod:`watcher.outbox`) take one read transaction per batch on a read-only
+connection (WAL: the writer never waits for them). While the server writes one batch, the next is
+read on a helper thread with a connection of its own, so the host's reading and the server's
+writing overlap; that batch is used only if the mark read under the lock is where it starts.
 
 Failures never reach the daemon: an unreachable server is logged once per outage as
 ``central_unreachable`` (``central_back`` when it answers again), retried with a short backoff,
@@ -23,16 +23,16 @@ schema) is logged as ``central_refused`` once per distinct reason and retried sl
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 
-from watcher import __version__, central
+from watcher import __version__, central, outbox
 from watcher.config import Settings
 from watcher.errors import CentralError
 from watcher.logs import get_logger
@@ -40,7 +40,7 @@ from watcher.logs import get_logger
 log = get_logger("watcher.shipper")
 
 #: History entries per central transaction.
-BATCH = 5000
+BATCH = 10000
 #: Without a nudge, look for new history entries this often (seconds).
 POLL = 1.0
 #: Refresh this host's ``last_seen`` this often while nothing changes (seconds).
@@ -54,29 +54,26 @@ REFUSED_RETRY = 15.0
 #: libpq's reasons for a login the server refused (as opposed to a server not answering).
 _REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|no pg_hba\.conf entry|does not exist")
 
-_RESULT_COLUMNS = (
-    "path", "model_id", "issuer", "experiment_date", "experiment_at", "optimal_threshold", "closest_recall_value",
-    "distance", "target_met", "target_recall", "n_points", "sha256", "rules_version", "scored_at",
-)  # fmt: skip
-_RESULT_TYPES = ("text", "text", "text", "text", "text", "float8", "float8", "float8", "bool", "float8", "int4",
-                 "text", "int4", "text")  # fmt: skip
-_REJECTION_COLUMNS = ("path", "errors", "sha256", "rules_version", "rejected_at")
-_REJECTION_TYPES = ("text", "jsonb", "text", "int4", "text")
-
 
 def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> bytes:
-    # A batch travels as one JSON array of row arrays, parsed once (jsonb) and taken apart by the
-    # server: psycopg's adaptation of Python lists to PostgreSQL arrays cost ~200 us per row in
-    # Python, the JSON encoder in C a few. (COPY is not allowed into a table with row-level security.) SQLite's
-    # 0/1 for target_met reads as a boolean; every float is written as its shortest round-trip
-    # repr, so PostgreSQL gets the same double.
+    # The batch's rows arrive as one JSON array of row arrays (see watcher.outbox), taken apart by
+    # the server. (COPY is not allowed into a table with row-level security.)
     values = ", ".join(f"(e->>{i})::{t}" for i, t in enumerate(types))
     rows = "jsonb_array_elements(%s::jsonb) e"
     return f"INSERT INTO watcher.{table} (host, {', '.join(columns)}) SELECT %s, {values} FROM {rows}".encode()
 
 
-_INSERT_RESULTS = _insert("results", _RESULT_COLUMNS, _RESULT_TYPES)
-_INSERT_REJECTIONS = _insert("rejections", _REJECTION_COLUMNS, _REJECTION_TYPES)
+_INSERT_RESULTS = _insert("results", outbox.RESULT_COLUMNS, outbox.RESULT_TYPES)
+_INSERT_REJECTIONS = _insert("rejections", outbox.REJECTION_COLUMNS, outbox.REJECTION_TYPES)
+_DELETE = {
+    t: f"DELETE FROM watcher.{t} WHERE host = %s AND path IN (SELECT json_array_elements_text(%s::json))".encode()
+    for t in ("results", "rejections")
+}
+_MARK = (
+    "UPDATE watcher.hosts SET shipped_id = %s, local_max_id = %s, origin = %s, results = coalesce(%s, results),"
+    " rejections = coalesce(%s, rejections), version = %s, last_seen = now(), last_shipped = now(),"
+    " first_seen = coalesce(first_seen, now()) WHERE host = %s"
+)
 
 
 class Shipper(threading.Thread):
@@ -96,6 +93,9 @@ class Shipper(threading.Thread):
         self.after = after  # start shipping once this is set (the daemon's first reconcile done)
         self.conn: psycopg.Connection[Any] | None = None
         self.local: sqlite3.Connection | None = None
+        self.ahead_local: sqlite3.Connection | None = None  # the read-ahead thread's own
+        self.pool: ThreadPoolExecutor | None = None
+        self.ahead: Future[outbox.Batch] | None = None
         self.problem: str | None = None  # the event logged for the trouble we are in, if any
         self.problem_since = 0.0
         self.reason: str | None = None
@@ -189,6 +189,10 @@ class Shipper(threading.Thread):
     def step(self) -> bool:
         """Ship the next batch of history entries in one central transaction. True if more wait.
 
+        While the server writes a batch, the next one is read locally on a helper thread (see
+        :mod:`watcher.outbox`: any batch may be shipped at any later time); it is used only if the
+        central mark, read under its row lock, is where that batch starts.
+
         Raises psycopg errors, :class:`CentralError` and ``sqlite3.Error``.
         """
         local = self._local()
@@ -198,7 +202,7 @@ class Shipper(threading.Thread):
             self.conn is not None
             and not self.conn.closed
             and time.monotonic() - self.last_seen < HEARTBEAT
-            and int(local.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0]) == self.shipped_id
+            and outbox.last_id(local) == self.shipped_id
         ):
             return False
         conn = self._central()
@@ -209,46 +213,58 @@ class Shipper(threading.Thread):
             if row is None:
                 raise CentralError(self._why_not(conn))
             shipped, origin = int(row[0]), row[1]
-            local.execute("BEGIN")
-            try:
-                first = local.execute("SELECT id, at FROM history ORDER BY id LIMIT 1").fetchone()
-                local_origin = f"{first[0]}:{first[1]}" if first else None
-                local_max = int(local.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0])
-                if (origin != local_origin and not (origin is None and shipped == 0)) or shipped > local_max:
-                    self._start_over(conn, origin, local_origin)
-                    shipped = 0
-                end = min(shipped + BATCH, local_max)
-                if end == shipped:
-                    self._heartbeat(conn, local_max, local_origin)
-                    self.shipped_id = shipped
-                    return False
-                span = (shipped, end)
-                paths = [p for (p,) in local.execute(_PATHS, span)]
-                results = local.execute(_RESULTS, span).fetchall()
-                rejections = local.execute(_REJECTIONS, span).fetchall()
-                n_results, n_rejections = local.execute(_COUNTS).fetchone()
-            finally:
-                local.execute("COMMIT")
+            batch = self._take_ahead(shipped, origin) or outbox.read(local, shipped, BATCH)
+            if (origin != batch.origin and not (origin is None and shipped == 0)) or shipped > batch.local_max:
+                self._start_over(conn, origin, batch.origin)
+                shipped = 0
+                batch = outbox.read(local, 0, BATCH)
+            if batch.empty:
+                self._heartbeat(conn, batch.local_max, batch.origin)
+                self.shipped_id = shipped
+                return False
+            if batch.end < batch.local_max:
+                self._read_ahead(batch.end)
             for table in ("results", "rejections"):
-                conn.execute(_DELETE[table], (self.host, json.dumps(paths)))
-            if results:
-                conn.execute(_INSERT_RESULTS, (self.host, json.dumps(results)))
-            if rejections:
-                conn.execute(_INSERT_REJECTIONS, (self.host, json.dumps(rejections)))
+                conn.execute(_DELETE[table], (self.host, batch.paths))
+            if batch.results:
+                conn.execute(_INSERT_RESULTS, (self.host, batch.results))
+            if batch.rejections:
+                conn.execute(_INSERT_REJECTIONS, (self.host, batch.rejections))
+            n_results, n_rejections = batch.counts or (None, None)
             mark = conn.execute(
-                "UPDATE watcher.hosts SET shipped_id = %s, local_max_id = %s, origin = %s, results = %s,"
-                " rejections = %s, version = %s, last_seen = now(), last_shipped = now(),"
-                " first_seen = coalesce(first_seen, now()) WHERE host = %s",
-                (end, local_max, local_origin, n_results, n_rejections, __version__, self.host),
+                _MARK, (batch.end, batch.local_max, batch.origin, n_results, n_rejections, __version__, self.host)
             )
             if mark.rowcount != 1:
                 raise CentralError(self._not_ours())
             conn.execute("SELECT pg_notify(%s, %s)", (central.CHANNEL, self.host))
-        self.shipped_id = end
+        self.shipped_id = batch.end
         self.batches += 1
         self.last_seen = time.monotonic()
-        log.debug("central_shipped", host=self.host, entries=end - shipped, paths=len(paths), shipped_id=end)
-        return end < local_max
+        log.debug(
+            "central_shipped", host=self.host, entries=batch.end - shipped, paths=batch.n_paths, shipped_id=batch.end
+        )
+        return batch.end < batch.local_max
+
+    def _read_ahead(self, start: int) -> None:
+        """Read the batch after ``start`` on the helper thread, with a connection of its own."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="watcher-shipper-read")
+        if self.ahead_local is None:
+            self.ahead_local = outbox.connect(self.db_path)
+        self.ahead = self.pool.submit(outbox.read, self.ahead_local, start, BATCH)
+
+    def _take_ahead(self, shipped: int, origin: str | None) -> outbox.Batch | None:
+        """The batch read ahead, if it starts at the central mark and comes from the history that
+        was shipped so far; None otherwise. Waits for the read to finish either way (the helper's
+        connection is then free again); its ``sqlite3.Error`` is raised only if it is used."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is None:
+            return None
+        try:
+            batch = ahead.result()
+        except sqlite3.Error:
+            return None  # read again now, in this thread: a lasting problem is reported from there
+        return batch if batch.start == shipped and batch.origin == origin else None
 
     def _start_over(self, conn: psycopg.Connection[Any], origin: str | None, local_origin: str | None) -> None:
         # The local database is not the one shipped so far (recreated, restored from a backup):
@@ -296,8 +312,7 @@ class Shipper(threading.Thread):
 
     def _local(self) -> sqlite3.Connection:
         if self.local is None:
-            uri = f"{self.db_path.absolute().as_uri()}?mode=ro"
-            self.local = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self.local = outbox.connect(self.db_path)
         return self.local
 
     def _close_central(self) -> None:
@@ -308,22 +323,10 @@ class Shipper(threading.Thread):
 
     def _close(self) -> None:
         self._close_central()
-        if self.local is not None:
-            self.local.close()
-            self.local = None
-
-
-_PATHS = "SELECT DISTINCT path FROM history WHERE id > ? AND id <= ?"
-_RESULTS = (
-    f"SELECT {', '.join(_RESULT_COLUMNS)} FROM results"
-    " WHERE path IN (SELECT path FROM history WHERE id > ? AND id <= ?)"
-)
-_REJECTIONS = (
-    f"SELECT {', '.join(_REJECTION_COLUMNS)} FROM rejections"
-    " WHERE path IN (SELECT path FROM history WHERE id > ? AND id <= ?)"
-)
-_DELETE = {
-    t: f"DELETE FROM watcher.{t} WHERE host = %s AND path IN (SELECT json_array_elements_text(%s::json))".encode()
-    for t in ("results", "rejections")
-}
-_COUNTS = "SELECT (SELECT count(*) FROM results), (SELECT count(*) FROM rejections)"
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)  # a read ahead ends within its batch
+            self.pool, self.ahead = None, None
+        for local in (self.local, self.ahead_local):
+            if local is not None:
+                local.close()
+        self.local = self.ahead_local = None
