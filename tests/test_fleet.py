@@ -25,6 +25,7 @@ import pytest
 from tests import fleet_invariant, invariant
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write
+from watcher import central
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,7 +52,7 @@ class Fleet:
         self.publisher: subprocess.Popen[bytes] | None = None
         done = watcher("central", "init", "--url", self.admin_url)
         assert done.returncode == 0, done.stderr
-        assert "central schema at version 1" in done.stdout
+        assert f"central schema at version {central.SCHEMA_VERSION}" in done.stdout
 
     def role(self, name: str) -> str:
         return f"{name.replace('-', '_')}_{self.tag}"
