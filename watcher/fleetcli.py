@@ -100,7 +100,14 @@ def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only a flag; the loop notices
     out_dir = Path(args.out).absolute() if args.out else settings.reports / "fleet"
-    Publisher(url, out_dir, settings.report_formats, settings.report_interval, stop).run()
+    if "html" in settings.report_formats:
+        from watcher.lifeline import start_quiet_resource_tracker
+
+        start_quiet_resource_tracker()  # for the page's process; before any thread (see its doc)
+    Publisher(
+        url, out_dir, settings.report_formats, settings.report_interval, stop,
+        target=settings.target_recall, max_models=settings.html_max_models,
+    ).run()  # fmt: skip
     return 0
 
 
