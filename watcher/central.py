@@ -118,10 +118,10 @@ CREATE POLICY own_rows ON watcher.rejections FOR ALL TO watcher_host
 # current row per (host, path), so each statement that deletes or inserts rows there logs ONE row
 # here (a statement-level trigger over its transition table): the transaction's id, and the
 # paths it took away ('gone', with each row's local timestamp and model_id) or put in ('new',
-# with the timestamp). A shipped batch deletes its paths, then inserts their current rows: a
+# with the timestamp), as arrays. A shipped batch deletes its paths, then inserts their current rows: a
 # reader tells a change from a re-shipped row by the timestamp, and a removal by a path gone and
-# not put back. One row per statement, not per row, keeps shipping's per-row cost to a jsonb
-# element. Rows older than a day are trimmed by the next results delete. The functions run as
+# not put back. One row per statement, not per row, keeps shipping's per-row cost to an array
+# element or three. Rows older than a day are trimmed by the next results delete. The functions run as
 # the schema's owner (hosts may not write this table; readers only read it).
 _V2 = """
 CREATE TABLE watcher.changes (
@@ -130,7 +130,9 @@ CREATE TABLE watcher.changes (
     host text COLLATE "C" NOT NULL,
     kind text NOT NULL CHECK (kind IN ('results', 'rejections')),
     op text NOT NULL CHECK (op IN ('gone', 'new')),
-    rows jsonb NOT NULL
+    paths text[] NOT NULL,
+    stamps text[] NOT NULL,
+    models text[]
 );
 COMMENT ON TABLE watcher.changes IS 'per statement on results/rejections: the (host, path)s it deleted or inserted';
 CREATE INDEX changes_tx ON watcher.changes (tx);
@@ -139,13 +141,13 @@ CREATE FUNCTION watcher.log_results() RETURNS trigger LANGUAGE plpgsql SECURITY 
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO watcher.changes (tx, host, kind, op, rows)
-        SELECT pg_current_xact_id(), host, 'results', 'gone', jsonb_agg(jsonb_build_array(path, scored_at, model_id))
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps, models)
+        SELECT pg_current_xact_id(), host, 'results', 'gone', array_agg(path), array_agg(scored_at), array_agg(model_id)
         FROM old_rows GROUP BY host;
         DELETE FROM watcher.changes WHERE at < now() - interval '1 day';
     ELSE
-        INSERT INTO watcher.changes (tx, host, kind, op, rows)
-        SELECT pg_current_xact_id(), host, 'results', 'new', jsonb_agg(jsonb_build_array(path, scored_at))
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps)
+        SELECT pg_current_xact_id(), host, 'results', 'new', array_agg(path), array_agg(scored_at)
         FROM new_rows GROUP BY host;
     END IF;
     RETURN NULL;
@@ -155,12 +157,12 @@ CREATE FUNCTION watcher.log_rejections() RETURNS trigger LANGUAGE plpgsql SECURI
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO watcher.changes (tx, host, kind, op, rows)
-        SELECT pg_current_xact_id(), host, 'rejections', 'gone', jsonb_agg(jsonb_build_array(path, rejected_at))
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps)
+        SELECT pg_current_xact_id(), host, 'rejections', 'gone', array_agg(path), array_agg(rejected_at)
         FROM old_rows GROUP BY host;
     ELSE
-        INSERT INTO watcher.changes (tx, host, kind, op, rows)
-        SELECT pg_current_xact_id(), host, 'rejections', 'new', jsonb_agg(jsonb_build_array(path, rejected_at))
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps)
+        SELECT pg_current_xact_id(), host, 'rejections', 'new', array_agg(path), array_agg(rejected_at)
         FROM new_rows GROUP BY host;
     END IF;
     RETURN NULL;

@@ -151,7 +151,7 @@ class FleetFollower:
 
     def _entries(self, conn: psycopg.Connection[Any], low: int, high: int) -> list[FleetEntry]:
         rows = conn.execute(
-            "SELECT tx::text, at, host, kind, op, rows FROM watcher.changes"
+            "SELECT tx::text, at, host, kind, op, paths, stamps, models FROM watcher.changes"
             " WHERE tx >= %s::text::xid8 AND tx < %s::text::xid8 ORDER BY tx, host, op",
             (str(low), str(high)),
         ).fetchall()
@@ -169,10 +169,11 @@ def _events(rows: list[tuple[Any, ...]]) -> list[_Event]:
     """Per transaction and host, what each path became; then each path's latest event only."""
     latest: dict[tuple[str, str], _Event] = {}
     groups: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any], datetime]] = {}
-    for tx, at, host, kind, op, items in rows:
+    for tx, at, host, kind, op, paths, stamps, models in rows:
         gone, new, _ = groups.setdefault((int(tx), host), ({}, {}, at))
-        for item in items:
-            (gone if op == "gone" else new)[item[0]] = (kind, item[1], item[2] if len(item) > 2 else None)
+        side = gone if op == "gone" else new
+        for path, stamp, model_id in zip(paths, stamps, models or [None] * len(paths), strict=True):
+            side[path] = (kind, stamp, model_id)
     for (tx, host), (gone, new, at) in groups.items():
         for path, (kind, stamp, _) in new.items():
             before = gone.get(path)
