@@ -177,7 +177,7 @@ def test_follow_central_end_to_end(fleet: Fleet, follows: list[Follow]) -> None:
     follows.append(live)
     rejections = Follow(fleet, "--rejections")
     follows.append(rejections)
-    wait_until(lambda: "LISTEN" in _activity(fleet), 20, what="the followers listening")
+    wait_until(lambda: _activity(fleet).count("LISTEN") == 2, 20, what="both followers listening")
     model = str(uuid.uuid4())
     write(a.inbox / "run.json", doc(model_id=model))
     write(b.inbox / "sub" / "run.json", doc(model_id=model, recall_arr=[0.5, 0.4, 0.3, 0.2, 0.0]))

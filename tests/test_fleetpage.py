@@ -6,6 +6,7 @@ on any host, and the table files do not wait for it (its process is stopped, the
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -132,6 +133,10 @@ def _html_ids(html: Path) -> set[str]:
     return set(page_data(html)["ids"]) if html.exists() else set()
 
 
+def _has(csv: Path, model: str) -> bool:
+    return model in _csv_ids(csv)
+
+
 def _csv_ids(csv: Path) -> set[str]:
     return {line.split(",")[0] for line in csv.read_text().splitlines()[1:]} if csv.exists() else set()
 
@@ -163,7 +168,7 @@ def test_publish_writes_the_page_after_the_tables_never_before_them(fleet: Fleet
     later = [str(uuid.uuid4()) for _ in range(3)]
     for i, model in enumerate(later):
         write(b.inbox / f"later{i}.json", doc(model_id=model))
-        wait_until(lambda m=model: m in _csv_ids(csv), 20, what="the table file, with the page stopped")
+        wait_until(functools.partial(_has, csv, model), 20, what="the table file, with the page stopped")
     assert len(_events(fleet, "fleet_reports_written")) >= tables_before + 3
     assert not set(later) & _html_ids(html)
     for pid in helpers:

@@ -80,14 +80,21 @@ class FleetFollower:
         self.rejections_only = rejections_only
         self.conn: psycopg.Connection[Any] | None = None
         self.listener: psycopg.Connection[Any] | None = None
-        self.reconnect()
+        self._open_reader()
         self.after, self.backlog = self._start(max(last, 0))
+        self._listen()  # once listening, the start is fixed (what a caller may wait for)
 
     def reconnect(self) -> None:
         """(Re)open the reading and the listening connections."""
+        self._open_reader()
+        self._listen()
+
+    def _open_reader(self) -> None:
         self.close()
         self.conn = central.connect(self.url, "watcher follow", autocommit=True)
         central.require_schema(self.conn)
+
+    def _listen(self) -> None:
         self.listener = central.connect(self.url, "watcher follow", autocommit=True)
         self.listener.execute(f"LISTEN {central.CHANNEL}")
 
