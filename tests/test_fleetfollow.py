@@ -103,14 +103,15 @@ def test_windows_show_each_change_once_and_skip_reshipped_rows(central_db: Any) 
 
 
 class Follow:
-    """A ``watcher follow --central`` process as a reader runs it; its stdout read by a thread."""
+    """``watcher follow --central URL`` as a reader runs it (README); its stdout read by a thread."""
 
     def __init__(self, fleet: Fleet, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
-        env.update({**fleet.env, "WATCHER_CENTRAL_URL": fleet.url(fleet.role("reader"))})
+        env.update(fleet.env)
         self.err = (fleet.tmp / f"follow-{uuid.uuid4().hex[:6]}.err").open("wb+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "follow", "--central", "--log-format", "json", *args],
+            [sys.executable, "-m", "watcher", "follow", "--central", fleet.url(fleet.role("reader")),
+             "--log-format", "json", *args],
             stdout=subprocess.PIPE, stderr=self.err, env=env,
         )  # fmt: skip
         self.text: list[str] = []

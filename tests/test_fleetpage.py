@@ -169,7 +169,7 @@ def test_publish_writes_the_page_after_the_tables_never_before_them(fleet: Fleet
     for i, model in enumerate(later):
         write(b.inbox / f"later{i}.json", doc(model_id=model))
         wait_until(functools.partial(_has, csv, model), 20, what="the table file, with the page stopped")
-    assert len(_events(fleet, "fleet_reports_written")) >= tables_before + 3
+    wait_until(lambda: len(_events(fleet, "fleet_reports_written")) >= tables_before + 3, 10, what="3 table writes")
     assert not set(later) & _html_ids(html)
     for pid in helpers:
         os.kill(pid, signal.SIGCONT)

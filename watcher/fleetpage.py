@@ -32,19 +32,27 @@ from watcher.schema import now_iso
 
 log = get_logger("watcher.fleetpage")
 
-# Each model's winning row is the first of its rows in `pos` order, as in the report view.
-_ARRAYS = (
-    "model_id ORDER BY pos", "issuer ORDER BY pos", "optimal_threshold ORDER BY pos",
-    "closest_recall_value ORDER BY pos", "experiment_date ORDER BY pos", "shown ORDER BY pos",
-    "n_points ORDER BY pos", "target_recall ORDER BY pos", "pos ORDER BY shown", "pos ORDER BY experiment_at, shown",
-)  # fmt: skip
-_ROWS = (
-    "WITH r AS (SELECT row_number() OVER (ORDER BY model_id, experiment_at DESC, host DESC, path DESC) - 1 AS pos,"
-    """ (host || ':' || path) COLLATE "C" AS shown, * FROM watcher.results {where})"""
-    " SELECT count(*), coalesce(string_agg(CASE WHEN target_met THEN '1' ELSE '0' END, '' ORDER BY pos), ''), "
-    + ", ".join(f"coalesce(json_agg({a}), '[]')::text" for a in _ARRAYS)
-    + " FROM r"
-)
+# Each model's winning row is the first of its rows in `pos` order, as in the report view. The
+# rows come out of the window function in `pos` order, and the aggregates read them so without
+# sorting again (an ORDER BY in each of them sorted the table ten times over); that they did is
+# checked with the positions themselves (`_page_query(strict=True)` sorts in each aggregate).
+_COLUMNS = ("model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "shown",
+            "n_points", "target_recall", "pos")  # fmt: skip
+
+
+def _page_query(where: str, strict: bool) -> bytes:
+    order = " ORDER BY pos" if strict else ""
+    arrays = ", ".join(f"coalesce(json_agg({c}{order}), '[]')::text" for c in _COLUMNS)
+    return (
+        "WITH r AS MATERIALIZED (SELECT row_number() OVER"
+        " (ORDER BY model_id, experiment_at DESC, host DESC, path DESC) - 1 AS pos,"
+        f""" (host || ':' || path) COLLATE "C" AS shown, * FROM watcher.results {where})"""
+        f" SELECT count(*), coalesce(string_agg(CASE WHEN target_met THEN '1' ELSE '0' END, ''{order}), ''), {arrays},"
+        " (SELECT coalesce(json_agg(pos ORDER BY shown), '[]')::text FROM r),"
+        " (SELECT coalesce(json_agg(pos ORDER BY experiment_at, shown), '[]')::text FROM r) FROM r"
+    ).encode()
+
+
 # Over html_max_models: the winning rows of the models with the most recent experiments only.
 _NEWEST = """WHERE (host, path) IN (SELECT host, path FROM (
     SELECT DISTINCT ON (model_id) host, path, experiment_at FROM watcher.results
@@ -55,10 +63,14 @@ def page_columns(conn: psycopg.Connection[Any], limit: int | None = None) -> dic
     """Every central result as the columns :func:`watcher.html.render_html` takes (see
     :meth:`watcher.queries.Queries.page_columns`), paths as ``host:path``, without curves. With
     ``limit``: only the winning rows of that many models, those with the newest experiments."""
-    query = _ROWS.format(where=_NEWEST if limit is not None else "")
-    row = conn.execute(query.encode(), (limit,) if limit is not None else ()).fetchone()
-    assert row is not None
-    n, met, ids, issuers, thr, rec, dates, paths, npts, targets, by_path, by_date = row
+    where, args = (_NEWEST, (limit,)) if limit is not None else ("", ())
+    for strict in (False, True):
+        row = conn.execute(_page_query(where, strict), args).fetchone()
+        assert row is not None
+        n, met, ids, issuers, thr, rec, dates, paths, npts, targets, positions, by_path, by_date = row
+        if json.loads(positions) == list(range(n)):
+            break
+        log.warning("fleet_page_rows_out_of_order")  # read again, sorted in each aggregate
     return {
         "ids": ids, "issuers": issuers, "thr": thr, "rec": rec, "met": met, "dates": dates, "paths": paths,
         "npts": npts, "targets": targets, "curves": b"", "lengths": 0,
