@@ -17,6 +17,8 @@ publisher writes the table files meanwhile and never waits for the page.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from concurrent.futures import BrokenExecutor, Future
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +28,7 @@ import psycopg
 from watcher import central
 from watcher.errors import CentralError
 from watcher.html import render_html
+from watcher.lifeline import die_with_parent
 from watcher.logs import get_logger
 from watcher.render import FILE_NAMES, write_atomic
 from watcher.schema import now_iso
@@ -111,6 +114,24 @@ def render_page(url: str, out_dir: Path, target: float, max_models: int) -> Path
         return write_page(conn, out_dir, target, max_models)
 
 
+#: The page's process runs this much nicer than the publisher: on a busy machine the table files
+#: (what the latency target is about) get the CPU first.
+PAGE_NICE = 5
+
+
+def _page_executor() -> Any:
+    from watcher.pools import CountedExecutor
+
+    ctx = multiprocessing.get_context("forkserver")  # never fork a process holding connections
+    ctx.set_forkserver_preload(["watcher.forkserver_init", __name__])  # the server dies with us
+    return CountedExecutor(max_workers=1, mp_context=ctx, initializer=_init_page_process)
+
+
+def _init_page_process() -> None:
+    die_with_parent()
+    os.nice(PAGE_NICE)
+
+
 class PageProcess:
     """The page, rendered in one process of its own, coalesced: :meth:`request` after each write
     of the table files; :meth:`tend` often (it starts the next rendering when the last one is
@@ -153,9 +174,7 @@ class PageProcess:
         if self.wanted:
             self.wanted = False
             if self.executor is None:
-                from watcher.pools import report_process
-
-                self.executor = report_process("forkserver")
+                self.executor = _page_executor()
             self.running = self.executor.submit(render_page, *self.args)
 
     def close(self) -> None:
