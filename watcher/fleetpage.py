@@ -171,6 +171,8 @@ class PageProcess:
                 self.wanted = True
             except (psycopg.Error, CentralError, OSError) as exc:
                 log.error("fleet_page_failed", error=central.one_line(exc))  # the next change tries again
+            except Exception as exc:  # noqa: BLE001 - a bug in the page must not end the tables' publisher
+                log.error("fleet_page_failed", error=repr(exc))
         if self.wanted:
             self.wanted = False
             if self.executor is None:
