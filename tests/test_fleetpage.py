@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 from tests.cdp import CHROMIUM, Browser
 from tests.helpers import descendants, doc, wait_until, write
 from tests.test_fleet import Fleet
-from watcher.fleetpage import write_page
+from watcher.fleetpage import PageProcess, write_page
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,6 +87,27 @@ def test_page_data_holds_every_row_winner_first(fleet_db: psycopg.Connection[Any
     # Over html_max_models: the newest models' winning rows only, and the page says how many are left out.
     data = page_data(write_page(fleet_db, tmp_path, 0.85, 1))
     assert (data["n"], data["omitted"], data["ids"], data["paths"]) == (1, 1, [SHARED], ["gpu-02:sub/run.json"])
+
+
+def _tended(page: PageProcess, done: Callable[[], bool]) -> bool:
+    page.tend()  # what the publisher's loop does
+    return done() and not page.busy
+
+
+def test_page_process_killed_renders_again(central_db: Any, tmp_path: Path) -> None:
+    server, name = central_db
+    page = PageProcess(server.url(name), tmp_path, 0.85, 1_000_000)
+    html = tmp_path / "report.html"
+    try:
+        page.request()
+        wait_until(functools.partial(_tended, page, lambda: page.written == 1), 60, what="the first page")
+        os.kill(next(iter(page.executor._processes)), signal.SIGKILL)  # out of memory, say
+        html.unlink()
+        page.request()
+        wait_until(functools.partial(_tended, page, html.exists), 60, what="the page from a new process")
+        assert page.written == 2
+    finally:
+        page.close()
 
 
 @pytest.mark.browser

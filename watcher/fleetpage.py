@@ -175,9 +175,16 @@ class PageProcess:
                 log.error("fleet_page_failed", error=repr(exc))
         if self.wanted:
             self.wanted = False
-            if self.executor is None:
-                self.executor = _page_executor()
-            self.running = self.executor.submit(render_page, *self.args)
+            for _ in range(2):  # a process found dead at submission: once more, in a new one
+                if self.executor is None:
+                    self.executor = _page_executor()
+                try:
+                    self.running = self.executor.submit(render_page, *self.args)
+                    return
+                except BrokenExecutor:
+                    log.error("fleet_page_process_broken")
+                    self._discard()
+            self.wanted = True  # the next tend tries again
 
     def close(self) -> None:
         """Stop the process (waiting for a rendering that runs)."""
