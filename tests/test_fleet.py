@@ -189,6 +189,7 @@ def test_three_hosts_ship_to_one_fleet_report(fleet: Fleet, tmp_path: Path) -> N
     fleet.check()
     # The same model on two hosts: the later experiment (2024-05-02T07:00Z on gpu-02) wins fleet-wide.
     wait_until(lambda: len(_csv(report)) == 4, 20, what="the fleet report file")
+    wait_until(report.with_name("report.html").exists, 30, what="the fleet page (tests/test_fleetpage.py reads it)")
     assert (_csv(report)[shared]["host"], _csv(report)[shared]["path"]) == ("gpu-02", "sub/run-b.json")
     # A change on any host reaches the report file: gpu-01's file now holds the latest experiment.
     write(hosts[0].inbox / "run-a.json", doc(model_id=shared, experiment_date="2024-06-01T00:00:00Z"))
