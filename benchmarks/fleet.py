@@ -206,7 +206,7 @@ def bench(models: int, changes: int, idle: float, burst: int, repeats: int, part
                         wait_for(_rewritten_with(report, before, rel), timeout=60, poll=0.005)
                         to_file.append(time.perf_counter() - t0)
                     rows.append(
-                        (f"change -> fleet report file, {models:,} models (median / max s)",
+                        (f"change -> fleet report file (csv; json and html on), {models:,} models (median / max s)",
                          f"{statistics.median(to_file):.2f} / {max(to_file):.2f}")
                     )  # fmt: skip
                 finally:
@@ -342,7 +342,7 @@ def _rewritten_with(report: Path, before: int, rel: str) -> Callable[[], bool]:
 def _publisher(url: str, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     full.update(env)
-    full["WATCHER_REPORT_FORMATS"] = "csv,json"
+    full["WATCHER_REPORT_FORMATS"] = "csv,json,html"  # the page is rendered beside the tables
     return subprocess.Popen(
         [PY, "-m", "watcher", "central", "publish", "--url", url, "--out", str(out), "--log-format", "json"],
         stdout=subprocess.DEVNULL, stderr=(out.parent / "publish.log").open("w"), env=full,

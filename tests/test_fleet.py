@@ -25,6 +25,7 @@ import pytest
 from tests import fleet_invariant, invariant
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write
+from watcher import central
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,7 +52,7 @@ class Fleet:
         self.publisher: subprocess.Popen[bytes] | None = None
         done = watcher("central", "init", "--url", self.admin_url)
         assert done.returncode == 0, done.stderr
-        assert "central schema at version 1" in done.stdout
+        assert f"central schema at version {central.SCHEMA_VERSION}" in done.stdout
 
     def role(self, name: str) -> str:
         return f"{name.replace('-', '_')}_{self.tag}"
@@ -188,6 +189,7 @@ def test_three_hosts_ship_to_one_fleet_report(fleet: Fleet, tmp_path: Path) -> N
     fleet.check()
     # The same model on two hosts: the later experiment (2024-05-02T07:00Z on gpu-02) wins fleet-wide.
     wait_until(lambda: len(_csv(report)) == 4, 20, what="the fleet report file")
+    wait_until(report.with_name("report.html").exists, 30, what="the fleet page (tests/test_fleetpage.py reads it)")
     assert (_csv(report)[shared]["host"], _csv(report)[shared]["path"]) == ("gpu-02", "sub/run-b.json")
     # A change on any host reaches the report file: gpu-01's file now holds the latest experiment.
     write(hosts[0].inbox / "run-a.json", doc(model_id=shared, experiment_date="2024-06-01T00:00:00Z"))

@@ -114,8 +114,74 @@ CREATE POLICY own_rows ON watcher.rejections FOR ALL TO watcher_host
     WITH CHECK (host = (SELECT h.host FROM watcher.hosts h WHERE h.role = current_user))
 """
 
+# The fleet's change log, for 'watcher follow --central': the central tables keep only the
+# current row per (host, path), so each statement that deletes or inserts rows there logs ONE row
+# here (a statement-level trigger over its transition table): the transaction's id, and the
+# paths it took away ('gone', with each row's local timestamp and model_id) or put in ('new',
+# with the timestamp), as arrays. A shipped batch deletes its paths, then inserts their current rows: a
+# reader tells a change from a re-shipped row by the timestamp, and a removal by a path gone and
+# not put back. One row per statement, not per row, keeps shipping's per-row cost to an array
+# element or three. Rows older than a day are trimmed by the next results delete. The functions run as
+# the schema's owner (hosts may not write this table; readers only read it).
+_V2 = """
+CREATE TABLE watcher.changes (
+    tx xid8 NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    host text COLLATE "C" NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('results', 'rejections')),
+    op text NOT NULL CHECK (op IN ('gone', 'new')),
+    paths text[] NOT NULL,
+    stamps text[] NOT NULL,
+    models text[]
+);
+COMMENT ON TABLE watcher.changes IS 'per statement on results/rejections: the (host, path)s it deleted or inserted';
+CREATE INDEX changes_tx ON watcher.changes (tx);
+CREATE INDEX changes_at ON watcher.changes (at);
+CREATE FUNCTION watcher.log_results() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps, models)
+        SELECT pg_current_xact_id(), host, 'results', 'gone', array_agg(path), array_agg(scored_at), array_agg(model_id)
+        FROM old_rows GROUP BY host;
+        DELETE FROM watcher.changes WHERE at < now() - interval '1 day';
+    ELSE
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps)
+        SELECT pg_current_xact_id(), host, 'results', 'new', array_agg(path), array_agg(scored_at)
+        FROM new_rows GROUP BY host;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION watcher.log_rejections() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps)
+        SELECT pg_current_xact_id(), host, 'rejections', 'gone', array_agg(path), array_agg(rejected_at)
+        FROM old_rows GROUP BY host;
+    ELSE
+        INSERT INTO watcher.changes (tx, host, kind, op, paths, stamps)
+        SELECT pg_current_xact_id(), host, 'rejections', 'new', array_agg(path), array_agg(rejected_at)
+        FROM new_rows GROUP BY host;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION watcher.log_results(), watcher.log_rejections() FROM PUBLIC;
+CREATE TRIGGER results_gone AFTER DELETE ON watcher.results REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION watcher.log_results();
+CREATE TRIGGER results_new AFTER INSERT ON watcher.results REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION watcher.log_results();
+CREATE TRIGGER rejections_gone AFTER DELETE ON watcher.rejections REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION watcher.log_rejections();
+CREATE TRIGGER rejections_new AFTER INSERT ON watcher.rejections REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION watcher.log_rejections();
+GRANT SELECT ON watcher.changes TO watcher_reader
+"""
+
 #: Migration ``i`` takes the central schema from version i to i + 1. Never edited once released.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROLES = f"""
@@ -241,4 +307,12 @@ def grant_reader(conn: psycopg.Connection[Any], role: str) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";\n") if s.strip()]
+    """The script's statements: split at each ``;`` that ends a line outside a ``$$`` body."""
+    out: list[str] = []
+    part = ""
+    for piece in script.split(";\n"):
+        part = f"{part};\n{piece}" if part else piece
+        if part.count("$$") % 2 == 0:
+            out.append(part.strip())
+            part = ""
+    return [s for s in out if s]

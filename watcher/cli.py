@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format", choices=["auto", "text", "json"], default="auto", help="auto: text on a terminal, else JSON lines"
     )
+    _central_flag(p, "the fleet's outcomes, with their hosts,")
 
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
@@ -237,6 +238,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
 
 def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher follow``: new outcomes from the database's history until SIGINT/SIGTERM (exit 0)."""
+    if args.central:
+        return fleetcli.cmd_follow(args, settings, out)
     as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
     follower = Follower(settings.db_path, rejections_only=args.rejections, last=max(args.last, 0))
     stop = _StopRequest()

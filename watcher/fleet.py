@@ -1,5 +1,6 @@
 """Reading the fleet from the central database: the fleet-wide report, the hosts' status, and
-the long-running :class:`Publisher` that keeps the fleet's report files current.
+the long-running :class:`Publisher` that keeps the fleet's report files current (the HTML page
+rendered after the tables, in a process of its own: :mod:`watcher.fleetpage`).
 
 The publisher LISTENs on :data:`watcher.central.CHANNEL`, which every shipped batch notifies (on
 its commit), and rewrites the report files from one read-only snapshot of the ``report`` view:
@@ -24,6 +25,7 @@ import psycopg
 
 from watcher import central
 from watcher.errors import CentralError
+from watcher.fleetpage import PageProcess
 from watcher.logs import get_logger
 from watcher.render import FILE_NAMES, render_markdown, write_atomic
 
@@ -117,11 +119,20 @@ class Publisher:
     ``stop`` is set."""
 
     def __init__(
-        self, url: str, out_dir: Path, formats: Sequence[str], interval: float, stop: threading.Event | None = None
+        self,
+        url: str,
+        out_dir: Path,
+        formats: Sequence[str],
+        interval: float,
+        stop: threading.Event | None = None,
+        target: float = 0.85,
+        max_models: int = 1_000_000,
     ) -> None:
         self.url = url
         self.out_dir = out_dir
         self.formats = [f for f in formats if f in ("csv", "json", "markdown")]
+        # The page after the tables, in a process of its own: the tables never wait for it.
+        self.page = PageProcess(url, out_dir, target, max_models) if "html" in formats else None
         self.interval = interval
         self.stop = stop or threading.Event()
         self.writes = 0
@@ -131,6 +142,13 @@ class Publisher:
 
     def run(self) -> None:
         """Until ``stop``: (re)connect, write, then write again after each burst of changes."""
+        try:
+            self._run()
+        finally:
+            if self.page is not None:
+                self.page.close()
+
+    def _run(self) -> None:
         while not self.stop.is_set():
             try:
                 self._serve()
@@ -153,7 +171,10 @@ class Publisher:
                 log.warning("central_back", down_seconds=round(time.monotonic() - self.down_since, 1))
                 self.down_since, self.failures = None, 0
             while not self.stop.is_set():
-                if not any(True for _ in listener.notifies(timeout=0.5, stop_after=1)):
+                if self.page is not None:
+                    self.page.tend()
+                wait = 0.1 if self.page is not None and self.page.busy else 0.5
+                if not any(True for _ in listener.notifies(timeout=wait, stop_after=1)):
                     continue
                 first = time.monotonic()
                 # Coalesce: wait for the burst to pause (and no sooner than `interval` after the
@@ -167,6 +188,8 @@ class Publisher:
     def _write(self, reader: psycopg.Connection[Any], why: str, since: float | None = None) -> None:
         started = time.monotonic()
         write_fleet_reports(reader, self.out_dir, self.formats)
+        if self.page is not None:
+            self.page.request()
         self.writes += 1
         self.last_written = now = time.monotonic()
         log.info(

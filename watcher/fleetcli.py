@@ -1,5 +1,6 @@
 """The fleet's commands: ``watcher central init|add-host|add-reader|publish``, and
-``watcher report --central`` / ``watcher status --central``, which read the central database.
+``watcher report --central`` / ``status --central`` / ``follow --central``, which read the
+central database.
 
 Each command parses nothing itself (:mod:`watcher.cli` does) and returns an exit code; psycopg
 is imported only when one of these runs.
@@ -99,7 +100,14 @@ def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only a flag; the loop notices
     out_dir = Path(args.out).absolute() if args.out else settings.reports / "fleet"
-    Publisher(url, out_dir, settings.report_formats, settings.report_interval, stop).run()
+    if "html" in settings.report_formats:
+        from watcher.lifeline import start_quiet_resource_tracker
+
+        start_quiet_resource_tracker()  # for the page's process; before any thread (see its doc)
+    Publisher(
+        url, out_dir, settings.report_formats, settings.report_interval, stop,
+        target=settings.target_recall, max_models=settings.html_max_models,
+    ).run()  # fmt: skip
     return 0
 
 
@@ -119,6 +127,40 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     render = {"csv": render_csv, "json": render_json, "markdown": render_markdown, "table": render_table}[fmt]
     render(rows, out, central.FLEET_COLUMNS)
     return 0
+
+
+def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``watcher follow --central``: the fleet's outcomes as they land, until SIGINT/SIGTERM
+    (exit 0). The server unreachable at the start is a CentralError (exit 3); lost later, it
+    is waited for (logged on stderr) and following resumes where it was."""
+    from watcher.fleetfollow import FleetFollower, follow_fleet
+
+    as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
+    stop = threading.Event()
+    with _errors("cannot follow the fleet"), _on_signals(stop):
+        follower = FleetFollower(central_url(args, settings), rejections_only=args.rejections, last=args.last)
+        try:
+            for batch in follow_fleet(follower, stop.is_set, stop.wait):
+                out.write("".join((e.as_json() if as_json else e.as_text()) + "\n" for e in batch))
+                out.flush()  # a pipe (jq, grep) sees each batch as it comes
+        finally:
+            follower.close()
+    return 0
+
+
+@contextlib.contextmanager
+def _on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (only a flag; the loop notices), then the old handlers return."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = [signal.signal(sig, lambda *_: stop.set()) for sig in signals]
+    try:
+        yield
+    finally:
+        for sig, handler in zip(signals, before, strict=True):
+            signal.signal(sig, handler)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

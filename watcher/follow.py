@@ -50,19 +50,22 @@ class Entry(NamedTuple):
 
     def as_text(self) -> str:
         """One line for a terminal: time, outcome, path, then the model and point or the reasons."""
-        head = f"{self.at}  {self.outcome:<8}  {self.path}"
+        return f"{self.at}  {self.outcome:<8}  {self.path}{self.detail()}"
+
+    def detail(self) -> str:
+        """What follows the path on a text line: the model and point, or the reasons."""
         if self.outcome == "rejected":
             reasons = "; ".join(
                 f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in self.errors or []
             )
-            return f"{head}  {reasons}"
+            return f"  {reasons}"
         if self.outcome == "scored":
             point = ""
             if self.optimal_threshold is not None:
                 point = f"  threshold {self.optimal_threshold}  recall {self.closest_recall_value}"
                 point += "" if self.target_met else "  (below target)"
-            return f"{head}  model_id {self.model_id}{point}"
-        return head + (f"  model_id {self.model_id}" if self.model_id else "")
+            return f"  model_id {self.model_id}{point}"
+        return f"  model_id {self.model_id}" if self.model_id else ""
 
 
 class Follower:
