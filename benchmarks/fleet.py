@@ -248,6 +248,7 @@ def host_cost(
                 try:
                     if r == 0:  # on these two daemons, with the burst's models: a change, and idling
                         run["latency"] = _local_latency(d, d.tree, changes)
+                        time.sleep(3)  # the last change's reports written (and shipped): idle from here
                         cpu1, t1 = d.cpu_seconds(), time.perf_counter()
                         time.sleep(idle)
                         run["idle"] = 100 * (d.cpu_seconds() - cpu1) / (time.perf_counter() - t1)
