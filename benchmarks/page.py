@@ -4,7 +4,8 @@ alone: ``make bench-page``).
 For 10,000 and 100,000 generated models (rows written straight into a database, not files): the
 time to write ``report.html`` from the database (what the daemon's page process does after a
 change), the file's size, and in the browser, each the median of 3 fresh loads: page loaded and
-first screen drawn, sorting by each column (the first click, which computes that order), filtering
+first screen drawn, sorting by each column (the first click; the page computes the ascending orders
+while idle after its first screen, so a click after that finds them ready), filtering
 (an issuer; a model_id prefix), and opening a model's detail. Browser times are taken in the
 page (``performance.now()`` from the action, on a page left alone for :data:`SETTLE` ms, to the
 task after the frame it causes; the first screen from the navigation's start to the task after
