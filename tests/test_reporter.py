@@ -179,3 +179,18 @@ def test_only_the_tables_when_the_page_is_not_asked_for(make_settings: Any, stre
         wait_until(lambda: csv_has(s, "a"), what="a.json in report.csv")
     assert not (s.reports / "report.html").exists() and r.html_in is None
     assert not events(stream, "report_page_written")
+
+
+def test_an_idle_reporter_stops_the_helper_processes_even_without_a_page_to_write(make_settings: Any) -> None:
+    # The daemon starts the resource tracker before this thread; when nothing needs writing, no
+    # page process is ever started, and the helpers must still go once idle.
+    s = make_settings(worker_idle_seconds=0.2)
+    Store.from_settings(s).close()
+    out = io.StringIO()
+    logs.configure("debug", "json", out)
+    with reporter(s):
+        wait_until(lambda: (s.reports / "report.html").exists(), what="report.html")
+        wait_until(lambda: events(out, "report_process_stopped"), what="report_process_stopped")
+    with reporter(s):  # every file there: nothing to write, no process started
+        wait_until(lambda: len(events(out, "report_process_stopped")) == 2, what="helpers stopped, again")
+    assert len(events(out, "report_page_written")) == 1

@@ -80,6 +80,7 @@ class Reporter(threading.Thread):
         self.page_wanted = False  # another page is due once the one in flight is done
         self.page_since: float | None = None  # the first change no page shows yet
         self.last_page = -float("inf")
+        self.helpers_held = True  # the fork server and resource tracker may run for us
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
@@ -128,6 +129,11 @@ class Reporter(threading.Thread):
             self.html_in.shutdown(wait=self.page is None, cancel_futures=True)
             self.html_in = None
             self.page = None
+            self.helpers_held = True
+        if self.helpers_held:
+            # Once per idle stretch, even when no page was needed: the daemon started the
+            # resource tracker before this thread, and nothing else may be left to stop it.
+            self.helpers_held = False
             log.debug("report_process_stopped", helpers_stopped=release_helpers())
 
     def _due(self) -> bool:
