@@ -156,8 +156,10 @@ def kill_9(daemon: Daemon) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
+@contextlib.contextmanager
+def running_fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
+    """A :class:`Fleet` on the session's PostgreSQL (started if a test left it stopped), closed
+    at the end, and the server running again for the next test (the fleet fixtures' body)."""
     if not pg_cluster.running():
         pg_cluster.start()
     f = Fleet(pg_cluster, tmp_path)
@@ -167,6 +169,12 @@ def fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
         f.close()
         if not pg_cluster.running():
             pg_cluster.start()
+
+
+@pytest.fixture
+def fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
+    with running_fleet(pg_cluster, tmp_path) as f:
+        yield f
 
 
 def _csv(path: Path) -> dict[str, dict[str, str]]:

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.helpers import doc, wait_until, write
-from tests.test_fleet import Fleet
+from tests.test_fleet import Fleet, running_fleet
 from watcher.fleetfollow import FleetFollower
 
 pytestmark = pytest.mark.timeout(180)
@@ -149,15 +149,8 @@ class Follow:
 
 @pytest.fixture(name="fleet")
 def _fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
-    if not pg_cluster.running():
-        pg_cluster.start()
-    f = Fleet(pg_cluster, tmp_path)
-    try:
+    with running_fleet(pg_cluster, tmp_path) as f:
         yield f
-    finally:
-        f.close()
-        if not pg_cluster.running():
-            pg_cluster.start()
 
 
 @pytest.fixture

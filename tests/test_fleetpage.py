@@ -21,7 +21,7 @@ import pytest
 
 from tests.cdp import CHROMIUM, Browser
 from tests.helpers import descendants, doc, wait_until, write
-from tests.test_fleet import Fleet
+from tests.test_fleet import Fleet, running_fleet
 from watcher.fleetpage import PageProcess, write_page
 
 pytestmark = pytest.mark.timeout(180)
@@ -134,15 +134,12 @@ def test_page_opens_in_chromium_with_hosts_shown(fleet_db: psycopg.Connection[An
 
 @pytest.fixture(name="fleet")
 def _fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
-    if not pg_cluster.running():
-        pg_cluster.start()
-    f = Fleet(pg_cluster, tmp_path)
-    try:
-        yield f
-    finally:
-        for pid in descendants(f.publisher.pid) if f.publisher is not None else []:
-            os.kill(pid, signal.SIGCONT)  # a stopped page process must be able to die
-        f.close()
+    with running_fleet(pg_cluster, tmp_path) as f:
+        try:
+            yield f
+        finally:
+            for pid in descendants(f.publisher.pid) if f.publisher is not None else []:
+                os.kill(pid, signal.SIGCONT)  # a stopped page process must be able to die
 
 
 def _events(fleet: Fleet, name: str) -> list[dict[str, Any]]:
