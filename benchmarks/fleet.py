@@ -350,6 +350,14 @@ def _publisher(url: str, out: Path, env: dict[str, str]) -> subprocess.Popen[byt
     )  # fmt: skip
 
 
+def print_figures(rows: list[tuple[str, str]]) -> None:
+    """The figures as a two-column table on stdout (names padded to the longest)."""
+    width = max(len(name) for name, _ in rows)
+    print(f"{'figure':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--models", type=int, default=100_000)
@@ -364,10 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = bench(args.models, args.changes, args.idle, args.burst, args.repeats, args.part)
-    width = max(len(name) for name, _ in rows)
-    print(f"{'figure':<{width}}  value")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_figures(rows)
     print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.perf_counter() - started:.0f} s in all")
     return 0
 

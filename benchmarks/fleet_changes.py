@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.fleet import print_figures
 from tests.pgserver import PgServer
 from watcher import central, shipper
 from watcher.fleetfollow import FleetFollower
@@ -123,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     rows = bench(args.rows, args.batch, args.rounds)
-    width = max(len(name) for name, _ in rows)
-    print(f"{'figure':<{width}}  value")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_figures(rows)
     return 0
 
 

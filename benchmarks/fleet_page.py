@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.fleet import print_figures
 from benchmarks.run import wait_for
 from tests.pgserver import PgServer
 from watcher import central, shipper
@@ -130,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=8)
     args = parser.parse_args(argv)
     rows = bench(args.models, args.changes)
-    width = max(len(name) for name, _ in rows)
-    print(f"{'figure':<{width}}  value")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_figures(rows)
     return 0
 
 
