@@ -8,7 +8,7 @@ A mixin of :class:`watcher.store.Store`; every query here only reads, so a read-
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlite_utils
@@ -20,6 +20,8 @@ _DETAIL_COLUMNS = (
     "target_recall", "target_met", "n_points", "curve",
 )  # fmt: skip
 
+# The history entries of a span of ids (an id range along the primary key).
+_SPAN = "id > :after AND id <= :upto"
 # The drawn curve's bytes; rows stored before rules version 3 hold none (text then) until re-judged.
 _CURVE = "iif(typeof(curve) = 'blob', curve, x'')"
 
@@ -59,6 +61,35 @@ class Queries:
         elif desc:
             order = "model_id DESC"
         return iter(self.db.execute(f"{sql} ORDER BY {order}", args))
+
+    def report_mark(self) -> tuple[str | None, int]:
+        """Where the history stands: its identity (the first entry's id and time; None when empty)
+        and its last id. Every change to ``results`` appends to ``history`` in the same
+        transaction, so two marks of one history bound exactly the changes between them."""
+        first = self.db.execute("SELECT id, at FROM history ORDER BY id LIMIT 1").fetchone()
+        (last,) = self.db.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()
+        return (f"{first[0]}:{first[1]}" if first else None), int(last)
+
+    def report_touched(self, after: int, upto: int) -> set[str]:
+        """The model_ids whose report row may differ between the history marks ``after`` and
+        ``upto`` (see :meth:`report_mark`): those of the paths the entries in between name, as
+        ``results`` holds them now and as they were at ``after`` (a path's last entry up to then
+        is ``scored`` exactly when it was in ``results``, with that entry's model_id)."""
+        span = {"after": after, "upto": upto}
+        sql = (
+            f"WITH changed AS (SELECT DISTINCT path FROM history WHERE {_SPAN})"
+            " SELECT model_id FROM results WHERE path IN changed"
+            " UNION SELECT h.model_id FROM changed c JOIN history h"
+            " ON h.id = (SELECT max(id) FROM history WHERE path = c.path AND id <= :after)"
+            " WHERE h.outcome = 'scored'"
+        )
+        return {m for (m,) in self.db.execute(sql, span)}
+
+    def report_rows_of(self, models: Iterable[str]) -> list[tuple[Any, ...]]:
+        """The ``report`` view's rows (REPORT_COLUMNS order) of these model_ids, in no order; a
+        model_id without results has none."""
+        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM report WHERE model_id IN (SELECT value FROM json_each(?))"
+        return self.db.execute(sql, [json.dumps(sorted(models))]).fetchall()
 
     def report_details(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
         """The report's rows with what the HTML page draws: model_id, issuer, optimal_threshold,

@@ -26,12 +26,20 @@ Row = Sequence[Any]  # values in REPORT_COLUMNS order
 FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md", "html": "report.html"}
 
 
-class _Sink(Protocol):
-    """One format, rendered a chunk of rows at a time: ``add`` each chunk, then ``end`` once."""
+class TableFormat(Protocol):
+    """One table format, rendered a row at a time: a file is ``head``, then the rows' ``texts``
+    joined by ``sep``, then ``tail``; with no row at all, ``empty`` alone. A row's text does not
+    depend on its neighbours, so a file can be put together from texts rendered at other times
+    (:mod:`watcher.tables`)."""
 
-    def add(self, rows: list[Row]) -> None: ...
+    head: str
+    sep: str
+    tail: str
+    empty: str
 
-    def end(self) -> None: ...
+    def texts(self, rows: list[Row]) -> list[str]:
+        """Each row's text, in order."""
+        ...
 
 
 #: What a spreadsheet evaluates when a cell starts with it (a formula, or Excel's DDE): such a text
@@ -70,18 +78,26 @@ class _Csv:
     # no cell starting with a formula character, where csv.writer would have quoted nothing and
     # written the same text (floats as repr, like csv). Any other chunk goes through csv.writer.
     _template = "%s,%s,%r,%r,%r,%s,%s,%s\n"  # REPORT_COLUMNS: three REAL, then target_met
+    sep = tail = ""
 
-    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
-        self.out = out
-        self.writer = csv.writer(out, lineterminator="\n")
-        self.writer.writerow(columns)
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer, lineterminator="\n")
+        self.head = self.empty = self._line(columns)
         self.fast = tuple(columns) == REPORT_COLUMNS
         self.as_text = _as_text(columns)
 
-    def add(self, rows: list[Row]) -> None:
+    def _line(self, cells: Sequence[Any]) -> str:
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        self.writer.writerow(cells)
+        return self.buffer.getvalue()
+
+    def texts(self, rows: list[Row]) -> list[str]:
         if self.fast:
             t, b = self._template, _BOOL
-            text = "".join([t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows])
+            texts = [t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows]
+            text = "".join(texts)
             # The first character of every text cell, in one string: a third of the time of
             # searching the text for a separator followed by each formula character.
             starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _x, _y, _r, _k, d, p in rows])
@@ -92,76 +108,89 @@ class _Csv:
                 and "\r" not in text
                 and _FORMULA_CHARS.isdisjoint(starts)
             ):
-                self.out.write(text)
-                return
-        self.writer.writerows(map(self.as_text, rows))
-
-    def end(self) -> None:
-        pass
+                return texts
+        return [self._line(self.as_text(row)) for row in rows]
 
 
 class _Json:
     """A JSON array of objects (one per model, keys in column order), one key or value per line;
     ``target_met`` as a boolean. Values are as stored (nothing neutralised: this is for programs)."""
 
-    # Encoded a chunk of rows per call of the C encoder: per-row dumps() calls, or indent= (which
-    # falls back to the pure-Python encoder), cost seconds at 100,000 rows.
+    # Per-row dumps() calls with indent= (which falls back to the pure-Python encoder) cost seconds
+    # at 100,000 rows; this encoder is the C one.
     _encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
     # The report's own rows have fixed types (TEXT/REAL/INTEGER NOT NULL): filling a template with
     # the C string escaper and float repr (what the encoder itself uses) takes half the time of
     # building a dict per row. Output is identical (a test compares both).
     _template = "{" + ",\n".join(f'"{c}": %{"r" if c in _REAL else "s"}' for c in REPORT_COLUMNS) + "}"
+    head, sep, tail, empty = "[\n", ",\n", "\n]\n", "[]\n"
 
-    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
-        self.out, self.columns, self.first = out, columns, True
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = columns
         self.fast = tuple(columns) == REPORT_COLUMNS
         self.flag = columns.index("target_met") if "target_met" in columns else -1
-        out.write("[")
 
-    def add(self, rows: list[Row]) -> None:
+    def texts(self, rows: list[Row]) -> list[str]:
         if self.fast:
             e, t, b = encode_basestring, self._template, _BOOL
-            text = ",\n".join([t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows])
-        else:
-            objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
-            if self.flag >= 0:
-                key = self.columns[self.flag]
-                for obj in objects:
-                    obj[key] = bool(obj[key])
-            text = self._encode(objects)[1:-1]
-        self.out.write(("\n" if self.first else ",\n") + text)
-        self.first = False
-
-    def end(self) -> None:
-        self.out.write("]\n" if self.first else "\n]\n")
+            return [t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
+        objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
+        if self.flag >= 0:
+            key = self.columns[self.flag]
+            for obj in objects:
+                obj[key] = bool(obj[key])
+        # The array's item separator is ",\n" too, so an object's text is what it is in the array.
+        return [self._encode(obj) for obj in objects]
 
 
 class _Markdown:
     """A GitHub-flavoured Markdown table; text cells a spreadsheet would evaluate are neutralised
     (a table pasted from a rendered page lands in one)."""
 
-    def __init__(self, out: TextIO, columns: Sequence[str]) -> None:
-        self.out = out
+    sep = tail = ""
+
+    def __init__(self, columns: Sequence[str]) -> None:
         self.as_text = _as_text(columns)
-        out.write("| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n")
+        self.head = self.empty = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
 
-    def add(self, rows: list[Row]) -> None:
-        self.out.writelines("| " + " | ".join(_md_cell(v) for v in self.as_text(row)) + " |\n" for row in rows)
-
-    def end(self) -> None:
-        pass
+    def texts(self, rows: list[Row]) -> list[str]:
+        return ["| " + " | ".join(_md_cell(v) for v in self.as_text(row)) + " |\n" for row in rows]
 
 
-#: Formats that render rows as they stream by, a chunk at a time (so one pass can feed several).
-_STREAMING: dict[str, Callable[[TextIO, Sequence[str]], _Sink]] = {"csv": _Csv, "json": _Json, "markdown": _Markdown}
+#: The formats whose files are tables of rows, rendered a row at a time (one pass can feed several).
+TABLE_FORMATS: dict[str, Callable[[Sequence[str]], TableFormat]] = {"csv": _Csv, "json": _Json, "markdown": _Markdown}
 _CHUNK = 1000
 
 
+class _Sink:
+    """Writes one format's file as chunks of rows go by: ``add`` each chunk's texts, then ``end``."""
+
+    def __init__(self, fmt: TableFormat, out: TextIO) -> None:
+        self.fmt, self.out, self.first = fmt, out, True
+
+    def add(self, texts: list[str]) -> None:
+        if texts:
+            self.out.write((self.fmt.head if self.first else self.fmt.sep) + self.fmt.sep.join(texts))
+            self.first = False
+
+    def end(self) -> None:
+        self.out.write(self.fmt.empty if self.first else self.fmt.tail)
+
+
+def write_texts(fmt: TableFormat, texts: Sequence[str], out: TextIO) -> None:
+    """Write a whole file of ``fmt`` from its rows' ``texts``, already rendered and in order."""
+    sink = _Sink(fmt, out)
+    for i in range(0, len(texts), _CHUNK):
+        sink.add(list(texts[i : i + _CHUNK]))
+    sink.end()
+
+
 def _stream(fmt: str, rows: Iterable[Row], out: TextIO, columns: Sequence[str]) -> None:
-    sink = _STREAMING[fmt](out, columns)
+    table = TABLE_FORMATS[fmt](columns)
+    sink = _Sink(table, out)
     it = iter(rows)
     while chunk := list(islice(it, _CHUNK)):
-        sink.add(chunk)
+        sink.add(table.texts(chunk))
     sink.end()
 
 
@@ -256,14 +285,12 @@ def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: 
     atomically."""
     targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
     with contextlib.ExitStack() as stack:
-        sinks = [
-            _STREAMING[fmt](stack.enter_context(atomic_file(target)), REPORT_COLUMNS)
-            for fmt, target in zip(formats, targets, strict=True)
-        ]
+        tables = [TABLE_FORMATS[fmt](REPORT_COLUMNS) for fmt in formats]
+        sinks = [_Sink(t, stack.enter_context(atomic_file(target))) for t, target in zip(tables, targets, strict=True)]
         it = iter(rows())
         while chunk := list(islice(it, _CHUNK)):
-            for sink in sinks:
-                sink.add(chunk)
+            for table, sink in zip(tables, sinks, strict=True):
+                sink.add(table.texts(chunk))
         for sink in sinks:
             sink.end()
     return targets
