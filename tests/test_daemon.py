@@ -22,6 +22,8 @@ import pytest
 from tests.daemon_harness import Daemon
 from tests.helpers import descendants, doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
+from watcher.render import write_reports
+from watcher.store import Store
 
 
 def mid(n: int) -> str:
@@ -160,6 +162,34 @@ def test_burst_of_2000_files_all_ingested_while_readers_read(daemon: Daemon) -> 
     assert 1 <= len(writes) <= span / 0.2 + 2, (len(writes), span)
     daemon.assert_invariant()
     assert daemon.stop() == 0
+
+
+def test_the_tables_follow_each_change_by_its_models_alone_and_match_a_whole_render(daemon: Daemon) -> None:
+    for i in range(30):
+        write(daemon.inbox / f"r{i}.json", doc(model_id=mid(i)))
+    daemon.start()
+    daemon.wait_results({f"r{i}.json": mid(i) for i in range(30)})
+    reports = daemon.root / "var" / "reports"
+
+    def as_rendered() -> bool:
+        """The daemon's table files hold what a whole render of its database gives."""
+        with Store.open_readonly(daemon.db) as store, store.snapshot():
+            whole = {
+                p.name: p.read_bytes() for p in write_reports(store.report_rows, daemon.root / "whole", ["csv", "json"])
+            }
+        return all((reports / name).exists() and (reports / name).read_bytes() == data for name, data in whole.items())
+
+    wait_until(as_rendered, what="the first tables")
+    write(daemon.inbox / "r0.json", doc(model_id=mid(100)))  # its model gone, another one new
+    write(daemon.inbox / "newer.json", doc(model_id=mid(1), experiment_date="2025-01-01T00:00:00Z"))  # supersedes r1
+    (daemon.inbox / "r2.json").unlink()
+    write(daemon.inbox / "r3.json", "{not json")
+    daemon.wait_results({**{f"r{i}.json": mid(i) for i in range(4, 30)}, "r0.json": mid(100), "r1.json": mid(1),
+                         "newer.json": mid(1)})  # fmt: skip
+    wait_until(lambda: "r3.json" in daemon.rejections(), what="the rejection")
+    wait_until(as_rendered, what="tables after the changes")
+    assert b"newer.json" in (reports / "report.csv").read_bytes()
+    assert [e["read"] for e in daemon.events() if e["event"] == "reports_written"][-1] == "changes"
 
 
 def page_models(page: Path) -> list[str]:
