@@ -18,8 +18,8 @@ from watcher.tables import ReportTables
 
 FORMATS = ["csv", "json", "markdown"]
 ST = FileStat(10, 1, 1)
-PATHS = [f"d{i % 3}/r{i}.json" for i in range(40)]
-MODELS = [f"m{i:02d}" for i in range(15)] + ["=cmd", 'q"uote', "é-model"]
+PATHS = [f"d{i % 3}/r{i}.json" for i in range(80)]
+MODELS = [f"m{i:02d}" for i in range(40)] + ["=cmd", 'q"uote', "é-model"]
 ISSUERS = ["ana@example.com", "b,ob@example.com", "+ml@example.com"]
 # Few instants, so that two files of one model often tie and the greatest path decides.
 INSTANTS = ["2024-05-01T12:00:00.000000Z", "2024-05-02T12:00:00.000000Z", "2024-05-03T12:00:00.000000Z"]
@@ -82,7 +82,7 @@ def test_any_history_of_changes_gives_the_whole_render(tmp_path: Path, seed: int
     rng = random.Random(seed)
     folder = tmp_path / str(seed)
     with Store.open(folder / "w.db") as store:
-        store.apply([scored(p, rng.choice(MODELS), rng.choice(INSTANTS)) for p in rng.sample(PATHS, 30)])
+        store.apply([scored(p, rng.choice(MODELS), rng.choice(INSTANTS)) for p in rng.sample(PATHS, 60)])
         tables = ReportTables(folder / "kept", FORMATS)
         kept(tables, store)
         for _ in range(steps):
@@ -149,7 +149,7 @@ def test_many_changes_are_read_whole(store: Store, tmp_path: Path) -> None:
     store.apply([scored(p, f"m{i}", INSTANTS[0]) for i, p in enumerate(PATHS)])
     tables = ReportTables(tmp_path, ["json"])
     kept(tables, store)
-    store.apply([scored(p, f"k{i}", INSTANTS[1]) for i, p in enumerate(PATHS[:20])])  # half the models
+    store.apply([scored(p, f"k{i}", INSTANTS[1]) for i, p in enumerate(PATHS[:20])])  # 40 of 80 models touched
     assert kept(tables, store) == {"report.json": whole(store, tmp_path / "whole")["report.json"]}
     assert (tables.full_reads, tables.partial_reads) == (2, 0)
 

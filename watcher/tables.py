@@ -18,7 +18,7 @@ it now (``results`` says so).
 
 Everything is read again on the first write, when the history is not the one marked (the database
 was rebuilt), when a file is not the one written last (removed or replaced by someone else), and
-when the changes touch as many models as half of those kept (a whole read is then the cheaper).
+when the changes touch a quarter of the models or more (a whole read is then the cheaper).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import itertools
 import os
 from array import array
 from collections.abc import Iterable, Sequence
@@ -72,6 +73,7 @@ class ReportTables:
         # last would start (the last row's end plus the separator); and the file's identity.
         self.starts: dict[str, array[int]] = {}
         self.written: dict[str, _Written] = {}
+        self.sorted = False
         self.full_reads = self.partial_reads = 0
 
     def reset(self) -> None:
@@ -85,15 +87,17 @@ class ReportTables:
         if not self.formats:
             return []
         kept, self.mark = self.mark, None  # set again only once every file is written
-        with store.snapshot():
+        with store.snapshot(), contextlib.ExitStack() as stack:
             mark = store.report_mark()
-            if kept is not None and kept[0] == mark[0] and kept[1] <= mark[1] and self._files_intact():
+            same = kept is not None and kept[0] == mark[0] and kept[1] <= mark[1] and self.sorted
+            sources = self._open_written(stack) if same else None
+            if kept is not None and sources is not None:
                 if kept[1] == mark[1]:
                     self.mark = mark
                     return list(self.targets.values())
                 touched = store.report_touched(kept[1], mark[1])
-                if 2 * len(touched) < len(self.order):
-                    self._splice(touched, store.report_rows_of(touched))
+                if 4 * len(touched) < len(self.order):  # else a whole read is the cheaper (measured)
+                    self._splice(touched, store.report_rows_of(touched), sources)
                     self.partial_reads += 1
                     self.mark = mark
                     return list(self.targets.values())
@@ -102,14 +106,18 @@ class ReportTables:
             self.mark = mark
         return list(self.targets.values())
 
-    def _files_intact(self) -> bool:
+    def _open_written(self, stack: contextlib.ExitStack) -> dict[str, int] | None:
+        """Each file open for reading, if every one is still the file written last; else None."""
+        fds: dict[str, int] = {}
         for fmt, target in self.targets.items():
             try:
-                if _identity(target.stat()) != self.written.get(fmt):
-                    return False
+                fd = stack.enter_context(open(target, "rb")).fileno()  # noqa: SIM115 - the stack closes it
             except OSError:
-                return False
-        return True
+                return None
+            if _identity(os.fstat(fd)) != self.written.get(fmt):
+                return None
+            fds[fmt] = fd
+        return fds
 
     def _write_whole(self, rows: Iterable[Row]) -> None:
         """Every file from ``rows`` (sorted by model_id), in one pass over them."""
@@ -128,12 +136,12 @@ class ReportTables:
                 _end(self.tables[fmt], out, starts[fmt], empty=not order)
         self._written(order, starts)
 
-    def _splice(self, touched: set[str], rows: Sequence[Row]) -> None:
-        """Every file as the last one with the rows of the ``touched`` model_ids replaced by
-        ``rows`` (their rows now; none for a model with no file left)."""
+    def _splice(self, touched: set[str], rows: Sequence[Row], sources: dict[str, int]) -> None:
+        """Every file as the last one (open as ``sources``) with the rows of the ``touched``
+        model_ids replaced by ``rows`` (their rows now; none for a model with no file left)."""
         fresh = {row[_MODEL]: row for row in rows}
         # The new files as runs of unchanged rows (their old positions) and new rows, in order.
-        plan: list[range | Row] = []
+        plan: list[range | list[Row]] = []
         order: list[str] = []
         i = 0
         for model in sorted(touched):
@@ -144,7 +152,10 @@ class ReportTables:
             if j < len(self.order) and self.order[j] == model:
                 j += 1  # its old row is left out
             if model in fresh:
-                plan.append(fresh[model])
+                if plan and isinstance(plan[-1], list):
+                    plan[-1].append(fresh[model])  # rendered together
+                else:
+                    plan.append([fresh[model]])
                 order.append(model)
             i = j
         if i < len(self.order):
@@ -154,23 +165,26 @@ class ReportTables:
         for fmt, table in self.tables.items():
             old = self.starts[fmt]
             sep = len(table.sep.encode())
-            with atomic_file(self.targets[fmt]) as fh, open(self.targets[fmt], "rb") as src:
+            with atomic_file(self.targets[fmt]) as fh:
                 out = _Out(fh.fileno())
                 out.write(table.head)
                 for step in plan:
                     first = not starts[fmt]
                     if isinstance(step, range):
                         a, b = old[step.start], old[step.stop] - sep
-                        out.copy(src.fileno(), a, b - a, table.sep if not first else "")
+                        out.copy(sources[fmt], a, b - a, table.sep if not first else "")
                         shift = out.position - (b - a) - a
                         starts[fmt].extend([s + shift for s in old[step.start : step.stop]])
                     else:
-                        out.units(table, table.texts([step]), starts[fmt], first)
+                        out.units(table, table.texts(step), starts[fmt], first)
                 _end(table, out, starts[fmt], empty=not order)
         self._written(order, starts)
 
     def _written(self, order: list[str], starts: dict[str, array[int]]) -> None:
         self.order, self.starts = order, starts
+        # The rows are found by bisection, which needs Python's order of the model_ids to be the
+        # file's (SQLite's BINARY collation is; anything else makes every write a whole one).
+        self.sorted = all(a < b for a, b in itertools.pairwise(order))
         self.written = {f: _identity(t.stat()) for f, t in self.targets.items()}
 
 
