@@ -35,6 +35,7 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.tables
 	$(BIN)/python -m benchmarks.polling
 	$(BIN)/python -m benchmarks.page
 

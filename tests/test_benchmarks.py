@@ -49,6 +49,18 @@ def test_page_comparison_prints_the_cpu_of_each_checkout() -> None:
     assert [line.split()[0] for line in lines[1:]] == ["this", "other"]
 
 
+def test_tables_benchmark_prints_every_figure_against_its_baseline() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--models", "400", "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"\n\| whole render of 400 models \(csv\+json\), the baseline \(s\) \| \d+\.\d{3} \|", proc.stdout)
+    for n in ("1", "100"):
+        assert re.search(
+            rf"\n\| a change of {n} models: files written \(s; baseline/this\) \| [\d.]+ \([\d.]+x\) \|", proc.stdout
+        )
+    assert re.search(r"\n\| writes that read only the changed models \| [1-9]\d* of \d+ \|", proc.stdout)
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_page_benchmark_prints_every_figure() -> None:
