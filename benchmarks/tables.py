@@ -77,7 +77,10 @@ def bench(models: int, formats: list[str], rounds: int, work: Path) -> list[tupl
                 tables.write(store)
             t = statistics.median(times)
             lines.append(
-                (f"a change of {n:,} models: files written (s; baseline/this)", f"{t:.3f} ({baseline / t:.1f}x)")
+                (
+                    f"a change of {n:,} model{'s' * (n > 1)}: files written (s; baseline/this)",
+                    f"{t:.3f} ({baseline / t:.1f}x)",
+                )
             )
         reads = f"{tables.partial_reads} of {tables.partial_reads + tables.full_reads}"
         lines.append(("writes that read only the changed models", reads))

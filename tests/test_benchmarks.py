@@ -54,9 +54,9 @@ def test_tables_benchmark_prints_every_figure_against_its_baseline() -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"\n\| whole render of 400 models \(csv\+json\), the baseline \(s\) \| \d+\.\d{3} \|", proc.stdout)
-    for n in ("1", "100"):
+    for n in ("1 model", "100 models"):
         assert re.search(
-            rf"\n\| a change of {n} models: files written \(s; baseline/this\) \| [\d.]+ \([\d.]+x\) \|", proc.stdout
+            rf"\n\| a change of {n}: files written \(s; baseline/this\) \| [\d.]+ \([\d.]+x\) \|", proc.stdout
         )
     assert re.search(r"\n\| writes that read only the changed models \| [1-9]\d* of \d+ \|", proc.stdout)
 
