@@ -183,6 +183,17 @@ def bench(sizes: list[int], repeats: int, work: Path, settle: int = SETTLE) -> l
     return lines
 
 
+def print_table(lines: list[tuple[str, str]], how: str, started: float) -> None:
+    """The figures as a Markdown table, then ``how`` they were taken, the time since ``started``
+    (a ``time.perf_counter()`` value) and the load average at the end."""
+    print("| figure | value |\n|---|---|")
+    for name, value in lines:
+        print(f"| {name} | {value} |")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    took = time.perf_counter() - started
+    print(f"\n{how}; {took:.0f} s in all; load average at the end {load} on {os.cpu_count()} CPUs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the speed")
@@ -195,14 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = time.perf_counter()
         lines = bench(sizes, repeats, work, 0 if args.quick else SETTLE)
-        print("| figure | value |\n|---|---|")
-        for name, value in lines:
-            print(f"| {name} | {value} |")
-        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(
-            f"\nheadless {CHROMIUM}, median of {repeats}; {time.perf_counter() - started:.0f} s in all;"
-            f" load average at the end {load} on {os.cpu_count()} CPUs"
-        )
+        print_table(lines, f"headless {CHROMIUM}, median of {repeats}", started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -14,7 +14,6 @@ printed only for output that is byte-identical.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import statistics
@@ -24,7 +23,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks.page import database, outcomes
+from benchmarks.page import database, outcomes, print_table
 from watcher.outcomes import Removed, Scored
 from watcher.render import write_reports
 from watcher.store import Store
@@ -100,15 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = time.perf_counter()
         lines = bench(args.models, args.formats.split(","), args.rounds, work)
-        print("| figure | value |\n|---|---|")
-        for name, value in lines:
-            print(f"| {name} | {value} |")
-        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"\nmedian of {args.rounds}; {time.perf_counter() - started:.0f} s in all; load average at the end {load}"
-            f" on {os.cpu_count()} CPUs; max RSS of this runner {rss:.0f} MiB"
-        )
+        print_table(lines, f"median of {args.rounds}; max RSS of this runner {rss:.0f} MiB", started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
