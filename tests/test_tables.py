@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +169,18 @@ def test_an_empty_report_and_a_report_emptied(store: Store, tmp_path: Path) -> N
 def test_no_table_format_writes_nothing(store: Store, tmp_path: Path) -> None:
     assert ReportTables(tmp_path, ["html"]).write(store) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("report")]
+
+
+def test_without_copy_file_range_the_ranges_are_copied_through_memory(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*_args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    store.apply([scored(p, f"m{i}", INSTANTS[0]) for i, p in enumerate(PATHS)])
+    tables = ReportTables(tmp_path, FORMATS)
+    kept(tables, store)
+    store.apply([scored(PATHS[5], "m5", INSTANTS[2], issuer="=changed@example.com"), Removed(PATHS[40])])
+    assert kept(tables, store) == whole(store, tmp_path / "whole")
+    assert tables.partial_reads == 1

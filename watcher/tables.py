@@ -30,7 +30,6 @@ import itertools
 import os
 from array import array
 from collections.abc import Iterable, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -128,7 +127,7 @@ class ReportTables:
             for fmt, out in outs.items():
                 out.write(self.tables[fmt].head)
             it = iter(rows)
-            while chunk := list(islice(it, _CHUNK)):
+            while chunk := list(itertools.islice(it, _CHUNK)):
                 for fmt, table in self.tables.items():
                     outs[fmt].units(table, table.texts(chunk), starts[fmt], first=not order)
                 order.extend(row[_MODEL] for row in chunk)
