@@ -41,7 +41,7 @@ def test_inotify_limit_falls_back_to_polling_and_says_how_to_fix(
     def exhausted(*_: Any, **__: Any) -> None:
         raise OSError(err, "inotify limit reached")
 
-    monkeypatch.setattr("watchdog.observers.inotify.InotifyObserver.__init__", exhausted)
+    monkeypatch.setattr("watcher.inotify.PairingInotifyObserver.__init__", exhausted)
     stream = io.StringIO()
     logs.configure("info", "json", stream)
     observer, kind = start_observer(make_settings(), QueueHandler(queue.Queue(), threading.Event()))

@@ -47,7 +47,9 @@ log = get_logger("watcher.observe")
 QUEUE_MAX = 100_000
 #: Every event the writer uses. A folder's own "modified" (watchdog sends one with every file
 #: created, closed, moved or deleted in it) is not among them: the file's event says more, and
-#: filtered at the observer it never costs the dispatch thread anything.
+#: filtered at the observer it never costs the dispatch thread anything. Opens and no-write closes
+#: are for the tracker's count of writers; a read of a file (an open and its no-write close, nothing
+#: between) is left out where the kernel's events come in (:mod:`watcher.inotify`).
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileAttribEvent, DirAttribEvent, FileDeletedEvent,
     DirDeletedEvent, FileMovedEvent, DirMovedEvent, FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent,
@@ -65,9 +67,9 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
     present = os.path.isdir(path)
     if settings.observer == "inotify":
         try:
-            from watchdog.observers.inotify import InotifyObserver
+            from watcher.inotify import PairingInotifyObserver
 
-            inotify = InotifyObserver()
+            inotify = PairingInotifyObserver()  # leaves out reads of files (see there)
             if present:
                 inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
             inotify.start()
