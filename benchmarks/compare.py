@@ -9,16 +9,25 @@ time does. Prints the median and every figure.
 ``--page N`` compares writing ``report.html`` instead: one database of N generated models
 (``benchmarks.page``), the page written from it by each checkout in turn, the CPU time of the
 write alone (imports left out) measured in its process.
+
+``--daemon N`` compares the daemon's cold start instead: ``watcher run`` (inotify observer, default
+settings) on one tree of N generated files, a fresh database each time, each checkout in turn:
+seconds from the process's start to ``daemon_ready`` in its log, the CPU time of the daemon's
+process until then (its worker processes not included), and whether its event queue overflowed
+in the 3 s after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -69,16 +78,75 @@ def compare_pages(checkouts: dict[str, Path], models: int, rounds: int) -> None:
         print(f"  {name:5}  {statistics.median(runs):.3f} ({' '.join(f'{x:.3f}' for x in runs)})")
 
 
+# Runs the CLI with the given checkout first on sys.path (PYTHONPATH carries it to the workers).
+_RUN = (
+    "import sys; root = sys.argv.pop(1); sys.path.insert(0, root); import watcher;"
+    "assert watcher.__file__.startswith(root), watcher.__file__;"
+    "from watcher.cli import entry; sys.exit(entry())"
+)
+
+
+def daemon_cold_start(checkout: Path, tree: Path, work: Path) -> tuple[float, float, bool]:
+    """Seconds to ready, the daemon process's CPU seconds until then, and whether its event queue
+    overflowed (within 3 s of ready), for one cold start of ``watcher run`` from ``checkout``."""
+    db, log = work / "cold.db", work / "cold.log"
+    for old in (*work.glob("cold.db*"), log):
+        old.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    env.update({"PYTHONPATH": str(checkout), "WATCHER_OBSERVER": "inotify"})
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN, str(checkout), "run", "--watch-dir", str(tree), "--db", str(db),
+         "--log-format", "json"],
+        cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )  # fmt: skip
+    try:
+        while "daemon_ready" not in log.read_text():
+            if proc.poll() is not None or time.perf_counter() - started > 900:
+                raise RuntimeError(f"no daemon_ready: {log.read_text()[-2000:]}")
+            time.sleep(0.02)
+        ready = time.perf_counter() - started
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        time.sleep(3)  # measuring: the overflow, if any, is logged by the writer's first turn after ready
+        overflowed = '"event_queue_overflow"' in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    shutil.rmtree(work / "cold-reports", ignore_errors=True)
+    return ready, cpu, overflowed
+
+
+def compare_daemons(checkouts: dict[str, Path], files: int, rounds: int) -> None:
+    figures: dict[str, list[tuple[float, float, bool]]] = {k: [] for k in checkouts}
+    with tempfile.TemporaryDirectory() as work:
+        tree = Path(work) / "tree"
+        subprocess.run([sys.executable, "-m", "benchmarks.corpus", str(tree), str(files)], cwd=HERE, check=True)
+        for _ in range(rounds):
+            for name, checkout in checkouts.items():
+                figures[name].append(daemon_cold_start(checkout, tree, Path(work)))
+    print(f"watcher run (inotify) cold start, {files:,} files, {rounds} interleaved rounds (median; every run)")
+    for name, runs in figures.items():
+        ready, cpu = [r[0] for r in runs], [r[1] for r in runs]
+        print(f"  {name:5}  to ready {statistics.median(ready):.2f} s ({' '.join(f'{x:.2f}' for x in ready)}), "
+              f"daemon CPU {statistics.median(cpu):.2f} s ({' '.join(f'{x:.2f}' for x in cpu)}), "
+              f"queue overflowed {sum(r[2] for r in runs)} of {len(runs)}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("other", type=Path, help="the other checkout (a git worktree)")
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--page", type=int, metavar="N", help="compare writing report.html at N models instead")
+    parser.add_argument("--daemon", type=int, metavar="N", help="compare the daemon's cold start on N files instead")
     args = parser.parse_args(argv)
     checkouts = {"this": HERE, "other": args.other.resolve()}
     if args.page:
         compare_pages(checkouts, args.page, args.rounds)
+        return 0
+    if args.daemon:
+        compare_daemons(checkouts, args.daemon, args.rounds)
         return 0
     figures: dict[str, dict[str, list[float]]] = {k: {"cold": [], "rescan": []} for k in checkouts}
     with tempfile.TemporaryDirectory() as work:

@@ -31,6 +31,7 @@ from watcher.config import default_report_dir
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
+OBSERVERS = ("inotify", "polling")
 
 
 @dataclass
@@ -121,6 +122,20 @@ class Daemon:
         self.conn.close()
         self.proc.terminate()
         self.proc.wait(60)
+
+
+def cold_start(tree: Path, db: Path, log: Path, observer: str) -> tuple[float, float]:
+    """Seconds from ``watcher run``'s start to ready on a tree it has no database for (the start-up
+    reconcile judges every file), and the daemon process's CPU seconds until then (not its workers')."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    env["WATCHER_OBSERVER"] = observer
+    start = time.perf_counter()
+    d = Daemon(tree, db, log, env)
+    ready = time.perf_counter() - start
+    try:
+        return ready, d.cpu_seconds()
+    finally:
+        d.stop()
 
 
 def burst_seconds(work: Path, payload: list[tuple[Path, bytes]]) -> float:
@@ -232,6 +247,11 @@ def bench(sizes: list[int], latency_files: int, repeats: int, burst: int, idle_s
         if n == max(sizes):
             drop_db()  # a cold scan again, measured for memory this time; it leaves the database ready
             rows.append(Row(f"peak RSS, cold scan of {n:,} files (MiB, with workers)", f"{max_rss_mib(*scan):.0f}"))
+            # The daemon's own cold start: the same work, with the observer watching its reads.
+            ino, pol = (cold_start(tree, work / f"cold-{o}.db", work / f"cold-{o}.log", o) for o in OBSERVERS)
+            rows.append(Row(f"daemon cold start to ready, {n:,} files, inotify / polling (s; daemon CPU s)",
+                            f"{ino[0]:.2f} / {pol[0]:.2f} ({ino[1]:.2f} / {pol[1]:.2f})", f"{base_time[n]:.2f}",
+                            f"{ino[0] / cold_time[n]:.2f}x / {pol[0] / cold_time[n]:.2f}x cold scan"))  # fmt: skip
 
     # Baseline at 20,000 files: what one cron rescan costs at that size.
     n20 = 20_000 if max(sizes) >= 100_000 else max(sizes)

@@ -24,9 +24,9 @@ def test_benchmark_command_prints_every_figure() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for figure in ("cold scan", "unchanged re-scan", "peak RSS, cold scan", "change-to-database latency",
-                   "change to report files", "idle CPU", "daemon peak RSS", "latency growth", "burst of",
-                   "one 10,000-point curve validated and scored"):  # fmt: skip
+    for figure in ("cold scan", "unchanged re-scan", "peak RSS, cold scan", "daemon cold start to ready, 400 files",
+                   "change-to-database latency", "change to report files", "idle CPU", "daemon peak RSS",
+                   "latency growth", "burst of", "one 10,000-point curve validated and scored"):  # fmt: skip
         assert f"\n| {figure}" in proc.stdout, figure  # a row of the table starts with it
     assert "\n| cold scan, 400 files, start-up excluded (files/s) |" in proc.stdout
     assert proc.stdout.splitlines()[0].startswith("| figure | watcher | baseline |")
@@ -59,6 +59,16 @@ def test_tables_benchmark_prints_every_figure_against_its_baseline() -> None:
             rf"\n\| a change of {n}: files written \(s; baseline/this\) \| [\d.]+ \([\d.]+x\) \|", proc.stdout
         )
     assert re.search(r"\n\| writes that read only the changed models \| [1-9]\d* of \d+ \|", proc.stdout)
+
+
+def test_daemon_comparison_prints_the_cold_start_of_each_checkout() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(REPO), "--daemon", "300", "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("watcher run (inotify) cold start, 300 files, 1 interleaved rounds")
+    assert [line.split()[0] for line in lines[1:]] == ["this", "other"]
+    assert all("queue overflowed 0 of 1" in line for line in lines[1:])
 
 
 @pytest.mark.browser
