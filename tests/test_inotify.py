@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import select
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from watchdog.observers.inotify_c import InotifyEvent
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write
 from watcher.inotify import PairingInotifyFD, ReadPairs
-from watcher.observe import start_observer
+from watcher.observe import QueueHandler, start_observer
 from watcher.tracker import Kind, Tracker
 
 DIR = C.IN_ISDIR
@@ -180,6 +182,55 @@ def test_the_observer_leaves_out_reads_and_passes_on_a_writer_holding_a_file_ope
     # than the reader thread waits comes through, as it did before): 2 x 2,000 events before.
     assert len(reads) < 200, len(reads)
     assert fd.pairs_dropped > 1800
+
+
+class Callback:
+    """A watch's callback (watchdog's WatchCallback) that only counts."""
+
+    def __init__(self) -> None:
+        self.events = self.overflows = 0
+
+    def on_event(self, event: InotifyEvent) -> None:
+        self.events += 1
+
+    def on_watch_deleted(self, wd: int) -> None:
+        pass
+
+    def on_queue_overflow(self) -> None:
+        self.overflows += 1
+
+
+def test_an_overflow_of_the_kernels_queue_is_reported(tmp_path: Path) -> None:
+    # A real overflow: events made while nothing reads them, beyond the kernel's queue
+    # (fs.inotify.max_queued_events, 16,384 by default).
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    lost = threading.Event()
+    fd = PairingInotifyFD(on_overflow=lost.set)  # its thread not started: this test reads
+    try:
+        callback = Callback()
+        fd.add_callback(os.fsencode(tmp_path), C.IN_ATTRIB, callback, 1)  # type: ignore[arg-type]
+        files = [write(tmp_path / name, "{}") for name in ("a.json", "b.json")]
+        for i in range(limit + 10):  # an attribute event each, two files in turn (the same twice would merge)
+            os.utime(files[i % 2], ns=(i, i))
+        while not lost.is_set():
+            assert select.select([fd._inotify_fd], [], [], 5)[0], "the queue ran dry without an overflow"
+            for event in fd.read_events():
+                fd.handle_event(event)
+        assert callback.overflows == 1  # watchdog's own handling still runs (it watches anew)
+    finally:
+        fd.close()
+
+
+def test_the_daemons_observer_turns_a_kernel_overflow_into_a_reconcile(make_settings: Any) -> None:
+    handler = QueueHandler(queue.Queue(), threading.Event())
+    observer, _ = start_observer(make_settings(), handler)
+    try:
+        fd = next(e for e in observer.emitters)._inotify_fd  # type: ignore[attr-defined]
+        fd.handle_event(InotifyEvent(-1, C.IN_Q_OVERFLOW, 0, b""))  # type: ignore[arg-type]
+        assert handler.overflow.is_set()  # the writer's cue for a full reconcile
+    finally:
+        observer.stop()
+        observer.join()
 
 
 #: ``watcher run`` with an event queue of 1,000 (QUEUE_MAX is 100,000): a tree of 3,000 files is

@@ -26,11 +26,15 @@ Every other event goes on, in the kernel's order. Opens and closes of folders go
 makes no event of them). An overflow of the kernel's queue, or an event about a watched folder
 itself, ends every pairing across it. When a read ends with an open whose close may be just
 behind it, the reader waits for more events, :data:`READ_WAIT` at most, before passing them on.
+
+The reader also reports an overflow of the kernel's queue (``on_overflow``), which watchdog only
+logs: the daemon reconciles then, as when its own queue overflows.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
@@ -94,11 +98,23 @@ class ReadPairs:
 
 class PairingInotifyFD(InotifyFD):
     """watchdog's inotify reader thread, passing on each read's events without the reads of files
-    (:class:`ReadPairs`). ``pairs_dropped`` counts the opens left out (with their closes)."""
+    (:class:`ReadPairs`). ``pairs_dropped`` counts the opens left out (with their closes).
 
-    def __init__(self) -> None:
+    ``on_overflow()`` is called when the kernel's queue overflowed (events were lost), after
+    watchdog has watched the tree anew: the daemon then reconciles, as when its own queue is full.
+    """
+
+    def __init__(self, on_overflow: Callable[[], None] = lambda: None) -> None:
         super().__init__()
+        self.on_overflow = on_overflow
         self.pairs_dropped = 0
+
+    def handle_event(self, event: InotifyEvent) -> None:
+        """watchdog's handling (which, on an overflow, only logs it and watches the tree anew),
+        then ``on_overflow()`` for an overflow."""
+        super().handle_event(event)
+        if event.is_queue_overflow:
+            self.on_overflow()
 
     def read_events(self, *, event_buffer_size: int = DEFAULT_EVENT_BUFFER_SIZE) -> list[InotifyEvent]:
         """One read (and those that follow within :data:`READ_WAIT` while an open waits for its
@@ -120,11 +136,12 @@ class PairingInotifyFD(InotifyFD):
 
 
 class PairingInotifyObserver(InotifyObserver):
-    """watchdog's inotify observer, reading events with :class:`PairingInotifyFD`."""
+    """watchdog's inotify observer, reading events with :class:`PairingInotifyFD` (which calls
+    ``on_overflow()`` when the kernel's queue overflowed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_overflow: Callable[[], None] = lambda: None) -> None:
         # What InotifyObserver.__init__ does, with this reader in place of watchdog's own (its
         # emitters take the reader as an argument; stopping the observer stops and joins it).
-        self._inotify_fd = PairingInotifyFD()
+        self._inotify_fd = PairingInotifyFD(on_overflow)
         self._inotify_fd.start()
         BaseObserver.__init__(self, InotifyEmitter, timeout=DEFAULT_OBSERVER_TIMEOUT, inotify_fd=self._inotify_fd)

@@ -69,7 +69,10 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
         try:
             from watcher.inotify import PairingInotifyObserver
 
-            inotify = PairingInotifyObserver()  # leaves out reads of files (see there)
+            # It leaves out reads of files (see there). Events the kernel dropped (its queue
+            # overflowed) are repaired as those dropped from the handler's queue: by a reconcile.
+            lost = handler.overflow.set if isinstance(handler, QueueHandler) else lambda: None
+            inotify = PairingInotifyObserver(on_overflow=lost)
             if present:
                 inotify.schedule(handler, path, recursive=settings.recursive, event_filter=EVENTS)
             inotify.start()
