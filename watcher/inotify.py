@@ -5,8 +5,8 @@ file open, so that a writer pausing mid-file is not judged (:mod:`watcher.tracke
 read of a file is an open and a no-write close too: the daemon's own reconcile reads each file
 it judges, and watchdog carries each event through three threads of the daemon's process before
 the handler sees it. On a cold start of 100,000 files those 200,000 events about doubled the
-daemon's CPU time to ready (they compete with the writer thread for the interpreter) and
-overflowed the event queue.
+daemon's CPU time to ready against the polling observer's (they compete with the writer thread
+for the interpreter) and overflowed the event queue.
 
 :class:`PairingInotifyFD` reads the kernel's events as watchdog's reader does and leaves out a
 file's open together with the no-write close that follows it, when no other event for that file
@@ -22,10 +22,10 @@ comes between the two (:class:`ReadPairs`). That is exact, not a guess about who
   happened to the file: a write, create, delete, rename, attribute change or a writer's close
   would have been an event for it between the two.
 
-Every other event goes on, in the kernel's order. Opens and closes of folders go too (watchdog
-makes no event of them). An overflow of the kernel's queue, or an event about a watched folder
-itself, ends every pairing across it. When a read ends with an open whose close may be just
-behind it, the reader waits for more events, :data:`READ_WAIT` at most, before passing them on.
+Every other event goes on, in the kernel's order. Opens and no-write closes of folders are left
+out too (watchdog makes no event of them). An overflow of the kernel's queue, or an event about a
+watched folder itself, ends every pairing across it. When a read leaves an open whose close may be
+just behind it, the reader waits for more events, :data:`READ_WAIT` at most, before passing them on.
 
 The reader also reports an overflow of the kernel's queue (``on_overflow``), which watchdog only
 logs: the daemon reconciles then, as when its own queue overflows.
