@@ -43,7 +43,7 @@ def _ship(conn: psycopg.Connection[Any], host: str, rows: list[list[Any]], gone:
             conn.execute(shipper._INSERT_RESULTS, (host, json.dumps(rows)))
 
 
-def _reference(conn: psycopg.Connection[Any], out: Path) -> dict[str, bytes]:
+def reference_files(conn: psycopg.Connection[Any], out: Path) -> dict[str, bytes]:
     """The files as the publisher wrote them before splicing: COPY's CSV, string_agg of
     row_to_json, Markdown rendered from the rows."""
     select = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report"
@@ -74,7 +74,7 @@ def _check(tables: FleetTables, conn: psycopg.Connection[Any], tmp: Path) -> Non
     assert whole.full_reads == 1
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        reference = _reference(conn, tmp)
+        reference = reference_files(conn, tmp)
     assert _files(tables) == _files(whole) == reference
 
 
