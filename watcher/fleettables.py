@@ -25,6 +25,9 @@ Everything is read again on the first write of a connection, when the log cannot
 privilege), when ``results`` was rewritten under another file node (TRUNCATE, which fires no
 trigger, or VACUUM FULL), when the last write is older than :data:`MAX_GAP` (the log keeps a day),
 when a file is not the one written last, and when the changes touch a quarter of the models or more.
+Not covered: rows changed by an ``UPDATE`` (no trigger logs one; no watcher does one, hosts delete
+and insert) show at the next whole write, and the log's trimming assumes no writing transaction
+runs for most of a day.
 """
 
 from __future__ import annotations
