@@ -168,7 +168,9 @@ class FleetTables(SplicedFiles):
                 if not touched:
                     self.mark = mark
                     return list(self.targets.values())
-                if 4 * len(touched) < len(self.order):  # else a whole read is the cheaper
+                # Else a whole read is the cheaper: at 100,000 models a whole write took 0.52 s,
+                # splicing 1 / 1,000 / 10,000 / 24,000 models 0.05 / 0.09 / 0.24 / 0.48 s.
+                if 4 * len(touched) < len(self.order):
                     self._splice(touched, self._rows(conn, sorted(touched)), sources)
                     self.partial_reads += 1
                     self.mark = mark
