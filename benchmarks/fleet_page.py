@@ -6,7 +6,9 @@ Fills a throwaway PostgreSQL (fsync on) with ``models`` results of two hosts (a 
 models on both), then runs ``watcher central publish`` twice, with the report formats csv,json
 and with csv,json,html. Each change is what a host's shipped batch does (one row replaced and a
 notification, in one transaction); printed: from the commit to the CSV file showing it, for
-both runs (median / max), and to the page showing it. Not part of the test suite.
+both runs (median / max), the publisher's own seconds per write of the table files (from its
+log: what the rest of that latency is not: the settle wait, the notification, the polling), and
+to the page showing it. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -98,7 +100,13 @@ def run(url: str, work: Path, conn: psycopg.Connection[Any], formats: str, chang
         pub.terminate()
         pub.wait(60)
         log.close()
-    return tables, pages
+    return tables, pages, _write_seconds(work / f"{formats}.log")
+
+
+def _write_seconds(log: Path) -> list[float]:
+    """The publisher's own seconds per write of the table files after a change (its log)."""
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [e["seconds"] for e in events if e.get("event") == "fleet_reports_written" and e.get("why") == "changed"]
 
 
 def bench(models: int, changes: int) -> list[tuple[str, str]]:
@@ -113,9 +121,11 @@ def bench(models: int, changes: int) -> list[tuple[str, str]]:
             conn.execute("VACUUM ANALYZE watcher.results")
             rows = []
             for formats in ("csv,json", "csv,json,html"):
-                tables, pages = run(server.url(db), work, conn, formats, changes)
+                tables, pages, writes = run(server.url(db), work, conn, formats, changes)
                 rows.append((f"change -> CSV file, formats {formats}, {models:,} models (median / max s)",
                              f"{statistics.median(tables):.2f} / {max(tables):.2f}"))  # fmt: skip
+                rows.append(("  the publisher writing all the table files, per change (median / max s)",
+                             f"{statistics.median(writes):.3f} / {max(writes):.3f}"))  # fmt: skip
                 if pages:
                     rows.append((f"change -> fleet page, {models:,} models (median / max s)",
                                  f"{statistics.median(pages):.2f} / {max(pages):.2f}"))  # fmt: skip

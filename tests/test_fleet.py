@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import json
 import os
 import random
 import signal
@@ -25,6 +26,7 @@ import pytest
 from tests import fleet_invariant, invariant
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write
+from tests.test_fleettables import reference_files
 from watcher import central
 
 pytestmark = pytest.mark.timeout(180)
@@ -232,6 +234,10 @@ def test_three_hosts_ship_to_one_fleet_report(fleet: Fleet, tmp_path: Path) -> N
     fleet.check()
 
 
+def _publish_events(fleet: Fleet) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (fleet.tmp / "publish.log").read_text().splitlines() if line.startswith("{")]
+
+
 def _holds(host: Daemon, files: int) -> bool:
     return len(host.results()) + len(host.rejections()) == files
 
@@ -260,6 +266,17 @@ def test_server_stopped_mid_burst_loses_nothing(fleet: Fleet, tmp_path: Path) ->
             140,
             140,
         )
+    # Written whole on reconnecting (a notification may have been lost); a change after that is
+    # spliced in, and the files hold what a whole write gives: COPY's CSV, row_to_json's JSON.
+    model = str(uuid.uuid4())
+    write(hosts[1].inbox / "after.json", doc(model_id=model))
+    wait_until(lambda: model in _csv(report), 20, what="a change after the restart")
+    written = [e for e in _publish_events(fleet) if e.get("event") == "fleet_reports_written"]
+    assert [e["whole"] for e in written if e["why"] == "connected"] == [True, True], written
+    assert not written[-1]["whole"], written
+    with psycopg.connect(fleet.admin_url) as conn:
+        reference = reference_files(conn, tmp_path)
+    assert (reference["csv"], reference["json"]) == (report.read_bytes(), report.with_name("report.json").read_bytes())
 
 
 def test_kill_9_while_shipping_reships_harmlessly(fleet: Fleet) -> None:

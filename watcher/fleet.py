@@ -3,31 +3,31 @@ the long-running :class:`Publisher` that keeps the fleet's report files current 
 rendered after the tables, in a process of its own: :mod:`watcher.fleetpage`).
 
 The publisher LISTENs on :data:`watcher.central.CHANNEL`, which every shipped batch notifies (on
-its commit), and rewrites the report files from one read-only snapshot of the ``report`` view:
-once a burst of notifications pauses, and at most once per ``interval`` while they keep coming.
-It writes them again on every (re)connection too, since a notification sent while it was not
-listening is not delivered later. A lost server is logged once per outage
+its commit), and brings the table files up to date from one read-only snapshot of the ``report``
+view: once a burst of notifications pauses, and at most once per ``interval`` while they keep
+coming. Only the rows of the models the batches touched are read and rendered again, the rest
+copied from the files written last (:mod:`watcher.fleettables`, CSV first). It writes them whole
+on every (re)connection, since a notification sent while it was not listening is not delivered
+later. A lost server is logged once per outage
 (``central_unreachable``, then ``central_back``), and retried with a short backoff.
 """
 
 from __future__ import annotations
 
-import codecs
-import functools
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import psycopg
 
 from watcher import central
 from watcher.errors import CentralError
 from watcher.fleetpage import PageProcess
+from watcher.fleettables import FleetTables
 from watcher.logs import get_logger
-from watcher.render import FILE_NAMES, render_markdown, write_atomic
 
 log = get_logger("watcher.fleet")
 
@@ -71,49 +71,6 @@ def fleet_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return dict(zip(("models", "results", "rejections"), (int(v) for v in row), strict=True))
 
 
-def write_fleet_reports(conn: psycopg.Connection[Any], out_dir: Path, formats: Sequence[str]) -> list[Path]:
-    """Rewrite each fleet report file (csv, json, markdown) in ``out_dir`` atomically, all from
-    one read-only snapshot.
-
-    The server formats the CSV (``COPY ... CSV HEADER``) and the JSON (one object per model, one
-    per line) itself: at 100,000 models, fetching the rows into Python and rendering them there
-    took several times as long. Floats come out as PostgreSQL's shortest exact form.
-    """
-    paths = [out_dir / FILE_NAMES[fmt] for fmt in formats]
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute("SET LOCAL work_mem = '64MB'")  # the report's sort, in memory
-        for fmt, path in zip(formats, paths, strict=True):
-            write_atomic(path, functools.partial(_WRITERS[fmt], conn))
-    return paths
-
-
-_SELECT = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report"
-
-
-def _csv(conn: psycopg.Connection[Any], out: TextIO) -> None:
-    text = codecs.getincrementaldecoder("utf-8")()  # a chunk may end inside a character
-    with conn.cursor() as cur, cur.copy(f"COPY ({_SELECT} ORDER BY model_id) TO STDOUT (FORMAT csv, HEADER)") as copy:
-        for chunk in copy:
-            out.write(text.decode(bytes(chunk)))
-    out.write(text.decode(b"", final=True))
-
-
-def _json(conn: psycopg.Connection[Any], out: TextIO) -> None:
-    row = conn.execute(
-        f"SELECT string_agg(row_to_json(r)::text, E',\\n' ORDER BY r.model_id) FROM ({_SELECT}) r"
-    ).fetchone()
-    body = row[0] if row else None
-    out.write(f"[\n{body}\n]\n" if body else "[]\n")
-
-
-def _markdown(conn: psycopg.Connection[Any], out: TextIO) -> None:
-    render_markdown(report_rows(conn), out, central.FLEET_COLUMNS)
-
-
-_WRITERS = {"csv": _csv, "json": _json, "markdown": _markdown}
-
-
 class Publisher:
     """``watcher central publish``: keep the fleet report files in ``out_dir`` current until
     ``stop`` is set."""
@@ -130,7 +87,7 @@ class Publisher:
     ) -> None:
         self.url = url
         self.out_dir = out_dir
-        self.formats = [f for f in formats if f in ("csv", "json", "markdown")]
+        self.tables = FleetTables(out_dir, formats)
         # The page after the tables, in a process of its own: the tables never wait for it.
         self.page = PageProcess(url, out_dir, target, max_models) if "html" in formats else None
         self.interval = interval
@@ -165,6 +122,7 @@ class Publisher:
         app = "watcher publish"
         with central.connect(self.url, app, autocommit=True) as listener, central.connect(self.url, app) as reader:
             central.require_schema(reader)
+            self.tables.reset()  # anything may have changed while nobody listened: all read again
             listener.execute(f"LISTEN {central.CHANNEL}")
             self._write(reader, "connected")  # whatever changed while nobody listened
             if self.down_since is not None:
@@ -186,15 +144,16 @@ class Publisher:
                 self._write(reader, "changed", since=first)
 
     def _write(self, reader: psycopg.Connection[Any], why: str, since: float | None = None) -> None:
-        started = time.monotonic()
-        write_fleet_reports(reader, self.out_dir, self.formats)
+        started, whole = time.monotonic(), self.tables.full_reads
+        self.tables.write(reader)
         if self.page is not None:
             self.page.request()
         self.writes += 1
         self.last_written = now = time.monotonic()
         log.info(
             "fleet_reports_written", report_dir=str(self.out_dir), why=why, writes=self.writes,
-            seconds=round(now - started, 3), after_change=round(now - since, 3) if since is not None else None,
+            whole=self.tables.full_reads > whole, seconds=round(now - started, 3),
+            after_change=round(now - since, 3) if since is not None else None,
         )  # fmt: skip
 
     def _down(self, exc: BaseException) -> None:

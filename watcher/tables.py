@@ -54,19 +54,21 @@ def _identity(st: os.stat_result) -> _Written:
     return _Written(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class ReportTables:
-    """The table files of ``formats`` (any others, such as ``html``, are left out) in
-    ``report_dir``, and where each model's row lies in them as of the last :meth:`write`.
+class SplicedFiles:
+    """Table files (``tables``: format -> :class:`~watcher.render.TableFormat`, written to
+    ``targets``), and where each model's row lies in them as of the last write: written whole
+    from every row, or spliced (the touched models' rows replaced, the rest copied from the files
+    written last). Rows are sequences with the model_id first, in the files sorted by it. What
+    reads the rows and knows which models changed is the subclass's: :class:`ReportTables` for the
+    daemon, :class:`watcher.fleettables.FleetTables` for the fleet's publisher.
 
-    One thread uses it (the daemon's report thread). ``full_reads`` and ``partial_reads`` count
-    how the writes read the database.
+    One thread uses it. ``full_reads`` and ``partial_reads`` count how the writes read the database.
     """
 
-    def __init__(self, report_dir: Path, formats: Sequence[str]) -> None:
-        self.formats = [f for f in formats if f in TABLE_FORMATS]
-        self.tables = {f: TABLE_FORMATS[f](REPORT_COLUMNS) for f in self.formats}
-        self.targets = {f: report_dir / FILE_NAMES[f] for f in self.formats}
-        self.mark: tuple[str | None, int] | None = None  # the history's identity and last id, as written
+    def __init__(self, tables: dict[str, TableFormat], targets: dict[str, Path]) -> None:
+        self.formats = list(tables)
+        self.tables = tables
+        self.targets = targets
         self.order: list[str] = []  # the model_ids in the files, in order
         # Per format: where each row starts in the file, and one more entry, where a row after the
         # last would start (the last row's end plus the separator); and the file's identity.
@@ -74,36 +76,6 @@ class ReportTables:
         self.written: dict[str, _Written] = {}
         self.sorted = False
         self.full_reads = self.partial_reads = 0
-
-    def reset(self) -> None:
-        """Forget what was written: the next write reads everything (the database was replaced)."""
-        self.mark = None
-
-    def write(self, store: Store) -> list[Path]:
-        """Bring every table file to ``store``'s newest committed state (read in one transaction);
-        each file is replaced atomically, and left alone when nothing changed. Raises what the
-        store and the file system raise; after any failure the next write reads everything."""
-        if not self.formats:
-            return []
-        kept, self.mark = self.mark, None  # set again only once every file is written
-        with store.snapshot(), contextlib.ExitStack() as stack:
-            mark = store.report_mark()
-            same = kept is not None and kept[0] == mark[0] and kept[1] <= mark[1] and self.sorted
-            sources = self._open_written(stack) if same else None
-            if kept is not None and sources is not None:
-                if kept[1] == mark[1]:
-                    self.mark = mark
-                    return list(self.targets.values())
-                touched = store.report_touched(kept[1], mark[1])
-                if 4 * len(touched) < len(self.order):  # else a whole read is the cheaper (measured)
-                    self._splice(touched, store.report_rows_of(touched), sources)
-                    self.partial_reads += 1
-                    self.mark = mark
-                    return list(self.targets.values())
-            self._write_whole(store.report_rows())
-            self.full_reads += 1
-            self.mark = mark
-        return list(self.targets.values())
 
     def _open_written(self, stack: contextlib.ExitStack) -> dict[str, int] | None:
         """Each file open for reading, if every one is still the file written last; else None."""
@@ -185,6 +157,48 @@ class ReportTables:
         # file's (SQLite's BINARY collation is; anything else makes every write a whole one).
         self.sorted = all(a < b for a, b in itertools.pairwise(order))
         self.written = {f: _identity(t.stat()) for f, t in self.targets.items()}
+
+
+class ReportTables(SplicedFiles):
+    """The table files of ``formats`` (any others, such as ``html``, are left out) in
+    ``report_dir``, kept current from the daemon's database (see the module's docstring)."""
+
+    def __init__(self, report_dir: Path, formats: Sequence[str]) -> None:
+        kept = [f for f in formats if f in TABLE_FORMATS]
+        super().__init__(
+            {f: TABLE_FORMATS[f](REPORT_COLUMNS) for f in kept}, {f: report_dir / FILE_NAMES[f] for f in kept}
+        )
+        self.mark: tuple[str | None, int] | None = None  # the history's identity and last id, as written
+
+    def reset(self) -> None:
+        """Forget what was written: the next write reads everything (the database was replaced)."""
+        self.mark = None
+
+    def write(self, store: Store) -> list[Path]:
+        """Bring every table file to ``store``'s newest committed state (read in one transaction);
+        each file is replaced atomically, and left alone when nothing changed. Raises what the
+        store and the file system raise; after any failure the next write reads everything."""
+        if not self.formats:
+            return []
+        kept, self.mark = self.mark, None  # set again only once every file is written
+        with store.snapshot(), contextlib.ExitStack() as stack:
+            mark = store.report_mark()
+            same = kept is not None and kept[0] == mark[0] and kept[1] <= mark[1] and self.sorted
+            sources = self._open_written(stack) if same else None
+            if kept is not None and sources is not None:
+                if kept[1] == mark[1]:
+                    self.mark = mark
+                    return list(self.targets.values())
+                touched = store.report_touched(kept[1], mark[1])
+                if 4 * len(touched) < len(self.order):  # else a whole read is the cheaper (measured)
+                    self._splice(touched, store.report_rows_of(touched), sources)
+                    self.partial_reads += 1
+                    self.mark = mark
+                    return list(self.targets.values())
+            self._write_whole(store.report_rows())
+            self.full_reads += 1
+            self.mark = mark
+        return list(self.targets.values())
 
 
 def _end(table: TableFormat, out: _Out, starts: array[int], empty: bool) -> None:
