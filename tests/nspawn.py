@@ -29,7 +29,7 @@ from types import TracebackType
 
 SUITE = "bookworm"
 #: What the tree holds besides Debian's minimal base: systemd as init, the system Python with
-#: venv (the README's interpreter), jq (the README's log recipe), sudo (the README's commands).
+#: venv (docs/service.md's interpreter), jq (docs/following.md's log recipe), sudo (the install's commands).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -110,8 +110,8 @@ def ensure_wheelhouse(project: Path) -> Path:
     """Wheels of every pinned dependency and of the build backend, built on the host once per lock.
 
     The container has no package index to reach (this host's pip may be configured with local
-    indexes the container cannot see); the README's ``pip install`` runs inside against this
-    folder instead. The project's own wheel is left out: the README's command builds it.
+    indexes the container cannot see); docs/service.md's ``pip install`` runs inside against this
+    folder instead. The project's own wheel is left out: the page's command builds it.
     """
     lock = project / "requirements.lock"
     key = hashlib.sha256(lock.read_bytes() + (project / "pyproject.toml").read_bytes()).hexdigest()[:16]

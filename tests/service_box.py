@@ -1,4 +1,4 @@
-"""The service test's handles on its container: the README's blocks, commands run inside, /proc parsed.
+"""The service test's handles on its container: the docs' blocks, commands run inside, /proc parsed.
 
 Shared by the tests in tests/test_service.py (see there; tests/nspawn.py is the container itself).
 """
@@ -17,17 +17,18 @@ from tests import nspawn
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+SERVICE_PAGE = ROOT / "docs" / "service.md"  # "Running as a service": the install block, the drop-ins
+FOLLOWING_PAGE = ROOT / "docs" / "following.md"  # "Following it live": the journal recipe
 SRC = "/root/watcher"  # where the container sees its clone of the repository
 WHEELS = "/wheelhouse"
-WATCH = "/home/ml/results"  # the README's example watch dir: where a training user writes
+WATCH = "/home/ml/results"  # the service page's example watch dir: where a training user writes
 DB = "/var/lib/watcher/watcher.db"
 VENV = "/opt/watcher/venv"
 
 
-def readme_block(heading: str) -> str:
-    """The first ```sh block after ``heading`` in the README."""
-    text = README.read_text()
+def doc_block(page: Path, heading: str) -> str:
+    """The first ```sh block after ``heading`` (a whole line, e.g. ``# Running as a service``) in ``page``."""
+    text = "\n" + page.read_text()  # a page's title is its first line
     start = text.index(f"\n{heading}\n")
     match = re.compile(r"```sh\n(.*?)```", re.S).search(text, start)
     assert match, f"no sh block under {heading}"
@@ -35,8 +36,8 @@ def readme_block(heading: str) -> str:
 
 
 def journal_recipe() -> str:
-    """The README's one line that shows rejected files from the journal."""
-    lines = [line for line in readme_block("## Following it live").splitlines() if "file_rejected" in line]
+    """The following page's one line that shows rejected files from the journal."""
+    lines = [line for line in doc_block(FOLLOWING_PAGE, "# Following it live").splitlines() if "file_rejected" in line]
     assert len(lines) == 1, lines
     return lines[0]
 
@@ -156,11 +157,17 @@ BURST = (
 )
 
 
-def readme_dropin(box: nspawn.Container, after: str) -> str:
-    """Install the README's first ini block after ``after`` as the unit's drop-in; its path."""
-    text = README.read_text()
+def doc_ini_block(after: str) -> str:
+    """The service page's first ini block after the text ``after``."""
+    text = SERVICE_PAGE.read_text()
     match = re.compile(r"```ini\n(.*?)```", re.S).search(text, text.index(after))
-    assert match
+    assert match, f"no ini block after {after}"
+    return match.group(1)
+
+
+def doc_dropin(box: nspawn.Container, after: str) -> str:
+    """Install the service page's first ini block after ``after`` as the unit's drop-in; its path."""
+    block = doc_ini_block(after)
     dropin = "/etc/systemd/system/watcher.service.d/override.conf"  # where `systemctl edit` writes
-    sh(box, f"mkdir -p {Path(dropin).parent} && cat > {dropin} <<'END'\n{match.group(1)}END")
+    sh(box, f"mkdir -p {Path(dropin).parent} && cat > {dropin} <<'END'\n{block}END")
     return dropin

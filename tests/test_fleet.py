@@ -1,4 +1,4 @@
-"""The fleet end to end, as the README's "A fleet of servers" sets it up: a real PostgreSQL, the
+"""The fleet end to end, as docs/fleet.md sets it up: a real PostgreSQL, the
 central schema and roles made with ``watcher central``, real ``watcher run`` daemons (each with
 its own watch dir, database, host name and role) shipping to it, and ``watcher central publish``
 keeping the fleet report files. The central invariant is checked after every scenario."""

@@ -103,7 +103,7 @@ def test_windows_show_each_change_once_and_skip_reshipped_rows(central_db: Any) 
 
 
 class Follow:
-    """``watcher follow --central URL`` as a reader runs it (README); its stdout read by a thread."""
+    """``watcher follow --central URL`` as a reader runs it (docs/fleet.md); its stdout read by a thread."""
 
     def __init__(self, fleet: Fleet, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}

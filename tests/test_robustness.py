@@ -221,7 +221,7 @@ def test_idle_checkpoint_keeps_the_main_file_current_and_a_backup_restores(daemo
 
     if shutil.which("sqlite3") is None:
         pytest.skip("the sqlite3 command (Debian package sqlite3; .ci/run installs it) is not installed")
-    backup = tmp_path / "backup.db"  # the README's online backup, taken while the daemon runs
+    backup = tmp_path / "backup.db"  # docs/how-it-works.md's online backup, taken while the daemon runs
     subprocess.run(["sqlite3", str(daemon.db), f".backup '{backup}'"], check=True, timeout=30)
     (daemon.inbox / "f0.json").unlink()  # changes after the backup
     write(daemon.inbox / "late.json", doc(model_id=mid(99)))
@@ -230,7 +230,7 @@ def test_idle_checkpoint_keeps_the_main_file_current_and_a_backup_restores(daemo
     daemon.wait_results(expected)
     assert daemon.stop() == 0
 
-    for f in daemon.db.parent.glob("watcher.db*"):  # the README's restore
+    for f in daemon.db.parent.glob("watcher.db*"):  # docs/how-it-works.md's restore
         if not f.name.endswith(".lock"):
             f.unlink()
     shutil.copyfile(backup, daemon.db)

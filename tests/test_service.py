@@ -1,12 +1,12 @@
-"""The service under a real systemd: README's "Running as a service", word for word, in a container.
+"""The service under a real systemd: docs/service.md, "Running as a service", word for word, in a container.
 
 A Debian bookworm tree (tests/nspawn.py: built once, cached) boots under systemd-nspawn; inside
-it the README's install block runs as written, from a copy of this checkout, and every check then
+it the page's install block runs as written, from a copy of this checkout, and every check then
 goes through systemd itself (systemctl, journalctl, the unit's own processes). The only thing
-the test adds to the README is the machine around it: a training user whose results folder is
+the test adds to the page is the machine around it: a training user whose results folder is
 under /home, and a pip configuration pointing at wheels built on the host, since the container
 has no package index of its own (``/etc/pip.conf`` with ``no-index`` and ``find-links``: the
-README's ``pip install`` line itself is run unchanged).
+page's ``pip install`` line itself is run unchanged).
 
 Needs root, systemd-nspawn and debootstrap; skipped elsewhere with the reason, except under
 ``CI=true``, where a skip would hide that the service was never tried, so it fails instead.
@@ -34,11 +34,14 @@ from tests.service_box import (
     CONTAINER_WARNINGS,
     DB,
     ROOT,
+    SERVICE_PAGE,
     SRC,
     VENV,
     WATCH,
     WHEELS,
     database_locked,
+    doc_block,
+    doc_dropin,
     drop,
     hardening_directives,
     journal,
@@ -47,8 +50,6 @@ from tests.service_box import (
     mounts,
     pid_started,
     prop,
-    readme_block,
-    readme_dropin,
     report,
     sh,
     violations,
@@ -65,7 +66,7 @@ pytestmark = pytest.mark.timeout(1200)
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
-    """A booted container where the README's install block has run and the service is enabled."""
+    """A booted container where the service page's install block has run and the service is enabled."""
     reason = nspawn.unavailable()
     if reason:
         if os.environ.get("CI") == "true":
@@ -81,13 +82,13 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
         # The machine the operator has: a package source pip can reach, a training user's folder.
         box.run(f"printf '[global]\\nno-index = true\\nfind-links = {WHEELS}\\n' > /etc/pip.conf")
         box.run(f"useradd --create-home ml && chmod 0755 /home/ml && runuser -u ml -- mkdir {WATCH}")
-        box.run(f"cd {SRC} && set -ex && {readme_block('## Running as a service')}", timeout=300)
-        # A reader: the README says readers join group watcher.
+        box.run(f"cd {SRC} && set -ex && {doc_block(SERVICE_PAGE, '# Running as a service')}", timeout=300)
+        # A reader: the service page says readers join group watcher.
         box.run("useradd --create-home ana && usermod -aG watcher ana")
         yield box
 
 
-def test_readme_install_brings_the_unit_up(box: nspawn.Container) -> None:
+def test_documented_install_brings_the_unit_up(box: nspawn.Container) -> None:
     assert sh(box, "systemctl is-enabled watcher").strip() == "enabled"
     assert prop(box, "ActiveState") == "active"
     assert prop(box, "SubState") == "running"
@@ -107,7 +108,7 @@ def test_valid_and_invalid_files_show_in_report_and_journal_recipe(box: nspawn.C
     assert [(r["model_id"], r["path"]) for r in rows] == [(VALID["model_id"], "run1/valid.json")]
     wait_until(lambda: not violations(box), timeout=30, what="both files in the database")
 
-    recipe = journal_recipe()  # run as the README writes it, through a shell, in the container
+    recipe = journal_recipe()  # run as docs/following.md writes it, through a shell, in the container
     out = wait_until(lambda: box.run(recipe).stdout.strip(), timeout=30, what="the recipe's output")
     lines = out.splitlines()
     assert len(lines) == 1, out  # exactly one line, for the one invalid file
@@ -341,7 +342,7 @@ def test_watchdog_restarts_a_stuck_writer(box: nspawn.Container) -> None:
 
 
 def test_stop_exits_0(box: nspawn.Container) -> None:
-    sh(box, "systemctl stop watcher")  # the README's own word: exit 0, unit inactive, not failed
+    sh(box, "systemctl stop watcher")  # the docs' own word: exit 0, unit inactive, not failed
     assert prop(box, "ActiveState") == "inactive"
     assert prop(box, "Result") == "success"
     assert prop(box, "ExecMainStatus") == "0"
@@ -350,9 +351,9 @@ def test_stop_exits_0(box: nspawn.Container) -> None:
     assert prop(box, "ActiveState") == "active"
 
 
-def test_report_dir_elsewhere_with_the_readmes_drop_in(box: nspawn.Container) -> None:
-    dropin = readme_dropin(box, "**A database or report folder outside `/var/lib/watcher`**")
-    sh(box, "install -d -o watcher -g watcher -m 0750 /srv/watcher-reports")  # as the README says
+def test_report_dir_elsewhere_with_the_documented_drop_in(box: nspawn.Container) -> None:
+    dropin = doc_dropin(box, "**A database or report folder outside `/var/lib/watcher`**")
+    sh(box, "install -d -o watcher -g watcher -m 0750 /srv/watcher-reports")  # as the service page says
     sh(box, "sed -i 's|^report_dir = .*|report_dir = \"/srv/watcher-reports\"|' /etc/watcher/config.toml")
     sh(box, "systemctl daemon-reload && systemctl restart watcher")
     try:
@@ -370,8 +371,8 @@ def test_report_dir_elsewhere_with_the_readmes_drop_in(box: nspawn.Container) ->
         sh(box, "systemctl daemon-reload && systemctl restart watcher")
 
 
-def test_watch_dir_under_tmp_with_the_readmes_drop_in(box: nspawn.Container) -> None:
-    dropin = readme_dropin(box, "**Under `/tmp` or `/var/tmp`**")
+def test_watch_dir_under_tmp_with_the_documented_drop_in(box: nspawn.Container) -> None:
+    dropin = doc_dropin(box, "**Under `/tmp` or `/var/tmp`**")
     sh(box, "runuser -u ml -- mkdir /tmp/results")
     sh(box, "sed -i 's|^watch_dir = .*|watch_dir = \"/tmp/results\"|' /etc/watcher/config.toml")
     sh(box, "systemctl daemon-reload && systemctl restart watcher")

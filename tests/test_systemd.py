@@ -60,7 +60,7 @@ def test_unit_contract() -> None:
 
 
 def test_service_config_names_the_state_directory(tmp_path: Path) -> None:
-    # As installed, with the watch_dir line the README appends.
+    # As installed, with the watch_dir line docs/service.md appends.
     config = tmp_path / "config.toml"
     config.write_text((UNIT.parent / "config.toml").read_text() + 'watch_dir = "/home/ml/results"\n')
     settings = load_settings(config_file=config, env={})
