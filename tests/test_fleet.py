@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,3 +298,70 @@ def test_kill_9_while_shipping_reships_harmlessly(fleet: Fleet) -> None:
     fleet.check()
     with psycopg.connect(fleet.admin_url) as conn:
         assert conn.execute("SELECT count(*) FROM watcher.results WHERE host = 'crashy'").fetchone() == (400,)
+
+
+def _online_backup(host: Daemon, to: Path) -> None:
+    """The README's online backup, taken with the sqlite3 command while the daemon runs."""
+    done = subprocess.run(["sqlite3", str(host.db), f".backup '{to}'"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def _put_back(host: Daemon, backup: Path) -> None:
+    """The README's restore (the copy in place, its -wal and -shm deleted): also what a power cut
+    leaves of a database whose last commits were never made durable."""
+    for name in ("watcher.db", "watcher.db-wal", "watcher.db-shm"):
+        (host.db.parent / name).unlink(missing_ok=True)
+    shutil.copyfile(backup, host.db)
+
+
+def _churn_while_down(host: Daemon, tag: str) -> None:
+    """What changes in a folder while its daemon is down: rewrites, deletions, new files, a bad one."""
+    names = sorted(p.name for p in host.inbox.glob("*.json"))
+    for name in names[::5]:
+        write(host.inbox / name, doc())
+    for name in names[1::7]:
+        (host.inbox / name).unlink()
+    for i in range(10):
+        write(host.inbox / f"{tag}-{i}.json", doc())
+    write(host.inbox / f"{tag}-bad.json", "{not json")
+
+
+def test_a_host_restored_from_its_backup_converges_centrally(fleet: Fleet, tmp_path: Path) -> None:
+    # The issue's scenario, as a new operator follows "Backing it up" on a fleet host.
+    if shutil.which("sqlite3") is None:
+        pytest.fail("the sqlite3 command (Debian package sqlite3; .ci/run installs it) is not installed")
+    host = fleet.add_host("restored")
+    for i in range(40):
+        write(host.inbox / f"a{i}.json", doc())
+    fleet.check()
+    _online_backup(host, tmp_path / "backup.db")
+    for i in range(60):  # shipped after the backup
+        write(host.inbox / f"b{i}.json", doc())
+    fleet.check()
+    assert host.stop() == 0
+    _churn_while_down(host, "down")
+    _put_back(host, tmp_path / "backup.db")
+    host.start()
+    fleet.check(timeout=60)
+    assert [e["event"] for e in host.events() if e["event"] == "central_resync"] == ["central_resync"]
+
+
+def test_a_host_whose_last_commits_a_crash_took_back_converges_centrally(fleet: Fleet, tmp_path: Path) -> None:
+    # A power cut in WAL with synchronous=NORMAL may take back the last commits: the host comes
+    # back with an older database (here: the state of a moment before, as a backup holds it) whose
+    # history then grows over ids the central database already holds.
+    if shutil.which("sqlite3") is None:
+        pytest.fail("the sqlite3 command (Debian package sqlite3; .ci/run installs it) is not installed")
+    host = fleet.add_host("cut")
+    for i in range(30):
+        write(host.inbox / f"a{i}.json", doc())
+    fleet.check()
+    _online_backup(host, tmp_path / "before.db")
+    for i in range(8):  # committed and shipped, then lost locally
+        write(host.inbox / f"b{i}.json", doc())
+    fleet.check()
+    kill_9(host)
+    _churn_while_down(host, "after")
+    _put_back(host, tmp_path / "before.db")
+    host.start()
+    fleet.check(timeout=60)

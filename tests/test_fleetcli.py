@@ -53,3 +53,99 @@ def test_status_lists_each_host_with_its_lag(central_db: Any) -> None:
     assert main(["status", "--central", server.url(db), "--json"], stdout=out) == 0
     (host,) = json.loads(out.getvalue())["hosts"]
     assert (host["host"], host["lag"], host["shipped_id"]) == ("gpu-07", 7, 5)
+
+
+def _one_host_fleet(central_db: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    """A host whose folder holds models below and above target, issuers a spreadsheet would
+    evaluate, and ties; scanned and shipped. Returns its settings and a reader's URL."""
+    import random
+
+    from tests.helpers import doc, write
+    from watcher.reconcile import scan
+    from watcher.shipper import Shipper
+
+    server, db = central_db
+    role = "r_" + uuid.uuid4().hex[:8]
+    with server.admin(db) as conn:
+        central.add_host(conn, "gpu-01", role)
+    server.set_password(role)
+    monkeypatch.setenv("PGPASSFILE", str(server.passfile))
+    settings = make_settings(central_url=server.url(db, role), host_name="gpu-01")
+    rng = random.Random(5)
+    issuers = ["ana@example.com", "=2+3@example.com", "Bo@example.com", "-x@example.com", "bo@example.com"]
+    for i in range(40):
+        recall = [1.0, rng.choice([0.9, 0.86, 0.84, 0.7]), rng.choice([0.85, 0.6, 0.8]), 0.2, 0.0]
+        write(
+            settings.watch_dir / f"{'=cmd' if i == 3 else 'run'}{i}.json",
+            doc(issuer=rng.choice(issuers), recall_arr=recall, experiment_date=f"2024-05-{1 + i % 9:02}T12:00:00Z"),
+        )
+    scan(settings)
+    shipper = Shipper(settings)
+    try:
+        while shipper.step():
+            pass
+    finally:
+        shipper._close()
+    return settings, server.url(db)
+
+
+def test_every_report_option_works_with_central_as_on_the_host(
+    central_db: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With one host, the fleet report is the host's, with its host name: every filter, sort and
+    # format gives the same rows, and the CSV and Markdown the same neutralised cells.
+    settings, url = _one_host_fleet(central_db, make_settings, monkeypatch)
+    shared = ["model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path"]
+    options: list[list[str]] = [[], ["--below-target"], ["--issuer", "BO@example.com"], ["--desc"]]
+    options += [["--sort", c] for c in shared] + [["--sort", c, "--desc"] for c in shared]
+    options += [["--below-target", "--sort", "optimal_threshold", "--desc"]]
+    for option in options:
+        for fmt in ("csv", "markdown", "json"):
+            host_out, fleet_out = io.StringIO(), io.StringIO()
+            assert main(["report", "--db", str(settings.db_path), "--format", "json", *option], stdout=host_out) == 0
+            assert main(["report", "--central", url, "--format", "json", *option], stdout=fleet_out) == 0
+            host_rows = [{k: r[k] for k in shared} for r in json.loads(host_out.getvalue())]
+            fleet_rows = json.loads(fleet_out.getvalue())
+            assert {r.pop("host") for r in fleet_rows} <= {"gpu-01"}
+            assert fleet_rows == host_rows, (option, fmt)
+            if fmt != "json":  # the same cells as the host's, neutralised alike
+                host_out, fleet_out = io.StringIO(), io.StringIO()
+                main(["report", "--db", str(settings.db_path), "--format", fmt, *option], stdout=host_out)
+                main(["report", "--central", url, "--format", fmt, *option], stdout=fleet_out)
+                assert ("'=2+3@example.com" in fleet_out.getvalue()) == ("'=2+3@example.com" in host_out.getvalue())
+    below = io.StringIO()
+    main(["report", "--central", url, "--format", "json", "--below-target"], stdout=below)
+    everything = io.StringIO()
+    main(["report", "--central", url, "--format", "json"], stdout=everything)
+    assert 0 < len(json.loads(below.getvalue())) < len(json.loads(everything.getvalue()))
+
+
+def test_a_sort_column_the_report_lacks_is_refused(
+    central_db: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings, url = _one_host_fleet(central_db, make_settings, monkeypatch)
+    capsys.readouterr()
+    assert main(["report", "--central", url, "--sort", "target_met"]) == 2
+    assert capsys.readouterr().err.startswith("watcher: watcher report --central: --sort target_met is not a column")
+    assert main(["report", "--db", str(settings.db_path), "--sort", "host"]) == 2
+    assert capsys.readouterr().err.startswith("watcher: watcher report: --sort host needs --central")
+    out = io.StringIO()
+    assert main(["report", "--central", url, "--sort", "host", "--format", "csv"], stdout=out) == 0
+
+
+def test_the_published_fleet_csv_is_what_report_central_prints(
+    central_db: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from watcher.fleettables import FleetTables
+
+    _, url = _one_host_fleet(central_db, make_settings, monkeypatch)
+    tables = FleetTables(tmp_path / "fleet", ("csv", "markdown"))
+    with psycopg.connect(url) as conn:
+        tables.write(conn)
+    for fmt, name in (("csv", "report.csv"), ("markdown", "report.md")):
+        out = io.StringIO()
+        assert main(["report", "--central", url, "--format", fmt], stdout=out) == 0
+        assert (tmp_path / "fleet" / name).read_text(encoding="utf-8") == out.getvalue()
+        assert "'=2+3@example.com" in out.getvalue() and "'=cmd3.json" in out.getvalue()

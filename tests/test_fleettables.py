@@ -17,14 +17,18 @@ import pytest
 
 from watcher import central, shipper
 from watcher.fleettables import FleetTables
-from watcher.render import render_markdown
+from watcher.render import render_csv, render_markdown
 
 pytestmark = pytest.mark.timeout(120)
 
 FORMATS = ("csv", "json", "markdown")
 HOSTS = ("gpu-01", "gpu-02", "gpu-03")
-# Texts COPY quotes (comma, quote, CR, LF, empty), and some it leaves alone (spaces, backslash, \.).
-AWKWARD = ("", "a,b", 'say "hi"', "two\nlines", "cr\rhere", " lead", "back\\slash", "\\.", "ünï ☃", "=1+1", "plain")
+# Texts CSV quotes (comma, quote, LF), some it leaves alone (empty, CR, spaces, backslash, \.), and
+# the ones a spreadsheet would evaluate (neutralised with a leading ').
+AWKWARD = (
+    "", "a,b", 'say "hi"', "two\nlines", "cr\rhere", " lead", "back\\slash", "\\.", "ünï ☃", "=1+1", "plain",
+    "+cmd", "-2", "@SUM(A1)", "\tTab", "\rCR", '=HYPERLINK("x")', "=2+3@example.com",
+)  # fmt: skip
 
 
 def _row(rng: random.Random, path: str, model: str) -> list[Any]:
@@ -44,23 +48,21 @@ def _ship(conn: psycopg.Connection[Any], host: str, rows: list[list[Any]], gone:
 
 
 def reference_files(conn: psycopg.Connection[Any], out: Path) -> dict[str, bytes]:
-    """The files as the publisher wrote them before splicing: COPY's CSV, string_agg of
-    row_to_json, Markdown rendered from the rows."""
+    """The files as the README promises them: the CSV and Markdown that ``watcher report
+    --central`` prints (formula cells neutralised), string_agg of row_to_json."""
     select = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report"
-    csv = bytearray()
-    with conn.cursor() as cur, cur.copy(f"COPY ({select} ORDER BY model_id) TO STDOUT (FORMAT csv, HEADER)") as copy:
-        for chunk in copy:
-            csv += chunk
     row = conn.execute(
         f"SELECT string_agg(row_to_json(r)::text, E',\\n' ORDER BY r.model_id) FROM ({select}) r"
     ).fetchone()
     body = row[0] if row else None
     rows = conn.execute(f"{select} ORDER BY model_id").fetchall()
-    md = out / "ref.md"
+    md, csv = out / "ref.md", out / "ref.csv"
     with md.open("w", encoding="utf-8", newline="") as fh:
         render_markdown(rows, fh, central.FLEET_COLUMNS)
+    with csv.open("w", encoding="utf-8", newline="") as fh:
+        render_csv(rows, fh, central.FLEET_COLUMNS)
     js = f"[\n{body}\n]\n" if body else "[]\n"
-    return {"csv": bytes(csv), "json": js.encode(), "markdown": md.read_bytes()}
+    return {"csv": csv.read_bytes(), "json": js.encode(), "markdown": md.read_bytes()}
 
 
 def _files(tables: FleetTables) -> dict[str, bytes]:

@@ -290,3 +290,147 @@ def test_a_batch_that_fails_half_way_leaves_nothing_and_is_shipped_again(
         assert fleet_invariant.shipped_id(server.url(db), "gpu-01") == fleet_invariant.local_max_id(host.db_path)
     finally:
         shipper._close()
+
+
+def _backup(db: Path, to: Path) -> None:
+    """A copy of one committed state, as ``sqlite3 watcher.db ".backup ..."`` takes it."""
+    src, dst = sqlite3.connect(db), sqlite3.connect(to)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _restore(backup: Path, db: Path) -> None:
+    """The README's restore: the copy in place of the database, its -wal and -shm deleted."""
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    db.write_bytes(backup.read_bytes())
+
+
+def _resyncs(out: io.StringIO) -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, out.getvalue().splitlines()) if e["event"] == "central_resync"]
+
+
+def test_a_restored_backup_whose_history_grew_past_the_mark_is_resynced(
+    host: Any, central_db: Any, tmp_path: Path
+) -> None:
+    # The issue's scenario: the backup's history ends before the central mark, and the changes
+    # made while the host was down make it grow past the mark again, with the same first entry.
+    server, db = central_db
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    inbox: Path = host.watch_dir
+    for i in range(10):
+        write(inbox / f"old{i}.json", doc())
+    scan(host)
+    shipper = Shipper(host)
+    try:
+        _ship_all(shipper)
+        _backup(host.db_path, tmp_path / "backup.db")
+        for i in range(15):  # shipped after the backup
+            write(inbox / f"new{i}.json", doc())
+        scan(host)
+        _ship_all(shipper)
+        mark = fleet_invariant.shipped_id(server.url(db), "gpu-01")
+        shipper._close()
+        # While the daemon is down: files rewritten, deleted and added; then the restore.
+        for i in range(0, 15, 3):
+            write(inbox / f"new{i}.json", doc())
+        for i in range(3):
+            (inbox / f"old{i}.json").unlink()
+        write(inbox / "old5.json", "{not json")
+        for i in range(3):
+            write(inbox / f"added{i}.json", doc())
+        _restore(tmp_path / "backup.db", host.db_path)
+        scan(host)
+        assert fleet_invariant.local_max_id(host.db_path) > mark  # ids the mark has passed, reused
+        _ship_all(shipper)
+        _check(host, server.url(db))
+        assert [e["reason"] for e in _resyncs(out)] == [
+            "the local entry at the central mark is not the one shipped (restored from a backup or rolled back)"
+        ]
+        _ship_all(shipper)  # converged: nothing more to do, no second resync
+        assert len(_resyncs(out)) == 1
+    finally:
+        shipper._close()
+
+
+def test_a_history_rolled_back_and_regrown_to_the_same_length_is_resynced(
+    host: Any, central_db: Any, tmp_path: Path
+) -> None:
+    # A power cut in WAL with synchronous=NORMAL: the last commits are gone after the reboot, and
+    # the entries written then take exactly the ids the central database had been told about.
+    server, db = central_db
+    inbox: Path = host.watch_dir
+    for i in range(8):
+        write(inbox / f"m{i}.json", doc())
+    scan(host)
+    _backup(host.db_path, tmp_path / "before-cut.db")
+    write(inbox / "lost-a.json", doc())
+    write(inbox / "lost-b.json", "[]")
+    scan(host)  # two commits that the cut will take back, shipped before it
+    shipper = Shipper(host)
+    try:
+        _ship_all(shipper)
+        mark = fleet_invariant.shipped_id(server.url(db), "gpu-01")
+        shipper._close()
+        _restore(tmp_path / "before-cut.db", host.db_path)  # the cut
+        (inbox / "lost-a.json").unlink()  # their files changed meanwhile, differently
+        (inbox / "lost-b.json").unlink()
+        write(inbox / "m1.json", doc())
+        write(inbox / "other.json", doc())
+        scan(host)
+        assert fleet_invariant.local_max_id(host.db_path) == mark  # nothing new by the ids alone
+        _ship_all(shipper)
+        _check(host, server.url(db))
+    finally:
+        shipper._close()
+
+
+def test_a_backup_taken_after_the_mark_ships_on_without_a_resync(host: Any, central_db: Any, tmp_path: Path) -> None:
+    # The exact check must not cry wolf: a restored history that still holds the very entry at
+    # the mark is the one shipped, and only what came after is sent.
+    server, db = central_db
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    for i in range(6):
+        write(host.watch_dir / f"m{i}.json", doc())
+    scan(host)
+    shipper = Shipper(host)
+    try:
+        _ship_all(shipper)
+        _backup(host.db_path, tmp_path / "backup.db")
+        shipper._close()
+        _restore(tmp_path / "backup.db", host.db_path)
+        write(host.watch_dir / "m7.json", doc())
+        scan(host)
+        _ship_all(shipper)
+        _check(host, server.url(db))
+        assert _resyncs(out) == []
+    finally:
+        shipper._close()
+
+
+def test_a_mark_left_by_an_older_watcher_is_resynced_once(host: Any, central_db: Any) -> None:
+    server, db = central_db
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    for i in range(5):
+        write(host.watch_dir / f"m{i}.json", doc())
+    scan(host)
+    shipper = Shipper(host)
+    try:
+        _ship_all(shipper)
+        with server.admin(db) as conn:  # as a host of the previous schema leaves it
+            conn.execute("UPDATE watcher.hosts SET shipped_entry = NULL")
+        write(host.watch_dir / "m9.json", doc())
+        scan(host)
+        _ship_all(shipper)
+        _ship_all(shipper)
+        _check(host, server.url(db))
+        assert len(_resyncs(out)) == 1
+        assert "older watcher" in _resyncs(out)[0]["reason"]
+    finally:
+        shipper._close()

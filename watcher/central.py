@@ -180,8 +180,18 @@ CREATE TRIGGER rejections_new AFTER INSERT ON watcher.rejections REFERENCING NEW
 GRANT SELECT ON watcher.changes TO watcher_reader
 """
 
+# The identity of the entry at the mark: a host checks it before each batch, so a local history
+# that went back in time (restored from a backup, rolled back by a power cut) and then grew again,
+# reusing ids the mark has passed with other entries, is told apart from the one shipped.
+_V3 = """
+ALTER TABLE watcher.hosts ADD COLUMN shipped_entry text;
+COMMENT ON COLUMN watcher.hosts.shipped_entry IS
+    'the local history entry at shipped_id, as shipped: [id, at, outcome, path, sha256] in JSON';
+GRANT UPDATE (shipped_entry) ON watcher.hosts TO watcher_host
+"""
+
 #: Migration ``i`` takes the central schema from version i to i + 1. Never edited once released.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROLES = f"""
@@ -236,7 +246,10 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> int:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             current = schema_version(conn)
             if current > SCHEMA_VERSION:
-                raise CentralError(f"central schema version {current} is newer than this watcher's ({SCHEMA_VERSION})")
+                raise CentralError(
+                    f"central schema version {current} is newer than this watcher's ({SCHEMA_VERSION}); "
+                    "upgrade watcher on this machine"
+                )
             if current == SCHEMA_VERSION:
                 return 0
             conn.execute(_ROLES)

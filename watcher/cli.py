@@ -55,6 +55,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
+#: What ``watcher report --sort`` takes: a host's report columns, and the fleet's ``host``.
+_SORTABLE = (*REPORT_COLUMNS, "host")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``watcher`` command."""
     parser = _Parser(prog="watcher", description="Turn a folder of evaluation results into a live table.")
@@ -74,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--issuer", help="only this issuer's models")
     p.add_argument("--model", help="only model_ids starting with this")
     p.add_argument("--below-target", action="store_true", help="only models whose best point misses the target")
-    p.add_argument("--sort", choices=REPORT_COLUMNS, metavar="COLUMN", help="sort by this column (default: model_id)")
+    p.add_argument(
+        "--sort", choices=_SORTABLE, metavar="COLUMN", help="sort by this column, then model_id (default: model_id)"
+    )
     p.add_argument("--desc", action="store_true", help="sort in descending order")
     _central_flag(p, "the fleet-wide report")
 
@@ -213,10 +219,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """``watcher report``."""
     if args.central:
         return fleetcli.cmd_report(args, settings, out)
+    if args.sort is not None and args.sort not in REPORT_COLUMNS:
+        raise ConfigError(f"watcher report: --sort {args.sort} needs --central (one of: {', '.join(REPORT_COLUMNS)})")
     fmt = args.format or ("table" if out.isatty() else "csv")
     render = RENDERERS[fmt]
-    filters = [f"--issuer {args.issuer}"] * bool(args.issuer) + [f"--model {args.model}"] * bool(args.model)
-    filters += ["--below-target"] * args.below_target
+    filters = fleetcli.report_filters(args)
     if fmt == "table" and filters:
         render = functools.partial(render_table, empty=f"(no model matches {' '.join(filters)})")
     store = Store.open_readonly(settings.db_path)

@@ -37,18 +37,39 @@ BACKOFF = (0.25, 0.5, 1.0, 2.0)
 REFUSED_RETRY = 15.0
 
 
-def report_rows(conn: psycopg.Connection[Any], issuer: str | None = None, model: str | None = None) -> list[Any]:
-    """The fleet report (tuples in :data:`~watcher.central.FLEET_COLUMNS` order) by model_id,
-    optionally only one issuer's (any case) or the model_ids starting with ``model``."""
-    query = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report WHERE true"
+def report_rows(
+    conn: psycopg.Connection[Any],
+    issuer: str | None = None,
+    model: str | None = None,
+    below_target: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
+) -> list[Any]:
+    """The fleet report (tuples in :data:`~watcher.central.FLEET_COLUMNS` order), optionally only
+    one issuer's (any case), the model_ids starting with ``model``, or the models whose chosen
+    point misses its target; sorted by ``sort`` (one of FLEET_COLUMNS; descending with ``desc``),
+    then by model_id, as ``watcher report`` sorts a host's. Text is ordered byte-wise (as SQLite
+    does), whatever the server's locale. Raises :class:`ValueError` for another ``sort``."""
+    query = f"SELECT {', '.join('r.' + c for c in central.FLEET_COLUMNS)} FROM watcher.report r"
     args: list[Any] = []
+    if below_target:
+        query += " JOIN watcher.results x ON x.host = r.host AND x.path = r.path AND NOT x.target_met"
+    query += " WHERE true"
     if issuer:
-        query += " AND lower(issuer) = lower(%s)"
+        query += " AND lower(r.issuer) = lower(%s)"
         args.append(issuer)
     if model:
-        query += " AND starts_with(model_id, %s)"
+        query += " AND starts_with(r.model_id, %s)"
         args.append(model.lower())
-    return conn.execute((query + " ORDER BY model_id").encode(), args).fetchall()
+    order = 'r.model_id COLLATE "C"'
+    if sort is not None and sort != "model_id":
+        if sort not in central.FLEET_COLUMNS:
+            raise ValueError(f"not a column of the fleet report: {sort!r}")
+        text = ' COLLATE "C"' if sort in ("issuer", "experiment_date", "host", "path") else ""
+        order = f"r.{sort}{text}{' DESC' if desc else ''}, {order}"
+    elif desc:
+        order += " DESC"
+    return conn.execute(f"{query} ORDER BY {order}".encode(), args).fetchall()
 
 
 def host_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import signal
 import threading
@@ -117,16 +118,31 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     from watcher.fleet import report_rows
     from watcher.render import render_csv, render_json, render_markdown, render_table
 
+    if args.sort is not None and args.sort not in central.FLEET_COLUMNS:
+        raise ConfigError(
+            f"watcher report --central: --sort {args.sort} is not a column of the fleet report"
+            f" (one of: {', '.join(central.FLEET_COLUMNS)})"
+        )
     fmt = args.format or ("table" if out.isatty() else "csv")
     with (
         _errors("cannot read the fleet report"),
         central.connect(central_url(args, settings), "watcher report") as conn,
     ):
         central.require_schema(conn)
-        rows = report_rows(conn, issuer=args.issuer, model=args.model)
+        rows = report_rows(
+            conn, issuer=args.issuer, model=args.model, below_target=args.below_target, sort=args.sort, desc=args.desc
+        )
     render = {"csv": render_csv, "json": render_json, "markdown": render_markdown, "table": render_table}[fmt]
+    if fmt == "table" and (filters := report_filters(args)):
+        render = functools.partial(render_table, empty=f"(no model matches {' '.join(filters)})")
     render(rows, out, central.FLEET_COLUMNS)
     return 0
+
+
+def report_filters(args: argparse.Namespace) -> list[str]:
+    """The filters a ``watcher report`` was given, as typed (for the message when none matches)."""
+    filters = [f"--issuer {args.issuer}"] * bool(args.issuer) + [f"--model {args.model}"] * bool(args.model)
+    return filters + ["--below-target"] * args.below_target
 
 
 def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

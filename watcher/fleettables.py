@@ -9,8 +9,9 @@ model's row lies in the files it wrote, reads from the server only the rows of t
 since, and writes each file as the old file's unchanged byte ranges with the new rows between.
 
 Both paths take each row's text from the same SQL expressions (:data:`CSV_LINE`, the CSV line as
-``COPY ... (FORMAT csv)`` writes it, and ``row_to_json``), so a spliced file has the bytes a whole
-write gives (a test holds the two equal after random changes, and the CSV equal to ``COPY``'s).
+``watcher report --central --format csv`` prints it, formula cells neutralised, and
+``row_to_json``), so a spliced file has the bytes a whole write gives (a test holds the two equal
+after random changes, and the CSV equal to the command's, the JSON to ``row_to_json``'s).
 
 Which models a write must render again: every statement that deletes or inserts rows of
 ``watcher.results`` logs one row to ``watcher.changes`` in its own transaction (central migration
@@ -41,7 +42,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from watcher import central
-from watcher.render import FILE_NAMES, TABLE_FORMATS, Row, TableFormat
+from watcher.render import FILE_NAMES, FORMULA_START, TABLE_FORMATS, Row, TableFormat
 from watcher.tables import SplicedFiles
 
 #: The last write older than this: read everything (the change log drops entries after a day).
@@ -52,18 +53,28 @@ _TEXT = ("model_id", "issuer", "experiment_date", "host", "path")
 
 
 def _csv_cell(column: str) -> str:
-    """A text column as COPY's CSV writes it: quoted when empty (an unquoted empty field is NULL)
-    or when it holds the delimiter, the quote, CR or LF; quotes inside doubled."""
-    return (
-        f"""CASE WHEN {column} = '' OR {column} ~ '[",\\r\\n]'"""
-        f""" THEN '"' || replace({column}, '"', '""') || '"' ELSE {column} END"""
-    )
+    """A text column as the host's CSV writes it (:mod:`watcher.render`, ``csv.writer``): a cell a
+    spreadsheet would evaluate gets a leading ``'`` (:data:`~watcher.render.FORMULA_START`), then
+    the cell is quoted when it holds the delimiter, the quote or LF (``csv.writer`` leaves a CR
+    inside a cell unquoted); quotes inside doubled."""
+    starts = ", ".join(f"chr({ord(c)})" for c in FORMULA_START)
+    cell = f"(CASE WHEN left({column}, 1) IN ({starts}) THEN chr(39) || {column} ELSE {column} END)"
+    return f"""CASE WHEN {cell} ~ '[",\\n]' THEN '"' || replace({cell}, '"', '""') || '"' ELSE {cell} END"""
+
+
+def _csv_number(column: str) -> str:
+    """A double as Python's ``repr`` writes it: the server's shortest round-trip text, with ``.0``
+    after a whole number (``0`` and ``1`` are ``0.0`` and ``1.0`` in the host's CSV). Where the two
+    choose an exponent differs only from 1e15 to 1e16, beyond any threshold or recall."""
+    return f"CASE WHEN {column}::text ~ '^-?[0-9]+$' THEN {column}::text || '.0' ELSE {column}::text END"
 
 
 #: A report row's CSV line (with its newline) over a relation ``r`` of :data:`FLEET_COLUMNS`:
-#: byte for byte what ``COPY (...) TO STDOUT (FORMAT csv)`` writes (numbers by their output
-#: function, as COPY does; every column is NOT NULL).
-CSV_LINE = " || ',' || ".join(_csv_cell(f"r.{c}") if c in _TEXT else f"r.{c}::text" for c in _COLS) + " || chr(10)"
+#: byte for byte what ``watcher report --central --format csv`` prints for that row (numbers by
+#: :func:`_csv_number`; every column is NOT NULL).
+CSV_LINE = (
+    " || ',' || ".join(_csv_cell(f"r.{c}") if c in _TEXT else _csv_number(f"r.{c}") for c in _COLS) + " || chr(10)"
+)
 JSON_TEXT = "row_to_json(r)::text"
 _REPORT = f"SELECT {', '.join(_COLS)} FROM watcher.report"
 

@@ -31,12 +31,16 @@ class Batch:
     """The history entries ``(start, end]`` of the local history identified by ``origin``, as
     JSON documents: every path they name, and the current ``results``/``rejections`` rows of
     those paths (a path in neither was removed). ``counts`` (local results, rejections) is read
-    only with the batch that reaches ``local_max``, the last entry in the snapshot."""
+    only with the batch that reaches ``local_max``, the last entry in the snapshot.
+    ``start_entry`` and ``end_entry`` are the :func:`identity` of the entries at ``start`` and
+    ``end`` in that snapshot (None where there is none)."""
 
     start: int
     end: int
     local_max: int
     origin: str | None
+    start_entry: str | None
+    end_entry: str | None
     paths: str
     n_paths: int
     results: str | None
@@ -60,6 +64,16 @@ def last_id(local: sqlite3.Connection) -> int:
     return int(local.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0])
 
 
+def identity(local: sqlite3.Connection, entry_id: int) -> str | None:
+    """The history entry ``entry_id`` as the central mark records it (JSON ``[id, at, outcome,
+    path, sha256]``), None if there is no such entry. Ids alone do not name an entry: a history
+    that went back in time (a restored backup; commits rolled back by a power cut) reuses them."""
+    if entry_id <= 0:
+        return None
+    row = local.execute("SELECT id, at, outcome, path, sha256 FROM history WHERE id = ?", (entry_id,)).fetchone()
+    return json.dumps(list(row)) if row else None
+
+
 def read(local: sqlite3.Connection, start: int, size: int) -> Batch:
     """The batch of at most ``size`` entries after ``start``. Raises ``sqlite3.Error``."""
     local.execute("BEGIN")
@@ -68,8 +82,10 @@ def read(local: sqlite3.Connection, start: int, size: int) -> Batch:
         origin = f"{first[0]}:{first[1]}" if first else None
         local_max = last_id(local)
         end = max(start, min(start + size, local_max))
+        start_entry = identity(local, start)
         if end == start:
-            return Batch(start, end, local_max, origin, "[]", 0, None, None, None)
+            return Batch(start, end, local_max, origin, start_entry, start_entry, "[]", 0, None, None, None)
+        end_entry = identity(local, end)
         span = (start, end)
         paths = [p for (p,) in local.execute(_PATHS, span)]
         results = local.execute(_RESULTS, span).fetchall()
@@ -87,6 +103,8 @@ def read(local: sqlite3.Connection, start: int, size: int) -> Batch:
         end,
         local_max,
         origin,
+        start_entry,
+        end_entry,
         json.dumps(paths),
         len(paths),
         json.dumps(results) if results else None,

@@ -70,10 +70,30 @@ _DELETE = {
     for t in ("results", "rejections")
 }
 _MARK = (
-    "UPDATE watcher.hosts SET shipped_id = %s, local_max_id = %s, origin = %s, results = coalesce(%s, results),"
-    " rejections = coalesce(%s, rejections), version = %s, last_seen = now(), last_shipped = now(),"
+    "UPDATE watcher.hosts SET shipped_id = %s, shipped_entry = %s, local_max_id = %s, origin = %s,"
+    " results = coalesce(%s, results), rejections = coalesce(%s, rejections), version = %s, last_seen = now(),"
+    " last_shipped = now(),"
     " first_seen = coalesce(first_seen, now()) WHERE host = %s"
 )
+
+
+def diverged(shipped: int, origin: str | None, mark: str | None, batch: outbox.Batch) -> str | None:
+    """Why the local history that ``batch`` was read from is not the one shipped up to the central
+    mark ``shipped`` (with the ``origin`` and the entry identity ``mark`` recorded with it), or
+    None if it is: the same first entry, and the very entry at the mark (id, time, outcome, path,
+    sha256). An entry id alone proves nothing: a history restored from a backup or rolled back by
+    a power cut grows again from an older id, with other entries under the same ids."""
+    if origin != batch.origin and not (origin is None and shipped == 0):
+        return "another local database (recreated or replaced)"
+    if shipped == 0:
+        return None  # nothing shipped from it yet: shipping starts at its beginning anyway
+    if shipped > batch.local_max:
+        return "the local history ends before the central mark (restored from a backup or rolled back)"
+    if mark is None:
+        return "the central mark was recorded without its entry (by an older watcher) and cannot be checked"
+    if batch.start_entry != mark:
+        return "the local entry at the central mark is not the one shipped (restored from a backup or rolled back)"
+    return None
 
 
 class Shipper(threading.Thread):
@@ -208,14 +228,15 @@ class Shipper(threading.Thread):
         conn = self._central()
         with conn.transaction():
             row = conn.execute(
-                "SELECT shipped_id, origin FROM watcher.hosts WHERE host = %s FOR UPDATE", (self.host,)
+                "SELECT shipped_id, origin, shipped_entry FROM watcher.hosts WHERE host = %s FOR UPDATE", (self.host,)
             ).fetchone()
             if row is None:
                 raise CentralError(self._why_not(conn))
-            shipped, origin = int(row[0]), row[1]
+            shipped, origin, mark = int(row[0]), row[1], row[2]
             batch = self._take_ahead(shipped, origin) or outbox.read(local, shipped, BATCH)
-            if (origin != batch.origin and not (origin is None and shipped == 0)) or shipped > batch.local_max:
-                self._start_over(conn, origin, batch.origin)
+            why = diverged(shipped, origin, mark, batch)
+            if why is not None:
+                self._start_over(conn, why, origin, batch.origin)
                 shipped = 0
                 batch = outbox.read(local, 0, BATCH)
             if batch.empty:
@@ -231,10 +252,12 @@ class Shipper(threading.Thread):
             if batch.rejections:
                 conn.execute(_INSERT_REJECTIONS, (self.host, batch.rejections))
             n_results, n_rejections = batch.counts or (None, None)
-            mark = conn.execute(
-                _MARK, (batch.end, batch.local_max, batch.origin, n_results, n_rejections, __version__, self.host)
-            )
-            if mark.rowcount != 1:
+            marked = conn.execute(
+                _MARK,
+                (batch.end, batch.end_entry, batch.local_max, batch.origin, n_results, n_rejections, __version__,
+                 self.host),
+            )  # fmt: skip
+            if marked.rowcount != 1:
                 raise CentralError(self._not_ours())
             conn.execute("SELECT pg_notify(%s, %s)", (central.CHANNEL, self.host))
         self.shipped_id = batch.end
@@ -266,13 +289,18 @@ class Shipper(threading.Thread):
             return None  # read again now, in this thread: a lasting problem is reported from there
         return batch if batch.start == shipped and batch.origin == origin else None
 
-    def _start_over(self, conn: psycopg.Connection[Any], origin: str | None, local_origin: str | None) -> None:
-        # The local database is not the one shipped so far (recreated, restored from a backup):
-        # its history ids mean something else. Replace this host's rows from the beginning.
-        log.warning("central_resync", host=self.host, shipped_origin=origin, local_origin=local_origin)
+    def _start_over(
+        self, conn: psycopg.Connection[Any], why: str, origin: str | None, local_origin: str | None
+    ) -> None:
+        # The local history is not the one shipped so far (recreated, restored from a backup,
+        # rolled back): its ids mean something else. Replace this host's rows from the beginning,
+        # starting in the transaction of the first batch.
+        log.warning("central_resync", host=self.host, reason=why, shipped_origin=origin, local_origin=local_origin)
         conn.execute("DELETE FROM watcher.results WHERE host = %s", (self.host,))
         conn.execute("DELETE FROM watcher.rejections WHERE host = %s", (self.host,))
-        conn.execute("UPDATE watcher.hosts SET shipped_id = 0, origin = NULL WHERE host = %s", (self.host,))
+        conn.execute(
+            "UPDATE watcher.hosts SET shipped_id = 0, shipped_entry = NULL, origin = NULL WHERE host = %s", (self.host,)
+        )
 
     def _heartbeat(self, conn: psycopg.Connection[Any], local_max: int, local_origin: str | None) -> None:
         if time.monotonic() - self.last_seen < HEARTBEAT:
