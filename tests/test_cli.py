@@ -426,3 +426,22 @@ def test_status_says_when_the_daemons_watch_dir_is_missing(tmp_path: Path, run: 
     assert f"watch dir:       {inbox} (missing: the daemon waits for it)\n" in out
     _, out, _ = run("status", "--db", str(tmp_path / "w.db"), "--json")
     assert json.loads(out)["watch_dir_present"] is False
+
+
+def test_under_ci_a_skipped_test_fails(tmp_path: Path) -> None:
+    # The suite's own rule (tests/conftest.py), applied to a probe outside the suite.
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "import pytest\n\ndef test_skips():\n    pytest.skip('tool missing')\n\ndef test_runs():\n    pass\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    for ci, code, line in (("true", 1, "1 failed, 1 passed"), ("", 0, "1 passed, 1 skipped")):
+        env = {**os.environ, "CI": ci}
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-q", "-p", "no:cacheprovider", str(probe)],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == code, done.stdout + done.stderr
+        assert line in done.stdout, done.stdout
+        if ci:
+            assert "skipped under CI, where every test must run: Skipped: tool missing" in done.stdout
