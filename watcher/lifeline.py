@@ -25,6 +25,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from multiprocessing import resource_tracker, spawn, util
 from typing import Any
 
@@ -42,6 +43,7 @@ def die_with_parent() -> None:
     """
     for sig in HELPER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELPER_SIGNALS)  # blocked while it started: see signals_held
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
@@ -50,6 +52,20 @@ def die_with_parent() -> None:
         return  # not allowed here (some sandboxes): the pipes still end the helpers, later
     if parent == 1 or os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT blocked in this thread while helpers are started from it: a helper
+    inherits the mask, so a signal that comes while its interpreter starts (before
+    :func:`die_with_parent` can set its handlers) waits for it, and then ends it silently, instead
+    of a ``KeyboardInterrupt`` traceback from an import. Signals still reach the daemon's other
+    threads (Python runs its handlers in the main thread)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def start_quiet_resource_tracker() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from watcher.judge import JudgeOptions, judge_many
-from watcher.lifeline import die_with_parent, start_quiet_resource_tracker
+from watcher.lifeline import die_with_parent, signals_held, start_quiet_resource_tracker
 from watcher.outcomes import Job, Outcome
 from watcher.store import Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
@@ -63,7 +63,8 @@ class CountedExecutor(ProcessPoolExecutor):
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn``; :class:`BrokenProcessPool` when its process cannot be started."""
         try:
-            return super().submit(fn, *args, **kwargs)
+            with signals_held():  # it may start the fork server, or a process (see signals_held)
+                return super().submit(fn, *args, **kwargs)
         except (EOFError, OSError) as exc:  # the fork server died under us (see the class doc)
             with contextlib.suppress(Exception):
                 self.shutdown(wait=False, cancel_futures=True)
