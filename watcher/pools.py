@@ -55,7 +55,9 @@ class CountedExecutor(ProcessPoolExecutor):
 
     def __init__(self, **kwargs: Any) -> None:
         with CountedExecutor._lock:  # creating one starts the helpers: never while they are stopped
-            start_quiet_resource_tracker()  # its queues register with the tracker: a quiet one
+            context = kwargs.get("mp_context")
+            if context is None or context.get_start_method() != "fork":
+                start_quiet_resource_tracker()  # its queues register with the tracker: a quiet one
             super().__init__(**kwargs)
             CountedExecutor.open_count += 1
         self._counted = True
