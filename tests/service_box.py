@@ -54,6 +54,38 @@ def journal(box: nspawn.Container) -> str:
     return box.run("journalctl -u watcher -o cat --no-pager", check=False).stdout
 
 
+def service_output(box: nspawn.Container) -> list[str]:
+    """Every line the unit's own processes wrote to stdout or stderr (journald's ``stdout``
+    transport), from the first start on: not systemd's own lines about the unit (PID 1's, sent as
+    structured entries), which are plain text."""
+    out = box.run("journalctl -u watcher -o json --no-pager", check=False).stdout
+    lines = []
+    for raw in out.splitlines():
+        entry = json.loads(raw)
+        if entry.get("_TRANSPORT") != "stdout" or entry.get("_SYSTEMD_UNIT") != "watcher.service":
+            continue
+        message = entry.get("MESSAGE", "")
+        if isinstance(message, list):  # journald's form of a message that is not plain UTF-8 text
+            message = bytes(message).decode("utf-8", "replace")
+        lines.append(str(message))
+    return lines
+
+
+def assert_quiet(box: nspawn.Container, after: str) -> None:
+    """The service has written JSON lines only (one object each), and no traceback anywhere in the
+    unit's journal: the daemon's own output and that of every helper process it started."""
+    foreign = []
+    for line in service_output(box):
+        try:
+            ok = isinstance(json.loads(line), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            foreign.append(line)
+    assert foreign == [], f"after {after}: lines in the journal that are not JSON:\n" + "\n".join(foreign[:40])
+    assert "Traceback" not in journal(box), f"after {after}: a traceback in the journal"
+
+
 def drop(box: nspawn.Container, name: str, content: dict[str, Any] | str) -> None:
     """Write a results file into the watch dir as the training user does."""
     text = content if isinstance(content, str) else json.dumps(content)

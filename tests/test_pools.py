@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -130,6 +131,30 @@ def test_helpers_stop_only_once_no_pool_is_open(s: Settings) -> None:
     assert [type(o).__name__ for o in judge_all([("a.json", None, True)] * 20, pool.opts, pool)] == ["Scored"] * 20
     pool.close()
     assert release_helpers() is True
+
+
+def test_the_resource_tracker_outlives_every_semaphore_of_a_pool() -> None:
+    """A tracker stopped while a pool's semaphore still exists unlinks it as leaked; the
+    semaphore's own finalizer then fails on stderr (``Exception ignored in: <Finalize object,
+    dead>`` ... ``FileNotFoundError``). A pool shut down without waiting keeps its queues for a while."""
+    from multiprocessing import resource_tracker
+
+    pool = report_process("forkserver")
+    assert pool.submit(os.getpid).result(timeout=60) != os.getpid()
+    queue = pool._call_queue  # type: ignore[attr-defined]  # what its last thread holds meanwhile
+    pool.shutdown()
+    assert release_helpers() is False  # the queue's semaphores are still there
+    assert resource_tracker._resource_tracker._pid is not None  # type: ignore[attr-defined]
+    unraisable: list[Any] = []
+    saved, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        del queue
+        gc.collect()
+        assert release_helpers() is True
+    finally:
+        sys.unraisablehook = saved
+    assert unraisable == []
+    assert resource_tracker._resource_tracker._pid is None  # type: ignore[attr-defined]
 
 
 def test_a_pool_whose_workers_keep_dying_is_given_up_and_work_goes_on_here(

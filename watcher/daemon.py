@@ -77,7 +77,7 @@ def run(
     except BaseException:
         os.close(lock_fd)
         raise
-    start_quiet_resource_tracker()  # before any thread: it points stderr elsewhere for a moment
+    start_quiet_resource_tracker()  # the pools' tracker, its stderr on /dev/null (see watcher.lifeline)
     # watchdog walks the tree with the recursive os.walk, one level of recursion per folder: at
     # the default limit (1,000) a runaway job's deep tree would kill the observer at start. Allow
     # any depth a path can have (PATH_MAX is 4,096 bytes: at most 2,048 levels); folders beyond

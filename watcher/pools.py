@@ -13,21 +13,23 @@ import gc
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from itertools import chain
-from multiprocessing import forkserver, resource_tracker
+from multiprocessing import forkserver, resource_tracker, synchronize, util
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from watcher.judge import JudgeOptions, judge_many
-from watcher.lifeline import die_with_parent
+from watcher.lifeline import die_with_parent, signals_held, start_quiet_resource_tracker
 from watcher.outcomes import Job, Outcome
 from watcher.store import Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
 
 StartMethod = Literal["fork", "forkserver"]
+T = TypeVar("T")
 
 #: Below this many files to read, worker processes cost more to start than they save.
 POOL_MIN_FILES = 200
@@ -40,16 +42,35 @@ WORKER_NICE = 5
 
 class CountedExecutor(ProcessPoolExecutor):
     """A process pool that counts itself open from creation to shutdown, so that
-    :func:`release_helpers` knows when no pool needs the fork server and the resource tracker."""
+    :func:`release_helpers` knows when no pool needs the fork server and the resource tracker.
+
+    A helper that cannot be started is a broken pool, like a helper that died: ``submit`` (which
+    starts the processes, from a fork server) raises :class:`BrokenProcessPool` when the fork
+    server is gone (killed: a control-group stop signals every process at once) instead of the
+    ``EOFError`` or ``OSError`` it met, and every caller already replaces a broken pool.
+    """
 
     _lock = threading.Lock()
     open_count = 0
 
     def __init__(self, **kwargs: Any) -> None:
         with CountedExecutor._lock:  # creating one starts the helpers: never while they are stopped
+            context = kwargs.get("mp_context")
+            if context is None or context.get_start_method() != "fork":
+                start_quiet_resource_tracker()  # its queues register with the tracker: a quiet one
             super().__init__(**kwargs)
             CountedExecutor.open_count += 1
         self._counted = True
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn``; :class:`BrokenProcessPool` when its process cannot be started."""
+        try:
+            with signals_held():  # it may start the fork server, or a process (see signals_held)
+                return super().submit(fn, *args, **kwargs)
+        except (EOFError, OSError) as exc:  # the fork server died under us (see the class doc)
+            with contextlib.suppress(Exception):
+                self.shutdown(wait=False, cancel_futures=True)
+            raise BrokenProcessPool(f"a helper process could not be started: {exc!r}") from None
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the processes; the first call counts the pool closed."""
@@ -60,21 +81,35 @@ class CountedExecutor(ProcessPoolExecutor):
                 CountedExecutor.open_count -= 1
 
 
+def _semaphores_open() -> bool:
+    """True while a semaphore of a pool (its queues' locks) still exists in this process."""
+    cleanup = synchronize.SemLock._cleanup  # type: ignore[attr-defined]
+    return any(getattr(f, "_callback", None) is cleanup for f in list(util._finalizer_registry.values()))  # type: ignore[attr-defined]
+
+
 def release_helpers() -> bool:
     """Stop the fork server and the resource tracker (processes of their own, started with the
     first ``forkserver`` pool) when no pool is open; the next pool starts them again. True when
-    nothing is left running."""
+    nothing is left running; False when something still needs them (call again later).
+
+    The tracker is stopped only once no pool's semaphore is left in this process: a tracker
+    stopped with some still listed unlinks them as leaked, and their owner's own clean-up then
+    fails (``Exception ignored in: <Finalize object, dead>`` ... ``FileNotFoundError`` on stderr).
+    A pool shut down without waiting keeps its queues until its last thread is done."""
     with CountedExecutor._lock:
         if CountedExecutor.open_count:
             return False
-        # A closed pool's semaphores leave the resource tracker's list when they are freed; a
-        # tracker stopped with some still listed would unlink them and warn on stderr.
-        gc.collect()
-        for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
-            stop = getattr(helper, "_stop", None)  # private, in every CPython since 3.8
-            if stop is not None:
-                with contextlib.suppress(OSError, ChildProcessError):
-                    stop()
+        stop = getattr(forkserver._forkserver, "_stop", None)  # private, in every CPython since 3.8
+        if stop is not None:
+            with contextlib.suppress(OSError, ChildProcessError):
+                stop()
+        gc.collect()  # a closed pool's semaphores go (and leave the tracker's list) when freed
+        if _semaphores_open():
+            return False
+        stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+        if stop is not None:
+            with contextlib.suppress(OSError, ChildProcessError):
+                stop()
     return True
 
 

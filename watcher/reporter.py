@@ -15,6 +15,7 @@ the page, each with its delay after the change).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ log = get_logger("watcher.reporter")
 
 #: On stop, the page in flight (and the one that follows it) is waited for this long at most.
 PAGE_STOP_SECONDS = 20.0
+
+#: While the helper processes cannot be stopped yet (another pool is open), try again this often.
+HELPERS_RETRY_SECONDS = 5.0
 
 PageWriter = Callable[[Settings], Path]
 
@@ -85,6 +89,7 @@ class Reporter(threading.Thread):
         self.page_since: float | None = None  # the first change no page shows yet
         self.last_page = -float("inf")
         self.helpers_held = True  # the fork server and resource tracker may run for us
+        self.helpers_retry_at = 0.0  # when to try stopping them again, if they could not be
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
@@ -99,7 +104,8 @@ class Reporter(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
-        """Thread body: never raises; a failed write is logged and retried after ``report_interval``."""
+        """Thread body: never raises; a failed write is logged and retried after ``report_interval``,
+        and so is anything unforeseen (``report_thread_error``): the thread goes on."""
         try:
             self.store = Store.open_readonly(self.settings.db_path)
         except StoreError as exc:
@@ -107,26 +113,47 @@ class Reporter(threading.Thread):
             return
         try:
             # Changes made by the first reconcile, or report files missing: write them now.
-            self._write(changed=self.pending.is_set())
+            self._guarded(lambda: self._write(changed=self.pending.is_set()))
             while not self.stop_event.is_set():
-                if not self.pending.is_set():
-                    self.wake.wait(0.5)
-                self.wake.clear()
-                self._follow_page()
-                if self.pending.is_set():
-                    if self._due():
-                        self._write(changed=True)
-                elif self.page is None and time.monotonic() - max(self.last_written, self.last_page) >= (
-                    self.settings.worker_idle_seconds
-                ):
-                    self._close_process()
+                self._guarded(self._turn)
             if self.pending.is_set():
-                self._write(changed=True)
-            self._finish_pages()
+                self._guarded(lambda: self._write(changed=True))
+            self._guarded(self._finish_pages)
         finally:
-            self._close_process()
+            self._guarded(self._close_process)
             if self.store is not None:
                 self.store.close()
+
+    def _turn(self) -> None:
+        if not self.pending.is_set():
+            self.wake.wait(0.5)
+        self.wake.clear()
+        self._follow_page()
+        if self.pending.is_set():
+            if self._due():
+                self._write(changed=True)
+        elif self.page is None and time.monotonic() - max(self.last_written, self.last_page) >= (
+            self.settings.worker_idle_seconds
+        ):
+            self._close_process()
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run ``step``; what no branch foresaw (a bug, a helper process failing in a new way) is
+        logged, the page's process let go, and the report written again after ``report_interval``."""
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive it: the reports stay current
+            log.error("report_thread_error", error=repr(exc), report_dir=str(self.settings.reports))
+            self._discard_process()
+            self.page_since = self.first_change if self.page_since is None else self.page_since
+            self.mark()
+            self.stop_event.wait(self.settings.report_interval)
+
+    def _discard_process(self) -> None:
+        if self.html_in is not None:
+            with contextlib.suppress(Exception):
+                self.html_in.shutdown(wait=False, cancel_futures=True)
+        self.html_in, self.page = None, None
 
     def _close_process(self) -> None:
         if self.html_in is not None:
@@ -134,11 +161,14 @@ class Reporter(threading.Thread):
             self.html_in = None
             self.page = None
             self.helpers_held = True
-        if self.helpers_held:
+        if self.helpers_held and time.monotonic() >= self.helpers_retry_at:
             # Once per idle stretch, even when no page was needed: the daemon started the
-            # resource tracker before this thread, and nothing else may be left to stop it.
-            self.helpers_held = False
-            log.debug("report_process_stopped", helpers_stopped=release_helpers())
+            # resource tracker before this thread, and nothing else may be left to stop it. Again
+            # a little later while something still needs them (a pool open, or winding down).
+            stopped = release_helpers()
+            self.helpers_held = not stopped
+            self.helpers_retry_at = time.monotonic() + HELPERS_RETRY_SECONDS
+            log.debug("report_process_stopped", helpers_stopped=stopped)
 
     def _due(self) -> bool:
         interval = self.settings.report_interval
@@ -233,11 +263,10 @@ class Reporter(threading.Thread):
             self._submit_page()
 
     def _page_process_broken(self, covers: float | None) -> None:
-        # The page's process died (killed, out of memory): a new one with the next write.
+        # The page's process died, or could not be started (killed, out of memory; its fork
+        # server killed): a new one with the next write.
         log.error("report_process_broken")
-        if self.html_in is not None:
-            self.html_in.shutdown(wait=False, cancel_futures=True)
-        self.html_in, self.page = None, None
+        self._discard_process()
         self._page_again(covers)
 
     def _page_again(self, covers: float | None) -> None:
