@@ -23,7 +23,7 @@ from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
 from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
-from watcher.errors import AlreadyRunningError, CentralError, StoreError
+from watcher.errors import AlreadyRunningError, CentralError, StoreError, TransientStoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
@@ -38,7 +38,7 @@ from watcher.observe import (
 )
 from watcher.reporter import Reporter
 from watcher.store import Store
-from watcher.writer import Writer
+from watcher.writer import RETRY_FIRST, RETRY_MAX, Trouble, Writer
 
 if TYPE_CHECKING:
     from watcher.shipper import Shipper
@@ -69,11 +69,17 @@ def run(
     shipping = _shipper_class() if settings.central_url else None
     if holder(settings.db_path) == "scan":
         log.info("waiting_for_scan", db=str(settings.db_path), hint="a 'watcher scan' holds the database")
-    lock_fd = acquire(settings.db_path, "run", wait_for_scan=True)
+    trouble = Trouble(str(settings.db_path))
+    lock_fd = _lock(settings, stop, trouble)
+    if lock_fd is None:  # stopped while the disk failed
+        return 0
     try:
         # Opened (created, migrated) here once, so an unusable database is one line and an exit
-        # code now rather than a failed writer thread later.
+        # code now rather than a failed writer thread later. A failing or full disk is not
+        # unusable: the writer waits it out, and READY follows once the database works.
         Store.from_settings(settings).close()
+    except TransientStoreError as exc:
+        log.debug("database_not_ready", error=str(exc))
     except BaseException:
         os.close(lock_fd)
         raise
@@ -83,9 +89,7 @@ def run(
     # any depth a path can have (PATH_MAX is 4,096 bytes: at most 2,048 levels); folders beyond
     # that cannot be named, so neither watched nor listed (the walk reports them).
     sys.setrecursionlimit(max(sys.getrecursionlimit(), WALK_RECURSION_LIMIT))
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
+    _on_signals(stop)
     events: queue.Queue[Event] = queue.Queue(maxsize=QUEUE_MAX)
     overflow = threading.Event()
     rewatched = threading.Event()
@@ -102,7 +106,7 @@ def run(
     polling = observer if isinstance(observer, FolderPollingObserver) else None
     writer = Writer(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
-        observer_status=polling.status if polling is not None else dict,
+        observer_status=polling.status if polling is not None else dict, trouble=trouble,
     )  # fmt: skip
     if shipping is not None:
         # Ships to the fleet's central database once the first reconcile is done.
@@ -129,6 +133,27 @@ def run(
     os.close(lock_fd)
     log.info("daemon_stopped", exit_code=code)
     return code
+
+
+def _on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
+
+
+def _lock(settings: Settings, stop: threading.Event, trouble: Trouble) -> int | None:
+    """The database's lock, once its file can be written: a full or failing disk is waited out
+    (``None`` when stopped meanwhile). Raises what :func:`acquire` raises for anything else."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return acquire(settings.db_path, "run", wait_for_scan=True)
+        except TransientStoreError as exc:
+            _on_signals(stop)  # the blocking wait for a scan is over: a stop may come now
+            trouble.failed(exc, retry_in=delay)
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, RETRY_MAX)
 
 
 def _shipper_class() -> type[Shipper]:
