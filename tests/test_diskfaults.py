@@ -187,3 +187,17 @@ def test_a_full_disk_keeps_the_work_and_everything_is_accounted_once_space_retur
     assert len(d.named("database_error")) == 1
     assert d.stop() == 0
     d.assert_clean_log()
+
+
+def test_a_disk_full_at_start_is_waited_out_from_the_lock_file_on(faulty: Any) -> None:
+    d = faulty(f"enable name=posix/io/rw/pwrite,failinfo={ENOSPC}")  # not even the lock file's pid fits
+    write(d.inbox / "a.json", doc())
+    d.start(wait=False)
+    d.wait_event("database_error")
+    d.wait_tries(3)
+    assert len(d.named("database_error")) == 1 and not d.named("daemon_ready")
+    d.faults("disable name=posix/io/rw/pwrite")
+    d.wait_event("daemon_ready", timeout=30)
+    d.assert_invariant()
+    assert d.stop() == 0
+    d.assert_clean_log()
