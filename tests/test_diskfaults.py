@@ -201,3 +201,47 @@ def test_a_disk_full_at_start_is_waited_out_from_the_lock_file_on(faulty: Any) -
     d.assert_invariant()
     assert d.stop() == 0
     d.assert_clean_log()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs for the database's folder: a disk that really fills up (root only)."""
+    var = tmp_path / "var"
+    var.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0750", "tmpfs", str(var)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield var
+    finally:
+        subprocess.run(["umount", "--lazy", str(var)], check=True)
+
+
+def test_a_disk_that_really_fills_up_keeps_the_work_until_space_returns(small_disk: Path, tmp_path: Path) -> None:
+    d = Daemon(tmp_path, "--log-level", "debug")
+    try:
+        d.start()
+        filler = small_disk / "filler"
+        with filler.open("wb") as fh, contextlib.suppress(OSError):  # ENOSPC ends it
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        curve = {"threshold_arr": [i / 100 for i in range(101)], "recall_arr": [1 - i / 100 for i in range(101)]}
+        for i in range(300):
+            write(d.inbox / f"f{i}.json", doc(**curve))
+        error = d.wait_event("database_error")
+        assert "database or disk is full" in error["error"]
+        wait_until(lambda: [e for e in d.events() if e["event"] == "database_retry"], what="a retry")
+        filler.unlink()
+        d.assert_invariant(timeout=60)
+        assert len(d.results()) == 300
+        assert [e["event"] for e in d.events()].count("database_error") == 1
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()
+    assert "Traceback" not in d.log_path.read_text()
