@@ -61,8 +61,11 @@ def run(
     Order matters: the observer starts before the first reconcile, so nothing written during
     start-up is missed. A watch dir missing at start is reported once (``watch_dir_missing``) and
     waited for, like one that vanishes while running; a running ``watcher scan`` is waited for.
-    Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on the same database,
-    :class:`~watcher.errors.StoreError` for a database (or lock file) it cannot write.
+    A disk that fails or is full under the database (:func:`watcher.store.transient`) is waited
+    out the same way: logged once (``database_error``), READY once the database works, exit 0 on
+    a stop meanwhile. Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on
+    the same database, :class:`~watcher.errors.StoreError` for a database (or lock file) it may
+    not write at all.
     """
     stop = stop or threading.Event()
     # Only a fleet host needs the PostgreSQL driver: its absence is one line now, not a dead thread.

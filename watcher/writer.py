@@ -4,6 +4,8 @@ It takes filesystem events from a bounded queue (filled by :class:`watcher.obser
 decides with :mod:`watcher.tracker` when each file is finished, judges ready files with the same
 code as ``watcher scan``, writes outcomes in batches (one transaction each), and runs
 reconciles: at start, periodically, after a queue overflow, and for folders that appear or move.
+When the database fails (an I/O error, a full disk), the connection is dropped and the database
+opened anew, with the whole tree reconciled into it, before anything else is judged.
 """
 
 from __future__ import annotations
