@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -47,9 +48,9 @@ def fiu() -> None:
 class FaultyDaemon(Daemon):
     """A daemon started under ``fiu-run -x`` with ``faults`` on from its first instruction."""
 
-    def __init__(self, root: Path, *faults: str) -> None:
+    def __init__(self, root: Path, *faults: str, env: dict[str, str] | None = None) -> None:
         # Debug: each retry is a line, so the tests see the daemon wait instead of sleeping on it.
-        super().__init__(root, "--log-level", "debug")
+        super().__init__(root, "--log-level", "debug", env=env)
         self.ctrl = root / "fiu" / "ctrl"  # fiu's control FIFOs: <ctrl>-<pid>.in/.out per process
         self.ctrl.parent.mkdir()
         self.wrapper = ["fiu-run", "-x", "-f", str(self.ctrl), *_commands([*ARMED, *faults])]
@@ -92,8 +93,8 @@ def _commands(commands: tuple[str, ...] | list[str]) -> list[str]:
 def faulty(tmp_path: Path, fiu: None) -> Iterator[Any]:
     made: list[FaultyDaemon] = []
 
-    def make(*faults: str) -> FaultyDaemon:
-        made.append(FaultyDaemon(tmp_path, *faults))
+    def make(*faults: str, env: dict[str, str] | None = None) -> FaultyDaemon:
+        made.append(FaultyDaemon(tmp_path, *faults, env=env))
         return made[-1]
 
     yield make
@@ -113,8 +114,20 @@ def _at(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def test_an_io_error_at_start_is_waited_out_and_ready_follows_once_the_disk_works(faulty: Any) -> None:
-    d = faulty(*SYNC_FAILS)  # every sync fails from the start: creating the database cannot succeed
+@pytest.fixture
+def notifications(tmp_path: Path) -> Iterator[socket.socket]:
+    """systemd's end of sd_notify: the daemon's ``NOTIFY_SOCKET`` is ``tmp_path/notify.sock``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify.sock"))
+        sock.settimeout(30)
+        yield sock
+
+
+def test_an_io_error_at_start_is_waited_out_and_ready_follows_once_the_disk_works(
+    faulty: Any, notifications: socket.socket
+) -> None:
+    # Every sync fails from the start: creating the database cannot succeed.
+    d = faulty(*SYNC_FAILS, env={"NOTIFY_SOCKET": notifications.getsockname()})
     for i in range(30):
         write(d.inbox / f"run{i}" / f"m{i}.json", doc() if i % 5 else b"{")
     d.start(wait=False)
@@ -122,12 +135,15 @@ def test_an_io_error_at_start_is_waited_out_and_ready_follows_once_the_disk_work
     d.wait_tries(4)  # it waits (three retries gone by), it does not exit
     assert len(d.named("database_error")) == 1  # one line, not one per retry
     assert not d.named("daemon_ready")
+    told = notifications.recv(4096).decode()  # what systemctl status shows meanwhile
+    assert told.startswith("STATUS=waiting for the database: ") and "disk I/O error" in told, told
     write(d.inbox / "meanwhile.json", doc())  # written while it waits: found by the first reconcile
 
     lifted = time.time()
     d.faults(*SYNC_WORKS)
     ready = d.wait_event("daemon_ready", timeout=30)
     print(f"\nREADY {_at(ready) - lifted:.2f} s after the fault was lifted")
+    assert notifications.recv(4096).decode().startswith("READY=1")
     d.assert_invariant()
     assert len(d.named("database_error")) == 1 and len(d.named("database_back")) == 1
     status = subprocess.run(

@@ -153,6 +153,8 @@ def _lock(settings: Settings, stop: threading.Event, trouble: Trouble) -> int | 
             return acquire(settings.db_path, "run", wait_for_scan=True)
         except TransientStoreError as exc:
             _on_signals(stop)  # the blocking wait for a scan is over: a stop may come now
+            if trouble.since is None:
+                notify(f"STATUS=waiting for the database: {exc}")  # systemctl status says why
             trouble.failed(exc, retry_in=delay)
         if stop.wait(delay):
             return None
@@ -181,7 +183,7 @@ def _supervise(
     the lock's (possibly renewed) descriptor."""
     period = watchdog_period()
     interval = min(period or 1.0, 1.0)
-    ready_sent = False
+    ready_sent = waiting_told = False
     while not stop.wait(interval if ready_sent else 0.05):
         if not writer.is_alive():
             log.error("writer_died", error=repr(writer.failed))
@@ -197,6 +199,9 @@ def _supervise(
         if renewed != lock_fd:
             log.warning("lock_file_recreated", lock=str(lock_path(settings.db_path)))
             lock_fd = renewed
+        if not ready_sent and not waiting_told and writer.trouble.since is not None:
+            notify(f"STATUS=waiting for the database: {writer.trouble.error}")  # systemctl status says why
+            waiting_told = True
         if writer.ready.is_set() and not ready_sent:
             reporter.start()  # the database exists and is migrated by now
             if isinstance(observer, FolderPollingObserver):

@@ -70,10 +70,12 @@ class Trouble:
         self.since: float | None = None  # monotonic time of the first failure of this spell
         self.logged = False  # this spell's database_error went out at error level
         self.last_logged = -math.inf
+        self.error = ""  # the last failure's message
 
     def failed(self, exc: BaseException, **fields: Any) -> None:
         """A failure: logged at error level once per spell, at debug afterwards."""
         now = time.monotonic()
+        self.error = str(exc)
         if self.since is None:
             self.since = now
             self.logged = now - self.last_logged >= ERROR_LOG_INTERVAL
