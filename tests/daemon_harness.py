@@ -34,6 +34,7 @@ class Daemon:
         self._log_offset = 0
         self.python = sys.executable  # another interpreter, and user (popen_args), for permission tests
         self.entry = ["-m", "watcher"]  # or ["-c", code] that sets something up, then runs the CLI
+        self.wrapper: list[str] = []  # a command that runs the interpreter (e.g. fiu-run: disk faults)
         self.popen_args: dict[str, Any] = {}
 
     def start(self, wait: bool = True) -> Daemon:
@@ -41,7 +42,7 @@ class Daemon:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [self.python, *self.entry, "run", "--watch-dir", str(self.inbox), "--db", str(self.db),
+            [*self.wrapper, self.python, *self.entry, "run", "--watch-dir", str(self.inbox), "--db", str(self.db),
              "--log-format", "json", *self.extra],
             cwd=self.root, env=self.env, stdout=log, stderr=log, **self.popen_args,
         )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from watcher.errors import StoreError
+from watcher.errors import StoreError, TransientStoreError
 from watcher.outcomes import FileStat, Rejected, Removed, Scored, Unchanged, stored_path
 from watcher.resultfile import Problem
 from watcher.schema import SCHEMA_VERSION
-from watcher.store import Store
+from watcher.store import Store, transient
 
 ST = FileStat(10, 1, 1)
 
@@ -267,3 +268,39 @@ def test_opening_while_another_connection_holds_the_write_lock_does_not_fail(tmp
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def _sqlite_error(message: str, code: int) -> sqlite3.Error:
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code  # as the sqlite3 module sets it
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (_sqlite_error("disk I/O error", 10 | (4 << 8)), True),  # SQLITE_IOERR_FSYNC
+        (_sqlite_error("database or disk is full", 13), True),  # SQLITE_FULL
+        (sqlite3.OperationalError("disk I/O error"), True),  # no code: the message says it
+        (OSError(errno.EIO, "Input/output error"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (TransientStoreError("x"), True),
+        (_sqlite_error("attempt to write a readonly database", 8), False),  # SQLITE_READONLY
+        (_sqlite_error("unable to open database file", 14), False),  # SQLITE_CANTOPEN
+        (_sqlite_error("file is not a database", 26), False),
+        (_sqlite_error("database is locked", 5), False),
+        (OSError(errno.EACCES, "Permission denied"), False),
+        (OSError(errno.EROFS, "Read-only file system"), False),  # what ProtectSystem=strict gives
+        (StoreError("x"), False),
+    ],
+)
+def test_which_errors_are_waited_out(exc: BaseException, expected: bool) -> None:
+    assert transient(exc) is expected
+
+
+def test_a_database_that_is_no_database_is_not_waited_for(tmp_path: Path) -> None:
+    (tmp_path / "w.db").write_bytes(b"not a database, " * 100)
+    with pytest.raises(StoreError) as raised:
+        Store.open(tmp_path / "w.db")
+    assert not isinstance(raised.value, TransientStoreError)

@@ -23,7 +23,7 @@ from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
 from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
-from watcher.errors import AlreadyRunningError, CentralError, StoreError
+from watcher.errors import AlreadyRunningError, CentralError, StoreError, TransientStoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
@@ -38,7 +38,7 @@ from watcher.observe import (
 )
 from watcher.reporter import Reporter
 from watcher.store import Store
-from watcher.writer import Writer
+from watcher.writer import RETRY_FIRST, RETRY_MAX, Trouble, Writer
 
 if TYPE_CHECKING:
     from watcher.shipper import Shipper
@@ -61,19 +61,28 @@ def run(
     Order matters: the observer starts before the first reconcile, so nothing written during
     start-up is missed. A watch dir missing at start is reported once (``watch_dir_missing``) and
     waited for, like one that vanishes while running; a running ``watcher scan`` is waited for.
-    Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on the same database,
-    :class:`~watcher.errors.StoreError` for a database (or lock file) it cannot write.
+    A disk that fails or is full under the database (:func:`watcher.store.transient`) is waited
+    out the same way: logged once (``database_error``), READY once the database works, exit 0 on
+    a stop meanwhile. Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on
+    the same database, :class:`~watcher.errors.StoreError` for a database (or lock file) it may
+    not write at all.
     """
     stop = stop or threading.Event()
     # Only a fleet host needs the PostgreSQL driver: its absence is one line now, not a dead thread.
     shipping = _shipper_class() if settings.central_url else None
     if holder(settings.db_path) == "scan":
         log.info("waiting_for_scan", db=str(settings.db_path), hint="a 'watcher scan' holds the database")
-    lock_fd = acquire(settings.db_path, "run", wait_for_scan=True)
+    trouble = Trouble(str(settings.db_path))
+    lock_fd = _lock(settings, stop, trouble)
+    if lock_fd is None:  # stopped while the disk failed
+        return 0
     try:
         # Opened (created, migrated) here once, so an unusable database is one line and an exit
-        # code now rather than a failed writer thread later.
+        # code now rather than a failed writer thread later. A failing or full disk is not
+        # unusable: the writer waits it out, and READY follows once the database works.
         Store.from_settings(settings).close()
+    except TransientStoreError as exc:
+        log.debug("database_not_ready", error=str(exc))
     except BaseException:
         os.close(lock_fd)
         raise
@@ -83,9 +92,7 @@ def run(
     # any depth a path can have (PATH_MAX is 4,096 bytes: at most 2,048 levels); folders beyond
     # that cannot be named, so neither watched nor listed (the walk reports them).
     sys.setrecursionlimit(max(sys.getrecursionlimit(), WALK_RECURSION_LIMIT))
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
+    _on_signals(stop)
     events: queue.Queue[Event] = queue.Queue(maxsize=QUEUE_MAX)
     overflow = threading.Event()
     rewatched = threading.Event()
@@ -102,7 +109,7 @@ def run(
     polling = observer if isinstance(observer, FolderPollingObserver) else None
     writer = Writer(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
-        observer_status=polling.status if polling is not None else dict,
+        observer_status=polling.status if polling is not None else dict, trouble=trouble,
     )  # fmt: skip
     if shipping is not None:
         # Ships to the fleet's central database once the first reconcile is done.
@@ -131,6 +138,29 @@ def run(
     return code
 
 
+def _on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())  # only set a flag; the loop below does the rest
+
+
+def _lock(settings: Settings, stop: threading.Event, trouble: Trouble) -> int | None:
+    """The database's lock, once its file can be written: a full or failing disk is waited out
+    (``None`` when stopped meanwhile). Raises what :func:`acquire` raises for anything else."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return acquire(settings.db_path, "run", wait_for_scan=True)
+        except TransientStoreError as exc:
+            _on_signals(stop)  # the blocking wait for a scan is over: a stop may come now
+            if trouble.since is None:
+                notify(f"STATUS=waiting for the database: {exc}")  # systemctl status says why
+            trouble.failed(exc, retry_in=delay)
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, RETRY_MAX)
+
+
 def _shipper_class() -> type[Shipper]:
     try:
         from watcher.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
@@ -153,7 +183,7 @@ def _supervise(
     the lock's (possibly renewed) descriptor."""
     period = watchdog_period()
     interval = min(period or 1.0, 1.0)
-    ready_sent = False
+    ready_sent = waiting_told = False
     while not stop.wait(interval if ready_sent else 0.05):
         if not writer.is_alive():
             log.error("writer_died", error=repr(writer.failed))
@@ -169,6 +199,9 @@ def _supervise(
         if renewed != lock_fd:
             log.warning("lock_file_recreated", lock=str(lock_path(settings.db_path)))
             lock_fd = renewed
+        if not ready_sent and not waiting_told and writer.trouble.since is not None:
+            notify(f"STATUS=waiting for the database: {writer.trouble.error}")  # systemctl status says why
+            waiting_told = True
         if writer.ready.is_set() and not ready_sent:
             reporter.start()  # the database exists and is migrated by now
             if isinstance(observer, FolderPollingObserver):

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from watcher.errors import AlreadyRunningError, StoreError
+from watcher.errors import TRANSIENT_ERRNOS, AlreadyRunningError, StoreError, TransientStoreError
 
 Role = Literal["run", "scan"]
 
@@ -60,7 +60,7 @@ def acquire(db_path: Path, role: Role, wait_for_scan: bool = False) -> int:
         db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot create the database's lock file: {exc.strerror}") from None
+        raise _lock_error(path, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,12 +76,21 @@ def acquire(db_path: Path, role: Role, wait_for_scan: bool = False) -> int:
                 raise AlreadyRunningError(
                     f"{db_path}: a watcher daemon is running on this database and keeps it current"
                 ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{role} {os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full or failing disk
+            raise _lock_error(path, exc) from None
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _lock_error(path: Path, exc: OSError) -> StoreError:
+    # A full or failing disk may pass (the daemon waits for it); a place it may not write will not.
+    kind = TransientStoreError if exc.errno in TRANSIENT_ERRNOS else StoreError
+    return kind(f"{path}: cannot create the database's lock file: {exc.strerror}")
 
 
 def keep(fd: int, db_path: Path, role: Role) -> int:

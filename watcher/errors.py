@@ -1,5 +1,11 @@
 """Named exceptions. Library code raises these; only the CLI turns them into exit codes."""
 
+import errno
+
+#: errno values of a disk that fails or fills up: the daemon waits them out, never exits for them.
+#: (EROFS is not among them: under systemd a database outside ReadWritePaths looks just so.)
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT})
+
 
 class WatcherError(Exception):
     """Base class of every error watcher raises on purpose."""
@@ -11,6 +17,11 @@ class ConfigError(WatcherError):
 
 class StoreError(WatcherError):
     """The database cannot be opened, migrated or written."""
+
+
+class TransientStoreError(StoreError):
+    """The database cannot be opened or written for now (an I/O error, a full disk): worth waiting
+    for, unlike a place this user may not write or a second daemon."""
 
 
 class DatabaseAccessError(StoreError):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from watcher.errors import DatabaseAccessError, StoreError
+from watcher.errors import TRANSIENT_ERRNOS, DatabaseAccessError, StoreError, TransientStoreError
 from watcher.mirror import Mirror
 from watcher.queries import Queries
 from watcher.resultfile import RULES_VERSION
@@ -64,8 +64,10 @@ class Store(Mirror, Queries):
         outcomes judged for ``target_recall`` under ``rules_version`` (stored outcomes made
         otherwise are judged again).
 
-        New files get no world access. Raises :class:`StoreError`.
+        New files get no world access. Raises :class:`StoreError`, or its
+        :class:`~watcher.errors.TransientStoreError` when the disk fails or is full (see :func:`transient`).
         """
+        conn: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             if not path.exists():
@@ -87,10 +89,17 @@ class Store(Mirror, Queries):
             store = cls(db, path, rules_version, target_recall)
             store._migrate()
             store._probe_writable()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open the database: {exc}") from None
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot create the database: {exc.strerror}") from None
+        except BaseException as exc:
+            if conn is not None:  # a daemon waiting out a failing disk opens again and again
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            if isinstance(exc, sqlite3.Error):
+                kind = TransientStoreError if transient(exc) else StoreError
+                raise kind(f"{path}: cannot open the database: {exc}") from None
+            if isinstance(exc, OSError):
+                kind = TransientStoreError if transient(exc) else StoreError
+                raise kind(f"{path}: cannot create the database: {exc.strerror}") from None
+            raise
         return store
 
     @classmethod
@@ -242,6 +251,28 @@ class Store(Mirror, Queries):
             f" files_removed = files_removed + :d{assigns} WHERE id = 1",
             {"s": scored, "r": rejected, "d": removed, **values},
         )
+
+
+#: SQLite's primary result codes for the same: any failed read, write or sync (SQLITE_IOERR_*),
+#: and a full disk (SQLITE_FULL).
+TRANSIENT_SQLITE = frozenset({sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL})
+_TRANSIENT_MESSAGES = ("disk I/O error", "database or disk is full")
+
+
+def transient(exc: BaseException) -> bool:
+    """True for an error of the disk under the database that may pass (an I/O error, a full disk
+    or quota), as opposed to one of configuration (permissions, a read-only place, a file that is
+    no database, a schema from a newer watcher), which waiting does not mend."""
+    if isinstance(exc, TransientStoreError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in TRANSIENT_SQLITE:
+            return True
+        return any(message in str(exc) for message in _TRANSIENT_MESSAGES)
+    if isinstance(exc, OSError):
+        return exc.errno in TRANSIENT_ERRNOS
+    return False
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

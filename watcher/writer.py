@@ -4,10 +4,13 @@ It takes filesystem events from a bounded queue (filled by :class:`watcher.obser
 decides with :mod:`watcher.tracker` when each file is finished, judges ready files with the same
 code as ``watcher scan``, writes outcomes in batches (one transaction each), and runs
 reconciles: at start, periodically, after a queue overflow, and for folders that appear or move.
+When the database fails (an I/O error, a full disk), the connection is dropped and the database
+opened anew, with the whole tree reconciled into it, before anything else is judged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -20,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from watcher.config import Settings
-from watcher.errors import WatchDirError
+from watcher.errors import StoreError, WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
 from watcher.mirror import Applied
@@ -29,7 +32,7 @@ from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
 from watcher.reconcile import apply_in_batches, reconcile
 from watcher.schema import now_iso
-from watcher.store import Store
+from watcher.store import Store, transient
 from watcher.tracker import Kind, Tracker, settle_key
 from watcher.tree import Matcher, relpath
 
@@ -39,6 +42,13 @@ log = get_logger("watcher.writer")
 IDLE_CHECKPOINT = 1.0
 #: How often the database path is compared with the file the writer has open.
 DB_CHECK_INTERVAL = 2.0
+#: While the database fails (an I/O error, a full disk), it is opened again after this many
+#: seconds, doubling up to RETRY_MAX; back to RETRY_FIRST once a checkpoint (a sync) succeeds.
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
+#: Within this many seconds of the last ``database_error`` line, a new failure is logged at debug
+#: only: a disk that fails now and then gives a line a minute at most, not one per retry.
+ERROR_LOG_INTERVAL = 60.0
 
 _KINDS: dict[str, Kind] = {
     "created": "created",
@@ -49,6 +59,42 @@ _KINDS: dict[str, Kind] = {
     "closed_no_write": "closed_nowrite",
     "deleted": "deleted",
 }
+
+
+class Trouble:
+    """The database failing, as the log tells it: one ``database_error`` line when it starts to
+    fail (at most one per ``ERROR_LOG_INTERVAL``), ``database_back`` when it works again."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.since: float | None = None  # monotonic time of the first failure of this spell
+        self.logged = False  # this spell's database_error went out at error level
+        self.last_logged = -math.inf
+        self.error = ""  # the last failure's message
+
+    def failed(self, exc: BaseException, **fields: Any) -> None:
+        """A failure: logged at error level once per spell, at debug afterwards."""
+        now = time.monotonic()
+        self.error = str(exc)
+        if self.since is None:
+            self.since = now
+            self.logged = now - self.last_logged >= ERROR_LOG_INTERVAL
+            if self.logged:
+                self.last_logged = now
+                log.error(
+                    "database_error", db=self.db, error=str(exc), **fields,
+                    hint="the work is kept; opening the database again until it works",
+                )  # fmt: skip
+                return
+        log.debug("database_retry", error=str(exc), **fields)
+
+    def ok(self) -> None:
+        """The database works again (opened, written, the tree reconciled into it)."""
+        if self.since is None:
+            return
+        seconds = round(time.monotonic() - self.since, 3)
+        (log.warning if self.logged else log.debug)("database_back", db=self.db, after_seconds=seconds)
+        self.since = None
 
 
 class Writer(threading.Thread):
@@ -74,6 +120,7 @@ class Writer(threading.Thread):
         rewatched: threading.Event | None = None,
         on_change: Callable[[], None] = lambda: None,
         observer_status: Callable[[], dict[str, Any]] = dict,
+        trouble: Trouble | None = None,
     ) -> None:
         super().__init__(name="watcher-writer", daemon=True)
         self.settings = settings
@@ -100,6 +147,15 @@ class Writer(threading.Thread):
         self.watch_dir_unreadable = False
         self.last_work = time.monotonic()
         self.store: Store | None = None
+        self.trouble = trouble or Trouble(str(settings.db_path))
+        #: A write, commit or sync failed on this connection: it is not trusted again. The
+        #: database is opened anew and the whole tree reconciled into it first (a sync that
+        #: failed once and then "succeeds" may have dropped the pages it was to write).
+        self.suspect = False
+        self.retry_at = 0.0
+        self.retry_delay = RETRY_FIRST
+        self.fresh_status = True  # the status row is written whole at the next open
+        self.last_error: BaseException | None = None
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
 
@@ -107,31 +163,89 @@ class Writer(threading.Thread):
         """Thread body: any unexpected exception ends the thread; the supervisor then exits non-zero."""
         try:
             self._run()
+        except StoreError as exc:  # a database it may not use at all (found before the daemon's check)
+            self.failed = exc
+            log.error("writer_failed", error=str(exc))
         except BaseException as exc:
             self.failed = exc
             log.exception("writer_failed")
 
     def _run(self) -> None:
         try:
-            self._open()
-            self._reconcile("")
+            # The first open, status and reconcile: a failing or full disk is waited out (READY
+            # comes once the database works); a database it may not use at all ends the thread.
+            self.suspect = True
+            while self.suspect and not self.stop_event.is_set():
+                self.tick = time.monotonic()
+                if time.monotonic() >= self.retry_at:
+                    self._recover(starting=True)
+                elif self.stop_event.wait(self.retry_at - time.monotonic()):
+                    return
+            if self.stop_event.is_set():
+                return
             self.ready.set()
             while not self.stop_event.is_set():
                 self.step()
-            assert self.store is not None
-            self.store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
+            self._stopped()
         finally:
-            if self.store is not None:
-                self.store.close()
+            self._close()
             self.pool.close(wait=False)
+
+    def _stopped(self) -> None:
+        if self.store is None or self.suspect:
+            return  # the database does not work now: its status row says when the heartbeat stopped
+        try:
+            self.store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
+        except sqlite3.Error as exc:
+            log.debug("status_not_written", error=str(exc))
 
     def _open(self) -> None:
         self.store = Store.from_settings(self.settings)
+        if not self.fresh_status:  # opened again after a failure: the same run goes on
+            self.store.set_status(pid=os.getpid(), heartbeat_at=now_iso())
+            return
         self.store.set_status(
             pid=os.getpid(), host=socket.gethostname(), observer=self.observer_name, started_at=now_iso(),
             watch_dir=str(self.settings.watch_dir), stopped_at=None, heartbeat_at=now_iso(), files_scored=0,
             files_rejected=0, files_removed=0,
         )  # fmt: skip
+        self.fresh_status = False
+
+    def _close(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            with contextlib.suppress(sqlite3.Error):  # its last checkpoint may fail on a failing disk
+                store.close()
+
+    def _write_failed(self, exc: BaseException, **fields: Any) -> None:
+        """A read, write, commit or sync of the database failed: logged (once per spell), and this
+        connection is not trusted again (see ``suspect``)."""
+        self.trouble.failed(exc, retry_in=self.retry_delay, **fields)
+        self.last_error = exc
+        if not self.suspect:
+            self.suspect = True
+            self.retry_at = time.monotonic() + self.retry_delay
+            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+
+    def _recover(self, starting: bool = False) -> None:
+        """Open the database anew and reconcile the whole tree into it; on a failure, try again
+        after a while (the work is kept: the tracker holds the pending files, the reconcile finds
+        the rest). At start, an error that waiting does not mend is raised."""
+        self._close()
+        self.suspect = False  # until it fails again: a failure then schedules the next try
+        try:
+            self._open()
+            done = self._reconcile("")
+        except (StoreError, sqlite3.Error) as exc:
+            self._write_failed(exc)
+            done = False
+        if not done:
+            self._close()
+            error = self.last_error
+            if starting and error is not None and not transient(error):
+                raise error if isinstance(error, StoreError) else StoreError(f"{self.settings.db_path}: {error}")
+            return
+        self.trouble.ok()
 
     def _rebuild(self) -> None:
         # The database file was removed (or replaced) under the daemon: what it wrote went into a
@@ -140,11 +254,12 @@ class Writer(threading.Thread):
         assert self.store is not None
         log.error("database_gone", db=str(self.settings.db_path), hint="rebuilding it from the watch dir")
         old, self.store = self.store, None
-        old.close()
+        with contextlib.suppress(sqlite3.Error):
+            old.close()
         old.forget_companions()
         self.pool.discard()  # its workers may hold read-only connections to the old file
-        self._open()
-        self._reconcile("")
+        self.fresh_status = True
+        self._recover()
         self.on_change()  # the reports follow the new database
 
     # -- one turn of the loop ------------------------------------------------------------------
@@ -158,6 +273,15 @@ class Writer(threading.Thread):
         now = time.monotonic()
         for event in batch:
             self._feed(event, now)
+        if self.suspect:
+            # The database failed: nothing is judged until it is opened anew and reconciled.
+            # Events still go to the tracker, which keeps the files in flight meanwhile.
+            if now >= self.retry_at:
+                self._recover()
+            if self.suspect:
+                return
+            self.on_change()
+            self.last_change = now  # the recovered database is checkpointed (a sync) once idle
         if self.overflow.is_set():
             self.overflow.clear()
             log.warning("event_queue_overflow", hint="events were dropped; reconciling the whole tree")
@@ -173,14 +297,15 @@ class Writer(threading.Thread):
         if ready:
             self._judge(ready)
         for sub, due in list(self.subtrees.items()):
-            if due <= now:
+            if due <= now and not self.suspect:
                 del self.subtrees[sub]
                 self._reconcile(sub)
-        if now >= self.next_reconcile:
+        if now >= self.next_reconcile and not self.suspect:
             self._reconcile("")
-        if now - self.last_status >= 5.0:
+        if now - self.last_status >= 5.0 and not self.suspect:
             self._status()
-        if self.last_change is not None and now - self.last_change >= IDLE_CHECKPOINT and self.idle():
+        idle_since = self.last_change
+        if idle_since is not None and now - idle_since >= IDLE_CHECKPOINT and self.idle() and not self.suspect:
             self._checkpoint()
         if now >= self.next_db_check:
             self.next_db_check = now + DB_CHECK_INTERVAL
@@ -192,6 +317,8 @@ class Writer(threading.Thread):
             log.info("workers_stopped", idle_seconds=self.settings.worker_idle_seconds, helpers_stopped=stopped)
 
     def _timeout(self, now: float) -> float:
+        if self.suspect:
+            return max(0.0, min(self.retry_at, now + 1.0) - now)
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
         tracked = self.tracker.next_deadline(now)
         if tracked is not None:
@@ -254,12 +381,12 @@ class Writer(threading.Thread):
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
         except sqlite3.Error as exc:
-            # Disk full, read-only, locked for longer than the busy timeout: keep the work, retry.
-            log.error("database_error", error=str(exc), retry_in=1.0, pending=len(paths))
+            # Disk full or failing, read-only, locked for longer than the busy timeout: keep the
+            # work, and retry on a connection opened anew.
             now = time.monotonic()
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
-            self.stop_event.wait(1.0)
+            self._write_failed(exc, pending=len(paths))
 
     def _applied(self, applied: Applied, n: int) -> None:
         self.tick = time.monotonic()
@@ -269,7 +396,8 @@ class Writer(threading.Thread):
         assert self.store is not None
         self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
 
-    def _reconcile(self, under: str) -> None:
+    def _reconcile(self, under: str) -> bool:
+        """Reconcile ``under`` ('' for the whole tree); False when the database failed meanwhile."""
         assert self.store is not None
         now = self.last_work = time.monotonic()
         if not under:
@@ -292,18 +420,18 @@ class Writer(threading.Thread):
                 log.error("watch_dir_unreadable", error=str(exc), hint="stored results are kept")
             self.watch_dir_unreadable = unreadable
             log.debug("reconcile_skipped", under=stored_path(under) or ".", error=str(exc))
-            return
+            return True
         except sqlite3.Error as exc:
-            log.error("database_error", error=str(exc), retry_in=5.0)
-            self.next_reconcile = min(self.next_reconcile, now + 5.0)
-            return
+            # What was not applied is found by the reconcile that follows the database's reopening.
+            self._write_failed(exc, under=stored_path(under) or ".")
+            return False
         except BrokenProcessPool:
             # A worker died while walking or judging (killed, out of memory): a new pool, and
             # the whole tree again soon (what this reconcile did not apply is still to do).
             log.error("worker_pool_broken", under=stored_path(under) or ".", retry_in=5.0)
             self._discard_pool()
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
-            return
+            return True
         self.watch_dir_unreadable = False
         if summary.changed:
             self.last_change = time.monotonic()
@@ -317,7 +445,12 @@ class Writer(threading.Thread):
             seconds=round(summary.seconds, 3),
         )  # fmt: skip
         if not under:
-            self.store.set_status(last_reconcile_at=now_iso())
+            try:
+                self.store.set_status(last_reconcile_at=now_iso())
+            except sqlite3.Error as exc:
+                self._write_failed(exc)
+                return False
+        return True
 
     def _discard_pool(self) -> None:
         if self.pool.discard():
@@ -361,10 +494,12 @@ class Writer(threading.Thread):
         try:
             done = self.store.checkpoint()
         except sqlite3.Error as exc:
-            log.error("database_error", error=str(exc))
-            done = False
+            # A failed sync above all: what it was to write may be lost whatever a retry says.
+            self._write_failed(exc)
+            return
         if done:
             self.last_change = None
+            self.retry_delay = RETRY_FIRST  # the disk syncs again
             log.debug("wal_checkpointed")
         else:
             self.last_change = time.monotonic()  # a reader held an older state: later
@@ -376,4 +511,4 @@ class Writer(threading.Thread):
             last = None if self.last_event_at is None else now_iso(self.last_event_at)
             self.store.set_status(heartbeat_at=now_iso(), last_event_at=last, **self.observer_status())
         except sqlite3.Error as exc:
-            log.error("database_error", error=str(exc))
+            self._write_failed(exc)
