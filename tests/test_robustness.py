@@ -251,7 +251,10 @@ def test_database_removed_while_running_is_noticed_and_rebuilt_from_the_folder(d
     # An operator's rm of the file, of the file and its companions, and a clean-up of the folder.
     for removed in (["watcher.db"], ["watcher.db", "watcher.db-wal", "watcher.db-shm"], None):
         if removed is None:
-            shutil.rmtree(daemon.db.parent)
+            # The daemon writes its reports in there meanwhile (temporary files come and go):
+            # an operator's rm -rf, which ignores what is gone already, until the folder is gone.
+            while daemon.db.parent.exists():
+                shutil.rmtree(daemon.db.parent, ignore_errors=True)
         for name in removed or ():
             (daemon.db.parent / name).unlink(missing_ok=True)
         daemon.wait_event("database_gone")
