@@ -51,7 +51,9 @@ def cpu_seconds(checkout: Path, tree: Path, db: Path) -> float:
 _PAGE = (
     "import sys, time; root = sys.argv[1]; sys.path.insert(0, root); import watcher;"
     "assert watcher.__file__.startswith(root), watcher.__file__;"
-    "from pathlib import Path; from watcher.config import Settings; from watcher.publish import write_html_file;"
+    "from pathlib import Path; from watcher.config import Settings\n"
+    "try: from watcher.reports.files import write_html_file\n"
+    "except ImportError: from watcher.publish import write_html_file\n"  # a checkout from before the move
     "db = Path(sys.argv[2]); s = Settings(watch_dir=db.parent, db_path=db, report_dir=Path(sys.argv[3]));"
     "cpu = time.process_time(); write_html_file(s); print(time.process_time() - cpu)"
 )

@@ -40,7 +40,7 @@ import psycopg
 from benchmarks import corpus
 from benchmarks.run import CLK, publish, wait_for
 from tests.pgserver import PgServer
-from watcher import central
+from watcher.fleet import central
 
 PY = sys.executable
 HOST = "bench-01"

@@ -27,8 +27,8 @@ import psycopg
 
 from benchmarks.fleet import print_figures
 from tests.pgserver import PgServer
-from watcher import central, shipper
-from watcher.fleetfollow import FleetFollower
+from watcher.fleet import central, shipper
+from watcher.fleet.follow import FleetFollower
 
 HOST = "bench-01"
 CLK = os.sysconf("SC_CLK_TCK")

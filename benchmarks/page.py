@@ -32,7 +32,7 @@ from benchmarks import corpus
 from tests.cdp import CHROMIUM, Browser
 from watcher.config import Settings
 from watcher.outcomes import FileStat, Scored
-from watcher.publish import write_html_file
+from watcher.reports.files import write_html_file
 from watcher.scoring import curve_bytes, drawn_curve, optimal_point
 from watcher.store import Store
 

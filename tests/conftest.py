@@ -55,7 +55,7 @@ def pg_cluster() -> Iterator[Any]:
 @pytest.fixture
 def central_db(pg_cluster: Any) -> Any:
     """A fresh database on the session's server, with the central schema: ``(server, dbname)``."""
-    from watcher import central
+    from watcher.fleet import central
 
     name = pg_cluster.create_database()
     with pg_cluster.admin(name) as conn:

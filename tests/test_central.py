@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from watcher import central
 from watcher.errors import CentralError
+from watcher.fleet import central
 
 
 def _role() -> str:

@@ -22,7 +22,7 @@ import pytest
 from tests.daemon_harness import Daemon
 from tests.helpers import descendants, doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
-from watcher.render import write_reports
+from watcher.reports.formats import write_reports
 from watcher.store import Store
 
 

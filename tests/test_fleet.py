@@ -27,7 +27,7 @@ from tests import fleet_invariant, invariant
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write
 from tests.test_fleettables import reference_files
-from watcher import central
+from watcher.fleet import central
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from watcher import central
 from watcher.cli import main
+from watcher.fleet import central
 
 
 def test_the_single_host_commands_never_import_the_driver() -> None:

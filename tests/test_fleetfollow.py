@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import doc, wait_until, write
 from tests.test_fleet import Fleet, running_fleet
-from watcher.fleetfollow import FleetFollower
+from watcher.fleet.follow import FleetFollower
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -22,7 +22,7 @@ import pytest
 from tests.cdp import CHROMIUM, Browser
 from tests.helpers import descendants, doc, wait_until, write
 from tests.test_fleet import Fleet, running_fleet
-from watcher.fleetpage import PageProcess, write_page
+from watcher.fleet.page import PageProcess, write_page
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,4 +1,4 @@
-"""The fleet's table files spliced from the change log (watcher.fleettables), on a real PostgreSQL:
+"""The fleet's table files spliced from the change log (watcher.fleet.tables), on a real PostgreSQL:
 the same bytes as a whole write, and as ``COPY ... CSV HEADER`` and ``row_to_json`` give (what the
 publisher wrote before), after random changes by several hosts; whole writes wherever the log
 cannot be trusted."""
@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from watcher import central, shipper
-from watcher.fleettables import FleetTables
-from watcher.render import render_markdown
+from watcher.fleet import central, shipper
+from watcher.fleet.tables import FleetTables
+from watcher.reports.formats import render_markdown
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,8 +17,8 @@ import pytest
 
 from tests.helpers import doc, write
 from watcher.config import Settings
-from watcher.html import Plain, Raw, columns_from_rows, render_html, script_json
 from watcher.reconcile import scan
+from watcher.reports.page import Plain, Raw, columns_from_rows, render_html, script_json
 from watcher.store import Store
 
 MARKUP = "</script><img src=x onerror=alert(1)>.json"  # a folder "<" holding "script><img ...>.json"

@@ -1,4 +1,4 @@
-"""Reads of files left out of the inotify events (:mod:`watcher.inotify`): which events go, that the
+"""Reads of files left out of the inotify events (:mod:`watcher.watch.inotify`): which events go, that the
 tracker ends in the same state without them, and the real observer with real reads."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from watchdog.observers.inotify_c import InotifyEvent
 
 from tests.daemon_harness import Daemon
 from tests.helpers import doc, wait_until, write
-from watcher.inotify import PairingInotifyFD, ReadPairs
-from watcher.observe import QueueHandler, start_observer
 from watcher.tracker import Kind, Tracker
+from watcher.watch.inotify import PairingInotifyFD, ReadPairs
+from watcher.watch.observe import QueueHandler, start_observer
 
 DIR = C.IN_ISDIR
 

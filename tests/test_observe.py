@@ -15,7 +15,7 @@ from watchdog.events import DirModifiedEvent, FileClosedEvent, FileMovedEvent, F
 
 from tests.helpers import wait_until, write
 from watcher import logs
-from watcher.observe import FolderPollingObserver, QueueHandler, start_observer
+from watcher.watch.observe import FolderPollingObserver, QueueHandler, start_observer
 
 
 def test_handler_only_enqueues_and_flags_overflow() -> None:
@@ -41,7 +41,7 @@ def test_inotify_limit_falls_back_to_polling_and_says_how_to_fix(
     def exhausted(*_: Any, **__: Any) -> None:
         raise OSError(err, "inotify limit reached")
 
-    monkeypatch.setattr("watcher.inotify.PairingInotifyObserver.__init__", exhausted)
+    monkeypatch.setattr("watcher.watch.inotify.PairingInotifyObserver.__init__", exhausted)
     stream = io.StringIO()
     logs.configure("info", "json", stream)
     observer, kind = start_observer(make_settings(), QueueHandler(queue.Queue(), threading.Event()))

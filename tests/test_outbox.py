@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any
 
 from tests.helpers import doc, write
-from watcher import outbox
+from watcher.fleet import outbox
 from watcher.reconcile import scan
 
 

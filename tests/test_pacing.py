@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.pacing import Budget, Meter
+from watcher.watch.pacing import Budget, Meter
 
 
 def test_the_balance_accrues_at_the_share_up_to_the_cap_and_debt_delays() -> None:

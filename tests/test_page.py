@@ -19,8 +19,8 @@ from benchmarks.page import report_rows
 from tests.cdp import CHROMIUM, Browser
 from tests.helpers import doc, write
 from watcher.config import Settings
-from watcher.html import columns_from_rows, render_html
 from watcher.reconcile import scan
+from watcher.reports.page import columns_from_rows, render_html
 
 pytestmark = [
     pytest.mark.browser,

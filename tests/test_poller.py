@@ -12,12 +12,12 @@ import pytest
 from watchdog.events import FileSystemEvent
 
 from tests.helpers import doc, write
-from watcher import poller
 from watcher.config import DEFAULT_IGNORE
 from watcher.outcomes import StatKey
-from watcher.pacing import Meter
-from watcher.poller import Poller, dir_key
 from watcher.tree import Matcher
+from watcher.watch import poller
+from watcher.watch.pacing import Meter
+from watcher.watch.poller import Poller, dir_key
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import pytest
 from tests.helpers import doc, write
 from watcher.config import Settings
 from watcher.errors import StoreError
-from watcher.publish import refresh_reports
 from watcher.reconcile import reconcile
+from watcher.reports.files import refresh_reports
 from watcher.store import Store
 
 

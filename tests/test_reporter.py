@@ -20,9 +20,9 @@ import pytest
 from tests.helpers import doc, wait_until, write
 from watcher import logs
 from watcher.config import Settings
-from watcher.publish import write_html_file
 from watcher.reconcile import reconcile
-from watcher.reporter import Reporter
+from watcher.reports.files import write_html_file
+from watcher.reports.reporter import Reporter
 from watcher.store import Store
 
 

@@ -15,10 +15,11 @@ import pytest
 
 from tests import fleet_invariant
 from tests.helpers import doc, wait_until, write
-from watcher import central, logs
+from watcher import logs
 from watcher.errors import CentralError
+from watcher.fleet import central
+from watcher.fleet.shipper import Shipper
 from watcher.reconcile import scan
-from watcher.shipper import Shipper
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_an_idle_shipper_leaves_the_server_alone_until_its_heartbeat(host: Any, 
 
 def test_small_batches_each_carry_their_mark(host: Any, central_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     server, db = central_db
-    monkeypatch.setattr("watcher.shipper.BATCH", 7)
+    monkeypatch.setattr("watcher.fleet.shipper.BATCH", 7)
     for i in range(40):
         write(host.watch_dir / f"m{i}.json", doc())
     scan(host)
@@ -233,7 +234,7 @@ def test_a_batch_read_ahead_is_dropped_when_the_mark_is_elsewhere(
     host: Any, central_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, db = central_db
-    monkeypatch.setattr("watcher.shipper.BATCH", 7)
+    monkeypatch.setattr("watcher.fleet.shipper.BATCH", 7)
     for i in range(20):
         write(host.watch_dir / f"m{i}.json", doc())
     scan(host)
@@ -255,7 +256,7 @@ def test_a_batch_that_fails_half_way_leaves_nothing_and_is_shipped_again(
     host: Any, central_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, db = central_db
-    monkeypatch.setattr("watcher.shipper.BATCH", 10)
+    monkeypatch.setattr("watcher.fleet.shipper.BATCH", 10)
     for i in range(25):
         write(host.watch_dir / f"m{i:02}.json", doc())
     write(host.watch_dir / "bad.json", "[]")

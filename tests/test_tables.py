@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, Unchanged
-from watcher.render import write_reports
+from watcher.reports.formats import write_reports
+from watcher.reports.tables import ReportTables
 from watcher.resultfile import Problem
 from watcher.store import Store
-from watcher.tables import ReportTables
 
 FORMATS = ["csv", "json", "markdown"]
 ST = FileStat(10, 1, 1)

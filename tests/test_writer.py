@@ -18,9 +18,9 @@ import pytest
 from tests.helpers import doc, wait_until, write
 from watcher import logs
 from watcher.config import Settings
-from watcher.observe import Event
 from watcher.reconcile import reconcile as real_reconcile
 from watcher.store import Store
+from watcher.watch.observe import Event
 from watcher.writer import Writer
 
 

@@ -2,7 +2,7 @@
 
 The watchdog handler only enqueues (an exception there would kill the observer thread). The
 writer thread (:mod:`watcher.writer`) judges and stores; the report thread
-(:mod:`watcher.reporter`) rewrites report files. The main thread supervises: signals only set an
+(:mod:`watcher.reports.reporter`) rewrites report files. The main thread supervises: signals only set an
 event; it pings the systemd watchdog while both threads live, and re-watches the watch dir if it
 is recreated.
 """
@@ -27,7 +27,9 @@ from watcher.errors import AlreadyRunningError, CentralError, StoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
-from watcher.observe import (
+from watcher.reports.reporter import Reporter
+from watcher.store import Store
+from watcher.watch.observe import (
     QUEUE_MAX,
     Event,
     FolderPollingEmitter,
@@ -36,12 +38,10 @@ from watcher.observe import (
     RootWatch,
     start_observer,
 )
-from watcher.reporter import Reporter
-from watcher.store import Store
 from watcher.writer import Writer
 
 if TYPE_CHECKING:
-    from watcher.shipper import Shipper
+    from watcher.fleet.shipper import Shipper
 
 __all__ = ["daemon_running", "lock_path", "run"]
 
@@ -133,7 +133,7 @@ def run(
 
 def _shipper_class() -> type[Shipper]:
     try:
-        from watcher.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
+        from watcher.fleet.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
     except ImportError as exc:
         raise CentralError(f"central_url is set but the PostgreSQL driver is missing ({exc}): "
                            "pip install 'watcher[postgres]'") from None  # fmt: skip

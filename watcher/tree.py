@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from watcher.outcomes import StatKey, identity_stat, stored_path
-from watcher.render import FILE_NAMES
+from watcher.reports.formats import FILE_NAMES
 
 if TYPE_CHECKING:
     from watcher.config import Settings

@@ -6,7 +6,7 @@ view read whole, every row formatted), and the report files would lag each chang
 So :class:`ReportTables` remembers where each model's row lies in the files it last wrote, reads
 and renders only the models that the history names since then, and writes each new file as the
 old file's unchanged byte ranges (copied by the kernel) with the new rows between them: the same
-bytes as :func:`watcher.render.write_reports` gives from the whole view (a test holds the two
+bytes as :func:`watcher.reports.formats.write_reports` gives from the whole view (a test holds the two
 equal). What it keeps in memory is the sorted model_ids and one offset per row and format, not
 the rows: about 100 bytes a model.
 
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from watcher.render import FILE_NAMES, TABLE_FORMATS, Row, TableFormat, atomic_file
+from watcher.reports.formats import FILE_NAMES, TABLE_FORMATS, Row, TableFormat, atomic_file
 from watcher.schema import REPORT_COLUMNS
 from watcher.store import Store
 
@@ -55,12 +55,12 @@ def _identity(st: os.stat_result) -> _Written:
 
 
 class SplicedFiles:
-    """Table files (``tables``: format -> :class:`~watcher.render.TableFormat`, written to
+    """Table files (``tables``: format -> :class:`~watcher.reports.formats.TableFormat`, written to
     ``targets``), and where each model's row lies in them as of the last write: written whole
     from every row, or spliced (the touched models' rows replaced, the rest copied from the files
     written last). Rows are sequences with the model_id first, in the files sorted by it. What
     reads the rows and knows which models changed is the subclass's: :class:`ReportTables` for the
-    daemon, :class:`watcher.fleettables.FleetTables` for the fleet's publisher.
+    daemon, :class:`watcher.fleet.tables.FleetTables` for the fleet's publisher.
 
     One thread uses it. ``full_reads`` and ``partial_reads`` count how the writes read the database.
     """

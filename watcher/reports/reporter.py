@@ -25,9 +25,9 @@ from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
 from watcher.pools import release_helpers, report_process
-from watcher.publish import page_missing, tables_missing, write_html_file
+from watcher.reports.files import page_missing, tables_missing, write_html_file
+from watcher.reports.tables import ReportTables
 from watcher.store import Store
-from watcher.tables import ReportTables
 
 log = get_logger("watcher.reporter")
 
@@ -49,7 +49,7 @@ class Reporter(threading.Thread):
     :data:`PAGE_STOP_SECONDS` at most).
 
     ``page_writer`` renders ``report.html`` in the page's process (a module-level function, so
-    that it can be sent there); :func:`watcher.publish.write_html_file` unless a test holds it.
+    that it can be sent there); :func:`watcher.reports.files.write_html_file` unless a test holds it.
     """
 
     def __init__(

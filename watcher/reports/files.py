@@ -1,7 +1,7 @@
 """Writing the report files from the database: the table formats and the HTML page.
 
 Used by ``watcher scan`` at its end (:func:`refresh_reports`: everything, then return) and by the
-daemon's report thread (:mod:`watcher.reporter`: the tables, while the page follows in a process
+daemon's report thread (:mod:`watcher.reports.reporter`: the tables, while the page follows in a process
 of its own).
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TextIO
 
 from watcher.config import Settings
-from watcher.html import columns_from_rows, render_html
 from watcher.logs import get_logger
-from watcher.render import FILE_NAMES, write_atomic, write_reports
+from watcher.reports.formats import FILE_NAMES, write_atomic, write_reports
+from watcher.reports.page import columns_from_rows, render_html
 from watcher.schema import now_iso
 from watcher.store import Store
 

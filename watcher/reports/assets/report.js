@@ -1,4 +1,4 @@
-/* The report page's script. Reads the JSON document in #data (written by watcher/html.py,
+/* The report page's script. Reads the JSON document in #data (written by watcher/reports/page.py,
    page_data: column-wise arrays, one entry per model in model_id order) and draws only the rows
    on screen. Everything from the data reaches the page through textContent or setAttribute,
    never as markup. */

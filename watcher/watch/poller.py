@@ -7,13 +7,13 @@ listed folder is compared with the stat keys the database holds for it
 (:meth:`watcher.store.Store.stat_keys`, :func:`watcher.tree.diff_listing`): there is no second
 copy of the tree in memory. A file rewritten in place leaves its folder's mtime alone; a slower
 *sweep* lists and compares every folder in turn, paced so that polls and sweep together use at
-most ``polling_cpu_share`` of a core on average (:mod:`watcher.pacing`). On a big tree (or where
+most ``polling_cpu_share`` of a core on average (:mod:`watcher.watch.pacing`). On a big tree (or where
 each call costs more CPU, as over NFS) the sweep's period stretches, and so does the poll's once
 its folder ``stat`` calls alone would take more than three quarters of the budget.
 
 What it finds goes out as ordinary watchdog events (created, modified, deleted, moved, and a
 folder's created/deleted) into the observer's queue, so the writer's event path is the same as
-with inotify. :class:`watcher.observe.FolderPollingObserver` is the watchdog observer; its
+with inotify. :class:`watcher.watch.observe.FolderPollingObserver` is the watchdog observer; its
 emitter holds a :class:`Poller`, which is plain code with the clock, the CPU meter, the folder
 ``stat`` and the stored keys passed in.
 """
@@ -41,9 +41,9 @@ from watchdog.events import (
 
 from watcher.logs import get_logger
 from watcher.outcomes import StatKey, identity_stat
-from watcher.pacing import Budget, Meter
 from watcher.schema import now_iso
 from watcher.tree import Matcher, diff_listing, listed
+from watcher.watch.pacing import Budget, Meter
 
 log = get_logger("watcher.poller")
 

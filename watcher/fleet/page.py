@@ -1,4 +1,4 @@
-"""The fleet's HTML page: the host's page (:mod:`watcher.html`, ``watcher/page/*``) fed from the
+"""The fleet's HTML page: the host's page (:mod:`watcher.reports.page`, ``watcher/reports/assets/*``) fed from the
 central database, and the process it is rendered in beside ``watcher central publish``.
 
 Every result of every host is on the page: each model's fleet-wide report row first (the
@@ -25,12 +25,12 @@ from typing import Any, TextIO
 
 import psycopg
 
-from watcher import central
 from watcher.errors import CentralError
-from watcher.html import render_html
+from watcher.fleet import central
 from watcher.lifeline import die_with_parent
 from watcher.logs import get_logger
-from watcher.render import FILE_NAMES, write_atomic
+from watcher.reports.formats import FILE_NAMES, write_atomic
+from watcher.reports.page import render_html
 from watcher.schema import now_iso
 
 log = get_logger("watcher.fleetpage")
@@ -63,7 +63,7 @@ _NEWEST = """WHERE (host, path) IN (SELECT host, path FROM (
 
 
 def page_columns(conn: psycopg.Connection[Any], limit: int | None = None) -> dict[str, Any]:
-    """Every central result as the columns :func:`watcher.html.render_html` takes (see
+    """Every central result as the columns :func:`watcher.reports.page.render_html` takes (see
     :meth:`watcher.queries.Queries.page_columns`), paths as ``host:path``, without curves. With
     ``limit``: only the winning rows of that many models, those with the newest experiments."""
     where, args = (_NEWEST, (limit,)) if limit is not None else ("", ())

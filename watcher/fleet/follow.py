@@ -1,7 +1,7 @@
 """``watcher follow --central``: the fleet's outcomes as they land in the central database.
 
 The central tables hold only each (host, path)'s current row; what changed is read from
-``watcher.changes`` (migration 2 of :mod:`watcher.central`), where every statement that deletes
+``watcher.changes`` (migration 2 of :mod:`watcher.fleet.central`), where every statement that deletes
 or inserts central rows logs the paths it took away or put in, with its transaction id. A
 shipped batch deletes its paths and inserts their current rows, so in each transaction a path
 put back with the same local timestamp is a re-shipped row (not shown), one put in anew is
@@ -11,7 +11,7 @@ Transactions commit in another order than their ids, so the follower reads in wi
 transaction ids below the oldest one still running (``pg_snapshot_xmin``), from one snapshot:
 every change below that bound is committed or aborted, none can appear there later, and each
 window starts where the last one ended. A window is read when a shipped batch notifies
-:data:`watcher.central.CHANNEL`, and every :data:`POLL` seconds otherwise (a transaction that
+:data:`watcher.fleet.central.CHANNEL`, and every :data:`POLL` seconds otherwise (a transaction that
 does not notify may hold the bound back). Within a window a path is shown once, in its latest
 state; a row changed again by a transaction beyond the window is left to the next window.
 """
@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from watcher import central
 from watcher.errors import CentralError
+from watcher.fleet import central
 from watcher.follow import Entry
 from watcher.logs import get_logger
 

@@ -30,7 +30,7 @@ class TableFormat(Protocol):
     """One table format, rendered a row at a time: a file is ``head``, then the rows' ``texts``
     joined by ``sep``, then ``tail``; with no row at all, ``empty`` alone. A row's text does not
     depend on its neighbours, so a file can be put together from texts rendered at other times
-    (:mod:`watcher.tables`)."""
+    (:mod:`watcher.reports.tables`)."""
 
     head: str
     sep: str

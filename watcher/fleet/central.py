@@ -1,7 +1,7 @@
 """The fleet's central PostgreSQL database: connecting, the schema and its migrations, roles.
 
 Everything lives in the schema ``watcher``: per (host, path) the ``results`` and ``rejections``
-each host ships (:mod:`watcher.shipper`), one ``hosts`` row per host (its role, how far it has
+each host ships (:mod:`watcher.fleet.shipper`), one ``hosts`` row per host (its role, how far it has
 shipped, when it was last seen), and the fleet-wide ``report`` view. Least privilege by
 row-level security: a member of the group role ``watcher_host`` may insert, change and delete
 only the rows of the host that ``hosts`` binds to its login role, and update only that host's

@@ -4,7 +4,7 @@ that the central change log says a batch touched.
 Writing every row again after each shipped batch costs about half a second of the server's and
 the publisher's time at 100,000 models (the ``report`` view read whole, twice: once for the CSV,
 once for the JSON), and far more on a busy machine. So :class:`FleetTables` (the splicing of
-:class:`watcher.tables.SplicedFiles`, as the daemon's own table files) remembers where each
+:class:`watcher.reports.tables.SplicedFiles`, as the daemon's own table files) remembers where each
 model's row lies in the files it wrote, reads from the server only the rows of the models touched
 since, and writes each file as the old file's unchanged byte ranges with the new rows between.
 
@@ -40,9 +40,9 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from watcher import central
-from watcher.render import FILE_NAMES, TABLE_FORMATS, Row, TableFormat
-from watcher.tables import SplicedFiles
+from watcher.fleet import central
+from watcher.reports.formats import FILE_NAMES, TABLE_FORMATS, Row, TableFormat
+from watcher.reports.tables import SplicedFiles
 
 #: The last write older than this: read everything (the change log drops entries after a day).
 MAX_GAP = timedelta(hours=1)

@@ -2,7 +2,7 @@
 
 Pure bookkeeping, with the clock passed in: :class:`Budget` is a token bucket of CPU seconds,
 refilled at ``share`` seconds per second of wall time, and :class:`Meter` measures what a piece of
-work is charged: the CPU time of the thread that did it. The poller (:mod:`watcher.poller`) spends
+work is charged: the CPU time of the thread that did it. The poller (:mod:`watcher.watch.poller`) spends
 from it; tests drive it with numbers.
 """
 

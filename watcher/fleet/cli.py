@@ -58,7 +58,7 @@ def central_url(args: argparse.Namespace, settings: Settings) -> str:
 
 def cmd_central(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher central ACTION``."""
-    from watcher import central
+    from watcher.fleet import central
 
     url = central_url(args, settings)
     if args.action == "publish":
@@ -82,7 +82,7 @@ def _errors(what: str) -> Iterator[None]:
     """The driver's errors as one line (psycopg is imported only when a fleet command runs)."""
     import psycopg
 
-    from watcher.central import one_line
+    from watcher.fleet.central import one_line
 
     try:
         yield
@@ -93,7 +93,7 @@ def _errors(what: str) -> Iterator[None]:
 def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
     from pathlib import Path
 
-    from watcher.fleet import Publisher
+    from watcher.fleet.publisher import Publisher
 
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -113,9 +113,9 @@ def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher report --central``: the fleet-wide report."""
-    from watcher import central
-    from watcher.fleet import report_rows
-    from watcher.render import render_csv, render_json, render_markdown, render_table
+    from watcher.fleet import central
+    from watcher.fleet.publisher import report_rows
+    from watcher.reports.formats import render_csv, render_json, render_markdown, render_table
 
     fmt = args.format or ("table" if out.isatty() else "csv")
     with (
@@ -133,7 +133,7 @@ def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """``watcher follow --central``: the fleet's outcomes as they land, until SIGINT/SIGTERM
     (exit 0). The server unreachable at the start is a CentralError (exit 3); lost later, it
     is waited for (logged on stderr) and following resumes where it was."""
-    from watcher.fleetfollow import FleetFollower, follow_fleet
+    from watcher.fleet.follow import FleetFollower, follow_fleet
 
     as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
     stop = threading.Event()
@@ -166,8 +166,8 @@ def _on_signals(stop: threading.Event) -> Iterator[None]:
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher status --central``: the fleet's hosts, their lag and last contact. Exit 0 when
     the central database answers (3 otherwise, as a CentralError)."""
-    from watcher import central
-    from watcher.fleet import age, fleet_counts, host_rows, iso
+    from watcher.fleet import central
+    from watcher.fleet.publisher import age, fleet_counts, host_rows, iso
 
     with (
         _errors("cannot read the fleet's status"),

@@ -1,12 +1,12 @@
 """Reading the fleet from the central database: the fleet-wide report, the hosts' status, and
 the long-running :class:`Publisher` that keeps the fleet's report files current (the HTML page
-rendered after the tables, in a process of its own: :mod:`watcher.fleetpage`).
+rendered after the tables, in a process of its own: :mod:`watcher.fleet.page`).
 
-The publisher LISTENs on :data:`watcher.central.CHANNEL`, which every shipped batch notifies (on
+The publisher LISTENs on :data:`watcher.fleet.central.CHANNEL`, which every shipped batch notifies (on
 its commit), and brings the table files up to date from one read-only snapshot of the ``report``
 view: once a burst of notifications pauses, and at most once per ``interval`` while they keep
 coming. Only the rows of the models the batches touched are read and rendered again, the rest
-copied from the files written last (:mod:`watcher.fleettables`, CSV first). It writes them whole
+copied from the files written last (:mod:`watcher.fleet.tables`, CSV first). It writes them whole
 on every (re)connection, since a notification sent while it was not listening is not delivered
 later. A lost server is logged once per outage
 (``central_unreachable``, then ``central_back``), and retried with a short backoff.
@@ -23,10 +23,10 @@ from typing import Any
 
 import psycopg
 
-from watcher import central
 from watcher.errors import CentralError
-from watcher.fleetpage import PageProcess
-from watcher.fleettables import FleetTables
+from watcher.fleet import central
+from watcher.fleet.page import PageProcess
+from watcher.fleet.tables import FleetTables
 from watcher.logs import get_logger
 
 log = get_logger("watcher.fleet")
@@ -38,7 +38,7 @@ REFUSED_RETRY = 15.0
 
 
 def report_rows(conn: psycopg.Connection[Any], issuer: str | None = None, model: str | None = None) -> list[Any]:
-    """The fleet report (tuples in :data:`~watcher.central.FLEET_COLUMNS` order) by model_id,
+    """The fleet report (tuples in :data:`~watcher.fleet.central.FLEET_COLUMNS` order) by model_id,
     optionally only one issuer's (any case) or the model_ids starting with ``model``."""
     query = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report WHERE true"
     args: list[Any] = []

@@ -37,9 +37,9 @@ from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
 from watcher.outcomes import StatKey
-from watcher.poller import Poller
 from watcher.store import Store
 from watcher.tree import Matcher
+from watcher.watch.poller import Poller
 
 log = get_logger("watcher.observe")
 
@@ -49,7 +49,7 @@ QUEUE_MAX = 100_000
 #: created, closed, moved or deleted in it) is not among them: the file's event says more, and
 #: filtered at the observer it never costs the dispatch thread anything. Opens and no-write closes
 #: are for the tracker's count of writers; a read of a file (an open and its no-write close, nothing
-#: between) is left out where the kernel's events come in (:mod:`watcher.inotify`).
+#: between) is left out where the kernel's events come in (:mod:`watcher.watch.inotify`).
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, FileAttribEvent, DirAttribEvent, FileDeletedEvent,
     DirDeletedEvent, FileMovedEvent, DirMovedEvent, FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent,
@@ -58,7 +58,7 @@ _WANTED = frozenset(EVENTS)
 
 
 def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple[BaseObserver, str]:
-    """Start an inotify observer (or the folder poller, :mod:`watcher.poller`, when configured or
+    """Start an inotify observer (or the folder poller, :mod:`watcher.watch.poller`, when configured or
     when inotify is out of watches). With polling, the folders are recorded before this returns.
 
     A watch dir missing now is not watched yet: :class:`RootWatch` schedules it once it is there.
@@ -67,7 +67,7 @@ def start_observer(settings: Settings, handler: FileSystemEventHandler) -> tuple
     present = os.path.isdir(path)
     if settings.observer == "inotify":
         try:
-            from watcher.inotify import PairingInotifyObserver
+            from watcher.watch.inotify import PairingInotifyObserver
 
             # It leaves out reads of files (see there). Events the kernel dropped (its queue
             # overflowed) are repaired as those dropped from the handler's queue: by a reconcile.
@@ -165,7 +165,7 @@ class RootWatch:
 
 
 class FolderPollingEmitter(EventEmitter):
-    """The watchdog emitter around a :class:`watcher.poller.Poller` (one per watch), reading the database's
+    """The watchdog emitter around a :class:`watcher.watch.poller.Poller` (one per watch), reading the database's
     stat keys from a read-only connection of its own."""
 
     def __init__(
@@ -221,7 +221,7 @@ class FolderPollingEmitter(EventEmitter):
 
 
 class FolderPollingObserver(BaseObserver):
-    """A watchdog observer whose emitters poll folders (:class:`watcher.poller.Poller`)."""
+    """A watchdog observer whose emitters poll folders (:class:`watcher.watch.poller.Poller`)."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(FolderPollingEmitter, timeout=settings.polling_interval, settings=settings)

@@ -5,7 +5,7 @@ page carries compact column-wise data (one JSON document inside the page) and it
 only the rows on screen, sorts and filters all of them, and opens a model's detail (a large chart
 with axes, the target and the chosen point, the model's other experiments) or a comparison of
 several. Pure rendering: rows in, text out; the script and style are package data
-(``watcher/page/``).
+(``watcher/reports/assets/``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ DATA_VERSION = 1
 
 @functools.cache
 def _asset(name: str) -> str:
-    return resources.files("watcher").joinpath("page", name).read_text(encoding="utf-8")
+    return resources.files("watcher.reports").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 class Raw(str):
@@ -67,7 +67,7 @@ def page_data(
     omitted: int = 0,
     history_note: str = "",
 ) -> dict[str, Any]:
-    """The page's data (see ``watcher/page/report.js`` for its reading), from ``cols`` as
+    """The page's data (see ``watcher/reports/assets/report.js`` for its reading), from ``cols`` as
     :meth:`watcher.store.Store.page_columns` returns them: every row, in table order, with
     ``order`` listing them by model_id (each model's report row first, then its superseded files);
     ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`.
@@ -224,7 +224,7 @@ def render_html(
     earlier: Iterable[Sequence[Any]] = (),
     history_note: str = "",
 ) -> None:
-    """Write the page: :func:`page_data` inside the static page (``watcher/page/report.*``).
+    """Write the page: :func:`page_data` inside the static page (``watcher/reports/assets/report.*``).
     ``cols`` from :meth:`watcher.store.Store.page_columns` or :func:`columns_from_rows`;
     ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
     counts are written into the markup as well, so they read right without the script."""

@@ -9,7 +9,7 @@ read under a row lock at the start of each batch: progress advances exactly with
 commit, so a crash at any moment (of this host or of the server) leaves either the batch and its
 mark, or neither, and the batch is shipped again; shipping a path again writes the same row.
 
-Local reads (:mod:`watcher.outbox`) take one read transaction per batch on a read-only
+Local reads (:mod:`watcher.fleet.outbox`) take one read transaction per batch on a read-only
 connection (WAL: the writer never waits for them). While the server writes one batch, the next is
 read on a helper thread with a connection of its own, so the host's reading and the server's
 writing overlap; that batch is used only if the mark read under the lock is where it starts.
@@ -32,9 +32,10 @@ from typing import Any
 
 import psycopg
 
-from watcher import __version__, central, outbox
+from watcher import __version__
 from watcher.config import Settings
 from watcher.errors import CentralError
+from watcher.fleet import central, outbox
 from watcher.logs import get_logger
 
 log = get_logger("watcher.shipper")
@@ -56,7 +57,7 @@ _REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|no pg_h
 
 
 def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> bytes:
-    # The batch's rows arrive as one JSON array of row arrays (see watcher.outbox), taken apart by
+    # The batch's rows arrive as one JSON array of row arrays (see watcher.fleet.outbox), taken apart by
     # the server. (COPY is not allowed into a table with row-level security.)
     values = ", ".join(f"(e->>{i})::{t}" for i, t in enumerate(types))
     rows = "jsonb_array_elements(%s::jsonb) e"
@@ -190,7 +191,7 @@ class Shipper(threading.Thread):
         """Ship the next batch of history entries in one central transaction. True if more wait.
 
         While the server writes a batch, the next one is read locally on a helper thread (see
-        :mod:`watcher.outbox`: any batch may be shipped at any later time); it is used only if the
+        :mod:`watcher.fleet.outbox`: any batch may be shipped at any later time); it is used only if the
         central mark, read under its row lock, is where that batch starts.
 
         Raises psycopg errors, :class:`CentralError` and ``sqlite3.Error``.
