@@ -39,7 +39,7 @@ import psycopg
 
 from benchmarks import corpus
 from benchmarks.run import CLK, publish, wait_for
-from tests.pgserver import PgServer
+from testing.pgserver import PgServer
 from watcher.fleet import central
 
 PY = sys.executable

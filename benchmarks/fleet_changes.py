@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.fleet import print_figures
-from tests.pgserver import PgServer
+from testing.pgserver import PgServer
 from watcher.fleet import central, shipper
 from watcher.fleet.follow import FleetFollower
 

@@ -31,7 +31,7 @@ import psycopg
 
 from benchmarks.fleet import print_figures
 from benchmarks.run import wait_for
-from tests.pgserver import PgServer
+from testing.pgserver import PgServer
 from watcher.fleet import central, shipper
 
 

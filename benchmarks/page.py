@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import corpus
-from tests.cdp import CHROMIUM, Browser
+from testing.cdp import CHROMIUM, Browser
 from watcher.config import Settings
 from watcher.outcomes import FileStat, Scored
 from watcher.reports.files import write_html_file

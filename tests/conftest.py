@@ -38,7 +38,7 @@ def make_settings(tmp_path: Path) -> Any:
 def pg_cluster() -> Iterator[Any]:
     """One throwaway PostgreSQL server for the session's fleet tests (skipped where PostgreSQL's
     server binaries are not installed; .ci/run installs them)."""
-    from tests.pgserver import PgServer, pg_bin
+    from testing.pgserver import PgServer, pg_bin
 
     if pg_bin() is None:
         if os.environ.get("CI"):  # .ci/run installs it: its absence there is a failure

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import corpus
-from tests.cdp import CHROMIUM
+from testing.cdp import CHROMIUM
 from watcher.resultfile import ResultFile
 
 REPO = Path(__file__).resolve().parent.parent

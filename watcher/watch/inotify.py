@@ -15,7 +15,7 @@ comes between the two (:class:`ReadPairs`). That is exact, not a guess about who
 * A no-write close comes from a descriptor opened read-only: closing one opened for writing is
   ``IN_CLOSE_WRITE``, whether anything was written or not.
 * The tracker counts an open +1 and a no-write close -1; with nothing else for the file in
-  between, the pair leaves its state as it was (``tests/test_inotify.py`` checks this against
+  between, the pair leaves its state as it was (``tests/watch/test_inotify.py`` checks this against
   the tracker on arbitrary event sequences).
 * What the pair's absence changes is when the open is known: as if the reader had opened the
   file just before it closed it, which the kernel could equally have reported. Meanwhile nothing

@@ -1,0 +1,299 @@
+"""The fleet end to end, as the README's "A fleet of servers" sets it up: a real PostgreSQL, the
+central schema and roles made with ``watcher central``, real ``watcher run`` daemons (each with
+its own watch dir, database, host name and role) shipping to it, and ``watcher central publish``
+keeping the fleet report files. The central invariant is checked after every scenario."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from testing import fleet_invariant, invariant
+from testing.daemon import Daemon
+from testing.helpers import doc, wait_until, write
+from tests.fleet.test_tables import reference_files
+from watcher.fleet import central
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def watcher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``watcher`` command as a user would."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args], capture_output=True, text=True, env=full, timeout=60
+    )  # fmt: skip
+
+
+class Fleet:
+    """One central database and the processes around it; everything stopped by :meth:`close`."""
+
+    def __init__(self, server: Any, tmp: Path) -> None:
+        self.server, self.tmp = server, tmp
+        self.db = server.create_database()
+        self.admin_url = server.url(self.db)
+        self.tag = uuid.uuid4().hex[:6]
+        self.env = server.env()
+        self.daemons: dict[str, Daemon] = {}
+        self.publisher: subprocess.Popen[bytes] | None = None
+        done = watcher("central", "init", "--url", self.admin_url)
+        assert done.returncode == 0, done.stderr
+        assert f"central schema at version {central.SCHEMA_VERSION}" in done.stdout
+
+    def role(self, name: str) -> str:
+        return f"{name.replace('-', '_')}_{self.tag}"
+
+    def url(self, role: str) -> str:
+        return str(self.server.url(self.db, role))
+
+    def add_host(self, name: str, host_name: str | None = None, start: bool = True) -> Daemon:
+        """Register the host with its own role and password, and start its daemon (configured with
+        ``host_name``, if given, instead of its registered name)."""
+        role = self.role(name)
+        done = watcher("central", "add-host", name, "--role", role, "--url", self.admin_url)
+        assert done.returncode == 0, done.stderr
+        self.server.set_password(role)
+        env = {**self.env, "WATCHER_CENTRAL_URL": self.url(role), "WATCHER_HOST_NAME": host_name or name}
+        daemon = Daemon(self.tmp / name, env=env)
+        self.daemons[name] = daemon
+        return daemon.start() if start else daemon
+
+    def add_reader(self) -> str:
+        role = self.role("reader")
+        done = watcher("central", "add-reader", role, "--url", self.admin_url)
+        assert done.returncode == 0, done.stderr
+        self.server.set_password(role)
+        return self.url(role)
+
+    def publish(self, out: Path) -> Path:
+        """Start ``watcher central publish`` as the reader."""
+        url = self.add_reader()
+        log = (self.tmp / "publish.log").open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+        env.update({**self.env, "WATCHER_REPORT_INTERVAL": "0.2"})
+        self.publisher = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "central", "publish", "--url", url, "--out", str(out),
+             "--log-format", "json"],
+            stdout=log, stderr=log, env=env,
+        )  # fmt: skip
+        log.close()
+        return out / "report.csv"
+
+    def settled(self) -> bool:
+        """Every host's database matches its folder (the local invariant), it has shipped all it
+        has, and its central rows equal its local tables."""
+        return all(
+            invariant.holds(d.inbox, d.db)
+            and fleet_invariant.shipped_id(self.admin_url, d.env["WATCHER_HOST_NAME"])
+            == fleet_invariant.local_max_id(d.db)
+            and not fleet_invariant.violations(d.db, self.admin_url, d.env["WATCHER_HOST_NAME"])
+            for d in self.daemons.values()
+        )
+
+    def check(self, timeout: float = 30.0) -> None:
+        """Wait for the fleet to settle, then state the central invariant (with its differences)."""
+        try:
+            wait_until(self.settled, timeout, what="the fleet to settle")
+        except AssertionError:
+            problems = [
+                v
+                for d in self.daemons.values()
+                for v in invariant.violations(d.inbox, d.db)
+                + fleet_invariant.violations(d.db, self.admin_url, d.env["WATCHER_HOST_NAME"])
+            ]
+            raise AssertionError(f"the fleet did not settle in {timeout} s: {problems}") from None
+
+    def close(self) -> None:
+        for d in self.daemons.values():
+            if d.proc is not None and d.proc.poll() is None:
+                try:
+                    d.stop()
+                except subprocess.TimeoutExpired:
+                    kill_9(d)
+        if self.publisher is not None and self.publisher.poll() is None:
+            self.publisher.terminate()
+            self.publisher.wait(10)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        found = children.get(todo.pop(), [])
+        out += found
+        todo += found
+    return out
+
+
+def kill_9(daemon: Daemon) -> None:
+    """``kill -9`` of the daemon, as a crash; then of what it leaves behind (its worker pool's
+    forkserver and workers outlive it), so that no process of the test survives it."""
+    assert daemon.proc is not None
+    family = _descendants(daemon.proc.pid)
+    daemon.kill()
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
+    """A :class:`Fleet` on the session's PostgreSQL (started if a test left it stopped), closed
+    at the end, and the server running again for the next test (the fleet fixtures' body)."""
+    if not pg_cluster.running():
+        pg_cluster.start()
+    f = Fleet(pg_cluster, tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+        if not pg_cluster.running():
+            pg_cluster.start()
+
+
+@pytest.fixture
+def fleet(pg_cluster: Any, tmp_path: Path) -> Iterator[Fleet]:
+    with running_fleet(pg_cluster, tmp_path) as f:
+        yield f
+
+
+def _csv(path: Path) -> dict[str, dict[str, str]]:
+    if not path.exists():
+        return {}
+    with path.open(newline="") as fh:
+        return {row["model_id"]: row for row in csv.DictReader(fh)}
+
+
+def test_three_hosts_ship_to_one_fleet_report(fleet: Fleet, tmp_path: Path) -> None:
+    hosts = [fleet.add_host(f"gpu-0{i}") for i in (1, 2, 3)]
+    report = fleet.publish(tmp_path / "fleet-reports")
+    shared = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
+    write(hosts[0].inbox / "run-a.json", doc(model_id=shared, experiment_date="2024-05-01T12:00:00Z"))
+    write(hosts[1].inbox / "sub" / "run-b.json", doc(model_id=shared, experiment_date="2024-05-02T09:00:00+02:00"))
+    write(hosts[2].inbox / "bad.json", "{not json")
+    own = {h.inbox: str(uuid.uuid4()) for h in hosts}
+    for h in hosts:
+        write(h.inbox / "own.json", doc(model_id=own[h.inbox]))
+    fleet.check()
+    # The same model on two hosts: the later experiment (2024-05-02T07:00Z on gpu-02) wins fleet-wide.
+    wait_until(lambda: len(_csv(report)) == 4, 20, what="the fleet report file")
+    wait_until(report.with_name("report.html").exists, 30, what="the fleet page (tests/fleet/test_page.py reads it)")
+    assert (_csv(report)[shared]["host"], _csv(report)[shared]["path"]) == ("gpu-02", "sub/run-b.json")
+    # A change on any host reaches the report file: gpu-01's file now holds the latest experiment.
+    write(hosts[0].inbox / "run-a.json", doc(model_id=shared, experiment_date="2024-06-01T00:00:00Z"))
+    wait_until(lambda: _csv(report).get(shared, {}).get("host") == "gpu-01", 20, what="gpu-01 winning")
+    (hosts[2].inbox / "own.json").unlink()
+    wait_until(lambda: own[hosts[2].inbox] not in _csv(report), 20, what="a removal on gpu-03")
+    fleet.check()
+    # Reading the fleet from the command line, as a reader.
+    reader = {**fleet.env, "WATCHER_CENTRAL_URL": fleet.url(fleet.role("reader"))}
+    done = watcher("report", "--central", "--format", "csv", env=reader)
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.splitlines()[0]
+        == "model_id,issuer,optimal_threshold,closest_recall_value,experiment_date,host,path"
+    )
+    assert len(done.stdout.splitlines()) == 1 + 3
+    status = watcher("status", "--central", env=reader)
+    assert status.returncode == 0, status.stderr
+    for name in ("gpu-01", "gpu-02", "gpu-03"):
+        assert any(line.startswith(name) and " 0 " in line for line in status.stdout.splitlines()), status.stdout
+    # A host configured with another host's name ships nothing of it: refused, logged, kept local.
+    impostor = fleet.add_host("gpu-04", host_name="gpu-01")
+    write(impostor.inbox / "x.json", doc())
+    event = impostor.wait_event("central_refused")
+    assert "may not write host 'gpu-01'" in event["error"]
+    impostor.stop()
+    del fleet.daemons["gpu-04"]
+    with psycopg.connect(fleet.admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM watcher.results WHERE path = 'x.json'").fetchone() == (0,)
+    for h in hosts:
+        assert h.stop() == 0
+    fleet.check()
+
+
+def _publish_events(fleet: Fleet) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (fleet.tmp / "publish.log").read_text().splitlines() if line.startswith("{")]
+
+
+def _holds(host: Daemon, files: int) -> bool:
+    return len(host.results()) + len(host.rejections()) == files
+
+
+def test_server_stopped_mid_burst_loses_nothing(fleet: Fleet, tmp_path: Path) -> None:
+    hosts = [fleet.add_host(f"node-{i}") for i in (1, 2)]
+    report = fleet.publish(tmp_path / "fleet-reports")
+    wait_until(report.exists, 20, what="the first fleet report")
+    for i in range(60):
+        write(hosts[i % 2].inbox / f"a{i}.json", doc())
+    fleet.server.stop("fast")
+    for i in range(60, 150):
+        write(hosts[i % 2].inbox / f"a{i}.json", doc() if i % 10 else "[]")
+    (hosts[0].inbox / "a0.json").unlink()
+    for h, files in zip(hosts, (74, 75), strict=True):  # each host goes on locally meanwhile
+        h.wait_event("central_unreachable")
+        wait_until(functools.partial(_holds, h, files), 30, what=f"{files} files in {h.db}")
+    fleet.server.start()
+    fleet.check()
+    for h in hosts:
+        h.wait_event("central_back")
+        assert len([e for e in h.events() if e["event"] == "central_unreachable"]) == 1
+    wait_until(lambda: len(_csv(report)) == 140, 30, what="the fleet report after the restart")
+    with psycopg.connect(fleet.admin_url) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT (host, path)) FROM watcher.results").fetchone() == (
+            140,
+            140,
+        )
+    # Written whole on reconnecting (a notification may have been lost); a change after that is
+    # spliced in, and the files hold what a whole write gives: COPY's CSV, row_to_json's JSON.
+    model = str(uuid.uuid4())
+    write(hosts[1].inbox / "after.json", doc(model_id=model))
+    wait_until(lambda: model in _csv(report), 20, what="a change after the restart")
+    written = [e for e in _publish_events(fleet) if e.get("event") == "fleet_reports_written"]
+    assert [e["whole"] for e in written if e["why"] == "connected"] == [True, True], written
+    assert not written[-1]["whole"], written
+    with psycopg.connect(fleet.admin_url) as conn:
+        reference = reference_files(conn, tmp_path)
+    assert (reference["csv"], reference["json"]) == (report.read_bytes(), report.with_name("report.json").read_bytes())
+
+
+def test_kill_9_while_shipping_reships_harmlessly(fleet: Fleet) -> None:
+    host = fleet.add_host("crashy")
+    rng = random.Random(18)
+    expected: dict[str, str] = {}
+    for round_ in range(5):
+        for i in range(80):
+            model = str(uuid.uuid4())
+            write(host.inbox / f"r{round_}-{i}.json", doc(model_id=model))
+            expected[f"r{round_}-{i}.json"] = model
+        # kill -9 at a random moment of the ingest-and-ship that follows
+        wait_until(lambda: len(host.results()) > len(expected) - 80, 30)
+        threading.Event().wait(rng.uniform(0.0, 0.3))  # the moment of the kill, not a synchronisation
+        kill_9(host)
+        host.start()
+    host.wait_results(expected)
+    fleet.check()
+    with psycopg.connect(fleet.admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM watcher.results WHERE host = 'crashy'").fetchone() == (400,)
