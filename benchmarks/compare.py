@@ -67,7 +67,7 @@ def page_cpu_seconds(checkout: Path, db: Path, reports: Path) -> float:
 
 
 def compare_pages(checkouts: dict[str, Path], models: int, rounds: int) -> None:
-    from benchmarks.page import database
+    from testing.models import database
 
     figures: dict[str, list[float]] = {k: [] for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
@@ -123,7 +123,7 @@ def compare_daemons(checkouts: dict[str, Path], files: int, rounds: int) -> None
     figures: dict[str, list[tuple[float, float, bool]]] = {k: [] for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"
-        subprocess.run([sys.executable, "-m", "benchmarks.corpus", str(tree), str(files)], cwd=HERE, check=True)
+        subprocess.run([sys.executable, "-m", "testing.corpus", str(tree), str(files)], cwd=HERE, check=True)
         for _ in range(rounds):
             for name, checkout in checkouts.items():
                 figures[name].append(daemon_cold_start(checkout, tree, Path(work)))
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, list[float]]] = {k: {"cold": [], "rescan": []} for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"
-        subprocess.run([sys.executable, "-m", "benchmarks.corpus", str(tree), str(args.files)], cwd=HERE, check=True)
+        subprocess.run([sys.executable, "-m", "testing.corpus", str(tree), str(args.files)], cwd=HERE, check=True)
         for round_ in range(args.rounds):
             for name, checkout in checkouts.items():
                 db = Path(work) / f"{name}-{round_}.db"

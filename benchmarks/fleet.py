@@ -37,8 +37,8 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import corpus
 from benchmarks.run import CLK, publish, wait_for
+from testing import corpus
 from testing.pgserver import PgServer
 from watcher.fleet import central
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks import corpus
+from testing import corpus
 from testing.invariant import violations
 
 

@@ -23,7 +23,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks.page import database, outcomes, print_table
+from benchmarks.page import print_table
+from testing.models import database, outcomes
 from watcher.outcomes import Removed, Scored
 from watcher.reports.formats import write_reports
 from watcher.reports.tables import ReportTables

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import corpus
+from testing import corpus
 from testing.cdp import CHROMIUM
 from watcher.resultfile import ResultFile
 

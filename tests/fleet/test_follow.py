@@ -19,8 +19,8 @@ from typing import IO, Any
 import psycopg
 import pytest
 
+from testing.fleet import Fleet, running_fleet
 from testing.helpers import doc, wait_until, write
-from tests.fleet.test_publisher import Fleet, running_fleet
 from watcher.fleet.follow import FleetFollower
 
 pytestmark = pytest.mark.timeout(180)

@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from testing.cdp import CHROMIUM, Browser
+from testing.fleet import Fleet, running_fleet
 from testing.helpers import descendants, doc, wait_until, write
-from tests.fleet.test_publisher import Fleet, running_fleet
 from watcher.fleet.page import PageProcess, write_page
 
 pytestmark = pytest.mark.timeout(180)

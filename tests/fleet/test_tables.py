@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from watcher.fleet import central, shipper
+from testing.fleet import reference_files
+from watcher.fleet import shipper
 from watcher.fleet.tables import FleetTables
-from watcher.reports.formats import render_markdown
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,26 +41,6 @@ def _ship(conn: psycopg.Connection[Any], host: str, rows: list[list[Any]], gone:
         conn.execute(shipper._DELETE["results"], (host, json.dumps(paths)))
         if rows:
             conn.execute(shipper._INSERT_RESULTS, (host, json.dumps(rows)))
-
-
-def reference_files(conn: psycopg.Connection[Any], out: Path) -> dict[str, bytes]:
-    """The files as the publisher wrote them before splicing: COPY's CSV, string_agg of
-    row_to_json, Markdown rendered from the rows."""
-    select = f"SELECT {', '.join(central.FLEET_COLUMNS)} FROM watcher.report"
-    csv = bytearray()
-    with conn.cursor() as cur, cur.copy(f"COPY ({select} ORDER BY model_id) TO STDOUT (FORMAT csv, HEADER)") as copy:
-        for chunk in copy:
-            csv += chunk
-    row = conn.execute(
-        f"SELECT string_agg(row_to_json(r)::text, E',\\n' ORDER BY r.model_id) FROM ({select}) r"
-    ).fetchone()
-    body = row[0] if row else None
-    rows = conn.execute(f"{select} ORDER BY model_id").fetchall()
-    md = out / "ref.md"
-    with md.open("w", encoding="utf-8", newline="") as fh:
-        render_markdown(rows, fh, central.FLEET_COLUMNS)
-    js = f"[\n{body}\n]\n" if body else "[]\n"
-    return {"csv": bytes(csv), "json": js.encode(), "markdown": md.read_bytes()}
 
 
 def _files(tables: FleetTables) -> dict[str, bytes]:

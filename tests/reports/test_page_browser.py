@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.page import report_rows
 from testing.cdp import CHROMIUM, Browser
 from testing.helpers import doc, write
+from testing.models import report_rows
 from watcher.config import Settings
 from watcher.reconcile import scan
 from watcher.reports.page import columns_from_rows, render_html

@@ -1,6 +1,6 @@
 """Generate a results tree of N realistic files (logistic recall curves, 101 points by default).
 
-``python -m benchmarks.corpus DIR N [--points P]``. Files go 1,000 to a subfolder, as training jobs
+``python -m testing.corpus DIR N [--points P]``. Files go 1,000 to a subfolder, as training jobs
 grouped by run would write them. Deterministic for a given seed.
 """
 
