@@ -11,6 +11,14 @@ from watcher import logs
 from watcher.config import Settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the session's PostgreSQL server is marked ``fleet`` (``-m "not fleet"``
+    leaves the server unstarted)."""
+    for item in items:
+        if "pg_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fleet)
+
+
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:
     yield

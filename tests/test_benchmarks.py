@@ -17,6 +17,8 @@ from testing import corpus
 from testing.cdp import CHROMIUM
 from watcher.resultfile import ResultFile
 
+pytestmark = pytest.mark.slow  # the benchmark commands, run as a user would
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -68,6 +68,7 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_scan_report_and_logs_agree_file_by_file(tree: Path) -> None:
     proc = watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", "--log-level", "debug", cwd=tree)
     assert proc.returncode == 0, proc.stderr
@@ -101,6 +102,7 @@ def test_scan_report_and_logs_agree_file_by_file(tree: Path) -> None:
     assert strict.stdout.startswith("8 files: 0 read,")
 
 
+@pytest.mark.slow
 def test_report_filters_and_formats(tree: Path) -> None:
     watcher("scan", "--watch-dir", "inbox", "--db", "var/w.db", cwd=tree)
     by_issuer = watcher("report", "--db", "var/w.db", "--issuer", "bob@example.com", "--format", "csv", cwd=tree)
@@ -303,6 +305,7 @@ def test_a_reader_outside_the_group_is_told_which_group_to_join(monkeypatch: pyt
         shutil.rmtree(top)
 
 
+@pytest.mark.slow
 def test_status_of_a_daemon_that_scored_files_at_start_shows_its_last_event(tmp_path: Path) -> None:
     from testing.daemon import Daemon
 

@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
 from testing.daemon import Daemon
 from testing.helpers import doc, wait_until, write
 from watcher.follow import Entry, Follower, follow
@@ -119,6 +121,7 @@ class Lines:
             self.lines.append(line)
 
 
+@pytest.mark.slow
 def test_follow_a_running_daemon_in_a_pipe_then_ctrl_c(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path)
     write(daemon.inbox / "before.json", "{")

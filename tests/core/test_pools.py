@@ -109,6 +109,7 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 def test_helpers_stop_only_once_no_pool_is_open(s: Settings) -> None:
     from multiprocessing import forkserver, resource_tracker
 

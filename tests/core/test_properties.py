@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
 
 
 @given(st.sampled_from(FIELDS), json_values)
+@pytest.mark.slow
 def test_a_replaced_field_is_named_when_rejected(field: str, value: Any) -> None:
     result = validate_bytes(json.dumps(doc(**{field: value})).encode())
     outcome_is_well_formed(result)

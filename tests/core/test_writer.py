@@ -63,6 +63,7 @@ def test_closed_file_is_judged(running: tuple[Writer, Settings, io.StringIO]) ->
     wait_until(lambda: stored(settings) == {"a.json"}, what="a.json stored")
 
 
+@pytest.mark.slow
 def test_database_errors_are_retried_without_losing_the_file(
     running: tuple[Writer, Settings, io.StringIO], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,6 +123,7 @@ def test_a_new_folders_file_not_yet_written_waits_for_its_close(make_settings: A
         assert rejected == ["run1/empty-long-ago.json"]
 
 
+@pytest.mark.slow
 def test_a_broken_worker_pool_during_a_reconcile_is_retried(
     running: tuple[Writer, Settings, io.StringIO], monkeypatch: pytest.MonkeyPatch
 ) -> None:

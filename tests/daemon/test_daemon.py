@@ -25,6 +25,8 @@ from watcher.outcomes import BAD_NAME
 from watcher.reports.formats import write_reports
 from watcher.store import Store
 
+pytestmark = pytest.mark.slow  # real daemon processes
+
 
 def mid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"

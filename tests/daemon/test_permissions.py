@@ -9,10 +9,14 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from testing.daemon import Daemon
 from testing.helpers import doc, wait_until, write
 from testing.invariant import violations
 from testing.unprivileged import Unprivileged, nobody, shared_tmp
+
+pytestmark = pytest.mark.slow  # real daemon processes
 
 __all__ = ["nobody", "shared_tmp"]  # fixtures
 

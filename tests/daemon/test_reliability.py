@@ -20,6 +20,8 @@ from testing.daemon import Daemon, settle
 from testing.helpers import doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
 
+pytestmark = pytest.mark.slow  # real daemon processes
+
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:

@@ -21,6 +21,8 @@ from testing.daemon import Daemon, settle
 from testing.helpers import doc, wait_until, write, write_atomically
 from watcher.dblock import acquire
 
+pytestmark = pytest.mark.slow  # real daemon processes
+
 
 def mid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"

@@ -117,6 +117,7 @@ def test_a_dead_writer_ends_the_daemon_with_exit_1(running: Running, monkeypatch
     assert "disk on fire" in died["error"]
 
 
+@pytest.mark.slow
 def test_a_dead_observer_ends_the_daemon_with_exit_1(make_settings: Any) -> None:
     observers: list[BaseObserver] = []
 

@@ -118,6 +118,7 @@ def page_names(settings: Settings) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_tables_follow_changes_while_the_page_is_held_then_one_more_page_shows_the_last(
     s: Settings, stream: io.StringIO
 ) -> None:
@@ -141,6 +142,7 @@ def test_tables_follow_changes_while_the_page_is_held_then_one_more_page_shows_t
     assert after  # the tables' own delay, logged apart from the page's
 
 
+@pytest.mark.slow
 def test_stop_waits_for_the_page_in_flight_and_the_one_after_it(s: Settings, stream: io.StringIO) -> None:
     Store.from_settings(s).close()
     with held(s) as release:
@@ -159,6 +161,7 @@ def test_stop_waits_for_the_page_in_flight_and_the_one_after_it(s: Settings, str
     assert not events(stream, "report_page_unfinished")
 
 
+@pytest.mark.slow
 def test_a_page_process_that_dies_is_logged_and_replaced(s: Settings, stream: io.StringIO) -> None:
     write(s.watch_dir / "a.json", doc())
     store = Store.from_settings(s)
@@ -181,6 +184,7 @@ def test_only_the_tables_when_the_page_is_not_asked_for(make_settings: Any, stre
     assert not events(stream, "report_page_written")
 
 
+@pytest.mark.slow
 def test_an_idle_reporter_stops_the_helper_processes_even_without_a_page_to_write(make_settings: Any) -> None:
     # The daemon starts the resource tracker before this thread; when nothing needs writing, no
     # page process is ever started, and the helpers must still go once idle.

@@ -23,9 +23,12 @@ NS = {
     "office": "urn:oasis:names:tc:opendocument:xmlns:office:1.0",
 }
 
-pytestmark = pytest.mark.skipif(
-    SOFFICE is None, reason="LibreOffice (soffice) is not installed; .ci/run installs libreoffice-calc-nogui"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real LibreOffice
+    pytest.mark.skipif(
+        SOFFICE is None, reason="LibreOffice (soffice) is not installed; .ci/run installs libreoffice-calc-nogui"
+    ),
+]
 
 #: Valid results files whose text a spreadsheet would evaluate: an issuer that is a valid e-mail
 #: address and a formula, and file names that are formulas.

@@ -67,6 +67,7 @@ def random_batch(rng: random.Random) -> list[Outcome]:
     return batch
 
 
+@pytest.mark.slow
 def test_every_write_equals_a_whole_render_and_most_read_only_the_changes(store: Store, tmp_path: Path) -> None:
     rng = random.Random(17)
     store.apply([scored(p, rng.choice(MODELS), rng.choice(INSTANTS)) for p in PATHS])
@@ -80,6 +81,7 @@ def test_every_write_equals_a_whole_render_and_most_read_only_the_changes(store:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 30))
+@pytest.mark.slow
 def test_any_history_of_changes_gives_the_whole_render(tmp_path: Path, seed: int, steps: int) -> None:
     rng = random.Random(seed)
     folder = tmp_path / str(seed)

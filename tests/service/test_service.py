@@ -60,7 +60,7 @@ IGNORED = shutil.ignore_patterns(
 )  # fmt: skip
 
 # The first run builds the Debian tree (a few minutes) inside the first test's set-up.
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.service, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

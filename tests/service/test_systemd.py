@@ -12,7 +12,10 @@ import pytest
 from watcher.config import load_settings
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "watcher.service"
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+pytestmark = [
+    pytest.mark.service,
+    pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"),
+]
 # The one complaint allowed: the package is not installed at ExecStart's path on a test machine.
 MISSING_BINARY = re.compile(
     r"^\S+: Command /opt/watcher/venv/bin/watcher is not executable: No such file or directory$"

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -244,6 +245,7 @@ def mid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
+@pytest.mark.slow
 def test_a_cold_start_reads_every_file_without_flooding_the_queue_and_misses_no_writer(tmp_path: Path) -> None:
     d = Daemon(tmp_path, env={"WATCHER_WORKERS": "2"})  # read by worker processes, as in production
     d.entry = ["-c", SMALL_QUEUE]
