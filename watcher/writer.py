@@ -27,8 +27,8 @@ from watcher.mirror import Applied
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
 from watcher.reconcile import apply_in_batches, reconcile
-from watcher.schema import now_iso
 from watcher.store import Store
+from watcher.timestamps import now_iso
 from watcher.tracker import Kind, Tracker, settle_key
 from watcher.tree import Matcher, relpath
 from watcher.watch.observe import Event

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from watcher import logs
+from watcher.timestamps import UtcStamper
 
 
 class Tty(io.StringIO):
@@ -123,7 +124,7 @@ def test_values_json_cannot_encode_are_logged_as_their_repr_or_structlog_form() 
 
 def test_utc_stamper_microseconds_fixed_width_and_the_second_rolls_over() -> None:
     now = [1_714_564_799_999_999_000]  # 2024-05-01T11:59:59.999999Z
-    stamp = logs.UtcStamper(clock=lambda: now[0])
+    stamp = UtcStamper(clock=lambda: now[0])
     assert stamp(None, "info", {})["timestamp"] == "2024-05-01T11:59:59.999999Z"
     now[0] += 1_000  # one microsecond later: the next second, and the next minute
     assert stamp(None, "info", {})["timestamp"] == "2024-05-01T12:00:00.000000Z"

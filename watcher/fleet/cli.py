@@ -14,10 +14,12 @@ import json
 import signal
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, TextIO
 
 from watcher.config import Settings
 from watcher.errors import CentralError, ConfigError
+from watcher.timestamps import iso
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -167,7 +169,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """``watcher status --central``: the fleet's hosts, their lag and last contact. Exit 0 when
     the central database answers (3 otherwise, as a CentralError)."""
     from watcher.fleet import central
-    from watcher.fleet.publisher import age, fleet_counts, host_rows, iso
+    from watcher.fleet.publisher import age, fleet_counts, host_rows
 
     with (
         _errors("cannot read the fleet's status"),
@@ -177,7 +179,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         hosts, counts = host_rows(conn), fleet_counts(conn)
     if args.json:
         for h in hosts:
-            h["last_seen"], h["last_shipped"] = iso(h["last_seen"]), iso(h["last_shipped"])
+            h["last_seen"], h["last_shipped"] = _shown(h["last_seen"]), _shown(h["last_shipped"])
             h["seconds_since"] = None if h["seconds_since"] is None else float(h["seconds_since"])
         print(json.dumps({"hosts": hosts, "counts": counts}, indent=1), file=out)
         return 0
@@ -194,8 +196,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     for h in hosts:
         since = None if h["seconds_since"] is None else float(h["seconds_since"])
         lines.append(
-            f"{h['host']:<{width}}  {iso(h['last_seen']):<24}  {age(since):<12}  {h['lag']:>6}  "
+            f"{h['host']:<{width}}  {_shown(h['last_seen']):<24}  {age(since):<12}  {h['lag']:>6}  "
             f"{h['results']:>8}  {h['rejections']:>10}  {h['version'] or '-'}"
         )
     out.write("\n".join(lines) + "\n")
     return 0
+
+
+def _shown(moment: datetime | None) -> str:
+    """A central timestamp as watcher shows times (:func:`watcher.timestamps.iso`); ``-`` for none."""
+    return "-" if moment is None else iso(moment)

@@ -22,7 +22,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
@@ -31,6 +31,7 @@ from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.follow import Entry
 from watcher.logs import get_logger
+from watcher.timestamps import iso
 
 log = get_logger("watcher.fleetfollow")
 
@@ -191,7 +192,7 @@ def _events(rows: list[tuple[Any, ...]]) -> list[_Event]:
         for path, (_, _, model_id) in gone.items():
             if path not in new:
                 latest.pop((host, path), None)
-                latest[(host, path)] = _Event(tx, host, path, "removed", _iso(at), model_id)
+                latest[(host, path)] = _Event(tx, host, path, "removed", iso(at), model_id)
     return list(latest.values())
 
 
@@ -229,10 +230,6 @@ def _resolve(conn: psycopg.Connection[Any], events: list[_Event]) -> list[FleetE
                 entry = Entry(e.tx, at, e.path, "rejected", sha, None, errors, None, None, None)
         out.append(FleetEntry(e.host, entry))
     return out
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def follow_fleet(

@@ -31,7 +31,7 @@ from watcher.lifeline import die_with_parent
 from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, write_atomic
 from watcher.reports.page import render_html
-from watcher.schema import now_iso
+from watcher.timestamps import now_iso
 
 log = get_logger("watcher.fleetpage")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,10 +172,3 @@ def age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.1f} h ago"
-
-
-def iso(moment: datetime | None) -> str:
-    """A timestamp as the rest of watcher shows them: UTC, milliseconds, Z."""
-    if moment is None:
-        return "-"
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -18,8 +18,8 @@ from watcher.config import Settings
 from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, write_atomic, write_reports
 from watcher.reports.page import columns_from_rows, render_html
-from watcher.schema import now_iso
 from watcher.store import Store
+from watcher.timestamps import now_iso
 
 log = get_logger("watcher.publish")
 

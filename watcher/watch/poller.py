@@ -41,7 +41,7 @@ from watchdog.events import (
 
 from watcher.logs import get_logger
 from watcher.outcomes import StatKey, identity_stat
-from watcher.schema import now_iso
+from watcher.timestamps import now_iso
 from watcher.tree import Matcher, diff_listing, listed
 from watcher.watch.pacing import Budget, Meter
 
