@@ -24,7 +24,8 @@ wait for, unlike a follower that must not miss a transaction still running).
 Everything is read again on the first write of a connection, when the log cannot be read (no
 privilege), when ``results`` was rewritten under another file node (TRUNCATE, which fires no
 trigger, or VACUUM FULL), when the last write is older than :data:`MAX_GAP` (the log keeps a day),
-when a file is not the one written last, and when the changes touch a quarter of the models or more.
+when a file is not the one written last, and when the changes touch a quarter of the models or more
+(:meth:`~watcher.reports.tables.SplicedFiles.splice_few`, the daemon's rule too).
 Not covered: rows changed by an ``UPDATE`` (no trigger logs one; no watcher does one, hosts delete
 and insert) show at the next whole write, and the log's trimming assumes no writing transaction
 runs for most of a day.
@@ -168,11 +169,7 @@ class FleetTables(SplicedFiles):
                 if not touched:
                     self.mark = mark
                     return list(self.targets.values())
-                # Else a whole read is the cheaper: at 100,000 models a whole write took 0.52 s,
-                # splicing 1 / 1,000 / 10,000 / 24,000 models 0.05 / 0.09 / 0.24 / 0.48 s.
-                if 4 * len(touched) < len(self.order):
-                    self._splice(touched, self._rows(conn, sorted(touched)), sources)
-                    self.partial_reads += 1
+                if self.splice_few(touched, lambda models: self._rows(conn, sorted(models)), sources):
                     self.mark = mark
                     return list(self.targets.values())
             with conn.cursor() as cur:

@@ -18,7 +18,8 @@ it now (``results`` says so).
 
 Everything is read again on the first write, when the history is not the one marked (the database
 was rebuilt), when a file is not the one written last (removed or replaced by someone else), and
-when the changes touch a quarter of the models or more (a whole read is then the cheaper).
+when the changes touch a quarter of the models or more (a whole read is then the cheaper: the
+rule is :meth:`SplicedFiles.splice_few`'s, the fleet's table files follow it too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import errno
 import itertools
 import os
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -89,6 +90,20 @@ class SplicedFiles:
                 return None
             fds[fmt] = fd
         return fds
+
+    def splice_few(
+        self, touched: set[str], rows_of: Callable[[set[str]], Sequence[Row]], sources: dict[str, int]
+    ) -> bool:
+        """Splice the rows of the ``touched`` model_ids (``rows_of(touched)`` reads them now) into
+        the files written last (open as ``sources``) if they are fewer than a quarter of the
+        models; return whether it did. Else a whole write is the cheaper and is the caller's (it
+        reads every row its own way). Measured on the fleet's files at 100,000 models: a whole
+        write took 0.52 s, splicing 1 / 1,000 / 10,000 / 24,000 models 0.05 / 0.09 / 0.24 / 0.48 s."""
+        if 4 * len(touched) >= len(self.order):
+            return False
+        self._splice(touched, rows_of(touched), sources)
+        self.partial_reads += 1
+        return True
 
     def _write_whole(self, rows: Iterable[Row]) -> None:
         """Every file from ``rows`` (sorted by model_id), in one pass over them."""
@@ -189,10 +204,7 @@ class ReportTables(SplicedFiles):
                 if kept[1] == mark[1]:
                     self.mark = mark
                     return list(self.targets.values())
-                touched = store.report_touched(kept[1], mark[1])
-                if 4 * len(touched) < len(self.order):  # else a whole read is the cheaper (measured)
-                    self._splice(touched, store.report_rows_of(touched), sources)
-                    self.partial_reads += 1
+                if self.splice_few(store.report_touched(kept[1], mark[1]), store.report_rows_of, sources):
                     self.mark = mark
                     return list(self.targets.values())
             self._write_whole(store.report_rows())
