@@ -22,7 +22,7 @@ import pytest
 from testing.daemon import Daemon
 from testing.helpers import descendants, doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
-from watcher.reports.formats import write_reports
+from watcher.reports.files import write_reports
 from watcher.store import Store
 
 pytestmark = pytest.mark.slow  # real daemon processes

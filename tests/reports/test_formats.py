@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from watcher.reports.formats import neutralise, render, render_json, render_table, write_atomic, write_reports
+from watcher.reports.files import write_atomic, write_reports
+from watcher.reports.formats import neutralise, render, render_json, render_table
 from watcher.schema import REPORT_COLUMNS
 
 ROWS = [

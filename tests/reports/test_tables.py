@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, Unchanged
-from watcher.reports.formats import write_reports
+from watcher.reports.files import write_reports
 from watcher.reports.tables import ReportTables
 from watcher.resultfile import Problem
 from watcher.store import Store

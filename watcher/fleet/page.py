@@ -29,7 +29,8 @@ from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.lifeline import die_with_parent
 from watcher.logs import get_logger
-from watcher.reports.formats import FILE_NAMES, write_atomic
+from watcher.reports.files import write_atomic
+from watcher.reports.formats import FILE_NAMES
 from watcher.reports.page import render_html
 from watcher.timestamps import now_iso
 

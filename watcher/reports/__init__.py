@@ -1,10 +1,11 @@
 """The reports: what the daemon and ``watcher report`` write from the store.
 
-- :mod:`~watcher.reports.formats`: the row formats (CSV, JSON, Markdown, the terminal table) and
-  the atomic file writes under them.
+- :mod:`~watcher.reports.formats`: the row formats (CSV, JSON, Markdown, the terminal table),
+  rendered to a text stream; pure.
 - :mod:`~watcher.reports.tables`: the table files kept up to date by splicing changed rows.
 - :mod:`~watcher.reports.page`: the self-contained HTML page, built around ``assets/``.
-- :mod:`~watcher.reports.files`: which report files a folder gets, written from a store.
+- :mod:`~watcher.reports.files`: the report files: written atomically, from a store (the tables
+  whole, the page), and which are missing.
 - :mod:`~watcher.reports.reporter`: the daemon's report thread (and the page's process).
 
 Imports go one way: the reports import the core (store, schema, config, logs), the fleet

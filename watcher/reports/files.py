@@ -1,5 +1,8 @@
 """Writing the report files from the database: the table formats and the HTML page.
 
+A report file is replaced by ``rename(2)`` of a fully written temp file in the same folder
+(:func:`atomic_file`), so a reader sees either the old report or the new one, never a torn one.
+
 Used by ``watcher scan`` at its end (:func:`refresh_reports`: everything, then return) and by the
 daemon's report thread (:mod:`watcher.reports.reporter`: the tables, while the page follows in a process
 of its own).
@@ -8,7 +11,9 @@ of its own).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, wait
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -16,7 +21,7 @@ from typing import TextIO
 
 from watcher.config import Settings
 from watcher.logs import get_logger
-from watcher.reports.formats import FILE_NAMES, write_atomic, write_reports
+from watcher.reports.formats import FILE_NAMES, Row, render_tables
 from watcher.reports.page import columns_from_rows, render_html
 from watcher.store import Store
 from watcher.timestamps import now_iso
@@ -26,6 +31,43 @@ log = get_logger("watcher.publish")
 #: The HTML page looks for a model's earlier outcomes among this many newest history entries:
 #: history only grows, and the page is rewritten after every change.
 HISTORY_ON_PAGE = 200_000
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o640) -> Iterator[TextIO]:
+    """A temp file in ``path``'s folder to write into; on leaving without an error it is made
+    durable and ``os.replace``-d over ``path``. On any failure the old file stays."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o640) -> None:
+    """Write ``path`` through :func:`atomic_file`; ``produce(fh)`` writes the content."""
+    with atomic_file(path, mode) as fh:
+        produce(fh)
+
+
+def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Regenerate each report file in ``report_dir`` (csv, json, markdown) from one pass over
+    ``rows()``: the query runs once however many formats there are. Each file is replaced
+    atomically."""
+    targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
+    with contextlib.ExitStack() as stack:
+        render_tables(
+            rows(), {fmt: stack.enter_context(atomic_file(t)) for fmt, t in zip(formats, targets, strict=True)}
+        )
+    return targets
 
 
 def refresh_reports(

@@ -1,21 +1,15 @@
-"""Render the summary report and write report files atomically. Rendering is pure.
-
-A report file is replaced by ``rename(2)`` of a fully written temp file in the same folder, so a
-reader sees either the old report or the new one, never a torn one.
+"""The report's formats: CSV, JSON, Markdown and the terminal table, rendered from rows to a text
+stream. Pure: no file is opened here (:mod:`watcher.reports.files` writes them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 from json.encoder import encode_basestring
-from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from watcher.schema import REPORT_COLUMNS
@@ -177,21 +171,21 @@ class _Sink:
         self.out.write(self.fmt.empty if self.first else self.fmt.tail)
 
 
-def write_texts(fmt: TableFormat, texts: Sequence[str], out: TextIO) -> None:
-    """Write a whole file of ``fmt`` from its rows' ``texts``, already rendered and in order."""
-    sink = _Sink(fmt, out)
-    for i in range(0, len(texts), _CHUNK):
-        sink.add(list(texts[i : i + _CHUNK]))
-    sink.end()
+def render_tables(rows: Iterable[Row], outs: Mapping[str, TextIO], columns: Sequence[str] = REPORT_COLUMNS) -> None:
+    """Write each table format of ``outs`` (format -> stream) from one pass over ``rows``: the
+    rows are read once however many formats there are."""
+    tables = [TABLE_FORMATS[fmt](columns) for fmt in outs]
+    sinks = [_Sink(table, out) for table, out in zip(tables, outs.values(), strict=True)]
+    it = iter(rows)
+    while chunk := list(islice(it, _CHUNK)):
+        for table, sink in zip(tables, sinks, strict=True):
+            sink.add(table.texts(chunk))
+    for sink in sinks:
+        sink.end()
 
 
 def _stream(fmt: str, rows: Iterable[Row], out: TextIO, columns: Sequence[str]) -> None:
-    table = TABLE_FORMATS[fmt](columns)
-    sink = _Sink(table, out)
-    it = iter(rows)
-    while chunk := list(islice(it, _CHUNK)):
-        sink.add(table.texts(chunk))
-    sink.end()
+    render_tables(rows, {fmt: out}, columns)
 
 
 def render_csv(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
@@ -252,45 +246,3 @@ def render(fmt: str, rows: Iterable[Row]) -> str:
     out = io.StringIO()
     RENDERERS[fmt](rows, out)
     return out.getvalue()
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: int = 0o640) -> Iterator[TextIO]:
-    """A temp file in ``path``'s folder to write into; on leaving without an error it is made
-    durable and ``os.replace``-d over ``path``. On any failure the old file stays."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o640) -> None:
-    """Write ``path`` through :func:`atomic_file`; ``produce(fh)`` writes the content."""
-    with atomic_file(path, mode) as fh:
-        produce(fh)
-
-
-def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Sequence[str]) -> list[Path]:
-    """Regenerate each report file in ``report_dir`` (csv, json, markdown) from one pass over
-    ``rows()``: the query runs once however many formats there are. Each file is replaced
-    atomically."""
-    targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
-    with contextlib.ExitStack() as stack:
-        tables = [TABLE_FORMATS[fmt](REPORT_COLUMNS) for fmt in formats]
-        sinks = [_Sink(t, stack.enter_context(atomic_file(target))) for t, target in zip(tables, targets, strict=True)]
-        it = iter(rows())
-        while chunk := list(islice(it, _CHUNK)):
-            for table, sink in zip(tables, sinks, strict=True):
-                sink.add(table.texts(chunk))
-        for sink in sinks:
-            sink.end()
-    return targets

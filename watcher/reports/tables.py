@@ -6,7 +6,7 @@ view read whole, every row formatted), and the report files would lag each chang
 So :class:`ReportTables` remembers where each model's row lies in the files it last wrote, reads
 and renders only the models that the history names since then, and writes each new file as the
 old file's unchanged byte ranges (copied by the kernel) with the new rows between them: the same
-bytes as :func:`watcher.reports.formats.write_reports` gives from the whole view (a test holds the two
+bytes as :func:`watcher.reports.files.write_reports` gives from the whole view (a test holds the two
 equal). What it keeps in memory is the sorted model_ids and one offset per row and format, not
 the rows: about 100 bytes a model.
 
@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from watcher.reports.formats import FILE_NAMES, TABLE_FORMATS, Row, TableFormat, atomic_file
+from watcher.reports.files import atomic_file
+from watcher.reports.formats import FILE_NAMES, TABLE_FORMATS, Row, TableFormat
 from watcher.schema import REPORT_COLUMNS
 from watcher.store import Store
 
