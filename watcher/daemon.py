@@ -22,7 +22,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
+from watcher.dblock import acquire, holder, keep, lock_path
 from watcher.errors import AlreadyRunningError, CentralError, StoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
@@ -42,8 +42,6 @@ from watcher.writer import Writer
 
 if TYPE_CHECKING:
     from watcher.fleet.shipper import Shipper
-
-__all__ = ["daemon_running", "lock_path", "run"]
 
 log = get_logger("watcher.daemon")
 
@@ -91,7 +89,6 @@ def run(
     rewatched = threading.Event()
     handler = QueueHandler(events, overflow)
     observer, kind = observer_factory(settings, handler)
-    reporter = Reporter(settings, lambda: writer.idle(), threading.Event())
     shipper: Shipper | None = None
 
     def changed() -> None:  # after each commit that changed something
@@ -104,6 +101,7 @@ def run(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
         observer_status=polling.status if polling is not None else dict,
     )  # fmt: skip
+    reporter = Reporter(settings, writer.idle, threading.Event())  # before the writer's first change
     if shipping is not None:
         # Ships to the fleet's central database once the first reconcile is done.
         shipper = shipping(settings, after=writer.ready)

@@ -10,8 +10,8 @@ host name is made by the database owner (:func:`add_host`), never by a host.
 
 The schema is created and migrated by :func:`ensure_schema` under a transaction-level advisory
 lock, so any number of processes may call it at the same moment: one migrates, the others wait
-and then find nothing to do. psycopg is imported only by this module and its two users, and only
-when a central database is configured.
+and then find nothing to do. psycopg is imported only inside :mod:`watcher.fleet`, and only when
+a central database is configured or a ``watcher central`` command runs.
 """
 
 from __future__ import annotations
