@@ -176,9 +176,11 @@ class FolderPollingEmitter(EventEmitter):
         timeout: float = 1.0,
         event_filter: list[type[FileSystemEvent]] | None = None,
         settings: Settings,
+        sweeping: threading.Event,
     ) -> None:
         super().__init__(event_queue, watch, timeout=timeout, event_filter=event_filter)
         self.settings = settings
+        self.sweeping = sweeping  # the observer's: set once the start-up reconcile is done
         self.store: Store | None = None
         self.poller = Poller(
             os.fsdecode(watch.path), Matcher.from_settings(settings), self._stored, self.queue_event,
@@ -187,8 +189,11 @@ class FolderPollingEmitter(EventEmitter):
 
     def on_thread_start(self) -> None:
         """Runs in the thread that starts the observer, before it returns: the folders as they are
-        now are the baseline, so nothing made after the start is missed."""
+        now are the baseline, so nothing made after the start is missed. A watch scheduled anew
+        (the watch dir came back) sweeps at once if sweeps have begun."""
         self.poller.discover()
+        if self.sweeping.is_set():
+            self.poller.start_sweeping()
 
     def _stored(self, folder: str) -> dict[str, StatKey | None] | None:
         if self.store is None:
@@ -224,21 +229,23 @@ class FolderPollingObserver(BaseObserver):
     """A watchdog observer whose emitters poll folders (:class:`watcher.watch.poller.Poller`)."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(FolderPollingEmitter, timeout=settings.polling_interval, settings=settings)
-        self.sweeping = False
+        self.sweeping = threading.Event()
+        super().__init__(
+            FolderPollingEmitter, timeout=settings.polling_interval, settings=settings, sweeping=self.sweeping
+        )
 
     def start_sweeping(self) -> None:
-        """The start-up reconcile is done: sweeps may begin (for every watch, present and future)."""
-        self.sweeping = True
-        for emitter in list(self.emitters):
-            if isinstance(emitter, FolderPollingEmitter):
-                emitter.poller.start_sweeping()
+        """The start-up reconcile is done: sweeps may begin (for every watch, present and future:
+        an emitter started later sees :attr:`sweeping` set)."""
+        with self._lock:  # schedule()'s: an emitter is made, started and listed under it
+            self.sweeping.set()
+            for emitter in list(self.emitters):
+                if isinstance(emitter, FolderPollingEmitter):
+                    emitter.poller.start_sweeping()
 
     def status(self) -> dict[str, Any]:
-        """:meth:`Poller.status` of the current watch (empty before there is one)."""
+        """:meth:`Poller.status` of the current watch (empty before there is one). Only reads."""
         for emitter in list(self.emitters):
             if isinstance(emitter, FolderPollingEmitter):
-                if self.sweeping:
-                    emitter.poller.start_sweeping()  # a watch scheduled anew (the watch dir came back)
                 return emitter.poller.status()
         return {}
