@@ -74,7 +74,7 @@ def compare_pages(checkouts: dict[str, Path], models: int, rounds: int) -> None:
         settings = database(Path(work), models)
         for _ in range(rounds):
             for name, checkout in checkouts.items():
-                figures[name].append(page_cpu_seconds(checkout, settings.db_path, settings.reports))
+                figures[name].append(page_cpu_seconds(checkout, settings.db_path, settings.report_dir))
     print(f"CPU seconds to write report.html, {models:,} models, {rounds} interleaved rounds (median; every run)")
     for name, runs in figures.items():
         print(f"  {name:5}  {statistics.median(runs):.3f} ({' '.join(f'{x:.3f}' for x in runs)})")

@@ -83,5 +83,5 @@ def database(work: Path, n: int) -> Settings:
         store.apply(batch)
     finally:
         store.close()
-    settings.reports.mkdir(exist_ok=True)
+    settings.report_dir.mkdir(exist_ok=True)
     return settings

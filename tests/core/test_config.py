@@ -25,7 +25,7 @@ def test_defaults_are_relative_to_cwd(tmp_path: Path) -> None:
     s = load_settings(None, env={}, cwd=tmp_path)
     assert s.watch_dir == tmp_path / "inbox"
     assert s.db_path == tmp_path / "var" / "watcher.db"
-    assert s.reports == tmp_path / "var" / "reports"
+    assert s.report_dir == tmp_path / "var" / "reports"
     assert s.target_recall == 0.85 and s.patterns == ("*.json",) and s.recursive
 
 
@@ -36,7 +36,7 @@ def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     s = load_settings(cfg, env={}, cwd=Path("/"))
     assert s.watch_dir == tmp_path / "etc" / ".." / "data"
     assert s.db_path == Path("/abs/w.db")
-    assert s.reports == Path("/abs/w-reports")  # named after a database not called watcher.db
+    assert s.report_dir == Path("/abs/w-reports")  # named after a database not called watcher.db
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_missing_watch_dir_is_an_error_not_a_mass_removal(s: Settings) -> None:
 def test_scan_writes_reports_only_when_something_changed(s: Settings) -> None:
     write(s.watch_dir / "a.json", doc())
     scan(s)
-    report = s.reports / "report.csv"
+    report = s.report_dir / "report.csv"
     assert report.read_text().count("\n") == 2
     mtime = report.stat().st_mtime_ns
     os.utime(report, ns=(1, 1))

@@ -97,7 +97,7 @@ def test_an_event_from_the_observer_reaches_the_database_and_the_reports(running
     write(settings.watch_dir / "a.json", doc(model_id=model))
     SCRIPT.put(FileClosedEvent(str(settings.watch_dir / "a.json")))
     wait_until(lambda: results(settings) == {"a.json": model}, what="a.json stored")
-    csv = settings.reports / "report.csv"
+    csv = settings.report_dir / "report.csv"
     wait_until(lambda: csv.exists() and model in csv.read_text(), what="the report")
     assert running.finish() == 0
     names = [e["event"] for e in running.events()]

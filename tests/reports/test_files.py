@@ -50,10 +50,12 @@ def test_html_page_is_written_by_the_other_process_meanwhile(s: Settings, store:
     with Spy() as spy:
         assert refresh_reports(store, s, changed=True, html_in=spy)
     assert spy.jobs == ["write_html_file"]
-    page = (s.reports / "report.html").read_text()
+    page = (s.report_dir / "report.html").read_text()
     data = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
     assert "1 models" in page and (data["names"], data["ext"]) == (["a"], ".json")
-    assert "a.json" in (s.reports / "report.csv").read_text() and "a.json" in (s.reports / "report.json").read_text()
+    assert (
+        "a.json" in (s.report_dir / "report.csv").read_text() and "a.json" in (s.report_dir / "report.json").read_text()
+    )
 
 
 def test_work_meanwhile_starts_once_the_page_process_exists(s: Settings, store: Store) -> None:
@@ -73,5 +75,5 @@ def test_a_failure_in_the_page_process_is_raised_after_the_tables(s: Settings, s
     elsewhere = s.model_copy(update={"db_path": s.db_path.with_name("absent.db")})
     with Spy() as spy, pytest.raises(StoreError, match=r"absent\.db: no database here yet"):
         refresh_reports(store, elsewhere, changed=True, html_in=spy)
-    assert "a.json" in (s.reports / "report.csv").read_text()  # the tables were written all the same
-    assert not (s.reports / "report.html").exists()
+    assert "a.json" in (s.report_dir / "report.csv").read_text()  # the tables were written all the same
+    assert not (s.report_dir / "report.html").exists()

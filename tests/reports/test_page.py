@@ -76,7 +76,7 @@ def report(make_settings: Any) -> Path:
     write(settings.watch_dir / "run0" / "m04.json", doc(model_id=f"00000000-0000-4000-8000-{4:012d}",
                                                         recall_arr=[1.0, 0.9, 0.8, 0.2, 0.0]))  # fmt: skip
     scan(settings)
-    return settings.reports / "report.html"
+    return settings.report_dir / "report.html"
 
 
 def test_page_is_self_contained_and_escapes_content(report: Path) -> None:
@@ -133,7 +133,7 @@ def test_dates_are_ordered_by_instant_not_text(make_settings: Any) -> None:
     for i, date in enumerate(dates):
         write(settings.watch_dir / f"d{i}.json", doc(experiment_date=date))
     scan(settings)
-    data = page_data((settings.reports / "report.html").read_text())
+    data = page_data((settings.report_dir / "report.html").read_text())
     assert [data["dates"][p] for p in ints(data["byDate"])] == [dates[1], dates[0], dates[3], dates[2]]
 
 
@@ -210,7 +210,7 @@ def test_large_report_stays_small_per_model(make_settings: Any) -> None:
         doc(threshold_arr=[i / n for i in range(n)], recall_arr=[1 - i / n for i in range(n)]),
     )
     scan(settings)
-    size = (settings.reports / "report.html").stat().st_size
+    size = (settings.report_dir / "report.html").stat().st_size
     with Store.from_settings(settings) as store:
         assert len(next(store.report_details())[-1]) in (64, 66)  # the drawn curve is downsampled...
         assert next(store.report_rows())[3] == pytest.approx(0.85, abs=1 / n)  # ...the scoring is not
@@ -222,7 +222,7 @@ def test_capped_page_keeps_the_most_recent_models_and_says_so(make_settings: Any
     for i in range(8):
         write(settings.watch_dir / f"m{i}.json", doc(experiment_date=f"2024-05-0{i + 1}T12:00:00Z"))
     scan(settings)
-    data = page_data((settings.reports / "report.html").read_text())
+    data = page_data((settings.report_dir / "report.html").read_text())
     assert data["models"] == 5 and data["omitted"] == 3
     assert sorted(r["date"] for r in rows_of(data)) == [f"2024-05-0{i + 1}T12:00:00Z" for i in range(3, 8)]
 
@@ -230,5 +230,5 @@ def test_capped_page_keeps_the_most_recent_models_and_says_so(make_settings: Any
 def test_an_empty_database_makes_an_empty_page(make_settings: Any) -> None:
     settings: Settings = make_settings()
     scan(settings)
-    data = page_data((settings.reports / "report.html").read_text())
+    data = page_data((settings.report_dir / "report.html").read_text())
     assert (data["n"], data["models"], data["rejections"], rows_of(data)) == (0, 0, [], [])

@@ -60,7 +60,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                                        experiment_date="2023-01-01T00:00:00Z"))  # fmt: skip
     write(settings.watch_dir / "</script><img src=x onerror=alert(1)>.json", "{")
     scan(settings)
-    return settings.reports / "report.html", settings.db_path
+    return settings.report_dir / "report.html", settings.db_path
 
 
 def stored(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

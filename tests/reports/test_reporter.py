@@ -105,12 +105,12 @@ def add(settings: Settings, name: str, r: Reporter) -> None:
 
 
 def csv_has(settings: Settings, name: str) -> bool:
-    csv = settings.reports / "report.csv"
+    csv = settings.report_dir / "report.csv"
     return csv.exists() and f"{name}.json" in csv.read_text()
 
 
 def page_names(settings: Settings) -> list[str]:
-    page = settings.reports / "report.html"
+    page = settings.report_dir / "report.html"
     if not page.exists():
         return []
     data = json.loads(page.read_text().split('<script type="application/json" id="data">')[1].split("</script>")[0])
@@ -128,7 +128,7 @@ def test_tables_follow_changes_while_the_page_is_held_then_one_more_page_shows_t
             add(s, f"a{i}", r)
             # Each change reaches the CSV although the first page has not even started.
             wait_until(partial(csv_has, s, f"a{i}"), timeout=10, what=f"a{i}.json in report.csv")
-        assert not (s.reports / "report.html").exists()
+        assert not (s.report_dir / "report.html").exists()
         assert not _renders(s).exists()
         release()
         wait_until(lambda: "a5" in page_names(s), what="the last change on the page")
@@ -148,7 +148,7 @@ def test_stop_waits_for_the_page_in_flight_and_the_one_after_it(s: Settings, str
     with held(s) as release:
         r = Reporter(s, lambda: True, threading.Event(), page_writer=held_page)
         r.start()
-        wait_until(lambda: (s.reports / "report.csv").exists(), what="report.csv")
+        wait_until(lambda: (s.report_dir / "report.csv").exists(), what="report.csv")
         add(s, "late", r)
         wait_until(lambda: csv_has(s, "late"), what="late.json in report.csv")
         r.stop()
@@ -180,7 +180,7 @@ def test_only_the_tables_when_the_page_is_not_asked_for(make_settings: Any, stre
     with reporter(s) as r:
         add(s, "a", r)
         wait_until(lambda: csv_has(s, "a"), what="a.json in report.csv")
-    assert not (s.reports / "report.html").exists() and r.html_in is None
+    assert not (s.report_dir / "report.html").exists() and r.html_in is None
     assert not events(stream, "report_page_written")
 
 
@@ -193,7 +193,7 @@ def test_an_idle_reporter_stops_the_helper_processes_even_without_a_page_to_writ
     out = io.StringIO()
     logs.configure("debug", "json", out)
     with reporter(s):
-        wait_until(lambda: (s.reports / "report.html").exists(), what="report.html")
+        wait_until(lambda: (s.report_dir / "report.html").exists(), what="report.html")
         wait_until(lambda: events(out, "report_process_stopped"), what="report_process_stopped")
     with reporter(s):  # every file there: nothing to write, no process started
         wait_until(lambda: len(events(out, "report_process_stopped")) == 2, what="helpers stopped, again")

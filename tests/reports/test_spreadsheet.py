@@ -77,7 +77,7 @@ def test_no_cell_of_the_csv_report_becomes_a_formula(make_settings: Any, tmp_pat
         write(settings.watch_dir / name, content)
     summary, _ = scan(settings)
     assert summary.scored == len(HOSTILE)
-    rows = spreadsheet_cells(settings.reports / "report.csv", tmp_path)
+    rows = spreadsheet_cells(settings.report_dir / "report.csv", tmp_path)
     assert [formula for row in rows for _, formula, _ in row if formula] == []
     header = [text for text, _, _ in rows[0]]
     assert header[:8] == [

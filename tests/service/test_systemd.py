@@ -68,7 +68,7 @@ def test_service_config_names_the_state_directory(tmp_path: Path) -> None:
     config.write_text((UNIT.parent / "config.toml").read_text() + 'watch_dir = "/home/ml/results"\n')
     settings = load_settings(config_file=config, env={})
     assert settings.db_path == Path("/var/lib/watcher/watcher.db")
-    assert settings.reports == Path("/var/lib/watcher/reports")
+    assert settings.report_dir == Path("/var/lib/watcher/reports")
     assert settings.watch_dir == Path("/home/ml/results")
 
 

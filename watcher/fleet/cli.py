@@ -101,7 +101,7 @@ def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())  # only a flag; the loop notices
-    out_dir = Path(args.out).absolute() if args.out else settings.reports / "fleet"
+    out_dir = Path(args.out).absolute() if args.out else settings.report_dir / "fleet"
     if "html" in settings.report_formats:
         from watcher.lifeline import start_quiet_resource_tracker
 

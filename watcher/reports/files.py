@@ -107,12 +107,12 @@ def refresh_reports(
 
 def tables_missing(settings: Settings) -> bool:
     """True when one of the table formats (CSV, JSON, Markdown) asked for has no file yet."""
-    return any(not (settings.reports / FILE_NAMES[f]).exists() for f in settings.report_formats if f != "html")
+    return any(not (settings.report_dir / FILE_NAMES[f]).exists() for f in settings.report_formats if f != "html")
 
 
 def page_missing(settings: Settings) -> bool:
     """True when the HTML page is asked for and has no file yet."""
-    return "html" in settings.report_formats and not (settings.reports / FILE_NAMES["html"]).exists()
+    return "html" in settings.report_formats and not (settings.report_dir / FILE_NAMES["html"]).exists()
 
 
 def write_tables(store: Store, settings: Settings) -> list[Path]:
@@ -121,7 +121,7 @@ def write_tables(store: Store, settings: Settings) -> list[Path]:
     if not tables:
         return []
     with store.snapshot():
-        return write_reports(store.report_rows, settings.reports, tables)
+        return write_reports(store.report_rows, settings.report_dir, tables)
 
 
 def write_html_file(settings: Settings) -> Path:
@@ -139,7 +139,7 @@ def write_html(store: Store, settings: Settings) -> Path:
     """Regenerate ``report.html``: every model (up to ``html_max_models``, then the most recent
     ones), their superseded files and earlier outcomes, and every rejection. Call it inside
     :meth:`Store.snapshot` so that all of it is one committed state."""
-    target = settings.reports / FILE_NAMES["html"]
+    target = settings.report_dir / FILE_NAMES["html"]
 
     def produce(fh: TextIO) -> None:
         omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
