@@ -1,7 +1,7 @@
 """The fleet: the optional wing for a central PostgreSQL shared by many hosts (``pip install
-'watcher[postgres]'``). The only package that imports psycopg; the core imports it lazily, and
-only when ``central_dsn`` is set (the daemon's :class:`~watcher.fleet.shipper.Shipper`) or a
-``watcher central`` command runs (:mod:`watcher.fleet.cli`).
+'watcher[postgres]'``). The only package that imports psycopg, and only when it is used: the CLI
+imports :mod:`watcher.fleet.cli`, whose commands import the driver when they run, and the daemon
+imports its :class:`~watcher.fleet.shipper.Shipper` only when ``central_url`` is set.
 
 - :mod:`~watcher.fleet.central`: the central schema, connections and statements.
 - :mod:`~watcher.fleet.outbox`: the host's local queue of changes not yet shipped (SQLite).

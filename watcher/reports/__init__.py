@@ -8,7 +8,8 @@
   whole, the page), and which are missing.
 - :mod:`~watcher.reports.reporter`: the daemon's report thread (and the page's process).
 
-Imports go one way: the reports import the core (store, schema, config, logs), the fleet
-imports the reports, and the core reaches them only from its entry points (cli, daemon,
-reconcile) and for the report file names (tree).
+Imports go one way: the reports import the core (store, schema, config, logs, pools), never
+:mod:`watcher.watch` or :mod:`watcher.fleet`; the fleet imports the reports; the core reaches
+them from its entry points (cli, daemon), from reconcile (``watcher scan`` refreshes the files
+at its end) and from tree (the report file names, kept out of the watch).
 """
