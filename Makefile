@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test pytest lint typecheck docs systemd-check bench bench-page soak lock clean
+.PHONY: install run test test-fast pytest lint typecheck docs systemd-check bench bench-page soak lock clean
 
 # Install pinned versions (requirements.lock) into .venv; redone when the pins change.
 $(STAMP): pyproject.toml requirements.lock
@@ -25,6 +25,11 @@ test: install lint typecheck docs pytest
 
 pytest: install
 	$(BIN)/pytest
+
+# The quick loop while editing: the in-process tests only (no real daemon, PostgreSQL, browser,
+# spreadsheet or systemd; see the markers in pyproject.toml). `make test` still runs everything.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow and not fleet and not browser and not service"
 
 lint: install
 	$(BIN)/ruff check .

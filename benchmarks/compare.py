@@ -51,7 +51,9 @@ def cpu_seconds(checkout: Path, tree: Path, db: Path) -> float:
 _PAGE = (
     "import sys, time; root = sys.argv[1]; sys.path.insert(0, root); import watcher;"
     "assert watcher.__file__.startswith(root), watcher.__file__;"
-    "from pathlib import Path; from watcher.config import Settings; from watcher.publish import write_html_file;"
+    "from pathlib import Path; from watcher.config import Settings\n"
+    "try: from watcher.reports.files import write_html_file\n"
+    "except ImportError: from watcher.publish import write_html_file\n"  # a checkout from before the move
     "db = Path(sys.argv[2]); s = Settings(watch_dir=db.parent, db_path=db, report_dir=Path(sys.argv[3]));"
     "cpu = time.process_time(); write_html_file(s); print(time.process_time() - cpu)"
 )
@@ -65,14 +67,14 @@ def page_cpu_seconds(checkout: Path, db: Path, reports: Path) -> float:
 
 
 def compare_pages(checkouts: dict[str, Path], models: int, rounds: int) -> None:
-    from benchmarks.page import database
+    from testing.models import database
 
     figures: dict[str, list[float]] = {k: [] for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
         settings = database(Path(work), models)
         for _ in range(rounds):
             for name, checkout in checkouts.items():
-                figures[name].append(page_cpu_seconds(checkout, settings.db_path, settings.reports))
+                figures[name].append(page_cpu_seconds(checkout, settings.db_path, settings.report_dir))
     print(f"CPU seconds to write report.html, {models:,} models, {rounds} interleaved rounds (median; every run)")
     for name, runs in figures.items():
         print(f"  {name:5}  {statistics.median(runs):.3f} ({' '.join(f'{x:.3f}' for x in runs)})")
@@ -121,7 +123,7 @@ def compare_daemons(checkouts: dict[str, Path], files: int, rounds: int) -> None
     figures: dict[str, list[tuple[float, float, bool]]] = {k: [] for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"
-        subprocess.run([sys.executable, "-m", "benchmarks.corpus", str(tree), str(files)], cwd=HERE, check=True)
+        subprocess.run([sys.executable, "-m", "testing.corpus", str(tree), str(files)], cwd=HERE, check=True)
         for _ in range(rounds):
             for name, checkout in checkouts.items():
                 figures[name].append(daemon_cold_start(checkout, tree, Path(work)))
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, list[float]]] = {k: {"cold": [], "rescan": []} for k in checkouts}
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"
-        subprocess.run([sys.executable, "-m", "benchmarks.corpus", str(tree), str(args.files)], cwd=HERE, check=True)
+        subprocess.run([sys.executable, "-m", "testing.corpus", str(tree), str(args.files)], cwd=HERE, check=True)
         for round_ in range(args.rounds):
             for name, checkout in checkouts.items():
                 db = Path(work) / f"{name}-{round_}.db"

@@ -37,10 +37,10 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import corpus
 from benchmarks.run import CLK, publish, wait_for
-from tests.pgserver import PgServer
-from watcher import central
+from testing import corpus
+from testing.pgserver import PgServer
+from watcher.fleet import central
 
 PY = sys.executable
 HOST = "bench-01"

@@ -26,9 +26,9 @@ from typing import Any
 import psycopg
 
 from benchmarks.fleet import print_figures
-from tests.pgserver import PgServer
-from watcher import central, shipper
-from watcher.fleetfollow import FleetFollower
+from testing.pgserver import PgServer
+from watcher.fleet import central, shipper
+from watcher.fleet.follow import FleetFollower
 
 HOST = "bench-01"
 CLK = os.sysconf("SC_CLK_TCK")

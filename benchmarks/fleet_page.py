@@ -31,8 +31,8 @@ import psycopg
 
 from benchmarks.fleet import print_figures
 from benchmarks.run import wait_for
-from tests.pgserver import PgServer
-from watcher import central, shipper
+from testing.pgserver import PgServer
+from watcher.fleet import central, shipper
 
 
 def _fill(conn: psycopg.Connection[Any], models: int) -> None:

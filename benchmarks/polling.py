@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import corpus, run
+from benchmarks import run
+from testing import corpus
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")

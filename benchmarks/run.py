@@ -26,7 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baseline, corpus
+from benchmarks import baseline
+from testing import corpus
 from watcher.config import default_report_dir
 
 PY = sys.executable

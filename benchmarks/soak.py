@@ -2,7 +2,7 @@
 check the invariant. ``python -m benchmarks.soak --minutes 10`` (or ``make soak``).
 
 Prints RSS samples as it goes and a summary at the end: operations and their rate, time for the
-daemon to settle, the invariant (tests/invariant.py), ``PRAGMA integrity_check``, RSS first/peak/
+daemon to settle, the invariant (testing/invariant.py), ``PRAGMA integrity_check``, RSS first/peak/
 last, and the exit code on SIGTERM. Exit status 1 if the invariant or the integrity check fails.
 """
 
@@ -23,8 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks import corpus
-from tests.invariant import violations
+from testing import corpus
+from testing.invariant import violations
 
 
 def rss_mib(pid: int) -> float:

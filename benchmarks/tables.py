@@ -1,5 +1,5 @@
-"""What the daemon's table files cost after a change: kept and spliced (:mod:`watcher.tables`)
-against a whole render of the report view (the baseline, :func:`watcher.render.write_reports`),
+"""What the daemon's table files cost after a change: kept and spliced (:mod:`watcher.reports.tables`)
+against a whole render of the report view (the baseline, :func:`watcher.reports.files.write_reports`),
 in one process, on a database of generated models.
 
     python -m benchmarks.tables [--models 100000] [--formats csv,json] [--rounds 5]
@@ -23,11 +23,12 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks.page import database, outcomes, print_table
+from benchmarks.page import print_table
+from testing.models import database, outcomes
 from watcher.outcomes import Removed, Scored
-from watcher.render import write_reports
+from watcher.reports.files import write_reports
+from watcher.reports.tables import ReportTables
 from watcher.store import Store
-from watcher.tables import ReportTables
 
 
 def whole_render(store: Store, folder: Path, formats: list[str]) -> dict[str, bytes]:

@@ -24,6 +24,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under CI, where every test must run: {reason}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the session's PostgreSQL server is marked ``fleet`` (``-m "not fleet"``
+    leaves the server unstarted)."""
+    for item in items:
+        if "pg_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fleet)
+
+
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:
     yield
@@ -51,7 +59,7 @@ def make_settings(tmp_path: Path) -> Any:
 def pg_cluster() -> Iterator[Any]:
     """One throwaway PostgreSQL server for the session's fleet tests (skipped where PostgreSQL's
     server binaries are not installed; .ci/run installs them)."""
-    from tests.pgserver import PgServer, pg_bin
+    from testing.pgserver import PgServer, pg_bin
 
     if pg_bin() is None:
         if os.environ.get("CI"):  # .ci/run installs it: its absence there is a failure
@@ -68,7 +76,7 @@ def pg_cluster() -> Iterator[Any]:
 @pytest.fixture
 def central_db(pg_cluster: Any) -> Any:
     """A fresh database on the session's server, with the central schema: ``(server, dbname)``."""
-    from watcher import central
+    from watcher.fleet import central
 
     name = pg_cluster.create_database()
     with pg_cluster.admin(name) as conn:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import corpus
-from tests.cdp import CHROMIUM
+from testing import corpus
+from testing.cdp import CHROMIUM
 from watcher.resultfile import ResultFile
+
+pytestmark = pytest.mark.slow  # the benchmark commands, run as a user would
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.service_box import SERVICE_PAGE, doc_block, doc_ini_block, journal_recipe
+from testing.service_box import SERVICE_PAGE, doc_block, doc_ini_block, journal_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

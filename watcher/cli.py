@@ -21,15 +21,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from watcher import __version__, fleetcli, logs
-from watcher.check import check
+from watcher import __version__, logs
 from watcher.config import Settings, load_settings, unknown_env
 from watcher.errors import ConfigError, WatcherError
+from watcher.fleet import cli as fleetcli
 from watcher.follow import Follower, follow
 from watcher.reconcile import scan
-from watcher.render import RENDERERS, render_table
+from watcher.reports.formats import RENDERERS, render_table
 from watcher.schema import REPORT_COLUMNS
 from watcher.store import Store
+from watcher.validate import check
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG, EXIT_FAILURE = 0, 1, 2, 3
 

@@ -46,7 +46,7 @@ class Settings(BaseModel):
 
     watch_dir: Path = Path("inbox")
     db_path: Path = Path("var/watcher.db")
-    report_dir: Path | None = None
+    report_dir: Path = Path("var/reports")  # beside db_path when not given (see _default_report_dir)
     report_formats: tuple[ReportFormat, ...] = ("csv", "json", "html")
     html_max_models: int = Field(1_000_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
@@ -85,17 +85,20 @@ class Settings(BaseModel):
     def _hostname(cls, value: str) -> str:
         return value.strip() or socket.gethostname()
 
-    @model_validator(mode="after")
-    def _default_report_dir(self) -> Settings:
+    @model_validator(mode="before")
+    @classmethod
+    def _default_report_dir(cls, data: Any) -> Any:
         # Reports live outside the watch dir by default: beside the database.
-        if self.report_dir is None:
-            object.__setattr__(self, "report_dir", default_report_dir(self.db_path))
-        return self
+        if isinstance(data, Mapping) and data.get("report_dir") is None:
+            db = data.get("db_path", cls.model_fields["db_path"].default)
+            if isinstance(db, str | os.PathLike):
+                data = {**data, "report_dir": default_report_dir(Path(db))}
+        return data
 
     @property
     def reports(self) -> Path:
-        """The report directory (always set after validation)."""
-        assert self.report_dir is not None
+        """Old name of :attr:`report_dir`, kept only until the branches still using it have
+        merged (then removed: ``report_dir`` is the setting's one name)."""
         return self.report_dir
 
     @property

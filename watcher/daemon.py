@@ -2,7 +2,7 @@
 
 The watchdog handler only enqueues (an exception there would kill the observer thread). The
 writer thread (:mod:`watcher.writer`) judges and stores; the report thread
-(:mod:`watcher.reporter`) rewrites report files. The main thread supervises: signals only set an
+(:mod:`watcher.reports.reporter`) rewrites report files. The main thread supervises: signals only set an
 event; it pings the systemd watchdog while both threads live, and re-watches the watch dir if it
 is recreated.
 """
@@ -22,12 +22,14 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from watcher.config import Settings
-from watcher.dblock import acquire, daemon_running, holder, keep, lock_path
+from watcher.dblock import acquire, holder, keep, lock_path
 from watcher.errors import AlreadyRunningError, CentralError, StoreError, TransientStoreError
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
 from watcher.notify import notify, watchdog_period
-from watcher.observe import (
+from watcher.reports.reporter import Reporter
+from watcher.store import Store
+from watcher.watch.observe import (
     QUEUE_MAX,
     Event,
     FolderPollingEmitter,
@@ -36,14 +38,10 @@ from watcher.observe import (
     RootWatch,
     start_observer,
 )
-from watcher.reporter import Reporter
-from watcher.store import Store
 from watcher.writer import RETRY_FIRST, RETRY_MAX, Trouble, Writer
 
 if TYPE_CHECKING:
-    from watcher.shipper import Shipper
-
-__all__ = ["daemon_running", "lock_path", "run"]
+    from watcher.fleet.shipper import Shipper
 
 log = get_logger("watcher.daemon")
 
@@ -98,7 +96,6 @@ def run(
     rewatched = threading.Event()
     handler = QueueHandler(events, overflow)
     observer, kind = observer_factory(settings, handler)
-    reporter = Reporter(settings, lambda: writer.idle(), threading.Event())
     shipper: Shipper | None = None
 
     def changed() -> None:  # after each commit that changed something
@@ -111,6 +108,7 @@ def run(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
         observer_status=polling.status if polling is not None else dict, trouble=trouble,
     )  # fmt: skip
+    reporter = Reporter(settings, writer.idle, threading.Event())  # before the writer's first change
     if shipping is not None:
         # Ships to the fleet's central database once the first reconcile is done.
         shipper = shipping(settings, after=writer.ready)
@@ -163,7 +161,7 @@ def _lock(settings: Settings, stop: threading.Event, trouble: Trouble) -> int | 
 
 def _shipper_class() -> type[Shipper]:
     try:
-        from watcher.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
+        from watcher.fleet.shipper import Shipper  # only a fleet host needs the PostgreSQL driver
     except ImportError as exc:
         raise CentralError(f"central_url is set but the PostgreSQL driver is missing ({exc}): "
                            "pip install 'watcher[postgres]'") from None  # fmt: skip

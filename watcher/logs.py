@@ -13,12 +13,13 @@ import json
 import logging
 import sys
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any, Literal, TextIO
 
 import structlog
+
+from watcher.timestamps import UtcStamper
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -67,33 +68,6 @@ def _fallback(obj: Any) -> Any:
         return obj.__structlog__()
     except AttributeError:
         return repr(obj)
-
-
-class UtcStamper:
-    """A processor that adds ``timestamp``: now in UTC, ISO 8601 with six fraction digits and a
-    ``Z`` (``2024-05-01T12:00:00.000000Z``; fixed width, so text order is time order).
-
-    structlog's ``TimeStamper(fmt="iso", utc=True)`` builds a ``datetime`` for every event
-    (a bulk scan logs a line per file); here the date and time of day are formatted
-    once per second and only the microseconds per event. ``clock`` returns nanoseconds since
-    the epoch (tests pass their own).
-    """
-
-    __slots__ = ("_clock", "_second")
-
-    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
-        self._clock = clock
-        # (second, its formatted prefix) as one tuple: threads replace it whole, never half.
-        self._second: tuple[int, str] = (-1, "")
-
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        second, nanos = divmod(self._clock(), 1_000_000_000)
-        cached, prefix = self._second
-        if second != cached:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-            self._second = (second, prefix)
-        event_dict["timestamp"] = f"{prefix}{nanos // 1000:06d}Z"
-        return event_dict
 
 
 # One encoder for every line: json.dumps(default=...) builds a new encoder per call, and even a

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, StatKey, Unchanged, stored_path
-from watcher.schema import now_iso
+from watcher.timestamps import now_iso
 
 
 class Known(NamedTuple):

@@ -25,7 +25,7 @@ from watcher.logs import get_logger
 from watcher.mirror import Applied
 from watcher.outcomes import Job, Outcome, Rejected, Removed, stored_path
 from watcher.pools import WorkerPool, diff_folders, judge_all, report_process
-from watcher.publish import refresh_reports
+from watcher.reports.files import refresh_reports
 from watcher.resultfile import Problem
 from watcher.store import Store
 from watcher.tree import Diff, Matcher, diff_listing, listed
@@ -114,7 +114,7 @@ def reconcile(
     removed. Paths for which ``skip(path)`` is true are left alone (the daemon's tracker has them
     in hand: a writer may still hold them open). With ``pool``, files are judged and a big tree
     walked in its processes when that pays; without, everything runs in this thread. Report
-    files are not touched here (see :func:`watcher.publish.refresh_reports`).
+    files are not touched here (see :func:`watcher.reports.files.refresh_reports`).
     """
     if not settings.watch_dir.is_dir():
         # Never mirror a missing (e.g. unmounted) folder: that would remove every stored result.

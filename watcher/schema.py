@@ -7,16 +7,6 @@ once released: a change is a new one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-
-def now_iso(at: float | None = None) -> str:
-    """A timestamp as the database stores it: the current UTC time (or the ``time.time()`` value
-    ``at``), ISO 8601 with milliseconds and a ``Z``."""
-    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 #: The ``report`` view's columns (since schema version 5): the chosen point, the target it was
 #: chosen for and whether it meets it (0/1), then where it comes from.
 REPORT_COLUMNS = (

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from watcher.outcomes import StatKey, identity_stat, stored_path
-from watcher.render import FILE_NAMES
+from watcher.reports.formats import FILE_NAMES
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -48,7 +48,7 @@ def own_outputs(settings: Settings) -> frozenset[str]:
     when the reports are written into the watch dir's top). Empty when both live outside."""
     root = os.path.realpath(settings.watch_dir)
     db = os.path.realpath(settings.db_path)
-    reports = os.path.realpath(settings.reports)
+    reports = os.path.realpath(settings.report_dir)
     paths = [db + suffix for suffix in ("", *DB_COMPANIONS)]
     paths += [os.path.join(reports, name) for name in FILE_NAMES.values()] if reports == root else [reports]
     rels = (relpath(Path(root), p) for p in paths)

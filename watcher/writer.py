@@ -1,6 +1,6 @@
 """The writer thread: the one thread that opens, writes and closes the database.
 
-It takes filesystem events from a bounded queue (filled by :class:`watcher.observe.QueueHandler`),
+It takes filesystem events from a bounded queue (filled by :class:`watcher.watch.observe.QueueHandler`),
 decides with :mod:`watcher.tracker` when each file is finished, judges ready files with the same
 code as ``watcher scan``, writes outcomes in batches (one transaction each), and runs
 reconciles: at start, periodically, after a queue overflow, and for folders that appear or move.
@@ -27,14 +27,14 @@ from watcher.errors import StoreError, WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
 from watcher.mirror import Applied
-from watcher.observe import Event
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
 from watcher.reconcile import apply_in_batches, reconcile
-from watcher.schema import now_iso
 from watcher.store import Store, transient
+from watcher.timestamps import now_iso
 from watcher.tracker import Kind, Tracker, settle_key
 from watcher.tree import Matcher, relpath
+from watcher.watch.observe import Event
 
 log = get_logger("watcher.writer")
 

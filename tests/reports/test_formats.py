@@ -1,0 +1,199 @@
+"""Report rendering (exact output) and atomic writing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watcher.reports.files import write_atomic, write_reports
+from watcher.reports.formats import neutralise, render, render_json, render_table
+from watcher.schema import REPORT_COLUMNS
+
+ROWS = [
+    ("m1", "a@example.com", 0.5, 0.85, 0.85, 1, "2024-05-01T12:00:00Z", "a,b.json"),
+    ("m2", "b@example.com", 0.25, 0.8, 0.85, 0, "2024-05-02T12:00:00Z", "x|y.json"),
+]
+COLUMNS = [
+    "model_id", "issuer", "optimal_threshold", "closest_recall_value", "target_recall", "target_met",
+    "experiment_date", "path",
+]  # fmt: skip
+
+
+def as_text(row: tuple[Any, ...]) -> list[Any]:
+    """What the CSV and Markdown reports make of a row (the reference for the fast paths)."""
+    cells = [("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) if isinstance(v, str) else v for v in row]
+    cells[5] = "true" if row[5] else "false"
+    return cells
+
+
+def test_csv_round_trips() -> None:
+    text = render("csv", ROWS)
+    assert text.splitlines()[0] == (
+        "model_id,issuer,optimal_threshold,closest_recall_value,target_recall,target_met,experiment_date,path"
+    )
+    assert text.splitlines()[2] == "m2,b@example.com,0.25,0.8,0.85,false,2024-05-02T12:00:00Z,x|y.json"
+    back = list(csv.DictReader(io.StringIO(text)))
+    assert back[0]["path"] == "a,b.json" and back[1]["optimal_threshold"] == "0.25" and back[0]["target_met"] == "true"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        None,  # every row plain: the formatted fast path
+        ("m3", 'o"ne@x.org', 0.1, 0.2, 0.85, 0, "d", "p.json"),  # a quote
+        ("m3", "c@x.org", 0.1, 0.2, 0.85, 0, "d", "new\nline.json"),  # a newline
+        ("m3", "c@x.org", 0.1, 0.2, 0.85, 0, "d", "cr\r.json"),  # a carriage return
+        ("m3", "c@x.org", 0.1, 0.2, 0.85, 0, "d", "a,b.json"),  # a comma
+        ("m3", "=2+3@x.org", 0.1, 0.2, 0.85, 0, "d", "p.json"),  # cells a spreadsheet would evaluate
+        ("m3", "c@x.org", 0.1, 0.2, 0.85, 0, "d", '=HYPERLINK("http://x.org/?a=1","y").json'),
+        ("m3", "+1@x.org", 0.1, 0.2, 0.85, 1, "d", "-x.json"),
+        ("m3", "@x", 0.1, 0.2, 0.85, 1, "d", "\tx.json"),
+        ("-m3", "c@x.org", 0.1, 0.2, 0.85, 1, "d", "x.json"),
+    ],
+)
+def test_csv_is_what_csv_writer_writes(odd: tuple[Any, ...] | None) -> None:
+    plain = [
+        (f"m{i}", f"u{i}@\u00e9x.org", i / 7, 1e-07 * i, 0.85, i % 2, "2024-05-01T12:00:00Z", f"d/{i}-=+.json")
+        for i in range(2500)
+    ]
+    rows = plain + ([odd] if odd else []) + plain[:10]  # the odd row in the third chunk of 1000
+    reference = io.StringIO()
+    csv.writer(reference, lineterminator="\n").writerows([COLUMNS, *map(as_text, rows)])
+    assert render("csv", rows) == reference.getvalue()
+
+
+def test_cells_a_spreadsheet_would_evaluate_are_neutralised_in_csv_and_markdown_only() -> None:
+    rows = [("m1", "=2+3@example.com", 0.5, 0.85, 0.85, 1, "2024-05-01T12:00:00Z", '=HYPERLINK("x").json')]
+    assert render("csv", rows).splitlines()[1] == (
+        'm1,\'=2+3@example.com,0.5,0.85,0.85,true,2024-05-01T12:00:00Z,"\'=HYPERLINK(""x"").json"'
+    )
+    assert render("markdown", rows).splitlines()[2] == (
+        "| m1 | '=2+3@example.com | 0.5 | 0.85 | 0.85 | true | 2024-05-01T12:00:00Z | '=HYPERLINK(\"x\").json |"
+    )
+    assert json.loads(render("json", rows))[0]["issuer"] == "=2+3@example.com"  # for programs: as stored
+    for start in ("=", "+", "-", "@", "\t", "\r"):
+        assert neutralise(start + "x") == "'" + start + "x"
+    assert neutralise("a=b") == "a=b" and neutralise("") == ""
+
+
+def test_json_keeps_types_and_column_order() -> None:
+    data = json.loads(render("json", ROWS))
+    assert data[1] == dict(zip(COLUMNS, ROWS[1], strict=True)) and list(data[0]) == COLUMNS
+    assert render("json", []) == "[]\n"
+
+
+def test_json_fast_path_matches_the_encoder() -> None:
+    tricky = [
+        (
+            "m\u00e9",
+            'o"ne\\@ex\u00e4mple.com',
+            0.30000000000000004,
+            1e-07,
+            0.85,
+            1,
+            "2024-05-01T12:00:00Z",
+            "n\nl\t.json",
+        ),
+        ("m2", "=\u2028@x.org", 1.0, 0.0, 1.0, 0, "d", "\U0001f600.json"),
+    ]
+    fast = render("json", tricky)
+    objects = [{**dict(zip(REPORT_COLUMNS, row, strict=True)), "target_met": bool(row[5])} for row in tricky]
+    reference = json.dumps(objects, ensure_ascii=False, separators=(",\n", ": "))
+    assert fast == "[\n" + reference[1:-1] + "\n]\n"  # the same text as the json module's encoder
+    assert json.loads(fast) == objects
+    out = io.StringIO()
+    render_json(tricky, out, columns=[*"abcdefgh"])  # other columns: the generic path
+    assert json.loads(out.getvalue())[1]["h"] == "\U0001f600.json"
+    generic = io.StringIO()
+    render_json(tricky, generic, columns=[*COLUMNS[:-1], "file"])  # target_met still a boolean
+    assert json.loads(generic.getvalue()) == [
+        {("file" if k == "path" else k): v for k, v in o.items()} for o in objects
+    ]
+
+
+def test_markdown_escapes_pipes() -> None:
+    lines = render("markdown", ROWS).splitlines()
+    assert lines[0] == (
+        "| model_id | issuer | optimal_threshold | closest_recall_value | target_recall | target_met | experiment_date"
+        " | path |"
+    )
+    assert lines[1] == "|---|---|---|---|---|---|---|---|"
+    assert lines[3].endswith("| x\\|y.json |")
+
+
+def test_table_aligns_numbers_right() -> None:
+    lines = render("table", ROWS).splitlines()
+    assert lines[0].startswith("model_id  issuer         optimal_threshold")
+    assert lines[2].index("0.5") + 3 == lines[3].index("0.25") + 4
+    assert lines[2].split()[4:6] == ["0.85", "true"]
+    assert render("table", []).splitlines()[-1] == "(no models yet)"
+    out = io.StringIO()
+    render_table([], out, empty="(no model matches --model x)")
+    assert out.getvalue().splitlines()[-1] == "(no model matches --model x)"
+
+
+def test_write_atomic_replaces_whole_file_with_private_mode(tmp_path: Path) -> None:
+    target = tmp_path / "r" / "report.csv"
+    write_atomic(target, lambda fh: fh.write("one\n"))
+    inode = target.stat().st_ino
+    write_atomic(target, lambda fh: fh.write("two\n"))
+    assert target.read_text() == "two\n"
+    assert target.stat().st_ino != inode  # a new file renamed over the old one
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(target.parent) == ["report.csv"]  # no temp files left
+
+
+def test_failed_write_leaves_old_report_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "report.csv"
+    write_atomic(target, lambda fh: fh.write("old\n"))
+
+    def fail(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(target, lambda fh: fh.write("new\n"))
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["report.csv"]
+
+
+def test_write_reports_all_formats(tmp_path: Path) -> None:
+    paths = write_reports(lambda: iter(ROWS), tmp_path, ["csv", "json", "markdown"])
+    assert sorted(p.name for p in paths) == ["report.csv", "report.json", "report.md"]
+
+
+def test_write_reports_reads_the_rows_once_for_every_format(tmp_path: Path) -> None:
+    many = [
+        (f"m{i:05}", "ana@example.com", i / 3000, 0.85, 0.85, 1, "2024-05-01T12:00:00Z", f"{i}.json")
+        for i in range(2500)
+    ]
+    calls = []
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        calls.append(1)
+        return iter(many)
+
+    write_reports(rows, tmp_path, ["csv", "json", "markdown"])
+    assert len(calls) == 1  # one query, several files (chunks cross the 1,000-row boundary)
+    for fmt, name in (("csv", "report.csv"), ("json", "report.json"), ("markdown", "report.md")):
+        assert (tmp_path / name).read_text() == render(fmt, many)
+    assert json.loads((tmp_path / "report.json").read_text())[2499]["model_id"] == "m02499"
+
+
+def test_write_reports_failure_leaves_every_old_file(tmp_path: Path) -> None:
+    write_reports(lambda: iter(ROWS), tmp_path, ["csv", "json"])
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+
+    def broken() -> Iterator[tuple[Any, ...]]:
+        yield ROWS[0]
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        write_reports(broken, tmp_path, ["csv", "json"])
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no temp files left either

@@ -1,0 +1,203 @@
+"""The fleet's HTML page: the host's page (:mod:`watcher.reports.page`, ``watcher/reports/assets/*``) fed from the
+central database, and the process it is rendered in beside ``watcher central publish``.
+
+Every result of every host is on the page: each model's fleet-wide report row first (the
+``report`` view's rule: latest experiment instant, then the greatest host and path), then its
+other files on any host. A row's path reads ``host:path``, so the host shows in the path column,
+the detail and the search, and the page's folders are per host. The rejections are listed with
+their reasons under the same ``host:path``. The curves are not in the central database (hosts ship
+the chosen point, not the curve), so a model's detail shows its point without a curve; no
+earlier outcomes either (the central database keeps no history).
+
+The columns are built by PostgreSQL in one pass (JSON arrays, no Python object per row), all
+from one read-only snapshot, and rendered in a process of its own (:class:`PageProcess`), so the
+publisher writes the table files meanwhile and never waits for the page.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import BrokenExecutor, Future
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+
+from watcher.errors import CentralError
+from watcher.fleet import central
+from watcher.lifeline import die_with_parent
+from watcher.logs import get_logger
+from watcher.reports.files import write_atomic
+from watcher.reports.formats import FILE_NAMES
+from watcher.reports.page import render_html
+from watcher.timestamps import now_iso
+
+log = get_logger("watcher.fleetpage")
+
+# Each model's winning row is the first of its rows in `pos` order, as in the report view. The
+# rows come out of the window function in `pos` order, and the aggregates read them so without
+# sorting again (an ORDER BY in each of them sorted the table ten times over); that they did is
+# checked with the positions themselves (`_page_query(strict=True)` sorts in each aggregate).
+_COLUMNS = ("model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "shown",
+            "n_points", "target_recall", "pos")  # fmt: skip
+
+
+def _page_query(where: str, strict: bool) -> bytes:
+    order = " ORDER BY pos" if strict else ""
+    arrays = ", ".join(f"coalesce(json_agg({c}{order}), '[]')::text" for c in _COLUMNS)
+    return (
+        "WITH r AS MATERIALIZED (SELECT row_number() OVER"
+        " (ORDER BY model_id, experiment_at DESC, host DESC, path DESC) - 1 AS pos,"
+        f""" (host || ':' || path) COLLATE "C" AS shown, * FROM watcher.results {where})"""
+        f" SELECT count(*), coalesce(string_agg(CASE WHEN target_met THEN '1' ELSE '0' END, ''{order}), ''), {arrays},"
+        " (SELECT coalesce(json_agg(pos ORDER BY shown), '[]')::text FROM r),"
+        " (SELECT coalesce(json_agg(pos ORDER BY experiment_at, shown), '[]')::text FROM r) FROM r"
+    ).encode()
+
+
+# Over html_max_models: the winning rows of the models with the most recent experiments only.
+_NEWEST = """WHERE (host, path) IN (SELECT host, path FROM (
+    SELECT DISTINCT ON (model_id) host, path, experiment_at FROM watcher.results
+    ORDER BY model_id, experiment_at DESC, host DESC, path DESC) w ORDER BY experiment_at DESC LIMIT %s)"""
+
+
+def page_columns(conn: psycopg.Connection[Any], limit: int | None = None) -> dict[str, Any]:
+    """Every central result as the columns :func:`watcher.reports.page.render_html` takes (see
+    :meth:`watcher.queries.Queries.page_columns`), paths as ``host:path``, without curves. With
+    ``limit``: only the winning rows of that many models, those with the newest experiments."""
+    where, args = (_NEWEST, (limit,)) if limit is not None else ("", ())
+    for strict in (False, True):
+        row = conn.execute(_page_query(where, strict), args).fetchone()
+        assert row is not None
+        n, met, ids, issuers, thr, rec, dates, paths, npts, targets, positions, by_path, by_date = row
+        if json.loads(positions) == list(range(n)):
+            break
+        log.warning("fleet_page_rows_out_of_order")  # read again, sorted in each aggregate
+    return {
+        "ids": ids, "issuers": issuers, "thr": thr, "rec": rec, "met": met, "dates": dates, "paths": paths,
+        "npts": npts, "targets": targets, "curves": b"", "lengths": 0,
+        "order": list(range(n)), "by_path": json.loads(by_path), "by_date": json.loads(by_date),
+    }  # fmt: skip
+
+
+def rejection_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Every central rejection, newest first: ``path`` (``host:path``), ``rejected_at``, ``errors``."""
+    cur = conn.execute(
+        "SELECT host || ':' || path, rejected_at, errors FROM watcher.rejections ORDER BY rejected_at DESC, host, path"
+    )
+    return [{"path": p, "rejected_at": at, "errors": errors} for p, at, errors in cur]
+
+
+def write_page(conn: psycopg.Connection[Any], out_dir: Path, target: float, max_models: int) -> Path:
+    """Rewrite ``report.html`` in ``out_dir`` atomically, from one read-only snapshot."""
+    path = out_dir / FILE_NAMES["html"]
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL work_mem = '64MB'")  # the page's sorts, in memory
+        row = conn.execute("SELECT count(DISTINCT model_id) FROM watcher.results").fetchone()
+        omitted = max(0, int(row[0] if row else 0) - max_models)
+        cols = page_columns(conn, max_models if omitted else None)
+        rejections = rejection_rows(conn)
+        generated = now_iso()
+
+        def produce(fh: TextIO) -> None:
+            render_html(cols, rejections, fh, generated, omitted, target=target)
+
+        write_atomic(path, produce)
+    return path
+
+
+def render_page(url: str, out_dir: Path, target: float, max_models: int) -> Path:
+    """:func:`write_page` on a connection of its own (this runs in the page's process)."""
+    with central.connect(url, "watcher publish page") as conn:
+        return write_page(conn, out_dir, target, max_models)
+
+
+#: The page's process runs this much nicer than the publisher: on a busy machine the table files
+#: (what the latency target is about) get the CPU first.
+PAGE_NICE = 5
+
+
+def _page_executor() -> Any:
+    from watcher.pools import CountedExecutor
+
+    ctx = multiprocessing.get_context("forkserver")  # never fork a process holding connections
+    ctx.set_forkserver_preload(["watcher.forkserver_init", __name__])  # the server dies with us
+    return CountedExecutor(max_workers=1, mp_context=ctx, initializer=_init_page_process)
+
+
+def _init_page_process() -> None:
+    die_with_parent()
+    os.nice(PAGE_NICE)
+
+
+class PageProcess:
+    """The page, rendered in one process of its own, coalesced: :meth:`request` after each write
+    of the table files; :meth:`tend` often (it starts the next rendering when the last one is
+    done and another was requested meanwhile). At most one rendering runs and at most one more
+    waits, however many requests come: never a queue of pages."""
+
+    def __init__(self, url: str, out_dir: Path, target: float, max_models: int) -> None:
+        self.args = (url, out_dir, target, max_models)
+        self.executor: Any = None
+        self.running: Future[Path] | None = None
+        self.wanted = False
+        self.written = 0
+
+    @property
+    def busy(self) -> bool:
+        """True while a rendering runs or waits to start."""
+        return self.running is not None or self.wanted
+
+    def request(self) -> None:
+        """The tables changed: render the page again, now or once the current rendering ends."""
+        self.wanted = True
+        self.tend()
+
+    def tend(self) -> None:
+        """Collect a finished rendering (logged), start the next one if requested."""
+        if self.running is not None:
+            if not self.running.done():
+                return
+            done, self.running = self.running, None
+            try:
+                path = done.result()
+                self.written += 1
+                log.info("fleet_page_written", path=str(path), writes=self.written)
+            except BrokenExecutor:  # the process died (killed, out of memory): a new one
+                log.error("fleet_page_process_broken")
+                self._discard()
+                self.wanted = True
+            except (psycopg.Error, CentralError, OSError) as exc:
+                log.error("fleet_page_failed", error=central.one_line(exc))  # the next change tries again
+            except Exception as exc:  # noqa: BLE001 - a bug in the page must not end the tables' publisher
+                log.error("fleet_page_failed", error=repr(exc))
+        if self.wanted:
+            self.wanted = False
+            for _ in range(2):  # a process found dead at submission: once more, in a new one
+                if self.executor is None:
+                    self.executor = _page_executor()
+                try:
+                    self.running = self.executor.submit(render_page, *self.args)
+                    return
+                except BrokenExecutor:
+                    log.error("fleet_page_process_broken")
+                    self._discard()
+            self.wanted = True  # the next tend tries again
+
+    def close(self) -> None:
+        """Stop the process (waiting for a rendering that runs)."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+            from watcher.pools import release_helpers
+
+            release_helpers()
+        self.running = None
+
+    def _discard(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None

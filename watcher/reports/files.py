@@ -1,0 +1,157 @@
+"""Writing the report files from the database: the table formats and the HTML page.
+
+A report file is replaced by ``rename(2)`` of a fully written temp file in the same folder
+(:func:`atomic_file`), so a reader sees either the old report or the new one, never a torn one.
+
+Used by ``watcher scan`` at its end (:func:`refresh_reports`: everything, then return) and by the
+daemon's report thread (:mod:`watcher.reports.reporter`: the tables, while the page follows in a process
+of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, wait
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TextIO
+
+from watcher.config import Settings
+from watcher.logs import get_logger
+from watcher.reports.formats import FILE_NAMES, Row, render_tables
+from watcher.reports.page import columns_from_rows, render_html
+from watcher.store import Store
+from watcher.timestamps import now_iso
+
+log = get_logger("watcher.publish")
+
+#: The HTML page looks for a model's earlier outcomes among this many newest history entries:
+#: history only grows, and the page is rewritten after every change.
+HISTORY_ON_PAGE = 200_000
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o640) -> Iterator[TextIO]:
+    """A temp file in ``path``'s folder to write into; on leaving without an error it is made
+    durable and ``os.replace``-d over ``path``. On any failure the old file stays."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o640) -> None:
+    """Write ``path`` through :func:`atomic_file`; ``produce(fh)`` writes the content."""
+    with atomic_file(path, mode) as fh:
+        produce(fh)
+
+
+def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Regenerate each report file in ``report_dir`` (csv, json, markdown) from one pass over
+    ``rows()``: the query runs once however many formats there are. Each file is replaced
+    atomically."""
+    targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
+    with contextlib.ExitStack() as stack:
+        render_tables(
+            rows(), {fmt: stack.enter_context(atomic_file(t)) for fmt, t in zip(formats, targets, strict=True)}
+        )
+    return targets
+
+
+def refresh_reports(
+    store: Store,
+    settings: Settings,
+    changed: bool,
+    html_in: Executor | None = None,
+    meanwhile: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> bool:
+    """Rewrite every report file when something changed or one is missing, and return once all
+    are written (``watcher scan``); True if written.
+
+    With ``html_in`` (an executor of other processes) the HTML page is rendered there meanwhile,
+    on the other core, from its own read-only connection: the page then shows a committed state
+    that may be a commit newer than the tables'. Errors from either side are raised here.
+    ``meanwhile()`` is entered around the tables, once the page's process has started (a fork
+    must not copy the locks of a thread ``meanwhile`` may start).
+    """
+    html = "html" in settings.report_formats
+    if not (changed or tables_missing(settings) or (html and page_missing(settings))):
+        return False
+    page = html_in.submit(write_html_file, settings) if html and html_in is not None else None
+    try:
+        with meanwhile():
+            paths = write_tables(store, settings)
+            if html and page is None:
+                with store.snapshot():
+                    paths.append(write_html(store, settings))
+    finally:
+        if page is not None:
+            wait([page])  # never return (or raise) while the page is still being written
+    if page is not None:
+        paths.append(page.result())
+    log.debug("reports_written", paths=[str(p) for p in paths])
+    return True
+
+
+def tables_missing(settings: Settings) -> bool:
+    """True when one of the table formats (CSV, JSON, Markdown) asked for has no file yet."""
+    return any(not (settings.report_dir / FILE_NAMES[f]).exists() for f in settings.report_formats if f != "html")
+
+
+def page_missing(settings: Settings) -> bool:
+    """True when the HTML page is asked for and has no file yet."""
+    return "html" in settings.report_formats and not (settings.report_dir / FILE_NAMES["html"]).exists()
+
+
+def write_tables(store: Store, settings: Settings) -> list[Path]:
+    """Rewrite the table formats (not the HTML page), all from the same committed state."""
+    tables = [f for f in settings.report_formats if f != "html"]
+    if not tables:
+        return []
+    with store.snapshot():
+        return write_reports(store.report_rows, settings.report_dir, tables)
+
+
+def write_html_file(settings: Settings) -> Path:
+    """:func:`write_html` from a read-only connection of its own (runs in another process), in
+    one read transaction."""
+    store = Store.open_readonly(settings.db_path)
+    try:
+        with store.snapshot():
+            return write_html(store, settings)
+    finally:
+        store.close()
+
+
+def write_html(store: Store, settings: Settings) -> Path:
+    """Regenerate ``report.html``: every model (up to ``html_max_models``, then the most recent
+    ones), their superseded files and earlier outcomes, and every rejection. Call it inside
+    :meth:`Store.snapshot` so that all of it is one committed state."""
+    target = settings.report_dir / FILE_NAMES["html"]
+
+    def produce(fh: TextIO) -> None:
+        omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
+        cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
+        earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
+        note = (
+            f"Only the newest {HISTORY_ON_PAGE:,} history entries were looked at; the table history holds all."
+            if older_history
+            else ""
+        )
+        render_html(cols, store.rejection_rows(), fh, now_iso(), omitted, target=settings.target_recall,
+                    earlier=earlier, history_note=note)  # fmt: skip
+
+    write_atomic(target, produce)
+    return target

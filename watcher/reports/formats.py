@@ -1,0 +1,248 @@
+"""The report's formats: CSV, JSON, Markdown and the terminal table, rendered from rows to a text
+stream. Pure: no file is opened here (:mod:`watcher.reports.files` writes them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
+from json.encoder import encode_basestring
+from typing import Any, Protocol, TextIO
+
+from watcher.schema import REPORT_COLUMNS
+
+Row = Sequence[Any]  # values in REPORT_COLUMNS order
+
+#: File name of each report format.
+FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md", "html": "report.html"}
+
+
+class TableFormat(Protocol):
+    """One table format, rendered a row at a time: a file is ``head``, then the rows' ``texts``
+    joined by ``sep``, then ``tail``; with no row at all, ``empty`` alone. A row's text does not
+    depend on its neighbours, so a file can be put together from texts rendered at other times
+    (:mod:`watcher.reports.tables`)."""
+
+    head: str
+    sep: str
+    tail: str
+    empty: str
+
+    def texts(self, rows: list[Row]) -> list[str]:
+        """Each row's text, in order."""
+        ...
+
+
+#: What a spreadsheet evaluates when a cell starts with it (a formula, or Excel's DDE): such a text
+#: cell gets a leading ``'`` in the CSV and Markdown reports, as OWASP's "CSV Injection" page advises.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_CHARS = frozenset(FORMULA_START)
+_BOOL = ("false", "true")
+_REAL = ("optimal_threshold", "closest_recall_value", "target_recall")  # written as repr, as json does
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` with a leading ``'`` when a spreadsheet would evaluate it; else unchanged."""
+    return "'" + cell if cell.startswith(FORMULA_START) else cell
+
+
+def _as_text(columns: Sequence[str]) -> Callable[[Row], list[Any]]:
+    """A row's cells as a spreadsheet should import them: text cells neutralised, ``target_met``
+    as true/false, numbers left as they are."""
+    flag = columns.index("target_met") if "target_met" in columns else -1
+
+    def convert(row: Row) -> list[Any]:
+        cells = [neutralise(v) if isinstance(v, str) else v for v in row]
+        if flag >= 0 and not isinstance(row[flag], str):
+            cells[flag] = _BOOL[bool(row[flag])]
+        return cells
+
+    return convert
+
+
+class _Csv:
+    """RFC 4180 CSV with a header line; text cells a spreadsheet would evaluate are neutralised."""
+
+    # The report's own rows (TEXT/REAL NOT NULL) rarely hold a character that needs quoting, so a
+    # chunk is first formatted plainly (much faster than csv.writer); it is kept only if it holds
+    # exactly one comma per column gap and one newline per row, no quote or carriage return, and
+    # no cell starting with a formula character, where csv.writer would have quoted nothing and
+    # written the same text (floats as repr, like csv). Any other chunk goes through csv.writer.
+    _template = "%s,%s,%r,%r,%r,%s,%s,%s\n"  # REPORT_COLUMNS: three REAL, then target_met
+    sep = tail = ""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer, lineterminator="\n")
+        self.head = self.empty = self._line(columns)
+        self.fast = tuple(columns) == REPORT_COLUMNS
+        self.as_text = _as_text(columns)
+
+    def _line(self, cells: Sequence[Any]) -> str:
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        self.writer.writerow(cells)
+        return self.buffer.getvalue()
+
+    def texts(self, rows: list[Row]) -> list[str]:
+        if self.fast:
+            t, b = self._template, _BOOL
+            texts = [t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows]
+            text = "".join(texts)
+            # The first character of every text cell, in one string: a third of the time of
+            # searching the text for a separator followed by each formula character.
+            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _x, _y, _r, _k, d, p in rows])
+            if (
+                text.count(",") == (len(REPORT_COLUMNS) - 1) * len(rows)
+                and text.count("\n") == len(rows)
+                and '"' not in text
+                and "\r" not in text
+                and _FORMULA_CHARS.isdisjoint(starts)
+            ):
+                return texts
+        return [self._line(self.as_text(row)) for row in rows]
+
+
+class _Json:
+    """A JSON array of objects (one per model, keys in column order), one key or value per line;
+    ``target_met`` as a boolean. Values are as stored (nothing neutralised: this is for programs)."""
+
+    # Per-row dumps() calls with indent= (which falls back to the pure-Python encoder) cost seconds
+    # at 100,000 rows; this encoder is the C one.
+    _encode = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": ")).encode
+    # The report's own rows have fixed types (TEXT/REAL/INTEGER NOT NULL): filling a template with
+    # the C string escaper and float repr (what the encoder itself uses) takes half the time of
+    # building a dict per row. Output is identical (a test compares both).
+    _template = "{" + ",\n".join(f'"{c}": %{"r" if c in _REAL else "s"}' for c in REPORT_COLUMNS) + "}"
+    head, sep, tail, empty = "[\n", ",\n", "\n]\n", "[]\n"
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = columns
+        self.fast = tuple(columns) == REPORT_COLUMNS
+        self.flag = columns.index("target_met") if "target_met" in columns else -1
+
+    def texts(self, rows: list[Row]) -> list[str]:
+        if self.fast:
+            e, t, b = encode_basestring, self._template, _BOOL
+            return [t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
+        objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
+        if self.flag >= 0:
+            key = self.columns[self.flag]
+            for obj in objects:
+                obj[key] = bool(obj[key])
+        # The array's item separator is ",\n" too, so an object's text is what it is in the array.
+        return [self._encode(obj) for obj in objects]
+
+
+class _Markdown:
+    """A GitHub-flavoured Markdown table; text cells a spreadsheet would evaluate are neutralised
+    (a table pasted from a rendered page lands in one)."""
+
+    sep = tail = ""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.as_text = _as_text(columns)
+        self.head = self.empty = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
+
+    def texts(self, rows: list[Row]) -> list[str]:
+        return ["| " + " | ".join(_md_cell(v) for v in self.as_text(row)) + " |\n" for row in rows]
+
+
+#: The formats whose files are tables of rows, rendered a row at a time (one pass can feed several).
+TABLE_FORMATS: dict[str, Callable[[Sequence[str]], TableFormat]] = {"csv": _Csv, "json": _Json, "markdown": _Markdown}
+_CHUNK = 1000
+
+
+class _Sink:
+    """Writes one format's file as chunks of rows go by: ``add`` each chunk's texts, then ``end``."""
+
+    def __init__(self, fmt: TableFormat, out: TextIO) -> None:
+        self.fmt, self.out, self.first = fmt, out, True
+
+    def add(self, texts: list[str]) -> None:
+        if texts:
+            self.out.write((self.fmt.head if self.first else self.fmt.sep) + self.fmt.sep.join(texts))
+            self.first = False
+
+    def end(self) -> None:
+        self.out.write(self.fmt.empty if self.first else self.fmt.tail)
+
+
+def render_tables(rows: Iterable[Row], outs: Mapping[str, TextIO], columns: Sequence[str] = REPORT_COLUMNS) -> None:
+    """Write each table format of ``outs`` (format -> stream) from one pass over ``rows``: the
+    rows are read once however many formats there are."""
+    tables = [TABLE_FORMATS[fmt](columns) for fmt in outs]
+    sinks = [_Sink(table, out) for table, out in zip(tables, outs.values(), strict=True)]
+    it = iter(rows)
+    while chunk := list(islice(it, _CHUNK)):
+        for table, sink in zip(tables, sinks, strict=True):
+            sink.add(table.texts(chunk))
+    for sink in sinks:
+        sink.end()
+
+
+def _stream(fmt: str, rows: Iterable[Row], out: TextIO, columns: Sequence[str]) -> None:
+    render_tables(rows, {fmt: out}, columns)
+
+
+def render_csv(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
+    """RFC 4180 CSV with a header line."""
+    _stream("csv", rows, out, columns)
+
+
+def render_json(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
+    """A JSON array of objects (one per model, keys in column order), one key or value per line.
+    Never the whole report in memory."""
+    _stream("json", rows, out, columns)
+
+
+def _md_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS) -> None:
+    """A GitHub-flavoured Markdown table."""
+    _stream("markdown", rows, out, columns)
+
+
+def render_table(
+    rows: Iterable[Row], out: TextIO, columns: Sequence[str] = REPORT_COLUMNS, empty: str = "(no models yet)"
+) -> None:
+    """An aligned plain-text table for terminals; numbers right-aligned; ``empty`` below the
+    header when there is no row."""
+    rows = list(rows)
+    flag = columns.index("target_met") if "target_met" in columns else -1
+    cells = [[_BOOL[bool(v)] if i == flag else _md_cell(v) for i, v in enumerate(row)] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [
+        bool(rows) and i != flag and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip() + "\n"
+
+    out.write(line(list(columns)) + line(["-" * w for w in widths]))
+    out.writelines(line(r) for r in cells)
+    if not rows:
+        out.write(empty + "\n")
+
+
+Renderer = Callable[[Iterable[Row], TextIO], None]
+RENDERERS: dict[str, Renderer] = {
+    "csv": render_csv,
+    "json": render_json,
+    "markdown": render_markdown,
+    "table": render_table,
+}
+
+
+def render(fmt: str, rows: Iterable[Row]) -> str:
+    """Render to a string (for small outputs and tests)."""
+    out = io.StringIO()
+    RENDERERS[fmt](rows, out)
+    return out.getvalue()

@@ -1,0 +1,244 @@
+"""The HTML report: one self-contained page (inline CSS, JS and data; nothing fetched).
+
+Answers "which threshold do I ship for each model, and how sure is that?" for every model: the
+page carries compact column-wise data (one JSON document inside the page) and its script draws
+only the rows on screen, sorts and filters all of them, and opens a model's detail (a large chart
+with axes, the target and the chosen point, the model's other experiments) or a comparison of
+several. Pure rendering: rows in, text out; the script and style are package data
+(``watcher/reports/assets/``).
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import functools
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from html import escape
+from importlib import resources
+from typing import Any, TextIO
+
+from watcher.scoring import STEPS
+
+#: The layout of the data in the page; changes with it (a saved page says which it holds).
+DATA_VERSION = 1
+
+
+@functools.cache
+def _asset(name: str) -> str:
+    return resources.files("watcher.reports").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+class Raw(str):
+    """Text that is JSON already (built by SQLite): embedded as it is."""
+
+
+class Plain(str):
+    """A string of base64 and decimal digits only (so nothing :func:`script_json` escapes):
+    megabytes the escaping need not search."""
+
+
+def columns_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """What :meth:`watcher.store.Store.page_columns` returns, from rows of
+    :meth:`~watcher.store.Store.report_details` (one per model, by model_id)."""
+    cols = list(zip(*rows, strict=True)) or [()] * 10
+    ids, issuers, thr, rec, dates, paths, targets, met, npts, curves = cols
+    curves = tuple(c if isinstance(c, bytes) else b"" for c in curves)  # none before rules version 3
+    dump = json.dumps
+    instant = {d: _instant(d) for d in set(dates)}
+    return {
+        "ids": dump(ids), "issuers": dump(issuers), "thr": dump(thr), "rec": dump(rec), "dates": dump(dates),
+        "paths": dump(paths), "met": "".join("1" if m else "0" for m in met), "curves": b"".join(curves),
+        "npts": dump(npts), "targets": dump(targets), "lengths": dump([len(c) for c in curves]),
+        "order": list(range(len(ids))), "by_path": sorted(range(len(ids)), key=paths.__getitem__),
+        "by_date": sorted(range(len(ids)), key=lambda i: (instant[dates[i]], paths[i])),
+    }  # fmt: skip
+
+
+def page_data(
+    cols: dict[str, Any],
+    rejections: Iterable[dict[str, Any]],
+    generated_at: str,
+    target: float,
+    earlier: Iterable[Sequence[Any]] = (),
+    omitted: int = 0,
+    history_note: str = "",
+) -> dict[str, Any]:
+    """The page's data (see ``watcher/reports/assets/report.js`` for its reading), from ``cols`` as
+    :meth:`watcher.store.Store.page_columns` returns them: every row, in table order, with
+    ``order`` listing them by model_id (each model's report row first, then its superseded files);
+    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`.
+
+    Compact: model_ids as 16 bytes each (base64), repeated strings (issuers, folders, threshold
+    grids) stored once and indexed, a shared ``.json`` suffix cut off, and curves reduced to their
+    y bytes (base64). Numbers and dates pass through as SQLite wrote them.
+    """
+    ids: list[str] = json.loads(cols["ids"])
+    idb = _uuid_bytes(ids)
+    issuers: list[str] = json.loads(cols["issuers"])
+    names = sorted(set(issuers), key=lambda i: (i.lower(), i))
+    rank = {name: k for k, name in enumerate(names)}
+    paths: list[str] = json.loads(cols["paths"])
+    cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
+    # Paths hold no NUL: one search over all of them at once.
+    ext = ".json" if ("\0".join(paths) + "\0").count(".json\0") == len(paths) else ""
+    folders = [p[:c] for p, c in zip(paths, cut, strict=True)]  # with the trailing "/"
+    folder_of = {f: k for k, f in enumerate(dict.fromkeys(folders))}
+    end = -len(ext) or None
+    files = [p[c:end] for p, c in zip(paths, cut, strict=True)]
+    full: bytes = cols["curves"]
+    xs, ys = full[0::2], full[1::2]
+    lengths = json.loads(cols["lengths"]) if isinstance(cols["lengths"], str) else cols["lengths"]
+    if isinstance(lengths, int):  # every curve has this many bytes
+        h = lengths // 2
+        xlist = [xs[i : i + h] for i in range(0, len(xs), h)] if h else [b""] * len(ids)
+        drawn: Any = h
+    else:
+        counts = [n >> 1 for n in lengths]
+        starts = list(itertools.accumulate(counts, initial=0))
+        xlist = [xs[a:b] for a, b in itertools.pairwise(starts)]
+        # One character per curve, its number of points plus 48 ("0" for none), when all fit.
+        drawn = bytes(counts).translate(_PLUS_48).decode("ascii") if max(counts, default=0) < 75 else counts
+    grid_of = {g: k for k, g in enumerate(dict.fromkeys(xlist))}
+    grids = list(map(grid_of.__getitem__, xlist))
+    order: list[int] = cols["order"]
+    winner: dict[str, int] = {}
+    if earlier:
+        for p in order:  # each model's report row comes first
+            winner.setdefault(ids[p], p)
+    return {
+        "version": DATA_VERSION,
+        "steps": STEPS,
+        "generated": generated_at,
+        "target": target,
+        "omitted": omitted,
+        "historyNote": history_note,
+        "n": len(ids),
+        "models": len(set(ids)),
+        # Positions (packed integers): by model, by path, by instant.
+        "order": _packed(order),
+        "byPath": _packed(cols["by_path"]),
+        "byDate": _packed(cols["by_date"]),
+        # model_ids are lowercase UUIDs (validated): 16 bytes each.
+        "idb": Plain("" if idb is None else base64.b64encode(idb).decode()),
+        "ids": ids if idb is None else [],
+        "issuers": names,
+        "iss": _packed(list(map(rank.__getitem__, issuers))),
+        "thr": Raw(cols["thr"]),
+        "rec": Raw(cols["rec"]),
+        "met": cols["met"],
+        "dates": Raw(cols["dates"]),
+        "folders": list(folder_of),
+        "dir": _packed(list(map(folder_of.__getitem__, folders))),
+        "names": files,
+        "ext": ext,
+        "npts": _number_or_raw(cols["npts"]),
+        "targets": _number_or_raw(cols["targets"]),
+        "grids": [base64.b64encode(g).decode() for g in grid_of],
+        "grid": _packed(grids) if len(grid_of) > 1 else "",
+        "drawn": drawn,
+        "ys": Plain(base64.b64encode(ys).decode()),
+        "earlier": [
+            [winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner
+        ],
+        "rejections": [
+            [r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections
+        ],
+    }
+
+
+_PLUS_48 = bytes((b + 48) % 256 for b in range(256))
+
+
+def _uuid_bytes(ids: list[str]) -> bytes | None:
+    """The model_ids' 16 bytes each, if every one is a lowercase UUID (``8-4-4-4-12`` hex digits
+    and dashes), else None."""
+    joined, n = "".join(ids), len(ids)
+    if len(joined) != 36 * n or joined.count("-") != 4 * n:
+        return None
+    if any(joined[k::36] != "-" * n for k in (8, 13, 18, 23)):
+        return None
+    digits = joined.replace("-", "")
+    if digits != digits.lower():
+        return None
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    # fromhex skips whitespace: each one skipped leaves a byte short.
+    return raw if len(raw) == 16 * n else None
+
+
+def _packed(values: list[int]) -> str:
+    """Non-negative integers below 2**24, each in as few little-endian bytes as the largest needs
+    (1 to 3): the width as a digit, then the bytes in base64."""
+    top = max(values, default=0)
+    width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 3
+    words = array.array("I", values).tobytes()
+    out = bytearray(width * len(values))
+    for k in range(width):
+        out[k::width] = words[k::4]
+    return Plain(str(width) + base64.b64encode(out).decode())
+
+
+def _instant(date: str) -> datetime:
+    return datetime.fromisoformat(date.upper()).astimezone(UTC)
+
+
+def _number_or_raw(value: Any) -> Any:
+    return Raw(value) if isinstance(value, str) else value
+
+
+def script_json(data: dict[str, Any]) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so
+    no ``</script>`` and no ``<!--``), and no raw U+2028/2029 (line ends to old parsers)."""
+    dump = functools.partial(json.dumps, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+    def safe(value: Any) -> str:
+        text = value if isinstance(value, Raw) else dump(value)
+        if isinstance(value, Plain):
+            return text
+        # Only text with other than ASCII can hold U+2028/2029 (an O(1) test).
+        for char, escaped in _ESCAPES if text.isascii() else _ESCAPES + _LINE_ENDS:
+            text = text.replace(char, escaped)
+        return text
+
+    return "{" + ",".join(f"{dump(k)}:{safe(v)}" for k, v in data.items()) + "}"
+
+
+_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"))
+_LINE_ENDS = (("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def render_html(
+    cols: dict[str, Any],
+    rejections: Iterable[dict[str, Any]],
+    out: TextIO,
+    generated_at: str,
+    omitted: int = 0,
+    *,
+    target: float = 0.85,
+    earlier: Iterable[Sequence[Any]] = (),
+    history_note: str = "",
+) -> None:
+    """Write the page: :func:`page_data` inside the static page (``watcher/reports/assets/report.*``).
+    ``cols`` from :meth:`watcher.store.Store.page_columns` or :func:`columns_from_rows`;
+    ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
+    counts are written into the markup as well, so they read right without the script."""
+    data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
+    models = data["models"]
+    rejected = len(data["rejections"])
+    out.write(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>watcher report</title><style>{_asset('report.css')}</style></head><body>"
+        f'<header><h1>Operating points by model</h1><p class="meta" id="meta">Generated {escape(generated_at)}'
+        f" &middot; target recall {target:g} &middot; {models} models &middot; {rejected} rejected files</p></header>"
+        f"{_asset('report.html')}"
+        '<script type="application/json" id="data">'
+    )
+    out.write(script_json(data))  # megabytes: written as it is, not copied into a larger string
+    out.write(f"</script><script>{_asset('report.js')}</script></body></html>\n")
