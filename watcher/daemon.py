@@ -110,6 +110,8 @@ def run(
     writer = Writer(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
         observer_status=polling.status if polling is not None else dict, trouble=trouble,
+        # A fleet host trims no history entry at or past what the central database holds.
+        history_floor=lambda: None if shipper is None else shipper.shipped_id,
     )  # fmt: skip
     if shipping is not None:
         # Ships to the fleet's central database once the first reconcile is done.
