@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast pytest lint typecheck docs systemd-check bench bench-page soak lock clean
+.PHONY: install run test test-fast pytest lint typecheck docs systemd-check bench bench-page soak soak-long lock clean
 
 # Install pinned versions (requirements.lock) into .venv; redone when the pins change.
 $(STAMP): pyproject.toml requirements.lock
@@ -56,6 +56,10 @@ bench-page: install
 
 soak: install
 	$(BIN)/python -m benchmarks.soak
+
+# Two hours at 100 changes a second, history kept 14.4 minutes: sizes and memory must go flat.
+soak-long: install
+	$(BIN)/python -m benchmarks.soak --minutes 120 --rate 100 --keep-days 0.01 --sample 60
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock: install

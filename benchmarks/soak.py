@@ -1,9 +1,15 @@
 """Soak: drive a real daemon with a sustained mix of create/modify/rename/delete for a while, then
-check the invariant. ``python -m benchmarks.soak --minutes 10`` (or ``make soak``).
+check the invariant. ``python -m benchmarks.soak --minutes 10`` (or ``make soak``); the long mode,
+``make soak-long``: two hours at 100 changes a second with history kept 0.01 days (14.4 minutes),
+so that trimming starts within the run and the sizes must go flat.
 
-Prints RSS samples as it goes and a summary at the end: operations and their rate, time for the
-daemon to settle, the invariant (testing/invariant.py), ``PRAGMA integrity_check``, RSS first/peak/
-last, and the exit code on SIGTERM. Exit status 1 if the invariant or the integrity check fails.
+A ``watcher follow`` reads beside the daemon's own report thread all along (readers are what keep
+SQLite's own checkpoints from starting the write-ahead log again). Each sample prints the daemon's
+RSS, the database's and its log's sizes, the history's entries, and the latency of a probe file
+(written, then polled for in ``results``). The summary: operations and their rate, time to settle,
+the invariant (testing/invariant.py), ``PRAGMA integrity_check``, each figure first/peak/last, the
+probes' p50/p99/max, and the exit code on SIGTERM. Exit status 1 if the invariant or the integrity
+check fails.
 """
 
 from __future__ import annotations
@@ -32,6 +38,45 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the daemon did not become ready")
+        threading.Event().wait(0.1)
+
+
+def storage(db: Path) -> tuple[float, float, int]:
+    """The database's and its write-ahead log's sizes (MiB), and the history's entries."""
+    wal = Path(f"{db}-wal")
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        history = conn.execute("SELECT count(*) FROM history").fetchone()[0]
+    finally:
+        conn.close()
+    mib = 1024 * 1024
+    return db.stat().st_size / mib, (wal.stat().st_size if wal.exists() else 0) / mib, history
+
+
+def probe(inbox: Path, db: Path, n: int) -> float:
+    """Seconds from a new file renamed into place to its row in ``results`` (polled every 5 ms)."""
+    name = f"probe-{n}.json"
+    doc = corpus.document(n, 101, random.Random(n))
+    tmp = inbox / f".{name}.tmp"
+    tmp.write_text(json.dumps(doc))
+    started = time.monotonic()
+    os.replace(tmp, inbox / name)
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        while not conn.execute("SELECT 1 FROM results WHERE path = ?", (name,)).fetchone():
+            if time.monotonic() - started > 60:
+                return float("inf")
+            threading.Event().wait(0.005)
+    finally:
+        conn.close()
+    return time.monotonic() - started
 
 
 def churn(inbox: Path, keys: int, rate: float, stop: threading.Event, counts: dict[str, int], seed: int) -> None:
@@ -79,30 +124,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--keys", type=int, default=2000, help="distinct file names in play")
     parser.add_argument("--rate", type=float, default=200.0, help="operations per second, at most")
-    parser.add_argument("--sample", type=float, default=30.0, help="seconds between RSS samples")
+    parser.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
+    parser.add_argument("--keep-days", type=float, default=None, help="the daemon's history_keep_days")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="watcher-soak-"))
     inbox, db = work / "inbox", work / "var" / "watcher.db"
     inbox.mkdir()
     log = (work / "daemon.log").open("w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    if args.keep_days is not None:
+        env["WATCHER_HISTORY_KEEP_DAYS"] = str(args.keep_days)
     proc = subprocess.Popen(
         [sys.executable, "-m", "watcher", "run", "--watch-dir", str(inbox), "--db", str(db), "--log-format", "json"],
-        stderr=log, stdout=subprocess.DEVNULL,
+        stderr=log, stdout=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    wait_for(lambda: db.exists() and b'"daemon_ready"' in (work / "daemon.log").read_bytes(), 120)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "watcher", "follow", "--db", str(db), "--format", "json"],
+        stdout=subprocess.DEVNULL, stderr=log, env=env,
     )  # fmt: skip
     stop, counts = threading.Event(), dict[str, int]()
     worker = threading.Thread(target=churn, args=(inbox, args.keys, args.rate, stop, counts, 1))
     started = time.monotonic()
     worker.start()
     samples: list[float] = []
+    sizes: list[tuple[float, float, int]] = []  # database MiB, log MiB, history entries
+    latencies: list[float] = []
     try:
         while (elapsed := time.monotonic() - started) < args.minutes * 60:
             samples.append(rss_mib(proc.pid))
-            print(f"t={elapsed:6.0f}s  ops={sum(counts.values()):8d}  rss={samples[-1]:6.1f} MiB", flush=True)
+            sizes.append(storage(db))
+            latencies.append(probe(inbox, db, len(latencies)))
+            print(
+                f"t={elapsed:6.0f}s  ops={sum(counts.values()):8d}  rss={samples[-1]:6.1f} MiB"
+                f"  db={sizes[-1][0]:7.1f} MiB  wal={sizes[-1][1]:7.1f} MiB  history={sizes[-1][2]:9d}"
+                f"  probe={latencies[-1]:6.3f} s",
+                flush=True,
+            )
             stop.wait(min(args.sample, args.minutes * 60 - elapsed))
     finally:
         stop.set()
         worker.join()
+        reader.terminate()
+        reader.wait(30)
     ops, duration = sum(counts.values()), time.monotonic() - started
     settle_start = time.monotonic()
     problems = violations(inbox, db)
@@ -121,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"settled after the churn stopped in {settled:.1f} s; invariant: {'holds' if not problems else problems[:5]}")
     print(f"integrity_check: {integrity}; history entries: {history}; exit code on SIGTERM: {code}")
     print(f"RSS MiB: first {samples[0]:.1f}, peak {max(samples):.1f}, last {samples[-1]:.1f}")
+    for i, name in enumerate(("database MiB", "write-ahead log MiB", "history entries")):
+        column = [s[i] for s in sizes]
+        print(f"{name}: first {column[0]:.1f}, peak {max(column):.1f}, last {column[-1]:.1f}")
+    ordered = sorted(latencies)
+    print(
+        f"probe file -> database (s, {len(ordered)} probes): p50 {ordered[len(ordered) // 2]:.3f},"
+        f" p99 {ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]:.3f}, max {ordered[-1]:.3f}"
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0 if not problems and integrity == "ok" and code == 0 else 1
 

@@ -68,6 +68,7 @@ class Settings(BaseModel):
     batch_size: int = Field(5000, ge=1)
     workers: int = Field(0, ge=0)
     worker_idle_seconds: float = Field(30.0, ge=0)
+    history_keep_days: float = Field(90.0, ge=0)
     progress: Literal["auto", "always", "never"] = "auto"
     central_url: str | None = None
     host_name: str = Field("", max_length=200, validate_default=True)

@@ -107,6 +107,8 @@ def run(
     writer = Writer(
         settings, events, threading.Event(), kind, overflow=overflow, rewatched=rewatched, on_change=changed,
         observer_status=polling.status if polling is not None else dict, trouble=trouble,
+        # A fleet host trims no history entry at or past what the central database holds.
+        history_floor=lambda: None if shipper is None else shipper.shipped_id,
     )  # fmt: skip
     reporter = Reporter(settings, writer.idle, threading.Event())  # before the writer's first change
     if shipping is not None:

@@ -30,6 +30,7 @@ from watcher.mirror import Applied
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
 from watcher.reconcile import apply_in_batches, reconcile
+from watcher.retention import WAL_LIMIT, HistoryTrimmer
 from watcher.store import Store, transient
 from watcher.timestamps import now_iso
 from watcher.tracker import Kind, Tracker, settle_key
@@ -38,6 +39,9 @@ from watcher.watch.observe import Event
 
 log = get_logger("watcher.writer")
 
+#: Trimming old history (watcher.retention): the first slice this long after the start, then one
+#: slice a second while the walk goes on, and a new walk a minute after one ends.
+TRIM_FIRST, TRIM_STEP, TRIM_PAUSE = 10.0, 1.0, 60.0
 #: Seconds without a change (and with nothing in flight) after which the log is checkpointed.
 IDLE_CHECKPOINT = 1.0
 #: How often the database path is compared with the file the writer has open.
@@ -121,6 +125,7 @@ class Writer(threading.Thread):
         on_change: Callable[[], None] = lambda: None,
         observer_status: Callable[[], dict[str, Any]] = dict,
         trouble: Trouble | None = None,
+        history_floor: Callable[[], int | None] = lambda: None,
     ) -> None:
         super().__init__(name="watcher-writer", daemon=True)
         self.settings = settings
@@ -156,6 +161,11 @@ class Writer(threading.Thread):
         self.retry_delay = RETRY_FIRST
         self.fresh_status = True  # the status row is written whole at the next open
         self.last_error: BaseException | None = None
+        # Bounded storage (watcher.retention): history trimmed a slice at a time, never at or past
+        # the fleet shipper's mark; the write-ahead log truncated once it passes WAL_LIMIT.
+        self.history_floor = history_floor
+        self.trimmer = HistoryTrimmer(settings.history_keep_days)
+        self.next_trim = time.monotonic() + TRIM_FIRST
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
 
@@ -307,6 +317,13 @@ class Writer(threading.Thread):
         idle_since = self.last_change
         if idle_since is not None and now - idle_since >= IDLE_CHECKPOINT and self.idle() and not self.suspect:
             self._checkpoint()
+        elif idle_since is not None and not self.suspect and self._wal_bytes() > WAL_LIMIT:
+            # Changes keep coming: the log is not emptied at the end of a burst, and readers keep
+            # SQLite's own checkpoints from starting it again. Past its limit, truncate it now
+            # (a stat per turn: microseconds beside the turn's commit).
+            self._checkpoint()
+        if now >= self.next_trim and not self.suspect:
+            self._trim(now)
         if now >= self.next_db_check:
             self.next_db_check = now + DB_CHECK_INTERVAL
             if self.store is not None and self.store.moved_away():
@@ -503,6 +520,25 @@ class Writer(threading.Thread):
             log.debug("wal_checkpointed")
         else:
             self.last_change = time.monotonic()  # a reader held an older state: later
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.settings.db_path}-wal").st_size
+        except OSError:
+            return 0
+
+    def _trim(self, now: float) -> None:
+        """One slice of old history entries trimmed (watcher.retention); the next one in a second
+        while the walk goes on, else in a minute."""
+        assert self.store is not None
+        try:
+            done = self.trimmer.step(self.store, self.history_floor())
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            return
+        self.next_trim = now + (TRIM_PAUSE if done is None or done.wrapped else TRIM_STEP)
+        if done is not None and done.deleted:
+            log.debug("history_trimmed", deleted=done.deleted, ids=f"{done.start}-{done.end - 1}")
 
     def _status(self) -> None:
         assert self.store is not None

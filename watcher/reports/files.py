@@ -23,14 +23,15 @@ from watcher.config import Settings
 from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, Row, render_tables
 from watcher.reports.page import columns_from_rows, render_html
+from watcher.retention import KEEP_NEWEST
 from watcher.store import Store
 from watcher.timestamps import now_iso
 
 log = get_logger("watcher.publish")
 
-#: The HTML page looks for a model's earlier outcomes among this many newest history entries:
-#: history only grows, and the page is rewritten after every change.
-HISTORY_ON_PAGE = 200_000
+#: The HTML page looks for a model's earlier outcomes among this many newest history entries (the
+#: page is rewritten after every change); the daemon's trimming never touches them.
+HISTORY_ON_PAGE = KEEP_NEWEST
 
 
 @contextlib.contextmanager
