@@ -125,11 +125,12 @@ def _floats(values: Any, name: str) -> list[float]:
             continue
         out.append(float(v))
     if reasons:
-        raise InvalidResultError(_capped(reasons))
+        raise InvalidResultError(capped(reasons))
     return out
 
 
-def _capped(reasons: list[str]) -> list[str]:
+def capped(reasons: list[str]) -> list[str]:
+    """At most :data:`MAX_REASONS` reasons, the last then saying how many were left out."""
     if len(reasons) <= MAX_REASONS:
         return reasons
     return [*reasons[: MAX_REASONS - 1], f"{len(reasons) - MAX_REASONS + 1} more problems not listed"]
@@ -207,7 +208,7 @@ def curve_from_scores(
             reasons.append(f"thresholds: {bad[0]!r} is outside [0, 1]")
         grid = sorted(set(grid))
     if reasons:
-        raise InvalidResultError(_capped(reasons))
+        raise InvalidResultError(capped(reasons))
     positives.sort()
     points = sorted(distinct) if thresholds is None else grid
     total = len(positives)
@@ -391,7 +392,7 @@ def publish(
     except InvalidResultError as exc:
         reasons += exc.reasons
     if reasons:
-        raise InvalidResultError(_capped(reasons))
+        raise InvalidResultError(capped(reasons))
     target = Path(folder) / (name or f"{result.model_id}.json")
     _write_atomic(target, raw)
     score = optimal_point(result.threshold_arr, result.recall_arr, target_recall)
