@@ -59,6 +59,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--logits", action="store_true", help="with --scores: the scores are logits (mapped to [0, 1])")
     p.add_argument("--name", help="the file's name in the folder (default: MODEL_ID.json)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: the outcome as one JSON object")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="log format on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="lowest level logged")
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings, out: TextIO, stdin: BinaryIO | None = None) -> int:
