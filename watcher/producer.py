@@ -281,8 +281,9 @@ def curve_from_keras_recall(metric: Any) -> Curve:
     to a threshold. For the exact curve from a model's predictions, use :func:`curve_from_scores`
     on ``model.predict(x)`` instead.
     """
-    thresholds = metric.thresholds
-    recalls = _floats(metric.result(), "recall")
+    thresholds, result = metric.thresholds, _plain(metric.result())
+    # One threshold gives one number, not a sequence.
+    recalls = _floats(result if isinstance(result, list) else [result], "recall")
     ts = _floats(thresholds if isinstance(thresholds, (list, tuple)) else [thresholds], "thresholds")
     if len(ts) != len(recalls):
         raise InvalidResultError([f"recall: has {len(recalls)} values but thresholds has {len(ts)}"])
