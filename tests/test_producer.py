@@ -471,3 +471,14 @@ def test_the_schema_accepts_the_valid_examples_and_rejects_the_invalid_ones(tmp_
         assert validator.is_valid(doc) == path.name.startswith("valid-"), path
     done = publish(tmp_path, model_id=MID, issuer=WHO, labels=[1, 0, 1], scores=[0.9, 0.2, 0.6])
     assert validator.is_valid(json.loads(done.path.read_bytes()))
+
+
+def test_the_benchmark_prints_every_row() -> None:
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.publish", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    for what in ("scikit-learn roc_curve", "publish, exact curve", "publish, 1,001 thresholds", "the atomic write"):
+        assert run.stdout.count(f" {what}") == 2, what
