@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import compress
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -151,7 +152,10 @@ def curve_from_scores(
     a curve (NaN or infinite scores, scores outside [0, 1], one class only, lengths differ...).
     """
     ys, ss = _flat(labels, "labels"), _flat(scores, "scores")
-    reasons: list[str] = []
+    grid, reasons = _grid(thresholds)
+    clean = _clean(ys, ss, logits)
+    if clean is not None and not reasons:
+        return _exact(*clean) if thresholds is None else _on_grid(grid, clean[1])
     if len(ys) != len(ss):
         reasons.append(f"scores: has {len(ss)} values but labels has {len(ys)}")
     if not ss:
@@ -192,28 +196,77 @@ def curve_from_scores(
             reasons.append("labels: no positive example (label 1): recall is undefined without positives")
         if not negatives:
             reasons.append("labels: no negative example (label 0): every threshold's recall says nothing")
-    grid: list[float] = []
-    if isinstance(thresholds, int) and not isinstance(thresholds, bool):
-        if thresholds < 2:
-            reasons.append(f"thresholds: {thresholds} thresholds: give at least 2")
-        else:
-            grid = [i / (thresholds - 1) for i in range(thresholds)]
-    elif thresholds is not None:
-        try:
-            grid = _floats(thresholds, "thresholds")
-        except InvalidResultError as exc:
-            reasons += exc.reasons
-        bad = [t for t in grid if not 0.0 <= t <= 1.0]
-        if bad:
-            reasons.append(f"thresholds: {bad[0]!r} is outside [0, 1]")
-        grid = sorted(set(grid))
     if reasons:
         raise InvalidResultError(capped(reasons))
-    positives.sort()
-    points = sorted(distinct) if thresholds is None else grid
-    total = len(positives)
+    return _exact(list(distinct), positives) if thresholds is None else _on_grid(grid, positives)
+
+
+def _grid(thresholds: int | Sequence[float] | None) -> tuple[list[float], list[str]]:
+    """The thresholds asked for, in increasing order, and the reasons they cannot be used."""
+    if thresholds is None:
+        return [], []
+    if isinstance(thresholds, int) and not isinstance(thresholds, bool):
+        if thresholds < 2:
+            return [], [f"thresholds: {thresholds} thresholds: give at least 2"]
+        return [i / (thresholds - 1) for i in range(thresholds)], []
+    try:
+        grid = _floats(thresholds, "thresholds")
+    except InvalidResultError as exc:
+        return [], list(exc.reasons)
+    bad = [t for t in grid if not 0.0 <= t <= 1.0]
+    if bad:
+        return [], [f"thresholds: {bad[0]!r} is outside [0, 1]"]
+    return sorted(set(grid)), []
+
+
+def _on_grid(grid: list[float], positives: list[float]) -> Curve:
+    pos = sorted(positives)
+    total = len(pos)
     # Positives scored >= t: those from the first one not below t.
-    recalls = [(total - bisect.bisect_left(positives, t)) / total for t in points]
+    return _curve(grid, [(total - bisect.bisect_left(pos, t)) / total for t in grid])
+
+
+def _clean(ys: list[Any], ss: list[Any], logits: bool) -> tuple[list[float], list[float]] | None:
+    """(scores, positives' scores) when every label and score is fine and both classes are
+    there, checked in a few passes that run in C; ``None`` sends the data to the thorough path,
+    which names every problem."""
+    if len(ys) != len(ss) or not ss:
+        return None
+    kinds = {type(s) for s in ss}
+    if not kinds <= {float, int} or not {type(y) for y in ys} <= {bool, int, float}:
+        return None
+    if int in kinds:
+        ss = [float(s) for s in ss]
+    if not set(ys) <= {0, 1} or not all(map(math.isfinite, ss)):  # True == 1 and 1.0 == 1
+        return None
+    if logits:
+        ss = list(map(_sigmoid, ss))
+    elif min(ss) < 0.0 or max(ss) > 1.0:
+        return None
+    positives = list(compress(ss, ys))
+    if not positives or len(positives) == len(ss):
+        return None
+    return ss, positives
+
+
+def _exact(scores: list[float], positives: list[float]) -> Curve:
+    """A point at every distinct score: the share of positives scored at or above it."""
+    # One walk up the sorted scores, counting the positives below each new one (measured: about
+    # twice as fast as a set, a sort and a binary search per point, at a million scores).
+    ordered, pos = sorted(scores), sorted(positives)
+    total = len(pos)
+    points: list[float] = []
+    recalls: list[float] = []
+    below = 0
+    previous = math.nan
+    for t in ordered:
+        if t == previous:
+            continue
+        previous = t
+        while below < total and pos[below] < t:
+            below += 1
+        points.append(t)
+        recalls.append((total - below) / total)
     return _curve(points, recalls)
 
 
