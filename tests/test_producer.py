@@ -129,6 +129,13 @@ def test_tensors_and_arrays_are_read_by_duck_typing() -> None:
     assert curve_from_scores((1, 0, 1), iter([0.75, 0.25, 0.5])) == expected
 
 
+def test_numpy_scalars_and_one_element_tensors_in_a_plain_list() -> None:
+    expected = curve_from_scores([1, 0, 1], [0.75, 0.25, 0.5])
+    labels = list(np.array([True, False, True]))
+    assert curve_from_scores(labels, list(np.array([0.75, 0.25, 0.5]))) == expected
+    assert curve_from_scores([FakeTensor([1]), 0, 1], [FakeTensor([0.75]), 0.25, 0.5]) == expected
+
+
 def test_two_columns_are_refused_with_a_hint() -> None:
     with pytest.raises(InvalidResultError, match=r"single column.*\[:, 1\]"):
         curve_from_scores([1, 0], [[0.3, 0.7], [0.6, 0.4]])

@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import compress
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,17 @@ def _plain(values: Any) -> Any:
     return values
 
 
+_ARRAY_LIKE = ("detach", "tolist", "numpy", "__array__")
+
+
 def _flat(values: Any, name: str) -> list[Any]:
-    """A one-dimensional list: shape (n,), or (n, 1) as a model's ``predict`` returns."""
+    """A one-dimensional list: shape (n,), or (n, 1) as a model's ``predict`` returns; NumPy
+    scalars and one-element tensors in a plain list are read too."""
     plain = _plain(values)
     if isinstance(plain, (str, bytes)) or not isinstance(plain, list):
         raise InvalidResultError([f"{name}: must be a sequence of numbers, not {type(values).__name__}"])
+    if {type(v) for v in plain} <= {float, int, bool}:
+        return plain
     out: list[Any] = []
     for i, v in enumerate(plain):
         if isinstance(v, list):
@@ -113,6 +120,10 @@ def _flat(values: Any, name: str) -> list[Any]:
                     ]
                 )
             v = v[0]
+        elif not isinstance(v, (str, bytes, int, float)) and any(map(partial(hasattr, v), _ARRAY_LIKE)):
+            v = _plain(v)
+            if isinstance(v, list) and len(v) == 1:
+                v = v[0]
         out.append(v)
     return out
 
