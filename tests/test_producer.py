@@ -259,6 +259,7 @@ def test_the_point_returned_is_the_one_the_daemon_stores(breast_cancer: Any, mak
         ([1, 2, 0], [0.2, 0.5, 0.9], r"labels\[1\]: must be 0, 1 or a boolean, not 2"),
         ([1, 0], ["0.2", 0.5], r"scores\[0\]: must be a number, not str"),
         ([], [], "scores: no values"),
+        ([1, 0], [10**400, 0.5], r"scores\[0\]: must be a finite number, not inf"),
     ],
 )
 def test_bad_data_raises_one_exception_and_writes_nothing(

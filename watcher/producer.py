@@ -135,7 +135,7 @@ def _floats(values: Any, name: str) -> list[float]:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             reasons.append(f"{name}[{i}]: must be a number, not {type(v).__name__}")
             continue
-        out.append(float(v))
+        out.append(float(v) if isinstance(v, float) or abs(v) < 2**1000 else math.inf)
     if reasons:
         raise InvalidResultError(capped(reasons))
     return out
@@ -182,7 +182,7 @@ def curve_from_scores(
         if isinstance(s, bool) or not isinstance(s, (int, float)):
             reasons.append(f"scores[{i}]: must be a number, not {type(s).__name__}")
             continue
-        score = float(s)
+        score = float(s) if isinstance(s, float) or abs(s) < 2**1000 else math.inf
         if not math.isfinite(score):
             reasons.append(f"scores[{i}]: must be a finite number, not {score!r}")
             continue
@@ -247,7 +247,10 @@ def _clean(ys: list[Any], ss: list[Any], logits: bool) -> tuple[list[float], lis
     if not kinds <= {float, int} or not {type(y) for y in ys} <= {bool, int, float}:
         return None
     if int in kinds:
-        ss = [float(s) for s in ss]
+        try:
+            ss = [float(s) for s in ss]
+        except OverflowError:  # an int too large for a float: named by the thorough path
+            return None
     if not set(ys) <= {0, 1} or not all(map(math.isfinite, ss)):  # True == 1 and 1.0 == 1
         return None
     if logits:
