@@ -335,6 +335,7 @@ def fileschema_defaults() -> tuple[str, ...]:
 
 scores_st = st.one_of(
     st.floats(min_value=0, max_value=1),
+    st.floats(),
     st.sampled_from([0.0, 0.5, 1.0, math.nan, math.inf, -math.inf, -0.1, 1.5]),
 )
 

@@ -65,9 +65,16 @@ while True:
 """
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
+OBSERVERS = {
+    "inotify": {},
+    "polling": {"WATCHER_OBSERVER": "polling", "WATCHER_POLLING_INTERVAL": "0.2"},
+}
+
+
+@pytest.fixture(params=list(OBSERVERS))
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """A daemon on each observer: inotify sees the rename, polling finds the new name."""
+    d = Daemon(tmp_path, env=OBSERVERS[request.param])
     try:
         yield d
     finally:
