@@ -491,3 +491,15 @@ def test_the_benchmark_prints_every_row() -> None:
     assert (run.returncode, run.stderr) == (0, "")
     for what in ("scikit-learn roc_curve", "publish, exact curve", "publish, 1,001 thresholds", "the atomic write"):
         assert run.stdout.count(f" {what}") == 2, what
+
+
+def test_cli_refuses_a_config_whose_patterns_would_select_the_temporary_name(tmp_path: Path, capsys: Any) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('patterns = ["*"]\nignore_patterns = ["*~"]\n')
+    code, out = run_cli(
+        ["--config", str(config), "--watch-dir", str(tmp_path), "--scores", "-", "--model-id", MID, "--issuer", WHO],
+        b"1,0.9\n0,0.1\n",
+    )
+    assert (code, out) == (2, "")
+    assert "keep '.*' or '*.tmp' in ignore_patterns" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]

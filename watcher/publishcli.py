@@ -29,7 +29,8 @@ from typing import Any, BinaryIO, TextIO
 
 from watcher.config import Settings
 from watcher.errors import ConfigError, InvalidResultError
-from watcher.producer import Curve, Published, capped, publish
+from watcher.producer import Curve, Published, capped, publish, temporary_name
+from watcher.tree import Matcher
 
 EXIT_OK, EXIT_INVALID = 0, 1
 
@@ -67,6 +68,12 @@ def cmd_publish(args: argparse.Namespace, settings: Settings, out: TextIO, stdin
     """``watcher publish``: exit 0 published, 1 invalid (one line on stderr)."""
     if args.curve is not None and (args.thresholds is not None or args.logits):
         raise ConfigError("publish: --thresholds and --logits go with --scores, not --curve")
+    probe = temporary_name(f"{args.model_id}.json")
+    if Matcher.from_settings(settings).tracks(probe):
+        raise ConfigError(
+            f"publish: the configured patterns and ignore_patterns select temporary names such as {probe}, "
+            "which the daemon would judge half-written: keep '.*' or '*.tmp' in ignore_patterns"
+        )
     source = args.scores if args.scores is not None else args.curve
     raw = _read(source, stdin or sys.stdin.buffer)
     try:
