@@ -503,3 +503,20 @@ def test_cli_refuses_a_config_whose_patterns_would_select_the_temporary_name(tmp
     assert (code, out) == (2, "")
     assert "keep '.*' or '*.tmp' in ignore_patterns" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("sub/model.json", "is not a file name"),
+        ("/elsewhere/model.json", "is not a file name"),
+        ("..", "is not a file name"),
+        (".model.json", r"a name the daemon ignores \(\.\*\)"),
+        ("model.json.tmp", r"a name the daemon ignores \(\*\.tmp\)"),
+    ],
+)
+def test_a_name_outside_the_folder_or_one_the_daemon_ignores_is_refused(tmp_path: Path, name: str, reason: str) -> None:
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(PublishError, match=reason):
+        publish(tmp_path, model_id=MID, issuer=WHO, labels=[1, 0], scores=[0.9, 0.1], name=name)
+    assert [p.name for p in tmp_path.rglob("*")] == ["sub"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fnmatch
 import json
 import math
 import os
@@ -35,15 +36,16 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from watcher.config import DEFAULT_IGNORE, Settings
 from watcher.errors import InvalidResultError, PublishError
 from watcher.resultfile import ResultFile, validate_bytes
 from watcher.scoring import optimal_point
 
 #: The daemon's default target recall (``target_recall`` in the config); pass the configured one
 #: to :func:`publish` when it differs.
-DEFAULT_TARGET_RECALL = 0.85
+DEFAULT_TARGET_RECALL: float = Settings.model_fields["target_recall"].default
 #: The daemon's default ``max_file_bytes``: a bigger file would be rejected unread.
-DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_FILE_BYTES: int = Settings.model_fields["max_file_bytes"].default
 #: At most this many reasons are listed (the last one then says how many more there were).
 MAX_REASONS = 50
 
@@ -461,7 +463,9 @@ def publish(
         reasons += exc.reasons
     if reasons:
         raise InvalidResultError(capped(reasons))
-    target = Path(folder) / (name or f"{result.model_id}.json")
+    name = name or f"{result.model_id}.json"
+    _check_name(name)
+    target = Path(folder) / name
     _write_atomic(target, raw)
     score = optimal_point(result.threshold_arr, result.recall_arr, target_recall)
     return Published(
@@ -483,10 +487,17 @@ def temporary_name(name: str) -> str:
     return f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
+def _check_name(name: str) -> None:
+    """A file name in the folder, and not one the daemon's default ``ignore_patterns`` skip."""
+    if "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise PublishError(f"{name!r} is not a file name (a name in the folder, without '/')")
+    ignored = [p for p in DEFAULT_IGNORE if fnmatch.fnmatchcase(name, p)]
+    if ignored:
+        raise PublishError(f"{name!r} is a name the daemon ignores ({ignored[0]}): the file would never be scored")
+
+
 def _write_atomic(target: Path, raw: bytes) -> None:
     folder = target.parent
-    if "/" in target.name or target.name in ("", ".", ".."):
-        raise PublishError(f"{target.name!r} is not a file name")
     if not folder.is_dir():
         raise PublishError(f"cannot publish into {folder}: no such folder")
     tmp = folder / temporary_name(target.name)
