@@ -435,6 +435,8 @@ def test_cli_reads_csv_with_or_without_a_header_and_json(tmp_path: Path, flag: s
         (["--curve", "-", "--logits"], b"", 2, "watcher: publish: --thresholds and --logits go with --scores"),
         (["--curve", "/nonexistent/input"], b"", 2, "watcher: publish: cannot read /nonexistent/input"),
         ([], b"", 2, "watcher publish: one of the arguments --scores --curve is required"),
+        (["--scores", "-", "--name", "model.txt"], b"1,0.9\n0,0.1\n", 2, "--name model.txt: not a file name the"),
+        (["--scores", "-", "--name", "a/b.json"], b"1,0.9\n0,0.1\n", 2, "--name a/b.json: not a file name the"),
     ],
 )
 def test_cli_errors_are_one_line_and_an_exit_code_and_nothing_is_written(

@@ -68,8 +68,13 @@ def cmd_publish(args: argparse.Namespace, settings: Settings, out: TextIO, stdin
     """``watcher publish``: exit 0 published, 1 invalid (one line on stderr)."""
     if args.curve is not None and (args.thresholds is not None or args.logits):
         raise ConfigError("publish: --thresholds and --logits go with --scores, not --curve")
+    matcher = Matcher.from_settings(settings)
+    if args.name is not None and ("/" in args.name or not matcher.tracks(args.name)):
+        raise ConfigError(
+            f"publish: --name {args.name}: not a file name the daemon reads (patterns: {', '.join(settings.patterns)})"
+        )
     probe = temporary_name(f"{args.model_id}.json")
-    if Matcher.from_settings(settings).tracks(probe):
+    if matcher.tracks(probe):
         raise ConfigError(
             f"publish: the configured patterns and ignore_patterns select temporary names such as {probe}, "
             "which the daemon would judge half-written: keep '.*' or '*.tmp' in ignore_patterns"
