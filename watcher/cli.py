@@ -1,7 +1,8 @@
 """Command line: parse argv, load settings, call one library function, print, return an exit code.
 
-Exit codes: 0 success; 1 invalid files found (``scan --strict``, ``validate``); 2 usage or
-configuration error; 3 runtime failure (database, watch dir) or, for ``status``, no daemon running.
+Exit codes: 0 success; 1 invalid files found (``scan --strict``, ``validate``) or invalid data
+(``publish``); 2 usage or configuration error; 3 runtime failure (database, watch dir) or, for
+``status``, no daemon running.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from watcher import __version__, logs
+from watcher import __version__, logs, publishcli
 from watcher.config import Settings, load_settings, unknown_env
 from watcher.errors import ConfigError, WatcherError
 from watcher.fleet import cli as fleetcli
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _central_flag(p, "the fleet's hosts, their lag and last contact")
 
+    publishcli.add_parser(sub)
     fleetcli.add_parser(sub, _common)
     return parser
 
@@ -393,4 +395,5 @@ COMMANDS = {
     "status": cmd_status,
     "follow": cmd_follow,
     "central": fleetcli.cmd_central,
+    "publish": publishcli.cmd_publish,
 }

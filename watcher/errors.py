@@ -38,3 +38,18 @@ class AlreadyRunningError(WatcherError):
 
 class CentralError(WatcherError):
     """The fleet's central database cannot be reached, set up or written. One line, for humans."""
+
+
+class PublishError(WatcherError):
+    """A result could not be published into the watch folder (missing, unwritable); nothing was
+    written there under a name the daemon reads."""
+
+
+class InvalidResultError(PublishError):
+    """The result to publish would be rejected (or could not be built): every reason, in
+    ``reasons``, worded as ``watcher validate`` words them. Nothing was written."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = tuple(reasons)
+        count = f"{len(reasons)} problems: " if len(reasons) > 1 else ""
+        super().__init__(f"nothing published: {count}{'; '.join(reasons)}")
