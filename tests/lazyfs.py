@@ -21,6 +21,9 @@ The model, and what it leaves out:
   reads through any open handle (to fill its page cache, or for SQLite's ``-shm`` mmap), and an
   ``EBADF`` there is a ``SIGBUS`` in the client.
 * POSIX and ``flock`` locks are the kernel's own (no ``lock`` operation): enough for one host.
+* A file unlinked (or renamed over) while open lives on as ``.fuse_hidden…`` (libfuse's way, so
+  that ``fstat`` of it works) until it is closed; a cut leaves those behind, and the next mount
+  deletes them, as ``fsck`` deletes orphaned inodes.
 
 The FUSE side runs under the system Python with Debian's ``python3-fusepy`` (libfuse2):
 ``/usr/bin/python3 tests/lazyfs.py BACKING MOUNTPOINT``, single-threaded. It dies with the
@@ -224,6 +227,8 @@ class LazyFS:
     """The FUSE operations (fusepy, ``raw_fi=False``): metadata passes through, data waits for fsync."""
 
     use_ns = True
+    # Operations on an open file go by its handle alone.
+    flag_nullpath_ok = True
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -375,7 +380,12 @@ def _serve(backing: str, mountpoint: str) -> None:
     if os.getppid() == 1:  # the parent died before the line above
         sys.exit(1)
     fusepy = importlib.import_module("fusepy")  # Debian's python3-fusepy, under the system Python
-    fusepy.FUSE(LazyFS(os.path.abspath(backing)), mountpoint, foreground=True, nothreads=True, hard_remove=True)
+    root = os.path.abspath(backing)
+    for folder, _, files in os.walk(root):  # what a cut left of files unlinked while open (as fsck does)
+        for name in files:
+            if name.startswith(".fuse_hidden"):
+                os.unlink(os.path.join(folder, name))
+    fusepy.FUSE(LazyFS(root), mountpoint, foreground=True, nothreads=True)
 
 
 if __name__ == "__main__":

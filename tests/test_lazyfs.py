@@ -110,6 +110,20 @@ def test_mmap_reads_and_writes_go_through_it(lazy: lazyfs.Mount) -> None:
     assert (mnt / "m").read_bytes() == b"a" * 8192
 
 
+def test_an_open_file_renamed_over_or_unlinked_reads_on(lazy: lazyfs.Mount) -> None:
+    mnt = lazy.mountpoint
+    (mnt / "report").write_bytes(b"old")
+    (mnt / "gone").write_bytes(b"unlinked")
+    with (mnt / "report").open("rb") as old, (mnt / "gone").open("rb") as gone:
+        (mnt / "new").write_bytes(b"new")
+        os.replace(mnt / "new", mnt / "report")
+        (mnt / "gone").unlink()
+        assert (os.fstat(old.fileno()).st_size, old.read()) == (3, b"old")
+        assert gone.read() == b"unlinked"
+    assert (mnt / "report").read_bytes() == b"new"
+    assert sorted(p.name for p in mnt.iterdir()) == ["report"]
+
+
 _SQLITE_CHILD = """
 import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
