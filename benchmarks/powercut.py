@@ -4,7 +4,10 @@ PostgreSQL), run for ``--cuts`` cuts, with its figures printed: cuts, mismatches
 the invariant, report files; central: the host's rows), total time, resyncs logged, the time from
 the restart until the host settled (median, max), and how much history each cut took back.
 
-``python -m benchmarks.powercut [--cuts 200] [--seed 25] [--quiet]``
+``python -m benchmarks.powercut [--cuts 200] [--seed 25] [--quiet] [--synchronous FULL]``
+
+``--synchronous FULL`` runs the host's database with every commit fsynced (see
+``benchmarks.durability``): then no cut should take back any history.
 
 Needs root, ``/dev/fuse``, Debian's ``fuse3`` and ``python3-fusepy``, and PostgreSQL's server
 binaries. Exits 1 if any cut left a mismatch (each one is printed). Not part of the test suite.
@@ -17,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.durability import entry_code
 from tests import lazyfs
 from tests.pgserver import PgServer
 from tests.powercut import PowerCuts
@@ -28,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuts", type=int, default=200)
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument("--quiet", action="store_true", help="no line per round")
+    parser.add_argument(
+        "--synchronous", choices=("NORMAL", "FULL"), default="NORMAL", help="the host database's setting"
+    )
     args = parser.parse_args(argv)
     why = lazyfs.missing()
     if why is not None:
@@ -41,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
             fleet = Fleet(server, Path(tmp))
             loop = PowerCuts(fleet, Path(tmp), seed=args.seed)
+            if args.synchronous != "NORMAL":
+                loop.host.entry = ["-c", entry_code(args.synchronous)]
             figures = loop.run(args.cuts, progress=not args.quiet)
         finally:
             if loop is not None:
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             server.destroy()
     for problem in figures.local + figures.central:
         print(f"MISMATCH {problem}")
-    print(f"| power cuts | {figures.cuts} |")
+    print(f"| power cuts (synchronous = {args.synchronous}) | {figures.cuts} |")
     print(f"| mismatches, local (integrity, invariant, report files) | {len(figures.local)} |")
     print(f"| mismatches, central (the host's rows) | {len(figures.central)} |")
     print(f"| total time (s) | {figures.elapsed:.1f} |")

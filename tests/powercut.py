@@ -76,7 +76,7 @@ class Figures:
         times = sorted(self.settle) or [0.0]
         return (
             f"cuts {self.cuts}, mismatches local {len(self.local)} central {len(self.central)}, "
-            f"time {self.elapsed:.1f} s, resyncs logged {self.resyncs}, tracebacks {self.tracebacks}, "
+            f"time {self.elapsed:.1f} s, resyncs logged {self.resyncs} (counted at the end), "
             f"settle per cut median {statistics.median(times):.2f} s max {max(times):.2f} s, "
             f"history entries taken back per cut median {statistics.median(self.taken_back or [0]):.0f}"
             f" max {max(self.taken_back or [0])}, cuts back to an empty history {self.emptied}"
@@ -249,6 +249,7 @@ class PowerCuts:
             if self.rng.random() < 0.5:  # a pause: the daemon copies its log into the database file (fsynced)
                 wait_until(self._checkpointed, 30, what="the idle checkpoint")
             if progress:
+                self.figures.elapsed = time.monotonic() - started
                 print(f"  {self.figures.summary()}", flush=True)
         self.figures.elapsed = time.monotonic() - started
         self._count_log()
