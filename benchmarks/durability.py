@@ -3,13 +3,14 @@ with ``PRAGMA synchronous = NORMAL`` (the default: in WAL mode, fsync only at ch
 power cut may take back the commits since the last one) against ``FULL`` (the log fsynced at
 every commit: a committed batch survives a power cut).
 
-``python -m benchmarks.durability [--files 10000] [--repeats 3] [--dir DIR]``
+``python -m benchmarks.durability [--files 10000] [--repeats 3] [--dir DIR] [--syncs]``
 
 Each run is a fresh daemon, tree and database, on a disk (``--dir``; not tmpfs: fsync must
 reach a device), the two settings alternating (NORMAL first in even rounds, FULL first in odd
 ones), shipping off. Printed: the median over ``repeats`` of the seconds from the first file
 written until all are in the database, the daemon process's CPU seconds (workers excluded), and
-the CPU seconds of the daemon and its workers together. The default is not changed by this: the
+the CPU seconds of the daemon and its workers together; with ``--syncs``, the fsync calls one
+more burst of each makes (under ``strace``, untimed). The default is not changed by this: the
 setting is made by a wrapper around ``Store.open`` (:func:`entry_code`), which
 ``benchmarks.powercut --synchronous FULL`` also uses to show what FULL keeps through a cut.
 """
@@ -17,8 +18,10 @@ setting is made by a wrapper around ``Store.open`` (:func:`entry_code`), which
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -64,14 +67,16 @@ def _family(pid: int) -> list[int]:
     return [pid, *descendants(pid)]
 
 
-def burst(work: Path, payload: list[tuple[Path, bytes]], mode: str) -> dict[str, float]:
-    """One burst into a fresh daemon (``synchronous = mode``) on an empty tree."""
+def burst(work: Path, payload: list[tuple[Path, bytes]], mode: str, prefix: tuple[str, ...] = ()) -> dict[str, float]:
+    """One burst into a fresh daemon (``synchronous = mode``) on an empty tree; ``prefix``: a
+    command the daemon runs under (strace)."""
     tree, db, log = work / "tree", work / "watcher.db", work / "daemon.log"
     tree.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [PY, "-c", entry_code(mode), "run", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json"],
+            [*prefix, PY, "-c", entry_code(mode), "run", "--watch-dir", str(tree), "--db", str(db),
+             "--log-format", "json"],
             stdout=out, stderr=out, env=env,
         )  # fmt: skip
     try:
@@ -95,12 +100,30 @@ def burst(work: Path, payload: list[tuple[Path, bytes]], mode: str) -> dict[str,
         finally:
             conn.close()
     finally:
-        proc.terminate()
+        # Under strace, stop the daemon (strace's child); strace ends with it.
+        for pid in _family(proc.pid)[1:2] if prefix else [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         proc.wait(60)
     return {"seconds": seconds, "cpu": own, "cpu_all": total}
 
 
-def bench(files: int, repeats: int, where: Path) -> list[tuple[str, str]]:
+def syncs(work: Path, payload: list[tuple[Path, bytes]], mode: str) -> int:
+    """fsync and fdatasync calls of the daemon's processes over a burst and its stop (under
+    ``strace -f -c``: slower, so not timed)."""
+    summary = work / "strace.txt"
+    work.mkdir(parents=True)
+    prefix = ("strace", "-f", "-c", "--seccomp-bpf", "-e", "trace=fsync,fdatasync", "-o", str(summary))
+    burst(work, payload, mode, prefix)
+    calls = 0
+    for line in summary.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[-1] in ("fsync", "fdatasync"):
+            calls += int(fields[3])  # % time, seconds, usecs/call, calls, [errors], syscall
+    return calls
+
+
+def bench(files: int, repeats: int, where: Path, count_syncs: bool = False) -> list[tuple[str, str]]:
     work = Path(tempfile.mkdtemp(prefix="watcher-durability-", dir=where))
     try:
         staged = corpus.generate(work / "staged", files)
@@ -124,6 +147,10 @@ def bench(files: int, repeats: int, where: Path) -> list[tuple[str, str]]:
              f"{med('NORMAL', 'cpu_all'):.2f} / {med('FULL', 'cpu_all'):.2f}"),
             ("FULL against NORMAL, wall (%)", f"{100 * (med('FULL', 'seconds') / med('NORMAL', 'seconds') - 1):+.0f}"),
         ]  # fmt: skip
+        if count_syncs and shutil.which("strace"):
+            counted = {mode: syncs(work / f"strace-{mode}", payload, mode) for mode in ("NORMAL", "FULL")}
+            rows.append(("fsync + fdatasync calls over the burst and the stop, NORMAL / FULL (strace)",
+                         f"{counted['NORMAL']} / {counted['FULL']}"))  # fmt: skip
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -134,9 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--syncs", action="store_true", help="also count the fsync calls (one more burst each, under strace)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rows: list[tuple[str, Any]] = list(bench(args.files, args.repeats, args.dir))
+    rows: list[tuple[str, Any]] = list(bench(args.files, args.repeats, args.dir, args.syncs))
     print("\n| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
