@@ -176,10 +176,11 @@ class PowerCuts:
         worker.start()
         try:
             threading.Event().wait(self.rng.uniform(*within))  # the instant of the cut, not a synchronisation
+            # Committed just before the kill, as a reader saw it (after the kill, a reader's recovery
+            # of the log could also count a batch whose commit the kill interrupted).
             before = _max_id(self.host.db)
             if self.host.proc is not None and self.host.proc.poll() is None:
                 self.host.kill()
-            before = max(before, _max_id(self.host.db))  # what the daemon committed up to its death
             self.mount.cut()
             after = _max_id(self.host.db)
         finally:
