@@ -27,7 +27,8 @@ The model, and what it leaves out:
 
 The FUSE side runs under the system Python with Debian's ``python3-fusepy`` (libfuse2):
 ``/usr/bin/python3 tests/lazyfs.py BACKING MOUNTPOINT``, single-threaded. It dies with the
-process that started it (``PR_SET_PDEATHSIG``); :func:`mount`'s caller unmounts in a ``finally``.
+thread that started it (``PR_SET_PDEATHSIG``: mount from the main thread); :func:`mount`'s caller
+unmounts in a ``finally`` (:func:`mounted` does), which kills it and detaches the mount.
 """
 
 from __future__ import annotations
