@@ -216,6 +216,9 @@ class PowerCuts:
             wait_until(self._settled_locally, timeout, interval=0.1, what="the host to settle")
         except AssertionError:
             n = self.figures.cuts
+            proc = self.host.proc
+            if proc is not None and proc.poll() is not None:
+                self.figures.local.append(f"cut {n}: the daemon exited with {proc.returncode}")
             self.figures.local += [f"cut {n}: {v}" for v in invariant.violations(self.host.inbox, self.host.db)]
             self.figures.local += [
                 f"cut {n}: {v}" for v in reports_differ(self.host.db, self.reports, self.tmp / "whole")
