@@ -23,6 +23,8 @@ from testing.daemon import Daemon, settle
 from testing.helpers import wait_until
 from testing.unprivileged import Unprivileged, nobody, shared_tmp
 
+pytestmark = pytest.mark.slow  # real daemon processes
+
 __all__ = ["nobody", "shared_tmp"]  # fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +49,6 @@ print(json.dumps({"name": done.path.name, "model_id": done.model_id, "threshold"
 LOOP = """
 import os, random, sys, uuid
 from watcher import producer
-
-pytestmark = pytest.mark.slow  # real daemon processes
 folder, seed, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "hold"
 if hold:
     real_fsync = os.fsync

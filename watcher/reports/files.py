@@ -37,7 +37,8 @@ HISTORY_ON_PAGE = KEEP_NEWEST
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: int = 0o640) -> Iterator[TextIO]:
     """A temp file in ``path``'s folder to write into; on leaving without an error it is made
-    durable and ``os.replace``-d over ``path``. On any failure the old file stays."""
+    durable, ``os.replace``-d over ``path``, and the folder synced (so that the rename itself
+    survives a power cut). On any failure the old file stays."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -47,6 +48,11 @@ def atomic_file(path: Path, mode: int = 0o640) -> Iterator[TextIO]:
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
