@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         return EXIT_CONFIG
     except SystemExit as exc:  # --help, --version: printed, nothing else to do
         return int(exc.code or 0)
-    flags = {k: getattr(args, k, None) for k in ("db_path", "watch_dir", "log_format", "log_level")}
+    flags = _flags(args)
     try:
         settings = load_settings(args.config, flags=flags)
     except ConfigError as exc:
@@ -174,6 +174,10 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
             traceback.print_exc()
         print(f"watcher {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k, None) for k in ("db_path", "watch_dir", "log_format", "log_level")}
 
 
 def _silence(out: TextIO) -> None:
@@ -212,7 +216,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher run``: the daemon, in the foreground."""
     from watcher.daemon import run  # imported here: only this command needs watchdog
 
-    return run(settings)
+    # SIGHUP reads the settings as this start did: the same file, environment and flags.
+    return run(settings, reload=lambda: load_settings(args.config, flags=_flags(args)))
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -23,6 +23,7 @@ from watcher.config import Settings
 from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
+from watcher.metrics import Stats
 from watcher.mirror import Applied
 from watcher.observe import Event
 from watcher.outcomes import stored_path
@@ -100,6 +101,8 @@ class Writer(threading.Thread):
         self.watch_dir_unreadable = False
         self.last_work = time.monotonic()
         self.store: Store | None = None
+        self.stats = Stats()  # what watcher.metrics reports, counted where it happens
+        self.new_settings: Settings | None = None  # from a reload (watcher.lifecycle), taken in step()
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
 
@@ -154,6 +157,8 @@ class Writer(threading.Thread):
         run due reconciles, and write the status when due."""
         now = time.monotonic()
         self.tick = now
+        if self.new_settings is not None:
+            self._take_settings(self.new_settings)
         batch = self._drain(self._timeout(now))
         now = time.monotonic()
         for event in batch:
@@ -161,6 +166,7 @@ class Writer(threading.Thread):
         if self.overflow.is_set():
             self.overflow.clear()
             log.warning("event_queue_overflow", hint="events were dropped; reconciling the whole tree")
+            self.stats.overflows += 1
             self.next_reconcile = now
         if self.rewatched.is_set():
             # The watch dir is watched anew: events from around the switch are half a story (an
@@ -190,6 +196,21 @@ class Writer(threading.Thread):
             self.pool.close()
             stopped = release_helpers()
             log.info("workers_stopped", idle_seconds=self.settings.worker_idle_seconds, helpers_stopped=stopped)
+
+    def _take_settings(self, new: Settings) -> None:
+        # A reload: the new filters and judging options, and a full reconcile now, which judges
+        # again every file stored under another target and finds what the new patterns select.
+        rescore = new.target_recall != self.settings.target_recall
+        opts = JudgeOptions.from_settings(new)
+        if opts != self.opts:
+            self.pool.close(wait=False)
+            self.pool = WorkerPool(opts, new.worker_count, "forkserver", kept=True)
+        self.settings, self.opts, self.matcher = new, opts, Matcher.from_settings(new)
+        if self.store is not None:
+            self.store.target_recall = new.target_recall
+        self.next_reconcile = time.monotonic()
+        self.new_settings = None
+        log.info("settings_taken", rescore=rescore)
 
     def _timeout(self, now: float) -> float:
         deadlines = [self.next_reconcile, now + 1.0, *self.subtrees.values()]
@@ -256,6 +277,7 @@ class Writer(threading.Thread):
         except sqlite3.Error as exc:
             # Disk full, read-only, locked for longer than the busy timeout: keep the work, retry.
             log.error("database_error", error=str(exc), retry_in=1.0, pending=len(paths))
+            self.stats.database_error()
             now = time.monotonic()
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
@@ -268,6 +290,8 @@ class Writer(threading.Thread):
             self.on_change()
         assert self.store is not None
         self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
+        self.stats.database_ok()
+        self.stats.outcomes(len(applied.scored), len(applied.rejected), len(applied.removed))
 
     def _reconcile(self, under: str) -> None:
         assert self.store is not None
@@ -295,6 +319,7 @@ class Writer(threading.Thread):
             return
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc), retry_in=5.0)
+            self.stats.database_error()
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         except BrokenProcessPool:
@@ -305,6 +330,8 @@ class Writer(threading.Thread):
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return
         self.watch_dir_unreadable = False
+        self.stats.reconciled(summary.seconds, full=not under)
+        self.stats.outcomes(summary.scored, summary.rejected, summary.removed)
         if summary.changed:
             self.last_change = time.monotonic()
             # Outcomes applied by a reconcile (the start-up one above all) are events too: without
@@ -377,3 +404,6 @@ class Writer(threading.Thread):
             self.store.set_status(heartbeat_at=now_iso(), last_event_at=last, **self.observer_status())
         except sqlite3.Error as exc:
             log.error("database_error", error=str(exc))
+            self.stats.database_error()
+            return
+        self.stats.database_ok()
