@@ -207,6 +207,7 @@ class Vitals(threading.Thread):
     def run(self) -> None:
         """Thread body: wake on a change or every PERIOD seconds; write; never die of an error."""
         last = -float("inf")
+        self.once()  # the health file at once: `watcher status --check` looks for it
         while True:
             self.stats.changed.wait(PERIOD)
             if self.stop_event.is_set():
