@@ -29,6 +29,19 @@ def check(d: Daemon, **env: str) -> tuple[int, str]:
     return proc.returncode, lines[0]
 
 
+def until(d: Daemon, code: int, timeout: float = 30.0, **env: str) -> str:
+    """Wait until the check exits ``code``; its line."""
+    found: list[str] = []
+
+    def done() -> bool:
+        got, line = check(d, **env)
+        found[:] = [line]
+        return got == code
+
+    wait_until(done, timeout, what=f"exit {code} from the check")
+    return found[0]
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path)
@@ -42,7 +55,7 @@ def test_ok_then_rejections_rising_then_down(daemon: Daemon) -> None:
     daemon.start()
     write(daemon.inbox / "good.json", doc())
     wait_until(lambda: "good.json" in daemon.results(), what="the result")
-    _, out = wait_until(lambda: (r := check(daemon)) and r[0] == 0 and r, timeout=30, what="OK")
+    out = until(daemon, 0)
     assert out.startswith("WATCHER OK - daemon running (pid ")
 
     write(daemon.inbox / "bad.json", "{")
@@ -61,14 +74,12 @@ def test_ok_then_rejections_rising_then_down(daemon: Daemon) -> None:
 def test_a_hung_daemon_is_critical(daemon: Daemon) -> None:
     daemon.start()
     assert daemon.proc is not None
-    wait_until(lambda: check(daemon)[0] == 0, timeout=30, what="OK")
+    until(daemon, 0)
     os.kill(daemon.proc.pid, signal.SIGSTOP)  # hung: no heartbeat, no health file
-    _code, out = wait_until(
-        lambda: (r := check(daemon, check_heartbeat_seconds="1")) and r[0] == 2 and r, timeout=30, what="late"
-    )
+    out = until(daemon, 2, check_heartbeat_seconds="1")
     assert "heartbeat late" in out or "watchdog late" in out, out
     os.kill(daemon.proc.pid, signal.SIGCONT)
-    wait_until(lambda: check(daemon, check_heartbeat_seconds="8")[0] == 0, timeout=30, what="OK again")
+    until(daemon, 0, check_heartbeat_seconds="8")
 
 
 def test_failing_report_writes_are_critical(daemon: Daemon) -> None:
@@ -79,10 +90,10 @@ def test_failing_report_writes_are_critical(daemon: Daemon) -> None:
     reports.write_text("a file where the report folder was\n")  # every write there fails, even as root
     write(daemon.inbox / "a.json", doc())
     daemon.wait_event("report_write_failed")
-    _code, out = wait_until(lambda: (r := check(daemon)) and r[0] == 2 and r, timeout=30, what="critical")
+    out = until(daemon, 2)
     assert "report writes failing for" in out, out
     reports.unlink()
-    wait_until(lambda: check(daemon)[0] == 0, timeout=30, what="OK once the reports are written again")
+    until(daemon, 0)  # once the reports are written again
 
 
 def test_an_unreachable_central_database_warns_after_the_limit(daemon: Daemon) -> None:
@@ -90,9 +101,7 @@ def test_an_unreachable_central_database_warns_after_the_limit(daemon: Daemon) -
     daemon.env["WATCHER_CENTRAL_URL"] = "postgresql://watcher@127.0.0.1:1/watcher?connect_timeout=1"
     daemon.start()
     daemon.wait_event("central_unreachable")
-    _code, out = wait_until(
-        lambda: (r := check(daemon, check_central_seconds="1")) and r[0] == 1 and r, timeout=30, what="warning"
-    )
+    out = until(daemon, 1, check_central_seconds="1")
     assert out.startswith("WATCHER WARNING - central database unreachable for "), out
     assert check(daemon)[0] == 0  # within the default limit (10 minutes)
 
