@@ -6,6 +6,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,28 @@ def test_systemd_hears_status_reloading_and_ready(tmp_path: Path) -> None:
             assert heard.index(reloading) < max(i for i, m in enumerate(heard) if "READY=1" in m)
         finally:
             d.stop()
+
+
+def test_the_start_is_extended_only_while_the_writer_makes_progress(make_settings: Any) -> None:
+    """EXTEND_TIMEOUT_USEC= while the start-up reconcile's progress moves the writer's tick; none
+    once it stands still (a hung start then meets TimeoutStartSec)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from watcher.lifecycle import EXTEND_BY, EXTEND_EVERY, PROGRESS_WITHIN, Lifecycle
+
+    sent: list[str] = []
+    writer = SimpleNamespace(tick=time.monotonic())
+    life = Lifecycle(make_settings(), writer, None, None, threading.Event(), None, send=sent.append)  # type: ignore[arg-type]
+    life.starting()
+    assert sent == [f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1e6)}"]
+    life.starting()  # not again within EXTEND_EVERY
+    assert len(sent) == 1
+    life.extended -= EXTEND_EVERY
+    life.starting()
+    assert len(sent) == 2
+    life.extended -= EXTEND_EVERY
+    writer.tick -= PROGRESS_WITHIN + 1  # no progress for a while: no extension
+    life.starting()
+    assert len(sent) == 2
