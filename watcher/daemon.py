@@ -120,10 +120,10 @@ def run(
     reporter.on_written = writer.stats.report_written
     vitals = Vitals(settings, writer.stats, writer, events, reporter, shipper)
     writer.start()
-    vitals.start_from()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
     )
+    vitals.start_from()
     root = RootWatch(settings, observer, handler, rewatched)
     life = Lifecycle(settings, writer, reporter, vitals, hangup, reload)
     code, lock_fd = _supervise(settings, stop, observer, writer, reporter, root, lock_fd, life)
