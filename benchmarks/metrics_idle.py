@@ -34,11 +34,16 @@ def idle_share(root: Path, seconds: float, metrics: bool) -> float:
     if metrics:
         env["WATCHER_METRICS_FILE"] = str(root / "metrics" / "watcher.prom")
     d = Daemon(root, env=env)
-    d.start()
+    d.start(wait=False)
     try:
-        d.wait_event("workers_stopped", timeout=300)  # the start-up reconcile's helpers gone: idle
-        threading.Event().wait(2)
+        d.wait_event("daemon_ready", timeout=900)
         assert d.proc is not None
+        gate = threading.Event()
+        for _ in range(120):  # idle once a 5 s stretch costs under 1% of a core (the first report done)
+            before = cpu_seconds(d.proc.pid)
+            gate.wait(5)
+            if cpu_seconds(d.proc.pid) - before < 0.05:
+                break
         before = cpu_seconds(d.proc.pid)
         threading.Event().wait(seconds)
         return (cpu_seconds(d.proc.pid) - before) / seconds
