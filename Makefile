@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast pytest lint typecheck docs systemd-check bench bench-page soak soak-long lock clean
+.PHONY: install run test test-fast pytest lint typecheck docs systemd-check bench bench-page soak soak-long lock deb clean
 
 # Install pinned versions (requirements.lock) into .venv; redone when the pins change.
 $(STAMP): pyproject.toml requirements.lock
@@ -65,6 +65,10 @@ soak-long: install
 lock: install
 	(echo "# Pinned versions of everything 'make install' puts in .venv (regenerate: make lock)."; \
 	 $(BIN)/pip freeze --all --exclude-editable | grep -v '^-e' | sort -f) > requirements.lock
+
+# The Debian package (debian/, dh-virtualenv: apt-get install dh-virtualenv) into ../watcher_*.deb.
+deb:
+	dpkg-buildpackage -us -uc -b
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

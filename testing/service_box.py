@@ -54,35 +54,54 @@ def journal(box: nspawn.Container) -> str:
     return box.run("journalctl -u watcher -o cat --no-pager", check=False).stdout
 
 
-def service_output(box: nspawn.Container) -> list[str]:
-    """Every line the unit's own processes wrote to stdout or stderr (journald's ``stdout``
-    transport), from the first start on: not systemd's own lines about the unit (PID 1's, sent as
-    structured entries), which are plain text."""
-    out = box.run("journalctl -u watcher -o json --no-pager", check=False).stdout
-    lines = []
-    for raw in out.splitlines():
-        entry = json.loads(raw)
-        if entry.get("_TRANSPORT") != "stdout" or entry.get("_SYSTEMD_UNIT") != "watcher.service":
-            continue
-        message = entry.get("MESSAGE", "")
-        if isinstance(message, list):  # journald's form of a message that is not plain UTF-8 text
-            message = bytes(message).decode("utf-8", "replace")
-        lines.append(str(message))
-    return lines
+def entries(box: nspawn.Container, *matches: str, priority: str = "") -> list[dict[str, Any]]:
+    """The unit's journal entries (``journalctl -u watcher -o json``), with journalctl's matches."""
+    where = " ".join(shlex.quote(m) for m in matches) + (f" -p {priority}" if priority else "")
+    out = box.run(f"journalctl -u watcher {where} -o json --no-pager", check=False).stdout
+    return [json.loads(raw) for raw in out.splitlines() if raw.strip()]
+
+
+def text(value: Any) -> str:
+    """A field's value as text: journald gives a value that is not plain UTF-8 as a list of bytes."""
+    return bytes(value).decode("utf-8", "replace") if isinstance(value, list) else str(value)
+
+
+def events(box: nspawn.Container, name: str) -> list[dict[str, Any]]:
+    """The daemon's events called ``name``, as it logged them: its ``WATCHER_*`` fields, the prefix
+    dropped and lower-cased, values that are JSON parsed (``WATCHER_EXIT_CODE=0`` -> ``exit_code: 0``)."""
+    out = []
+    for entry in entries(box, f"WATCHER_EVENT={name}"):
+        event: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key.startswith("WATCHER_"):
+                try:
+                    event[key[8:].lower()] = json.loads(text(value))
+                except ValueError:
+                    event[key[8:].lower()] = text(value)
+        out.append(event)
+    return out
 
 
 def assert_quiet(box: nspawn.Container, after: str) -> None:
-    """The service has written JSON lines only (one object each), and no traceback anywhere in the
-    unit's journal: the daemon's own output and that of every helper process it started."""
+    """Everything the unit's own processes put in the journal is the daemon's entries, each with its
+    ``WATCHER_EVENT`` (the sandbox probe's JSON lines, a test's own ExecStartPost=, aside), and no
+    traceback anywhere in the unit's journal: the daemon's own output and that of every helper
+    process it started (a helper's stray line would arrive on the stdout stream)."""
     foreign = []
-    for line in service_output(box):
-        try:
-            ok = isinstance(json.loads(line), dict)
-        except ValueError:
-            ok = False
+    for entry in entries(box, "_SYSTEMD_UNIT=watcher.service"):
+        message = text(entry.get("MESSAGE", ""))
+        if message in CONTAINER_WARNINGS:  # systemd's own, logged from the unit's process before exec
+            ok = True
+        elif entry.get("_TRANSPORT") == "journal":
+            ok = "WATCHER_EVENT" in entry
+        else:
+            try:
+                ok = "probe" in json.loads(message)
+            except (ValueError, TypeError):
+                ok = False
         if not ok:
-            foreign.append(line)
-    assert foreign == [], f"after {after}: lines in the journal that are not JSON:\n" + "\n".join(foreign[:40])
+            foreign.append(f"{entry.get('_TRANSPORT')}: {message}")
+    assert foreign == [], f"after {after}: entries that are not the daemon's events:\n" + "\n".join(foreign[:40])
     assert "Traceback" not in journal(box), f"after {after}: a traceback in the journal"
 
 
@@ -170,12 +189,7 @@ def database_locked(box: nspawn.Container) -> Iterator[None]:
 
 def pid_started(box: nspawn.Container, pid: str) -> bool:
     """True once the daemon with this pid has logged daemon_starting."""
-    for line in journal(box).splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == "daemon_starting" and str(event.get("pid")) == pid:
-                return True
-    return False
+    return any(str(event.get("pid")) == pid for event in events(box, "daemon_starting"))
 
 
 # Writes N valid results files into a new folder, then moves the folder into the watch dir at

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--check", action="store_true",
+        help="one line and a Nagios exit code: 0 ok, 1 warning, 2 critical, 3 unknown",
+    )  # fmt: skip
     _central_flag(p, "the fleet's hosts, their lag and last contact")
 
     publishcli.add_parser(sub)
@@ -142,7 +146,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         return EXIT_CONFIG
     except SystemExit as exc:  # --help, --version: printed, nothing else to do
         return int(exc.code or 0)
-    flags = {k: getattr(args, k, None) for k in ("db_path", "watch_dir", "log_format", "log_level")}
+    flags = _flags(args)
+    if getattr(args, "check", False):
+        return _check(args, out)
     try:
         settings = load_settings(args.config, flags=flags)
     except ConfigError as exc:
@@ -177,6 +183,24 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
             traceback.print_exc()
         print(f"watcher {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    """``watcher status --check``: every failure, the config's included, is one line and exit 3."""
+    from watcher import health
+
+    try:
+        settings = load_settings(args.config, flags=_flags(args))
+        logs.configure(settings.log_level, settings.log_format)
+        code, why = health.verdict(settings)
+    except Exception as exc:  # noqa: BLE001 - a check's every failure is "unknown", in one line
+        code, why = health.UNKNOWN, str(exc)
+    print(health.line(code, why), file=out)
+    return code
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k, None) for k in ("db_path", "watch_dir", "log_format", "log_level")}
 
 
 def _silence(out: TextIO) -> None:
@@ -215,7 +239,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher run``: the daemon, in the foreground."""
     from watcher.daemon import run  # imported here: only this command needs watchdog
 
-    return run(settings)
+    # SIGHUP reads the settings as this start did: the same file, environment and flags.
+    return run(settings, reload=lambda: load_settings(args.config, flags=_flags(args)))
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -71,6 +71,11 @@ class Settings(BaseModel):
     history_keep_days: float = Field(90.0, ge=0)
     progress: Literal["auto", "always", "never"] = "auto"
     central_url: str | None = None
+    metrics_file: Path | None = None
+    check_heartbeat_seconds: float = Field(30.0, gt=0)
+    check_central_seconds: float = Field(600.0, gt=0)
+    check_rejections: int = Field(10, ge=0)
+    check_rejections_window: float = Field(3600.0, gt=0)
     host_name: str = Field("", max_length=200, validate_default=True)
 
     @field_validator("central_url")
@@ -80,6 +85,14 @@ class Settings(BaseModel):
         if value is not None and (_URL_PASSWORD.match(value) or _KV_PASSWORD.search(value)):
             raise ValueError("must not contain a password: put it in ~/.pgpass or the file PGPASSFILE names")
         return value or None
+
+    @field_validator("metrics_file")
+    @classmethod
+    def _prom_suffix(cls, value: Path | None) -> Path | None:
+        # node_exporter's textfile collector reads only *.prom files (and skips the temporary one).
+        if value is not None and str(value) and value.suffix != ".prom":
+            raise ValueError("must end in .prom (node_exporter's textfile collector reads only those)")
+        return value
 
     @field_validator("host_name")
     @classmethod
@@ -116,12 +129,14 @@ def default_report_dir(db_path: Path) -> Path:
     return db_path.parent / name
 
 
-_PATH_KEYS = ("watch_dir", "db_path", "report_dir")
+_PATH_KEYS = ("watch_dir", "db_path", "report_dir", "metrics_file")
 _LIST_KEYS = ("report_formats", "patterns", "ignore_patterns")
 
 
 def _absolute(values: dict[str, Any], base: Path) -> dict[str, Any]:
     out = dict(values)
+    if out.get("metrics_file") == "":
+        out["metrics_file"] = None  # empty: no metrics file
     for key in _PATH_KEYS:
         if isinstance(out.get(key), str):
             out[key] = str((base / Path(out[key]).expanduser()).absolute())

@@ -24,8 +24,10 @@ from watchdog.observers.api import BaseObserver
 from watcher.config import Settings
 from watcher.dblock import acquire, holder, keep, lock_path
 from watcher.errors import AlreadyRunningError, CentralError, StoreError, TransientStoreError
+from watcher.lifecycle import Lifecycle
 from watcher.lifeline import start_quiet_resource_tracker
 from watcher.logs import get_logger
+from watcher.metrics import Vitals
 from watcher.notify import notify, watchdog_period
 from watcher.reports.reporter import Reporter
 from watcher.store import Store
@@ -52,7 +54,10 @@ ObserverFactory = Callable[[Settings, FileSystemEventHandler], tuple[BaseObserve
 
 
 def run(
-    settings: Settings, stop: threading.Event | None = None, observer_factory: ObserverFactory = start_observer
+    settings: Settings,
+    stop: threading.Event | None = None,
+    observer_factory: ObserverFactory = start_observer,
+    reload: Callable[[], Settings] | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or ``stop``). Returns the process exit code.
 
@@ -63,7 +68,8 @@ def run(
     out the same way: logged once (``database_error``), READY once the database works, exit 0 on
     a stop meanwhile. Raises :class:`~watcher.errors.AlreadyRunningError` for a second daemon on
     the same database, :class:`~watcher.errors.StoreError` for a database (or lock file) it may
-    not write at all.
+    not write at all. SIGHUP reads the settings
+    again with ``reload`` (see :mod:`watcher.lifecycle`).
     """
     stop = stop or threading.Event()
     # Only a fleet host needs the PostgreSQL driver: its absence is one line now, not a dead thread.
@@ -91,6 +97,9 @@ def run(
     # that cannot be named, so neither watched nor listed (the walk reports them).
     sys.setrecursionlimit(max(sys.getrecursionlimit(), WALK_RECURSION_LIMIT))
     _on_signals(stop)
+    hangup = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda *_: hangup.set())  # systemctl reload: the loop reloads
     events: queue.Queue[Event] = queue.Queue(maxsize=QUEUE_MAX)
     overflow = threading.Event()
     rewatched = threading.Event()
@@ -115,12 +124,16 @@ def run(
         # Ships to the fleet's central database once the first reconcile is done.
         shipper = shipping(settings, after=writer.ready)
         shipper.start()
+    reporter.on_written = writer.stats.report_written
+    vitals = Vitals(settings, writer.stats, writer, events, reporter, shipper)
     writer.start()
     log.info(
         "daemon_starting", watch_dir=str(settings.watch_dir), db=str(settings.db_path), observer=kind, pid=os.getpid()
     )
+    vitals.start_from()
     root = RootWatch(settings, observer, handler, rewatched)
-    code, lock_fd = _supervise(settings, stop, observer, writer, reporter, root, lock_fd)
+    life = Lifecycle(settings, writer, reporter, vitals, hangup, reload)
+    code, lock_fd = _supervise(settings, stop, observer, writer, reporter, root, lock_fd, life)
     notify("STOPPING=1")
     log.info("daemon_stopping")
     observer.stop()
@@ -130,6 +143,8 @@ def run(
         shipper.stop()
         shipper.join(timeout=15)
     reporter.stop()  # after the writer: the last batch's change gets written out, and its page
+    vitals.stop()
+    vitals.join(timeout=10)
     if reporter.is_alive():
         reporter.join(timeout=30)
     observer.join(timeout=5)
@@ -178,6 +193,7 @@ def _supervise(
     reporter: Reporter,
     root: RootWatch,
     lock_fd: int,
+    life: Lifecycle,
 ) -> tuple[int, int]:
     """Watch the threads, the watch dir and the lock until ``stop``; returns the exit code and
     the lock's (possibly renewed) descriptor."""
@@ -206,9 +222,13 @@ def _supervise(
             reporter.start()  # the database exists and is migrated by now
             if isinstance(observer, FolderPollingObserver):
                 observer.start_sweeping()  # the database describes the tree now
-            notify(f"READY=1\nSTATUS=watching {settings.watch_dir}")
+            life.ready()
             log.info("daemon_ready")
             ready_sent = True
+        elif not ready_sent:
+            life.starting()  # EXTEND_TIMEOUT_USEC= while the start-up reconcile makes progress
+        else:
+            life.check_reload()
         root.check()
         if period is not None and time.monotonic() - writer.tick < 4 * period:
             notify("WATCHDOG=1")

@@ -1,8 +1,9 @@
 """The one structlog set-up. Called once, at the edge (the CLI); :func:`reset` undoes it for tests.
 
 Output goes to stderr: JSON lines when it is not a TTY (or ``log_format = "json"``), a readable
-console format on a TTY. One event is always one line (JSON escapes newlines in file names), and
-tracebacks never carry local variables, which could hold file contents.
+console format on a TTY. With ``auto``, when stderr is the journal (a systemd service), each event
+is a native journal entry with fields instead (:mod:`watcher.journal`). One event is always one
+line (JSON escapes newlines in file names), and tracebacks never carry local variables, which could hold file contents.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import IO, Any, Literal, TextIO
 
 import structlog
 
+from watcher import journal
 from watcher.timestamps import UtcStamper
 
 LogFormat = Literal["auto", "json", "console"]
@@ -34,9 +36,20 @@ def resolve_format(log_format: LogFormat, stream: IO[str]) -> Literal["json", "c
     return "console" if isatty is not None and isatty() else "json"
 
 
-def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog process-wide: level filter, timestamps, and the renderer."""
+def configure(
+    level: str = "info",
+    log_format: LogFormat = "auto",
+    stream: TextIO | None = None,
+    journal_socket: str | None = None,
+) -> None:
+    """Configure structlog process-wide: level filter, timestamps, and the renderer.
+
+    ``journal_socket``: where journal entries go when stderr is the journal (tests name their own).
+    """
     stream = sys.stderr if stream is None else stream
+    if log_format == "auto" and _is_journal(stream):
+        _configure_journal(level, stream, journal_socket or journal.SOCKET)
+        return
     shared: list[Any] = [
         structlog.processors.add_log_level,
         UtcStamper(),
@@ -59,6 +72,34 @@ def configure(level: str = "info", log_format: LogFormat = "auto", stream: TextI
         cache_logger_on_first_use=False,
     )
 
+    _capture_foreign_output()
+
+
+def _is_journal(stream: IO[str]) -> bool:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return journal.stderr_is_journal(fd=fd)
+
+
+def _configure_journal(level: str, stream: TextIO, path: str) -> None:
+    # Exceptions as a structured field (no "Traceback" text), like the JSON lines.
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        UtcStamper(),
+        structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+        journal.JournalRenderer(),
+    ]
+    output = journal.JournalOutput(LineWriter(stream), path)
+    _outputs[:] = []
+    _journals[:] = [output]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=lambda *_: output,
+        cache_logger_on_first_use=False,
+    )
     _capture_foreign_output()
 
 
@@ -92,6 +133,7 @@ _hold_depth = 0
 _hold_lock = threading.Lock()
 _unbuffered: list[io.TextIOWrapper] = []
 _outputs: list[LineWriter] = []  # the configured one (a list: empty until configure())
+_journals: list[journal.JournalOutput] = []  # the journal's, when configured
 
 
 class LineWriter:
@@ -184,6 +226,8 @@ def reset() -> None:
     """Return structlog (and the capture of warnings and stdlib logging) to their defaults (for tests)."""
     structlog.reset_defaults()
     _outputs.clear()
+    while _journals:
+        _journals.pop().close()
     while _unbuffered:
         _unbuffered.pop().reconfigure(line_buffering=True)
     warnings.showwarning = _saved_showwarning

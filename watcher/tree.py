@@ -39,7 +39,7 @@ def _wanted_and_not_ignored(patterns: tuple[str, ...], ignore_patterns: tuple[st
 
 
 #: Beside the database: its write-ahead log, shared memory, rollback journal and the daemon's lock.
-DB_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+DB_COMPANIONS = ("-wal", "-shm", "-journal", ".lock", ".health")
 
 
 def own_outputs(settings: Settings) -> frozenset[str]:

@@ -26,6 +26,7 @@ from watcher.config import Settings
 from watcher.errors import StoreError, WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
+from watcher.metrics import Stats
 from watcher.mirror import Applied
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
@@ -166,6 +167,8 @@ class Writer(threading.Thread):
         self.history_floor = history_floor
         self.trimmer = HistoryTrimmer(settings.history_keep_days)
         self.next_trim = time.monotonic() + TRIM_FIRST
+        self.stats = Stats()  # what watcher.metrics reports, counted where it happens
+        self.new_settings: Settings | None = None  # from a reload (watcher.lifecycle), taken in step()
         # Kept for every burst; forked from a server, since this process has threads.
         self.pool = WorkerPool(self.opts, settings.worker_count, "forkserver", kept=True)
 
@@ -231,6 +234,7 @@ class Writer(threading.Thread):
         """A read, write, commit or sync of the database failed: logged (once per spell), and this
         connection is not trusted again (see ``suspect``)."""
         self.trouble.failed(exc, retry_in=self.retry_delay, **fields)
+        self.stats.database_error()
         self.last_error = exc
         if not self.suspect:
             self.suspect = True
@@ -279,6 +283,8 @@ class Writer(threading.Thread):
         run due reconciles, and write the status when due."""
         now = time.monotonic()
         self.tick = now
+        if self.new_settings is not None:
+            self._take_settings(self.new_settings)
         batch = self._drain(self._timeout(now))
         now = time.monotonic()
         for event in batch:
@@ -295,6 +301,7 @@ class Writer(threading.Thread):
         if self.overflow.is_set():
             self.overflow.clear()
             log.warning("event_queue_overflow", hint="events were dropped; reconciling the whole tree")
+            self.stats.overflows += 1
             self.next_reconcile = now
         if self.rewatched.is_set():
             # The watch dir is watched anew: events from around the switch are half a story (an
@@ -332,6 +339,21 @@ class Writer(threading.Thread):
             self.pool.close()
             stopped = release_helpers()
             log.info("workers_stopped", idle_seconds=self.settings.worker_idle_seconds, helpers_stopped=stopped)
+
+    def _take_settings(self, new: Settings) -> None:
+        # A reload: the new filters and judging options, and a full reconcile now, which judges
+        # again every file stored under another target and finds what the new patterns select.
+        rescore = new.target_recall != self.settings.target_recall
+        opts = JudgeOptions.from_settings(new)
+        if opts != self.opts:
+            self.pool.close(wait=False)
+            self.pool = WorkerPool(opts, new.worker_count, "forkserver", kept=True)
+        self.settings, self.opts, self.matcher = new, opts, Matcher.from_settings(new)
+        if self.store is not None:
+            self.store.target_recall = new.target_recall
+        self.next_reconcile = time.monotonic()
+        self.new_settings = None
+        log.info("settings_taken", rescore=rescore)
 
     def _timeout(self, now: float) -> float:
         if self.suspect:
@@ -412,6 +434,8 @@ class Writer(threading.Thread):
             self.on_change()
         assert self.store is not None
         self.store.add_counts(len(applied.scored), len(applied.rejected), len(applied.removed))
+        self.stats.database_ok()
+        self.stats.outcomes(len(applied.scored), len(applied.rejected), len(applied.removed))
 
     def _reconcile(self, under: str) -> bool:
         """Reconcile ``under`` ('' for the whole tree); False when the database failed meanwhile."""
@@ -450,6 +474,8 @@ class Writer(threading.Thread):
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return True
         self.watch_dir_unreadable = False
+        self.stats.reconciled(summary.seconds, full=not under)
+        self.stats.outcomes(summary.scored, summary.rejected, summary.removed)
         if summary.changed:
             self.last_change = time.monotonic()
             # Outcomes applied by a reconcile (the start-up one above all) are events too: without
@@ -548,3 +574,5 @@ class Writer(threading.Thread):
             self.store.set_status(heartbeat_at=now_iso(), last_event_at=last, **self.observer_status())
         except sqlite3.Error as exc:
             self._write_failed(exc)
+            return
+        self.stats.database_ok()

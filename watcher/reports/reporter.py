@@ -90,6 +90,14 @@ class Reporter(threading.Thread):
         self.last_page = -float("inf")
         self.helpers_held = True  # the fork server and resource tracker may run for us
         self.helpers_retry_at = 0.0  # when to try stopping them again, if they could not be
+        self.on_written: Callable[[bool], None] = lambda ok: None  # each write's result (watcher.metrics)
+
+    def reload(self, settings: Settings) -> None:
+        """New settings from a reload: report files (folder, formats) from the next write on."""
+        if (settings.reports, settings.report_formats) != (self.settings.reports, self.settings.report_formats):
+            self.tables = ReportTables(settings.reports, settings.report_formats)
+        self.settings = settings
+        self.mark()
 
     def mark(self) -> None:
         """Note that the report is out of date (thread-safe, cheap)."""
@@ -205,8 +213,10 @@ class Reporter(threading.Thread):
                     seconds=round(now - started, 3), after_change=round(now - since, 3) if changed else None,
                     read="all" if self.tables.full_reads > whole else "changes",
                 )  # fmt: skip
+                self.on_written(True)
         except (OSError, StoreError) as exc:
             log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
+            self.on_written(False)
             self.mark()
         self.last_written = time.monotonic()
 
@@ -248,6 +258,7 @@ class Reporter(threading.Thread):
             return
         except (OSError, StoreError) as exc:
             log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports), page=True)
+            self.on_written(False)
             self._page_again(covers)
         except Exception as exc:  # noqa: BLE001 - a bug in rendering: logged, never the end of the tables
             log.error("report_page_failed", error=repr(exc), report_dir=str(self.settings.reports))
