@@ -287,7 +287,11 @@ class Vitals(threading.Thread):
         path = health_path(self.settings.db_path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         with contextlib.suppress(OSError):  # the database's folder is the writer's to report on
-            tmp.write_text(json.dumps(self.health()) + "\n")
+            # No world access, as the database beside it (0640, whatever the umask allows more).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), 0o640)
+                fh.write(json.dumps(self.health()) + "\n")
             os.replace(tmp, path)
 
     def status_text(self) -> str:
