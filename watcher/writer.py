@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from watcher.apply import apply_in_batches
 from watcher.config import Settings
 from watcher.errors import StoreError, WatchDirError
 from watcher.judge import JudgeOptions
@@ -29,7 +30,7 @@ from watcher.logs import get_logger
 from watcher.mirror import Applied
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
-from watcher.reconcile import apply_in_batches, reconcile
+from watcher.reconcile import reconcile
 from watcher.retention import WAL_LIMIT, HistoryTrimmer
 from watcher.store import Store, transient
 from watcher.timestamps import now_iso
