@@ -77,7 +77,7 @@ class Reporter(threading.Thread):
         self.store: Store | None = None  # opened by the thread
         # Each model's row text is kept from one write to the next: a change re-renders only the
         # models it touched (what keeps the tables within a second of a change at 100,000 models).
-        self.tables = ReportTables(settings.reports, settings.report_formats)
+        self.tables = ReportTables(settings.report_dir, settings.report_formats)
         # The HTML page is rendered in a process of its own while this thread writes the tables:
         # at 100,000 models that is what keeps the tables within a second of a change. It starts
         # with a page and stops after worker_idle_seconds without one.
@@ -143,7 +143,7 @@ class Reporter(threading.Thread):
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - the thread must outlive it: the reports stay current
-            log.error("report_thread_error", error=repr(exc), report_dir=str(self.settings.reports))
+            log.error("report_thread_error", error=repr(exc), report_dir=str(self.settings.report_dir))
             self._discard_process()
             self.page_since = self.first_change if self.page_since is None else self.page_since
             self.mark()
@@ -201,12 +201,12 @@ class Reporter(threading.Thread):
                 self.writes += 1
                 now = time.monotonic()
                 log.info(
-                    "reports_written", report_dir=str(self.settings.reports), writes=self.writes,
+                    "reports_written", report_dir=str(self.settings.report_dir), writes=self.writes,
                     seconds=round(now - started, 3), after_change=round(now - since, 3) if changed else None,
                     read="all" if self.tables.full_reads > whole else "changes",
                 )  # fmt: skip
         except (OSError, StoreError) as exc:
-            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
+            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.report_dir))
             self.mark()
         self.last_written = time.monotonic()
 
@@ -247,15 +247,15 @@ class Reporter(threading.Thread):
             self._page_process_broken(covers)
             return
         except (OSError, StoreError) as exc:
-            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports), page=True)
+            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.report_dir), page=True)
             self._page_again(covers)
         except Exception as exc:  # noqa: BLE001 - a bug in rendering: logged, never the end of the tables
-            log.error("report_page_failed", error=repr(exc), report_dir=str(self.settings.reports))
+            log.error("report_page_failed", error=repr(exc), report_dir=str(self.settings.report_dir))
         else:
             self.pages += 1
             self.last_page = finished
             log.info(
-                "report_page_written", report_dir=str(self.settings.reports), pages=self.pages,
+                "report_page_written", report_dir=str(self.settings.report_dir), pages=self.pages,
                 seconds=round(finished - self.page_started, 3),
                 after_change=round(finished - covers, 3) if covers is not None else None,
             )  # fmt: skip
