@@ -207,7 +207,7 @@ class Writer(threading.Thread):
             return  # the database does not work now: its status row says when the heartbeat stopped
         try:
             self.store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.debug("status_not_written", error=str(exc))
 
     def _open(self) -> None:
@@ -225,7 +225,7 @@ class Writer(threading.Thread):
     def _close(self) -> None:
         store, self.store = self.store, None
         if store is not None:
-            with contextlib.suppress(sqlite3.Error):  # its last checkpoint may fail on a failing disk
+            with contextlib.suppress(StoreError):  # its last checkpoint may fail on a failing disk
                 store.close()
 
     def _write_failed(self, exc: BaseException, **fields: Any) -> None:
@@ -247,14 +247,16 @@ class Writer(threading.Thread):
         try:
             self._open()
             done = self._reconcile("")
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:
             self._write_failed(exc)
             done = False
         if not done:
             self._close()
             error = self.last_error
             if starting and error is not None and not transient(error):
-                raise error if isinstance(error, StoreError) else StoreError(f"{self.settings.db_path}: {error}")
+                if isinstance(error.__cause__, sqlite3.Error):  # SQLite's message alone: name the database
+                    raise StoreError(f"{self.settings.db_path}: {error}") from None
+                raise error
             return
         self.trouble.ok()
 
@@ -265,7 +267,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         log.error("database_gone", db=str(self.settings.db_path), hint="rebuilding it from the watch dir")
         old, self.store = self.store, None
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(StoreError):
             old.close()
         old.forget_companions()
         self.pool.discard()  # its workers may hold read-only connections to the old file
@@ -398,7 +400,7 @@ class Writer(threading.Thread):
             now = time.monotonic()
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # Disk full or failing, read-only, locked for longer than the busy timeout: keep the
             # work, and retry on a connection opened anew.
             now = time.monotonic()
@@ -439,7 +441,7 @@ class Writer(threading.Thread):
             self.watch_dir_unreadable = unreadable
             log.debug("reconcile_skipped", under=stored_path(under) or ".", error=str(exc))
             return True
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # What was not applied is found by the reconcile that follows the database's reopening.
             self._write_failed(exc, under=stored_path(under) or ".")
             return False
@@ -465,7 +467,7 @@ class Writer(threading.Thread):
         if not under:
             try:
                 self.store.set_status(last_reconcile_at=now_iso())
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 self._write_failed(exc)
                 return False
         return True
@@ -511,7 +513,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         try:
             done = self.store.checkpoint()
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # A failed sync above all: what it was to write may be lost whatever a retry says.
             self._write_failed(exc)
             return
@@ -534,7 +536,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         try:
             done = self.trimmer.step(self.store, self.history_floor())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             self._write_failed(exc)
             return
         self.next_trim = now + (TRIM_PAUSE if done is None or done.wrapped else TRIM_STEP)
@@ -547,5 +549,5 @@ class Writer(threading.Thread):
         try:
             last = None if self.last_event_at is None else now_iso(self.last_event_at)
             self.store.set_status(heartbeat_at=now_iso(), last_event_at=last, **self.observer_status())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             self._write_failed(exc)
