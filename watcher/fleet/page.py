@@ -140,7 +140,8 @@ class PageProcess(PageInFlight[Path]):
     rendering when the last one is done and another was requested meanwhile)."""
 
     def __init__(self, url: str, out_dir: Path, target: float, max_models: int) -> None:
-        super().__init__(_page_executor, render_page, url, out_dir, target, max_models)
+        super().__init__(_page_executor, render_page)
+        self.args = (url, out_dir, target, max_models)
         self.written = 0
 
     def request(self) -> None:
@@ -165,7 +166,7 @@ class PageProcess(PageInFlight[Path]):
             except Exception as exc:  # noqa: BLE001 - a bug in the page must not end the tables' publisher
                 log.error("fleet_page_failed", error=repr(exc))
         for _ in range(2):  # a process found dead at submission: once more, in a new one
-            if self.submit():
+            if self.submit(*self.args):
                 return
             log.error("fleet_page_process_broken")
         # still wanted: the next tend tries again

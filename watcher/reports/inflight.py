@@ -17,20 +17,16 @@ T = TypeVar("T")
 
 
 class PageInFlight(Generic[T]):
-    """``render(*args)`` in the process ``start()`` makes: :meth:`want` a page, :meth:`submit`
-    it when none is in flight, take the one in flight with :meth:`finished` once it is done.
-    ``done`` is called (on another thread) when a rendering ends."""
+    """``render`` in the process ``start()`` makes: :meth:`want` a page, :meth:`submit` it when
+    none is in flight (with the arguments of the moment: settings may have been reloaded), take
+    the one in flight with :meth:`finished` once it is done. ``done`` is called (on another
+    thread) when a rendering ends."""
 
     def __init__(
-        self,
-        start: Callable[[], Executor],
-        render: Callable[..., T],
-        *args: Any,
-        done: Callable[[], None] | None = None,
+        self, start: Callable[[], Executor], render: Callable[..., T], done: Callable[[], None] | None = None
     ) -> None:
         self.start = start
         self.render = render
-        self.args = args
         self.done = done
         self.executor: Any = None  # an Executor (Any: a test reaches into the processes)
         self.running: Future[T] | None = None  # the rendering in flight
@@ -46,9 +42,9 @@ class PageInFlight(Generic[T]):
         """Another rendering is due (now, or once the one in flight is done)."""
         self.wanted = True
 
-    def submit(self) -> bool:
-        """Start the wanted rendering unless one is in flight; False when the process was found
-        dead (or could not be started): it is let go, and the rendering still wanted."""
+    def submit(self, *args: Any) -> bool:
+        """Start the wanted rendering, ``render(*args)``, unless one is in flight; False when the
+        process was found dead (or could not be started): it is let go, the rendering still wanted."""
         if self.running is not None or not self.wanted:
             return True
         self.wanted = False
@@ -56,7 +52,7 @@ class PageInFlight(Generic[T]):
             if self.executor is None:
                 self.executor = self.start()
             self.started = time.monotonic()
-            self.running = self.executor.submit(self.render, *self.args)
+            self.running = self.executor.submit(self.render, *args)
         except BrokenExecutor:
             self.discard()
             self.wanted = True

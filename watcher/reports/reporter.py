@@ -83,7 +83,7 @@ class Reporter(threading.Thread):
         # with a page and stops after worker_idle_seconds without one.
         self.html = PageInFlight(
             lambda: report_process("forkserver"),  # this process has threads
-            render_page, page_writer, settings, done=self.wake.set,
+            render_page, done=self.wake.set,
         )  # fmt: skip
         self.page_covers: float | None = None  # the first change the page in flight shows
         self.page_since: float | None = None  # the first change no page shows yet
@@ -214,7 +214,7 @@ class Reporter(threading.Thread):
 
     def _submit_page(self) -> None:
         covers, self.page_since = self.page_since, None
-        if self.html.submit():
+        if self.html.submit(self.page_writer, self.settings):
             self.page_covers = covers
         else:
             self._page_process_broken(covers)
