@@ -110,12 +110,6 @@ class Settings(BaseModel):
         return data
 
     @property
-    def reports(self) -> Path:
-        """Old name of :attr:`report_dir`, kept only until the branches still using it have
-        merged (then removed: ``report_dir`` is the setting's one name)."""
-        return self.report_dir
-
-    @property
     def worker_count(self) -> int:
         """Worker processes for bulk parsing; ``workers = 0`` means one per CPU."""
         return self.workers or (os.cpu_count() or 1)

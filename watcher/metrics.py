@@ -251,10 +251,10 @@ class Vitals(threading.Thread):
         shipper = self.shipper
         if shipper is None:
             return
-        if shipper.problem is None:
+        if not shipper.outage.down:
             self.central_down_since = None
         elif self.central_down_since is None:
-            self.central_down_since = time.time() - (time.monotonic() - shipper.problem_since)
+            self.central_down_since = time.time() - (time.monotonic() - shipper.outage.since)
 
     def _write_metrics(self, path: Path) -> None:
         try:
@@ -370,7 +370,7 @@ class Vitals(threading.Thread):
         if shipper is not None:
             yield GaugeMetricFamily(
                 "watcher_central_reachable", "1 when the last contact with the central database worked.",
-                value=1 if shipper.problem is None else 0,
+                value=0 if shipper.outage.down else 1,
             )  # fmt: skip
             seen = shipper.last_seen
             contact = None if seen == -float("inf") else time.time() - (time.monotonic() - seen)

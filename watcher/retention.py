@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from watcher.store import guarded
 from watcher.timestamps import now_iso
 
 if TYPE_CHECKING:
@@ -80,10 +81,11 @@ class HistoryTrimmer:
         self.keep_days = keep_days
         self.next_id = 0  # where the walk goes on
 
+    @guarded
     def step(self, store: Store, floor: int | None, now: float | None = None) -> Trimmed | None:
         """Trim one slice, in one write transaction of ``store``; ``floor``: no entry at or after
         this id is trimmed (None: no such limit). Returns what was done, None when there is
-        nothing to look at. Raises ``sqlite3.Error``."""
+        nothing to look at. Raises :class:`~watcher.errors.StoreError`."""
         if self.keep_days <= 0:
             return None
         db = store.db

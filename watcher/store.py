@@ -7,18 +7,25 @@ rejections, the history). The schema itself is in :mod:`watcher.schema`.
 
 One writer owns a :class:`Store` (a connection belongs to the thread that opened it); readers in
 other processes see only committed states thanks to WAL.
+
+SQLite's errors do not leave a :class:`Store`: its public methods (the mixins' too) and its
+transactions raise them as :class:`StoreError` (:func:`store_error`), with SQLite's message, and as
+:class:`TransientStoreError` when the disk fails or fills up (:func:`transient`), so that callers
+tell a disk worth waiting for from a database they may not use without knowing SQLite.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import grp
+import inspect
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
@@ -164,7 +171,7 @@ class Store(Mirror, Queries):
         # another connection holds says nothing either way; the writes themselves wait for it.
         self.db.execute("PRAGMA busy_timeout = 0")
         try:
-            with self.writing():
+            with self._writing():
                 pass
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
@@ -213,12 +220,18 @@ class Store(Mirror, Queries):
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """One write transaction that holds the write lock from its first statement on
-        (``BEGIN IMMEDIATE``), committed at the end or rolled back on an exception.
+        (``BEGIN IMMEDIATE``), committed at the end or rolled back on an exception. SQLite's
+        errors, the block's own statements' too, leave it as :class:`StoreError`.
 
         A deferred ``BEGIN`` that reads first and writes later fails at once with
         SQLITE_BUSY_SNAPSHOT when another connection commits in between (the busy timeout
         does not apply to that case); taking the lock up front makes the statement wait for it.
         """
+        with as_store_errors(), self._writing():
+            yield
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -230,11 +243,12 @@ class Store(Mirror, Queries):
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """One read transaction: every query inside sees the same committed state."""
-        self.db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self.db.execute("COMMIT")
+        with as_store_errors():
+            self.db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self.db.execute("COMMIT")
 
     # -- daemon status ---------------------------------------------------------------------
 
@@ -281,6 +295,64 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in TRANSIENT_ERRNOS
     return False
+
+
+def store_error(exc: sqlite3.Error) -> StoreError:
+    """SQLite's error as the store raises it: :class:`TransientStoreError` when the disk fails or
+    is full, else :class:`StoreError`; SQLite's message, and the error as its ``__cause__``."""
+    error = (TransientStoreError if transient(exc) else StoreError)(str(exc))
+    error.__cause__ = exc
+    return error
+
+
+@contextlib.contextmanager
+def as_store_errors() -> Iterator[None]:
+    """Raise SQLite's errors in the block as :func:`store_error` says."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise store_error(exc) from exc
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn``, raising SQLite's errors as :func:`store_error` says (a generator's while it runs)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: P.args, **kwargs: P.kwargs) -> Any:
+            with as_store_errors():
+                return (yield from fn(*args, **kwargs))
+
+        return generator
+
+    @functools.wraps(fn)
+    def plain(*args: P.args, **kwargs: P.kwargs) -> R:
+        with as_store_errors():
+            return fn(*args, **kwargs)
+
+    return plain
+
+
+def _guard_public(cls: type) -> None:
+    """Guard every public method and property of ``cls`` and its bases (the mixins); the
+    transactions guard themselves (their blocks run in the caller)."""
+    for name in dir(cls):
+        if name.startswith("_") or name in ("writing", "snapshot", "checkpointing"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if isinstance(attr, property) and attr.fget is not None:
+            setattr(cls, name, property(guarded(attr.fget), doc=attr.__doc__))
+        elif isinstance(attr, classmethod):
+            setattr(cls, name, classmethod(guarded(attr.__func__)))
+        elif inspect.isfunction(attr):
+            setattr(cls, name, guarded(attr))
+
+
+_guard_public(Store)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

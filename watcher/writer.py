@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from watcher.apply import apply_in_batches
 from watcher.config import Settings
 from watcher.errors import StoreError, WatchDirError
 from watcher.judge import JudgeOptions
@@ -30,7 +31,7 @@ from watcher.metrics import Stats
 from watcher.mirror import Applied
 from watcher.outcomes import stored_path
 from watcher.pools import WorkerPool, judge_all, release_helpers
-from watcher.reconcile import apply_in_batches, reconcile
+from watcher.reconcile import reconcile
 from watcher.retention import WAL_LIMIT, HistoryTrimmer
 from watcher.store import Store, transient
 from watcher.timestamps import now_iso
@@ -209,7 +210,7 @@ class Writer(threading.Thread):
             return  # the database does not work now: its status row says when the heartbeat stopped
         try:
             self.store.set_status(stopped_at=now_iso(), heartbeat_at=now_iso())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.debug("status_not_written", error=str(exc))
 
     def _open(self) -> None:
@@ -227,7 +228,7 @@ class Writer(threading.Thread):
     def _close(self) -> None:
         store, self.store = self.store, None
         if store is not None:
-            with contextlib.suppress(sqlite3.Error):  # its last checkpoint may fail on a failing disk
+            with contextlib.suppress(StoreError):  # its last checkpoint may fail on a failing disk
                 store.close()
 
     def _write_failed(self, exc: BaseException, **fields: Any) -> None:
@@ -250,14 +251,16 @@ class Writer(threading.Thread):
         try:
             self._open()
             done = self._reconcile("")
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:
             self._write_failed(exc)
             done = False
         if not done:
             self._close()
             error = self.last_error
             if starting and error is not None and not transient(error):
-                raise error if isinstance(error, StoreError) else StoreError(f"{self.settings.db_path}: {error}")
+                if isinstance(error.__cause__, sqlite3.Error):  # SQLite's message alone: name the database
+                    raise StoreError(f"{self.settings.db_path}: {error}") from None
+                raise error
             return
         self.trouble.ok()
 
@@ -268,7 +271,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         log.error("database_gone", db=str(self.settings.db_path), hint="rebuilding it from the watch dir")
         old, self.store = self.store, None
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(StoreError):
             old.close()
         old.forget_companions()
         self.pool.discard()  # its workers may hold read-only connections to the old file
@@ -419,7 +422,7 @@ class Writer(threading.Thread):
             now = time.monotonic()
             for rel in paths:
                 self.tracker.feed("moved_in", rel, now)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # Disk full or failing, read-only, locked for longer than the busy timeout: keep the
             # work, and retry on a connection opened anew.
             now = time.monotonic()
@@ -462,7 +465,7 @@ class Writer(threading.Thread):
             self.watch_dir_unreadable = unreadable
             log.debug("reconcile_skipped", under=stored_path(under) or ".", error=str(exc))
             return True
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # What was not applied is found by the reconcile that follows the database's reopening.
             self._write_failed(exc, under=stored_path(under) or ".")
             return False
@@ -490,7 +493,7 @@ class Writer(threading.Thread):
         if not under:
             try:
                 self.store.set_status(last_reconcile_at=now_iso())
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 self._write_failed(exc)
                 return False
         return True
@@ -536,7 +539,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         try:
             done = self.store.checkpoint()
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # A failed sync above all: what it was to write may be lost whatever a retry says.
             self._write_failed(exc)
             return
@@ -559,7 +562,7 @@ class Writer(threading.Thread):
         assert self.store is not None
         try:
             done = self.trimmer.step(self.store, self.history_floor())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             self._write_failed(exc)
             return
         self.next_trim = now + (TRIM_PAUSE if done is None or done.wrapped else TRIM_STEP)
@@ -572,7 +575,7 @@ class Writer(threading.Thread):
         try:
             last = None if self.last_event_at is None else now_iso(self.last_event_at)
             self.store.set_status(heartbeat_at=now_iso(), last_event_at=last, **self.observer_status())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             self._write_failed(exc)
             return
         self.stats.database_ok()

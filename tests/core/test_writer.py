@@ -19,7 +19,7 @@ from testing.helpers import doc, wait_until, write
 from watcher import logs
 from watcher.config import Settings
 from watcher.reconcile import reconcile as real_reconcile
-from watcher.store import Store
+from watcher.store import Store, guarded
 from watcher.watch.observe import Event
 from watcher.writer import Writer
 
@@ -77,7 +77,7 @@ def test_database_errors_are_retried_without_losing_the_file(
             raise error
         return real_apply(self, outcomes)
 
-    monkeypatch.setattr(Store, "apply", flaky)
+    monkeypatch.setattr(Store, "apply", guarded(flaky))  # as the store raises it: StoreError
     write(settings.watch_dir / "a.json", doc())
     send(writer, settings, "closed", "a.json")
     wait_until(lambda: stored(settings) == {"a.json"}, what="stored after the disk cleared")

@@ -180,7 +180,7 @@ def test_only_the_tables_when_the_page_is_not_asked_for(make_settings: Any, stre
     with reporter(s) as r:
         add(s, "a", r)
         wait_until(lambda: csv_has(s, "a"), what="a.json in report.csv")
-    assert not (s.report_dir / "report.html").exists() and r.html_in is None
+    assert not (s.report_dir / "report.html").exists() and r.html.executor is None
     assert not events(stream, "report_page_written")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ import psycopg
 
 from watcher.errors import CentralError
 from watcher.fleet import central
+from watcher.fleet.outage import UNREACHABLE, Outage
 from watcher.follow import Entry
 from watcher.logs import get_logger
 from watcher.timestamps import iso
@@ -38,7 +38,6 @@ log = get_logger("watcher.fleetfollow")
 #: Without a notification, read the next window this often (seconds); also how long a stop
 #: request may wait to be seen.
 POLL = 0.5
-BACKOFF = (0.25, 0.5, 1.0, 2.0)
 
 
 class FleetEntry(NamedTuple):
@@ -238,23 +237,17 @@ def follow_fleet(
     """Yield each non-empty batch of new outcomes until ``stopped()``. A lost server is logged
     once per outage (``central_unreachable``, then ``central_back``) and reconnected to with a
     short backoff (``wait``, an ``Event.wait``); following resumes where it stopped."""
-    down_since: float | None = None
-    failures = 0
+    outage = Outage(log)
     while not stopped():
         try:
-            if down_since is not None:
+            if outage.down:
                 follower.reconnect()
-                log.warning("central_back", down_seconds=round(time.monotonic() - down_since, 1))
-                down_since, failures = None, 0
+                outage.back()
             batch = follower.poll()
             if batch:
                 yield batch
                 continue
             follower.wait(POLL)
         except (psycopg.OperationalError, psycopg.InterfaceError, CentralError) as exc:
-            if down_since is None:
-                down_since = time.monotonic()
-                log.error("central_unreachable", error=central.one_line(exc))
             follower.close()
-            wait(BACKOFF[min(failures, len(BACKOFF) - 1)])
-            failures += 1
+            wait(outage.trouble(UNREACHABLE, central.one_line(exc)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import BrokenExecutor, Executor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +31,7 @@ from watcher.lifeline import die_with_parent
 from watcher.logs import get_logger
 from watcher.reports.files import write_atomic
 from watcher.reports.formats import FILE_NAMES
+from watcher.reports.inflight import PageInFlight
 from watcher.reports.page import render_html
 from watcher.timestamps import now_iso
 
@@ -120,7 +121,7 @@ def render_page(url: str, out_dir: Path, target: float, max_models: int) -> Path
 PAGE_NICE = 5
 
 
-def _page_executor() -> Any:
+def _page_executor() -> Executor:
     from watcher.pools import CountedExecutor
 
     ctx = multiprocessing.get_context("forkserver")  # never fork a process holding connections
@@ -133,71 +134,48 @@ def _init_page_process() -> None:
     os.nice(PAGE_NICE)
 
 
-class PageProcess:
-    """The page, rendered in one process of its own, coalesced: :meth:`request` after each write
-    of the table files; :meth:`tend` often (it starts the next rendering when the last one is
-    done and another was requested meanwhile). At most one rendering runs and at most one more
-    waits, however many requests come: never a queue of pages."""
+class PageProcess(PageInFlight[Path]):
+    """The page, rendered in one process of its own, coalesced (:class:`PageInFlight`):
+    :meth:`request` after each write of the table files; :meth:`tend` often (it starts the next
+    rendering when the last one is done and another was requested meanwhile)."""
 
     def __init__(self, url: str, out_dir: Path, target: float, max_models: int) -> None:
+        super().__init__(_page_executor, render_page)
         self.args = (url, out_dir, target, max_models)
-        self.executor: Any = None
-        self.running: Future[Path] | None = None
-        self.wanted = False
         self.written = 0
-
-    @property
-    def busy(self) -> bool:
-        """True while a rendering runs or waits to start."""
-        return self.running is not None or self.wanted
 
     def request(self) -> None:
         """The tables changed: render the page again, now or once the current rendering ends."""
-        self.wanted = True
+        self.want()
         self.tend()
 
     def tend(self) -> None:
         """Collect a finished rendering (logged), start the next one if requested."""
-        if self.running is not None:
-            if not self.running.done():
-                return
-            done, self.running = self.running, None
+        done = self.finished()
+        if done is not None:
             try:
                 path = done.result()
                 self.written += 1
                 log.info("fleet_page_written", path=str(path), writes=self.written)
             except BrokenExecutor:  # the process died (killed, out of memory): a new one
                 log.error("fleet_page_process_broken")
-                self._discard()
-                self.wanted = True
+                self.discard()
+                self.want()
             except (psycopg.Error, CentralError, OSError) as exc:
                 log.error("fleet_page_failed", error=central.one_line(exc))  # the next change tries again
             except Exception as exc:  # noqa: BLE001 - a bug in the page must not end the tables' publisher
                 log.error("fleet_page_failed", error=repr(exc))
-        if self.wanted:
-            self.wanted = False
-            for _ in range(2):  # a process found dead at submission: once more, in a new one
-                if self.executor is None:
-                    self.executor = _page_executor()
-                try:
-                    self.running = self.executor.submit(render_page, *self.args)
-                    return
-                except BrokenExecutor:
-                    log.error("fleet_page_process_broken")
-                    self._discard()
-            self.wanted = True  # the next tend tries again
+        for _ in range(2):  # a process found dead at submission: once more, in a new one
+            if self.submit(*self.args):
+                return
+            log.error("fleet_page_process_broken")
+        # still wanted: the next tend tries again
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> bool:
         """Stop the process (waiting for a rendering that runs)."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
-            self.executor = None
-            from watcher.pools import release_helpers
+        if not super().close(wait):
+            return False
+        from watcher.pools import release_helpers
 
-            release_helpers()
-        self.running = None
-
-    def _discard(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = None
+        release_helpers()
+        return True

@@ -8,8 +8,9 @@ view: once a burst of notifications pauses, and at most once per ``interval`` wh
 coming. Only the rows of the models the batches touched are read and rendered again, the rest
 copied from the files written last (:mod:`watcher.fleet.tables`, CSV first). It writes them whole
 on every (re)connection, since a notification sent while it was not listening is not delivered
-later. A lost server is logged once per outage
-(``central_unreachable``, then ``central_back``), and retried with a short backoff.
+later. A lost server is logged once per outage (``central_unreachable``, then ``central_back``)
+and retried with a short backoff, a refusal (``central_refused``) once per reason and retried
+slowly (:mod:`watcher.fleet.outage`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import psycopg
 
 from watcher.errors import CentralError
 from watcher.fleet import central
+from watcher.fleet.outage import UNREACHABLE, Outage
 from watcher.fleet.page import PageProcess
 from watcher.fleet.tables import FleetTables
 from watcher.logs import get_logger
@@ -32,8 +34,6 @@ log = get_logger("watcher.fleet")
 
 #: After the first notification of a burst, wait this long for more before writing (seconds).
 SETTLE = 0.05
-BACKOFF = (0.25, 0.5, 1.0, 2.0)
-REFUSED_RETRY = 15.0
 
 
 def report_rows(
@@ -114,8 +114,7 @@ class Publisher:
         self.stop = stop or threading.Event()
         self.writes = 0
         self.last_written = -float("inf")
-        self.down_since: float | None = None
-        self.failures = 0
+        self.outage = Outage(log)
 
     def run(self) -> None:
         """Until ``stop``: (re)connect, write, then write again after each burst of changes."""
@@ -130,10 +129,9 @@ class Publisher:
             try:
                 self._serve()
             except (psycopg.OperationalError, psycopg.InterfaceError, CentralError) as exc:
-                self._down(exc)
+                self.stop.wait(self.outage.trouble(UNREACHABLE, central.one_line(exc)))
             except psycopg.Error as exc:  # the server answers but refuses (privilege, schema)
-                log.error("central_refused", error=central.one_line(exc), retry_in=REFUSED_RETRY)
-                self.stop.wait(REFUSED_RETRY)
+                self.stop.wait(self.outage.failed(exc))
             except OSError as exc:  # the report folder: logged, tried again
                 log.error("report_write_failed", error=str(exc), report_dir=str(self.out_dir))
                 self.stop.wait(1.0)
@@ -145,9 +143,7 @@ class Publisher:
             self.tables.reset()  # anything may have changed while nobody listened: all read again
             listener.execute(f"LISTEN {central.CHANNEL}")
             self._write(reader, "connected")  # whatever changed while nobody listened
-            if self.down_since is not None:
-                log.warning("central_back", down_seconds=round(time.monotonic() - self.down_since, 1))
-                self.down_since, self.failures = None, 0
+            self.outage.back()
             while not self.stop.is_set():
                 if self.page is not None:
                     self.page.tend()
@@ -175,13 +171,6 @@ class Publisher:
             whole=self.tables.full_reads > whole, seconds=round(now - started, 3),
             after_change=round(now - since, 3) if since is not None else None,
         )  # fmt: skip
-
-    def _down(self, exc: BaseException) -> None:
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-            log.error("central_unreachable", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
-        self.stop.wait(BACKOFF[min(self.failures, len(BACKOFF) - 1)])
-        self.failures += 1
 
 
 def age(seconds: float | None) -> str:

@@ -23,7 +23,6 @@ schema) is logged as ``central_refused`` once per distinct reason and retried sl
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ from watcher import __version__
 from watcher.config import Settings
 from watcher.errors import CentralError
 from watcher.fleet import central, outbox
+from watcher.fleet.outage import BACKOFF, Outage
 from watcher.logs import get_logger
 
 log = get_logger("watcher.shipper")
@@ -46,14 +46,6 @@ BATCH = 10000
 POLL = 1.0
 #: Refresh this host's ``last_seen`` this often while nothing changes (seconds).
 HEARTBEAT = 10.0
-#: Reconnection delays grow from the first to the last (seconds); short, so a returning server
-#: is noticed within a couple of seconds and the backlog starts shipping at once.
-BACKOFF = (0.25, 0.5, 1.0, 2.0)
-#: After a refusal (privilege, registration, schema), try again this often (seconds).
-REFUSED_RETRY = 15.0
-
-#: libpq's reasons for a login the server refused (as opposed to a server not answering).
-_REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|no pg_hba\.conf entry|does not exist")
 
 
 def _insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> bytes:
@@ -117,13 +109,15 @@ class Shipper(threading.Thread):
         self.ahead_local: sqlite3.Connection | None = None  # the read-ahead thread's own
         self.pool: ThreadPoolExecutor | None = None
         self.ahead: Future[outbox.Batch] | None = None
-        self.problem: str | None = None  # the event logged for the trouble we are in, if any
-        self.problem_since = 0.0
-        self.reason: str | None = None
-        self.failures = 0
+        self.outage = Outage(log, name_after=True, host=self.host)
         self.last_seen = -float("inf")
         self.shipped_id = 0  # as read from the central database in the last batch
         self.batches = 0
+
+    @property
+    def failures(self) -> int:
+        """Failed tries in a row (0 while shipping works)."""
+        return self.outage.failures
 
     def nudge(self) -> None:
         """Something was committed locally: ship it now (thread-safe, cheap)."""
@@ -145,11 +139,11 @@ class Shipper(threading.Thread):
                 delay = self._turn()
                 if delay is None:
                     continue  # more to ship: at once
-                if self.problem is None:
+                if not self.outage.down:
                     self.nudged.wait(delay)
                 else:  # in trouble: local commits do not hasten the next try, only time does
                     self.stop_event.wait(delay)
-            if self.problem is None and self.conn is not None:
+            if not self.outage.down and self.conn is not None:
                 self._drain_before_exit()
         finally:
             self._close()
@@ -158,42 +152,23 @@ class Shipper(threading.Thread):
         """Ship one batch; return None if more is waiting, else how long to wait."""
         try:
             more = self.step()
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            reason = central.one_line(exc)
-            if _REFUSED_LOGIN.search(reason):  # the server answers, but not to these credentials
-                return self._trouble("central_refused", reason, (REFUSED_RETRY,))
-            return self._trouble("central_unreachable", reason, BACKOFF)
-        except CentralError as exc:
-            return self._trouble("central_refused", str(exc), (REFUSED_RETRY,))
-        except psycopg.Error as exc:
-            return self._trouble("central_refused", central.one_line(exc), (REFUSED_RETRY,))
-        except sqlite3.Error as exc:
-            return self._trouble("central_local_read_failed", str(exc), BACKOFF)
-        except Exception as exc:  # a bug must not end shipping silently: logged, retried
-            log.exception("central_shipper_error", host=self.host)
-            return self._trouble("central_shipper_error", repr(exc), (REFUSED_RETRY,))
-        if self.problem is not None:
-            log.warning(
-                "central_back",
-                host=self.host,
-                after=self.problem,
-                down_seconds=round(time.monotonic() - self.problem_since, 1),
-            )
-            self.problem, self.reason, self.failures = None, None, 0
+        except Exception as exc:  # noqa: BLE001 - every failure is logged and retried (see _failed)
+            self._close_central()
+            return self._failed(exc)
+        self.outage.back()
         return None if more else POLL
 
-    def _trouble(self, event: str, reason: str, delays: tuple[float, ...]) -> float:
-        """Log the trouble once (again only when it changes), drop the connection, and say how
-        long to wait before the next try."""
-        self._close_central()
-        if (event, reason) != (self.problem, self.reason) and not (event == self.problem == "central_unreachable"):
-            if self.problem is None:
-                self.problem_since = time.monotonic()
-            log.error(event, host=self.host, error=reason, retry_in=delays[min(self.failures, len(delays) - 1)])
-        self.problem, self.reason = event, reason
-        delay = delays[min(self.failures, len(delays) - 1)]
-        self.failures += 1
-        return delay
+    def _failed(self, exc: Exception) -> float:
+        """Log the failure once per distinct trouble (:class:`Outage`); how long to wait."""
+        if isinstance(exc, psycopg.Error):
+            return self.outage.failed(exc)
+        if isinstance(exc, CentralError):
+            return self.outage.trouble("central_refused", str(exc))
+        if isinstance(exc, sqlite3.Error):
+            return self.outage.trouble("central_local_read_failed", str(exc), BACKOFF)
+        # A bug must not end shipping silently: logged with its traceback, retried.
+        log.exception("central_shipper_error", host=self.host)
+        return self.outage.trouble("central_shipper_error", repr(exc))
 
     def _drain_before_exit(self, budget: float = 5.0) -> None:
         """On shutdown, ship what the last commits left, for a few seconds at most (the next

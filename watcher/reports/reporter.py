@@ -15,11 +15,10 @@ the page, each with its delay after the change).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import BrokenExecutor, wait
 from pathlib import Path
 
 from watcher.config import Settings
@@ -27,6 +26,7 @@ from watcher.errors import StoreError
 from watcher.logs import get_logger
 from watcher.pools import release_helpers, report_process
 from watcher.reports.files import page_missing, tables_missing, write_html_file
+from watcher.reports.inflight import PageInFlight
 from watcher.reports.tables import ReportTables
 from watcher.store import Store
 
@@ -77,15 +77,15 @@ class Reporter(threading.Thread):
         self.store: Store | None = None  # opened by the thread
         # Each model's row text is kept from one write to the next: a change re-renders only the
         # models it touched (what keeps the tables within a second of a change at 100,000 models).
-        self.tables = ReportTables(settings.reports, settings.report_formats)
+        self.tables = ReportTables(settings.report_dir, settings.report_formats)
         # The HTML page is rendered in a process of its own while this thread writes the tables:
         # at 100,000 models that is what keeps the tables within a second of a change. It starts
         # with a page and stops after worker_idle_seconds without one.
-        self.html_in: ProcessPoolExecutor | None = None
-        self.page: Future[float] | None = None  # the page in flight
-        self.page_started = 0.0
+        self.html = PageInFlight(
+            lambda: report_process("forkserver"),  # this process has threads
+            render_page, done=self.wake.set,
+        )  # fmt: skip
         self.page_covers: float | None = None  # the first change the page in flight shows
-        self.page_wanted = False  # another page is due once the one in flight is done
         self.page_since: float | None = None  # the first change no page shows yet
         self.last_page = -float("inf")
         self.helpers_held = True  # the fork server and resource tracker may run for us
@@ -94,8 +94,8 @@ class Reporter(threading.Thread):
 
     def reload(self, settings: Settings) -> None:
         """New settings from a reload: report files (folder, formats) from the next write on."""
-        if (settings.reports, settings.report_formats) != (self.settings.reports, self.settings.report_formats):
-            self.tables = ReportTables(settings.reports, settings.report_formats)
+        if (settings.report_dir, settings.report_formats) != (self.settings.report_dir, self.settings.report_formats):
+            self.tables = ReportTables(settings.report_dir, settings.report_formats)
         self.settings = settings
         self.mark()
 
@@ -140,7 +140,7 @@ class Reporter(threading.Thread):
         if self.pending.is_set():
             if self._due():
                 self._write(changed=True)
-        elif self.page is None and time.monotonic() - max(self.last_written, self.last_page) >= (
+        elif self.html.running is None and time.monotonic() - max(self.last_written, self.last_page) >= (
             self.settings.worker_idle_seconds
         ):
             self._close_process()
@@ -151,23 +151,14 @@ class Reporter(threading.Thread):
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - the thread must outlive it: the reports stay current
-            log.error("report_thread_error", error=repr(exc), report_dir=str(self.settings.reports))
-            self._discard_process()
+            log.error("report_thread_error", error=repr(exc), report_dir=str(self.settings.report_dir))
+            self.html.discard()
             self.page_since = self.first_change if self.page_since is None else self.page_since
             self.mark()
             self.stop_event.wait(self.settings.report_interval)
 
-    def _discard_process(self) -> None:
-        if self.html_in is not None:
-            with contextlib.suppress(Exception):
-                self.html_in.shutdown(wait=False, cancel_futures=True)
-        self.html_in, self.page = None, None
-
     def _close_process(self) -> None:
-        if self.html_in is not None:
-            self.html_in.shutdown(wait=self.page is None, cancel_futures=True)
-            self.html_in = None
-            self.page = None
+        if self.html.close(wait=self.html.running is None):
             self.helpers_held = True
         if self.helpers_held and time.monotonic() >= self.helpers_retry_at:
             # Once per idle stretch, even when no page was needed: the daemon started the
@@ -209,13 +200,13 @@ class Reporter(threading.Thread):
                 self.writes += 1
                 now = time.monotonic()
                 log.info(
-                    "reports_written", report_dir=str(self.settings.reports), writes=self.writes,
+                    "reports_written", report_dir=str(self.settings.report_dir), writes=self.writes,
                     seconds=round(now - started, 3), after_change=round(now - since, 3) if changed else None,
                     read="all" if self.tables.full_reads > whole else "changes",
                 )  # fmt: skip
                 self.on_written(True)
         except (OSError, StoreError) as exc:
-            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports))
+            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.report_dir))
             self.on_written(False)
             self.mark()
         self.last_written = time.monotonic()
@@ -225,31 +216,24 @@ class Reporter(threading.Thread):
         after the one in flight (all such requests meanwhile make one page)."""
         if "html" not in self.settings.report_formats:
             return
-        self.page_wanted = True
+        self.html.want()
         if since is not None and (self.page_since is None or since < self.page_since):
             self.page_since = since
-        if self.page is None:
+        if self.html.running is None:
             self._submit_page()
 
     def _submit_page(self) -> None:
-        covers, self.page_since, self.page_wanted = self.page_since, None, False
-        try:
-            if self.html_in is None:
-                self.html_in = report_process("forkserver")  # this process has threads
-            self.page_started = time.monotonic()
-            self.page = self.html_in.submit(render_page, self.page_writer, self.settings)
-        except BrokenExecutor:
+        covers, self.page_since = self.page_since, None
+        if self.html.submit(self.page_writer, self.settings):
+            self.page_covers = covers
+        else:
             self._page_process_broken(covers)
-            return
-        self.page_covers = covers
-        self.page.add_done_callback(lambda _: self.wake.set())
 
     def _follow_page(self) -> None:
         """Once the page in flight is done: log it (or its failure), and start the next if due."""
-        page = self.page
-        if page is None or not page.done():
+        page = self.html.finished()
+        if page is None:
             return
-        self.page = None
         covers = self.page_covers
         try:
             finished = page.result()
@@ -257,27 +241,27 @@ class Reporter(threading.Thread):
             self._page_process_broken(covers)
             return
         except (OSError, StoreError) as exc:
-            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.reports), page=True)
+            log.error("report_write_failed", error=str(exc), report_dir=str(self.settings.report_dir), page=True)
             self.on_written(False)
             self._page_again(covers)
         except Exception as exc:  # noqa: BLE001 - a bug in rendering: logged, never the end of the tables
-            log.error("report_page_failed", error=repr(exc), report_dir=str(self.settings.reports))
+            log.error("report_page_failed", error=repr(exc), report_dir=str(self.settings.report_dir))
         else:
             self.pages += 1
             self.last_page = finished
             log.info(
-                "report_page_written", report_dir=str(self.settings.reports), pages=self.pages,
-                seconds=round(finished - self.page_started, 3),
+                "report_page_written", report_dir=str(self.settings.report_dir), pages=self.pages,
+                seconds=round(finished - self.html.started, 3),
                 after_change=round(finished - covers, 3) if covers is not None else None,
             )  # fmt: skip
-        if self.page_wanted:
+        if self.html.wanted:
             self._submit_page()
 
     def _page_process_broken(self, covers: float | None) -> None:
         # The page's process died, or could not be started (killed, out of memory; its fork
         # server killed): a new one with the next write.
         log.error("report_process_broken")
-        self._discard_process()
+        self.html.discard()
         self._page_again(covers)
 
     def _page_again(self, covers: float | None) -> None:
@@ -289,9 +273,9 @@ class Reporter(threading.Thread):
     def _finish_pages(self) -> None:
         """On stop: the page in flight and the one due after it, for PAGE_STOP_SECONDS at most."""
         deadline = time.monotonic() + PAGE_STOP_SECONDS
-        while self.page is not None:
-            wait([self.page], timeout=max(0.0, deadline - time.monotonic()))
-            if not self.page.done():
+        while (page := self.html.running) is not None:
+            wait([page], timeout=max(0.0, deadline - time.monotonic()))
+            if not page.done():
                 log.warning("report_page_unfinished", waited_seconds=PAGE_STOP_SECONDS)
                 return
             self._follow_page()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import queue
-import sqlite3
 import stat
 import threading
 from typing import Any
@@ -206,7 +205,7 @@ class FolderPollingEmitter(EventEmitter):
             self.store.db.execute("PRAGMA busy_timeout = 200")
         try:
             return self.store.stat_keys(folder, direct=True)
-        except sqlite3.Error as exc:  # busy beyond the timeout, disk trouble: look again next time
+        except StoreError as exc:  # busy beyond the timeout, disk trouble: look again next time
             log.warning("poller_database_error", error=str(exc))
             return None
 
