@@ -38,7 +38,7 @@ def render(work: Path, patch: pytest.MonkeyPatch) -> dict[str, bytes]:
         os.utime(inbox / example.name, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
     patch.setattr("watcher.mirror.now_iso", lambda at=None: FIXED_NOW)
     patch.setattr("watcher.reports.files.now_iso", lambda at=None: FIXED_NOW)
-    settings = Settings(watch_dir=inbox, db_path=work / "var" / "watcher.db", workers=1)
+    settings = Settings.model_validate({"watch_dir": inbox, "db_path": work / "var" / "watcher.db", "workers": 1})
     store = Store.from_settings(settings)
     try:
         reconcile(store, settings)
