@@ -4,16 +4,23 @@ and ``at_least`` beside torchmetrics' ``BinaryPrecisionAtFixedRecall`` on random
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from testing.helpers import doc, write
-from watcher.judge import rules_version
+from watcher.config import Settings
+from watcher.judge import JudgeOptions, judge, rules_version
+from watcher.lifecycle import RELOADABLE
+from watcher.outcomes import Scored
+from watcher.producer import Curve, publish
 from watcher.reconcile import reconcile
 from watcher.resultfile import RULES_VERSION
 from watcher.scoring import OPERATING_POINTS, optimal_point
@@ -73,6 +80,32 @@ def test_a_change_of_rule_judges_every_stored_outcome_again(make_settings: Any) 
         assert current == (rule in stored)  # judged again unless the last judgement was under this rule
         stored = {rule: row}
         assert row == ({"nearest": 0.3, "at_least": 0.2, "at_most": 0.3}[rule], rules_version(rule))
+
+
+def test_the_setting_takes_the_three_rules_and_a_change_waits_for_a_restart() -> None:
+    def rule_of(**given: Any) -> str:
+        return Settings.model_validate(given).operating_point
+
+    assert rule_of() == "nearest"
+    assert [rule_of(operating_point=rule) for rule in OPERATING_POINTS] == list(OPERATING_POINTS)
+    with pytest.raises(ValidationError, match="operating_point"):
+        rule_of(operating_point="closest")
+    # A reload keeps the running rule (the store's rules version is fixed when it opens).
+    assert "operating_point" not in RELOADABLE
+
+
+@pytest.mark.parametrize("rule", OPERATING_POINTS)
+def test_publish_returns_the_point_the_daemon_stores_under_the_rule(rule: str, tmp_path: Path) -> None:
+    curve = Curve([0.1, 0.2, 0.3, 0.4], [0.95, 0.90, 0.845, 0.5])
+    done = publish(tmp_path, model_id=str(uuid.uuid4()), issuer="ana@example.com", curve=curve, operating_point=rule)  # type: ignore[arg-type]
+    outcome = judge(done.path.name, JudgeOptions(tmp_path, 0.85, 64 << 20, operating_point=rule))  # type: ignore[arg-type]
+    assert isinstance(outcome, Scored)
+    assert (outcome.optimal_threshold, outcome.closest_recall_value, outcome.target_met) == (
+        done.optimal_threshold,
+        done.closest_recall_value,
+        done.target_met,
+    )
+    assert done.optimal_threshold == {"nearest": 0.3, "at_least": 0.2, "at_most": 0.3}[rule]
 
 
 # Any valid curve: 1 to 40 points, thresholds strictly increasing in [0, 1], recalls in [0, 1]
