@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from watcher.errors import ConfigError
+from watcher.scoring import OperatingPoint
 
 ENV_PREFIX = "WATCHER_"
 #: Environment variable naming the config file (the ``--config`` flag wins over it).
@@ -50,6 +51,7 @@ class Settings(BaseModel):
     report_formats: tuple[ReportFormat, ...] = ("csv", "json", "html")
     html_max_models: int = Field(1_000_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
+    operating_point: OperatingPoint = "nearest"
     patterns: tuple[str, ...] = Field(("*.json",), min_length=1)
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     recursive: bool = True

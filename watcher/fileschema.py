@@ -47,6 +47,11 @@ def results_file_schema() -> dict[str, Any]:
     )
     props["threshold_arr"]["description"] = "Probability thresholds in [0, 1], strictly increasing."
     props["recall_arr"]["description"] = "The recall at each threshold, in [0, 1]; same length as threshold_arr."
+    props["schema_version"].update(
+        description="The format's version, an integer; a file without it is version 1. A version this "
+        "watcher does not read is rejected.",
+        enum=list(resultfile.SCHEMA_VERSIONS),
+    )
     schema["description"] = (
         "One evaluated model, as the watcher daemon validates it. Numbers are JSON numbers (not strings, "
         "booleans or null); other keys are ignored. " + _CROSS_RULES

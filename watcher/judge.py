@@ -27,8 +27,8 @@ from watcher.outcomes import (
     identity_stat,
     stored_path,
 )
-from watcher.resultfile import Problem, validate_bytes
-from watcher.scoring import curve_bytes, drawn_curve, optimal_point
+from watcher.resultfile import RULES_VERSION, Problem, validate_bytes
+from watcher.scoring import OPERATING_POINTS, OperatingPoint, curve_bytes, drawn_curve, optimal_point
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -43,6 +43,7 @@ class JudgeOptions:
     max_file_bytes: int
     max_errors: int = 50
     follow_symlinks: bool = False
+    operating_point: OperatingPoint = "nearest"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JudgeOptions:
@@ -53,7 +54,18 @@ class JudgeOptions:
             max_file_bytes=settings.max_file_bytes,
             max_errors=settings.max_errors_per_file,
             follow_symlinks=settings.follow_symlinks,
+            operating_point=settings.operating_point,
         )
+
+
+def rules_version(operating_point: OperatingPoint = "nearest") -> int:
+    """The ``rules_version`` stored with each outcome, which the store compares with its own to
+    tell a current outcome from one to judge again: the validation rules'
+    :data:`~watcher.resultfile.RULES_VERSION`, plus 1000 times the rule's place in
+    :data:`~watcher.scoring.OPERATING_POINTS` (``nearest`` 0, ``at_least`` 1, ``at_most`` 2). So a
+    database judged under one rule has every outcome judged again under another, as under another
+    target, and the default rule keeps the version it always had."""
+    return RULES_VERSION + 1000 * OPERATING_POINTS.index(operating_point)
 
 
 #: The stored distance is rounded: |0.8 - 0.85| is 0.05 to whoever reads the database, not the float
@@ -215,7 +227,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
     result = validate_bytes(raw, opts.max_errors)
     if isinstance(result, list):
         return Rejected(rel, fstat, sha, tuple(result))
-    score = optimal_point(result.threshold_arr, result.recall_arr, opts.target_recall)
+    score = optimal_point(result.threshold_arr, result.recall_arr, opts.target_recall, opts.operating_point)
     thresholds, recalls = drawn_curve(result.threshold_arr, result.recall_arr, score.index)
     return Scored(
         path=rel,

@@ -39,7 +39,7 @@ from uuid import UUID
 from watcher.config import DEFAULT_IGNORE, Settings
 from watcher.errors import InvalidResultError, PublishError
 from watcher.resultfile import ResultFile, validate_bytes
-from watcher.scoring import optimal_point
+from watcher.scoring import OperatingPoint, optimal_point
 
 #: The daemon's default target recall (``target_recall`` in the config); pass the configured one
 #: to :func:`publish` when it differs.
@@ -433,6 +433,7 @@ def publish(
     name: str | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    operating_point: OperatingPoint = "nearest",
 ) -> Published:
     """Publish one evaluated model into ``folder`` (the daemon's watch folder), atomically.
 
@@ -442,9 +443,10 @@ def publish(
     ``<model_id>.json``); one of that name already there is replaced as a whole.
 
     Returns the path and the operating point the daemon stores for the file at ``target_recall``
-    (its configured target; 0.85 by default). Raises :class:`~watcher.errors.InvalidResultError`
-    (every reason) when the daemon would reject the file or the data gives no curve, and
-    :class:`~watcher.errors.PublishError` when the folder cannot take it; nothing is written then.
+    under the rule ``operating_point`` (its configured ones; 0.85 and ``nearest`` by default).
+    Raises :class:`~watcher.errors.InvalidResultError` (every reason) when the daemon would reject
+    the file or the data gives no curve, and :class:`~watcher.errors.PublishError` when the folder
+    cannot take it; nothing is written then.
     """
     if curve is None and (labels is None or scores is None):
         raise InvalidResultError(["give labels and scores, or a curve"])
@@ -467,7 +469,7 @@ def publish(
     _check_name(name)
     target = Path(folder) / name
     _write_atomic(target, raw)
-    score = optimal_point(result.threshold_arr, result.recall_arr, target_recall)
+    score = optimal_point(result.threshold_arr, result.recall_arr, target_recall, operating_point)
     return Published(
         path=target,
         model_id=result.model_id,

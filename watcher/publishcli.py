@@ -10,9 +10,9 @@ Labels and scores (``--scores``) or a curve (``--curve``) come from a file or st
   (``threshold_arr``/``recall_arr`` too).
 
 The file goes into the configured watch dir (``--watch-dir`` or the config's ``watch_dir``) and the
-operating point is computed at the configured ``target_recall``. One line out; on error, one line
-on stderr and the exit code: 1 the data or fields are invalid, 2 usage or an unreadable input,
-3 the folder cannot take the file.
+operating point is computed at the configured ``target_recall`` and ``operating_point``. One line
+out; on error, one line on stderr and the exit code: 1 the data or fields are invalid, 2 usage or
+an unreadable input, 3 the folder cannot take the file.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings, out: TextIO, stdin
             kwargs = {"curve": Curve(thresholds, recalls)}
         done = publish(
             settings.watch_dir, model_id=args.model_id, issuer=args.issuer, experiment_date=args.experiment_date,
-            name=args.name, target_recall=settings.target_recall, max_file_bytes=settings.max_file_bytes, **kwargs,
+            name=args.name, target_recall=settings.target_recall, max_file_bytes=settings.max_file_bytes,
+            operating_point=settings.operating_point, **kwargs,
         )  # fmt: skip
     except InvalidResultError as exc:
         print(f"watcher publish: {source}: {exc}", file=sys.stderr)

@@ -22,7 +22,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 #: Bump when the validation rules change: every stored outcome is re-judged on the next reconcile.
-RULES_VERSION = 3
+RULES_VERSION = 4
+
+#: The results-file format versions this build reads (``schema_version``; a file without it is
+#: version 1). An integer, the format's major version: a change an older reader would misread
+#: takes a new one; a new optional key does not (unknown keys are ignored).
+SCHEMA_VERSIONS = (1,)
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # RFC 3339 section 5.6 date-time, with seconds, at most 6 fraction digits, and an explicit offset.
@@ -81,6 +86,17 @@ def _rfc3339(value: str) -> str:
     return value
 
 
+def _schema_version(value: int) -> int:
+    if value not in SCHEMA_VERSIONS:
+        known = ", ".join(map(str, SCHEMA_VERSIONS))
+        raise PydanticCustomError(
+            "schema_version",
+            "version {value} is not supported; this watcher reads version {known}",
+            {"value": value, "known": known},
+        )
+    return value
+
+
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -99,6 +115,7 @@ class ResultFile(BaseModel):
     experiment_date: Annotated[str, AfterValidator(_rfc3339)]
     threshold_arr: list[UnitFloat] = Field(min_length=1)
     recall_arr: list[UnitFloat] = Field(min_length=1)
+    schema_version: Annotated[int, AfterValidator(_schema_version)] = 1
 
     @property
     def experiment_at(self) -> str:
@@ -223,7 +240,10 @@ def explain(raw: bytes, max_errors: int = 50) -> ResultFile | list[Problem]:
 
 
 _BOM = b"\xef\xbb\xbf"
-_KEYS = tuple(f'"{name}"'.encode() for name in ResultFile.model_fields)
+_KEYS = tuple(f'"{name}"'.encode() for name, field in ResultFile.model_fields.items() if field.is_required())
+_OPTIONAL_KEYS = tuple(
+    f'"{name}"'.encode() for name, field in ResultFile.model_fields.items() if not field.is_required()
+)
 _MIN_QUOTES = 2 * (len(_KEYS) + 3)  # the keys, and the values of model_id, issuer, experiment_date
 
 
@@ -237,10 +257,12 @@ def _accept_fast(raw: bytes) -> ResultFile | None:
         model = ResultFile.model_validate_json(raw)
     except ValidationError:
         return None
-    # Valid, the file holds at least 8 strings: the 5 keys and 3 string values. With no escapes,
-    # each string is exactly two quote characters, so 16 quotes means nothing else, and no key
-    # given twice; with more (extra keys), count each key's spelling.
-    if raw.count(b'"') != _MIN_QUOTES and any(raw.count(key) != 1 for key in _KEYS):
+    # Valid, the file holds at least 8 strings: the 5 required keys and 3 string values. With no
+    # escapes, each string is exactly two quote characters, so 16 quotes means nothing else, and no
+    # key given twice; with more (optional or extra keys), count each key's spelling.
+    if raw.count(b'"') != _MIN_QUOTES and (
+        any(raw.count(key) != 1 for key in _KEYS) or any(raw.count(key) > 1 for key in _OPTIONAL_KEYS)
+    ):
         return None
     t, r = model.threshold_arr, model.recall_arr
     if len(t) != len(r) or not all(map(operator.lt, t, islice(t, 1, None))):

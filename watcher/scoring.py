@@ -1,9 +1,23 @@
 """Pick the operating point of a recall curve. Pure functions, no I/O.
 
-For each point let d = |recall - target|. Candidates are the points with d <= min(d) + TOLERANCE
-(so 0.80 and 0.90 tie around 0.85 despite float rounding). Among candidates, a point that meets the
-target (recall >= target) is preferred; among those, the highest threshold (the same recall with
-fewer false positives). The curve need not be monotone.
+Three rules (:data:`OPERATING_POINTS`, the ``operating_point`` setting); the curve need not be
+monotone, and recall is compared with the target exactly (as floats) except in ``nearest``:
+
+``nearest`` (the default)
+    For each point let d = |recall - target|. Candidates are the points with d <= min(d) +
+    TOLERANCE (so 0.80 and 0.90 tie around 0.85 despite float rounding). Among candidates, a point
+    that meets the target (recall >= target) is preferred; among those, the highest threshold (the
+    same recall with fewer false positives).
+``at_least``
+    The highest threshold whose recall is at least the target (the convention of torchmetrics,
+    Keras and TFMA: the point meets the target). When no point reaches it: the point with the
+    highest recall, the highest threshold among equal ones.
+``at_most``
+    The mirror image: the lowest threshold whose recall is at most the target. When every point
+    is above it: the point with the lowest recall, the lowest threshold among equal ones.
+
+Thresholds are strictly increasing, so each rule picks exactly one point. Whatever the rule,
+``target_met`` is recall >= target and ``distance`` is |recall - target|.
 """
 
 from __future__ import annotations
@@ -16,9 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
+from typing import Literal, get_args
 
 #: Distances within this of the best one count as equally close.
 TOLERANCE = 1e-9
+
+#: The rules that pick the operating point (the ``operating_point`` setting), the default first.
+OperatingPoint = Literal["nearest", "at_least", "at_most"]
+OPERATING_POINTS: tuple[OperatingPoint, ...] = get_args(OperatingPoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +51,22 @@ class Score:
     target_met: bool
 
 
-def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target: float) -> Score:
-    """Return the point of the curve chosen for ``target``.
+def optimal_point(
+    thresholds: Sequence[float], recalls: Sequence[float], target: float, rule: OperatingPoint = "nearest"
+) -> Score:
+    """Return the point of the curve chosen for ``target`` under ``rule`` (see the module).
 
-    ``thresholds`` and ``recalls`` are non-empty and of equal length (validation guarantees it);
-    ``ValueError`` otherwise.
+    ``thresholds`` and ``recalls`` are non-empty and of equal length, the thresholds strictly
+    increasing (validation guarantees it); ``ValueError`` for an empty or uneven pair.
     """
     if not recalls or len(thresholds) != len(recalls):
         raise ValueError("need two non-empty sequences of equal length")
+    if rule == "at_least":
+        return _score(thresholds, recalls, target, at_least(recalls, target))
+    if rule == "at_most":
+        return _score(thresholds, recalls, target, at_most(recalls, target))
+    if rule != "nearest":
+        raise ValueError(f"unknown operating point rule {rule!r}")
     # Recall rarely rises with the threshold: such a curve is searched, not scanned (this runs
     # once per scored file; both ways give the same candidates, see the tests).
     if all(map(operator.ge, recalls, islice(recalls, 1, None))):
@@ -50,8 +77,31 @@ def optimal_point(thresholds: Sequence[float], recalls: Sequence[float], target:
     if len(candidates) > 1:
         # Tuples compare left to right: meeting the target first, then the higher threshold.
         best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
-    recall = recalls[best]
-    return Score(best, thresholds[best], recall, abs(recall - target), recall >= target)
+    return _score(thresholds, recalls, target, best)
+
+
+def _score(thresholds: Sequence[float], recalls: Sequence[float], target: float, index: int) -> Score:
+    recall = recalls[index]
+    return Score(index, thresholds[index], recall, abs(recall - target), recall >= target)
+
+
+def at_least(recalls: Sequence[float], target: float) -> int:
+    """Index of the highest threshold whose recall is >= ``target`` (thresholds increasing, so
+    the last such index); when there is none, of the highest recall (the last of equal ones)."""
+    for i in range(len(recalls) - 1, -1, -1):
+        if recalls[i] >= target:
+            return i
+    top = max(recalls)
+    return len(recalls) - 1 - list(reversed(recalls)).index(top)
+
+
+def at_most(recalls: Sequence[float], target: float) -> int:
+    """Index of the lowest threshold whose recall is <= ``target`` (the first such index); when
+    there is none, of the lowest recall (the first of equal ones)."""
+    for i, recall in enumerate(recalls):
+        if recall <= target:
+            return i
+    return list(recalls).index(min(recalls))
 
 
 def candidates_anywhere(recalls: Sequence[float], target: float) -> list[int]:

@@ -120,7 +120,10 @@ class Store(Mirror, Queries):
         (``central_url`` set) durable: its commits are shipped as soon as they are made, and one
         that a power cut takes back would leave the central database ahead of it (measured on a
         burst of 10,000 files: a few fsyncs more, within the noise; docs/scaling.md)."""
-        return cls.open(settings.db_path, settings.target_recall, durable=settings.central_url is not None)
+        from watcher.judge import rules_version  # the rule is part of the stored rules version
+
+        rules = rules_version(settings.operating_point)
+        return cls.open(settings.db_path, settings.target_recall, rules, durable=settings.central_url is not None)
 
     @classmethod
     def open_readonly(cls, path: Path, target_recall: float | None = None, rules_version: int = RULES_VERSION) -> Store:

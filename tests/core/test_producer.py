@@ -39,7 +39,7 @@ from watcher.producer import (
     temporary_name,
 )
 from watcher.reconcile import scan
-from watcher.resultfile import validate_bytes
+from watcher.resultfile import ResultFile, validate_bytes
 from watcher.tree import Matcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -482,6 +482,15 @@ def test_the_schema_accepts_the_valid_examples_and_rejects_the_invalid_ones(tmp_
         assert validator.is_valid(doc) == path.name.startswith("valid-"), path
     done = publish(tmp_path, model_id=MID, issuer=WHO, labels=[1, 0, 1], scores=[0.9, 0.2, 0.6])
     assert validator.is_valid(json.loads(done.path.read_bytes()))
+
+
+def test_the_schema_states_which_schema_versions_are_read() -> None:
+    validator = jsonschema.Draft202012Validator(fileschema.results_file_schema())
+    base: dict[str, Any] = {"model_id": MID, "issuer": WHO, "experiment_date": "2024-05-01T12:00:00Z"}
+    base |= {"threshold_arr": [0.0, 1.0], "recall_arr": [1.0, 0.0]}
+    for version, valid in ((None, True), (1, True), (2, False), ("1", False), (1.5, False)):
+        given = base if version is None else {**base, "schema_version": version}
+        assert validator.is_valid(given) == valid == isinstance(validate_bytes(json.dumps(given).encode()), ResultFile)
 
 
 def test_the_benchmark_prints_every_row() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from testing.helpers import doc
-from watcher.resultfile import Problem, ResultFile, explain, utc_instant, validate_bytes
+from watcher.resultfile import SCHEMA_VERSIONS, Problem, ResultFile, explain, utc_instant, validate_bytes
 
 
 def check(content: bytes | dict[str, Any]) -> ResultFile | list[Problem]:
@@ -176,3 +176,46 @@ def test_recall_need_not_be_monotone_and_extra_keys_ignored() -> None:
 def test_the_utc_shortcut_agrees_with_date_arithmetic(date: str) -> None:
     instant = datetime.fromisoformat(date.upper()).astimezone(UTC).replace(tzinfo=None)
     assert utc_instant(date) == instant.isoformat(timespec="microseconds") + "Z"
+
+
+# --- schema_version ---------------------------------------------------------------------------
+
+
+def test_a_file_without_schema_version_is_version_1() -> None:
+    result = check(doc())
+    assert isinstance(result, ResultFile) and result.schema_version == 1
+    given = check(doc(schema_version=1))
+    assert isinstance(given, ResultFile) and given.schema_version == 1
+
+
+@pytest.mark.parametrize("version", [2, 0, -1, 10**20])
+def test_a_version_this_build_does_not_read_is_rejected_with_the_versions_it_reads(version: int) -> None:
+    result = check(doc(schema_version=version))
+    known = ", ".join(map(str, SCHEMA_VERSIONS))
+    assert result == [
+        Problem("schema_version", f"version {version} is not supported; this watcher reads version {known}")
+    ]
+
+
+@pytest.mark.parametrize("value", ["1", "1.0", 1.0, True, None, [1], {"major": 1}])
+def test_schema_version_is_a_json_integer(value: Any) -> None:
+    assert fields(check(doc(schema_version=value))) == ["schema_version"]
+
+
+def test_schema_version_problems_are_reported_with_every_other_one() -> None:
+    result = check(doc(schema_version=2, model_id="nope", recall_arr=[1.0, 2.0, 0.5, 0.2, 0.0]))
+    assert sorted(map(str, fields(result))) == ["model_id", "recall_arr[1]", "schema_version"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # The quick path must not take a repeated optional key (json keeps the last silently).
+        b'{"schema_version": 2, "schema_version": 1, "model_id": "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b", '
+        b'"issuer": "a@example.com", "experiment_date": "2024-05-01T12:00:00Z", "threshold_arr": [0.0], '
+        b'"recall_arr": [1.0]}',
+    ],
+)
+def test_schema_version_given_twice_is_rejected(raw: bytes) -> None:
+    assert fields(validate_bytes(raw)) == ["schema_version"]
+    assert fields(explain(raw)) == ["schema_version"]
