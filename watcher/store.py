@@ -208,12 +208,12 @@ class Store(Mirror, Queries):
         finally:
             thread.join()
 
-    def checkpoint(self) -> bool:
+    def checkpoint(self, wait: float = 0.1) -> bool:
         """Copy the write-ahead log into the database file and empty it, if no reader holds an
-        older state (waiting at most a moment for one): then the main file alone is current (a
-        plain copy of it is a consistent backup of that moment) and the log takes no space.
+        older state (waiting at most ``wait`` seconds for one): then the main file alone is current
+        (a plain copy of it is a consistent backup of that moment) and the log takes no space.
         True when the log was emptied; otherwise the next try will do it."""
-        self.db.execute("PRAGMA busy_timeout = 100")
+        self.db.execute(f"PRAGMA busy_timeout = {max(1, int(wait * 1000))}")
         try:
             busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:

@@ -44,6 +44,8 @@ log = get_logger("watcher.writer")
 #: Trimming old history (watcher.retention): the first slice this long after the start, then one
 #: slice a second while the walk goes on, and a new walk a minute after one ends.
 TRIM_FIRST, TRIM_STEP, TRIM_PAUSE = 10.0, 1.0, 60.0
+#: The longest the writer waits for readers when the log is past its limit (seconds).
+WAL_WAIT_MAX = 1.0
 #: Seconds without a change (and with nothing in flight) after which the log is checkpointed.
 IDLE_CHECKPOINT = 1.0
 #: How often the database path is compared with the file the writer has open.
@@ -168,6 +170,7 @@ class Writer(threading.Thread):
         self.history_floor = history_floor
         self.trimmer = HistoryTrimmer(settings.history_keep_days)
         self.next_trim = time.monotonic() + TRIM_FIRST
+        self.wal_wait = 0.1  # how long the log's truncation waits for readers (see step)
         self.stats = Stats()  # what watcher.metrics reports, counted where it happens
         self.new_settings: Settings | None = None  # from a reload (watcher.lifecycle), taken in step()
         # Kept for every burst; forked from a server, since this process has threads.
@@ -330,8 +333,13 @@ class Writer(threading.Thread):
         elif idle_since is not None and not self.suspect and self._wal_bytes() > WAL_LIMIT:
             # Changes keep coming: the log is not emptied at the end of a burst, and readers keep
             # SQLite's own checkpoints from starting it again. Past its limit, truncate it now
-            # (a stat per turn: microseconds beside the turn's commit).
-            self._checkpoint()
+            # (a stat per turn: microseconds beside the turn's commit), waiting longer for the
+            # readers each time they held on (0.1 s, doubling to WAL_WAIT_MAX): under load a
+            # reader is nearly always in the middle of a read, and the log would only grow.
+            if self._checkpoint(self.wal_wait):
+                self.wal_wait = 0.1
+            else:
+                self.wal_wait = min(self.wal_wait * 2, WAL_WAIT_MAX)
         if now >= self.next_trim and not self.suspect:
             self._trim(now)
         if now >= self.next_db_check:
@@ -532,23 +540,24 @@ class Writer(threading.Thread):
         """True when no event waits and no file is in flight: a burst is over (any thread may ask)."""
         return self.events.empty() and not self.tracker.states
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, wait: float = 0.1) -> bool:
         # A burst is over: bring the main database file up to date and empty the log (otherwise
         # that happens only every wal_autocheckpoint pages, and a copy of the main file, or a
         # reader of it alone, would lag behind for long stretches).
         assert self.store is not None
         try:
-            done = self.store.checkpoint()
+            done = self.store.checkpoint(wait)
         except StoreError as exc:
             # A failed sync above all: what it was to write may be lost whatever a retry says.
             self._write_failed(exc)
-            return
+            return False
         if done:
             self.last_change = None
             self.retry_delay = RETRY_FIRST  # the disk syncs again
             log.debug("wal_checkpointed")
         else:
             self.last_change = time.monotonic()  # a reader held an older state: later
+        return done
 
     def _wal_bytes(self) -> int:
         try:
