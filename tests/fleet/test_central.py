@@ -136,3 +136,20 @@ def test_report_view_takes_the_latest_experiment_across_hosts(central_db: Any) -
             conn.execute(_INSERT, row)
         report = conn.execute("SELECT model_id, host, path FROM watcher.report ORDER BY model_id").fetchall()
     assert report == [("m1", "h2", "a.json"), ("m2", "h2", "b.json"), ("m3", "h1", "c.json")]
+
+
+def test_a_host_a_schema_behind_is_refused_with_one_line_that_names_the_fix(
+    central_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newer `watcher central init` migrated the central schema past what this host's watcher
+    # knows: the host must not write into a schema it does not understand, and says what to do.
+    server, db = central_db
+    monkeypatch.setattr(central, "SCHEMA_VERSION", central.SCHEMA_VERSION - 1)
+    with server.admin(db) as conn, pytest.raises(CentralError) as refused:
+        central.ensure_schema(conn)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message == (
+        f"central schema version {central.SCHEMA_VERSION + 1} is newer than this watcher's "
+        f"({central.SCHEMA_VERSION}); upgrade watcher on this machine"
+    )
