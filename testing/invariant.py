@@ -4,7 +4,7 @@ After the daemon settles, what the database holds is what this module computes f
 itself, from the documents (docs/configuration.md "Which files count", docs/results-file.md
 "Scoring", docs/how-it-works.md "The database" and "Guarantees"), not from the daemon's code:
 
-* **Which files count.** It lists the tree itself (:func:`os.walk`, symbolic links to folders never
+* **Which files count.** It lists the tree itself (:func:`os.scandir`, symbolic links to folders never
   descended into): names matching ``patterns`` (``*.json``), in subfolders when ``recursive``,
   unless a path component matches ``ignore_patterns`` (hidden names, ``*~``, ``*.tmp``, ``*.part``,
   ``*.swp``, ``*.swx``, ``*.crdownload``); the database (with ``-wal``, ``-shm``, ``-journal``,
@@ -32,7 +32,6 @@ Run it as the user the daemon runs as: permissions decide what can be listed and
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import hashlib
 import itertools
@@ -208,32 +207,32 @@ def list_tree(
     root: Path, patterns: tuple[str, ...], ignore: tuple[str, ...], recursive: bool, own: frozenset[str]
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """(relative paths of the files that count, ``/``-separated; folders that cannot be listed
-    with the reason). A link to a folder is listed as a folder by :func:`os.walk` and never
-    descended into; a dangling link or a link to a file is a file."""
+    with the reason). Folders are listed with :func:`os.scandir`, from a stack (a tree any number
+    of levels deep); a link is never descended into: a link to a folder is listed as a file here
+    and found to be none when read."""
     files: list[str] = []
     unreadable: list[tuple[str, str]] = []
-    top = os.fspath(root)
-
-    def rel_of(path: str) -> str:
-        rel = os.path.relpath(path, top)
-        return "" if rel == os.curdir else rel.replace(os.sep, "/")
-
-    def failed(exc: OSError) -> None:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR) or exc.filename is None:
-            return  # vanished meanwhile: not a folder any more
-        unreadable.append((rel_of(os.fsdecode(exc.filename)), exc.strerror or str(exc)))
-
-    for folder, dirs, names in os.walk(top, onerror=failed, followlinks=False):
-        base = rel_of(folder)
-        kept = []
-        for d in dirs:
-            rel = f"{base}/{d}" if base else d
-            if recursive and not _matches(d, ignore) and rel not in own:
-                kept.append(d)
-        dirs[:] = kept
-        for name in names:
-            rel = f"{base}/{name}" if base else name
-            if _matches(name, patterns) and not _matches(name, ignore) and rel not in own:
+    stack = [""]
+    while stack:
+        base = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, base) if base else root) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # vanished meanwhile: not a folder any more
+        except OSError as exc:
+            unreadable.append((base, exc.strerror or str(exc)))
+            continue
+        for entry in entries:
+            rel = f"{base}/{entry.name}" if base else entry.name
+            try:
+                folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if folder:
+                if recursive and not _matches(entry.name, ignore) and rel not in own:
+                    stack.append(rel)
+            elif _matches(entry.name, patterns) and not _matches(entry.name, ignore) and rel not in own:
                 files.append(rel)
     return files, unreadable
 
