@@ -322,7 +322,7 @@ def expected(root: Path, rel: str, max_file_bytes: int, target: float) -> Expect
 
 def scored_row(path: str, raw: bytes, s: os.stat_result, sha: str, target: float) -> dict[str, Any]:
     """Every column of ``results`` for a valid file, from its bytes (docs/results-file.md)."""
-    doc = json.loads(raw.decode("utf-8-sig"))
+    doc = json.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))  # a UTF-8 BOM is tolerated
     thresholds = [float(t) for t in doc["threshold_arr"]]
     recalls = [float(r) for r in doc["recall_arr"]]
     best = operating_point(thresholds, recalls, target)

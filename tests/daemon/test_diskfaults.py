@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from testing.daemon import Daemon
+from testing.daemon import OBSERVERS, Daemon
 from testing.helpers import descendants, doc, wait_until, write
 
 pytestmark = pytest.mark.slow  # real daemon processes
@@ -168,8 +168,9 @@ def test_a_stop_while_the_database_fails_at_start_exits_0_at_once(faulty: Any) -
     d.assert_clean_log()
 
 
-def test_io_errors_during_a_burst_lose_nothing_once_lifted(faulty: Any) -> None:
-    d = faulty().start()  # healthy until READY
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_io_errors_during_a_burst_lose_nothing_once_lifted(faulty: Any, observer: str) -> None:
+    d = faulty(env=OBSERVERS[observer]).start()  # healthy until READY
     d.faults(*SYNC_FAILS, f"enable_random name=posix/io/rw/pwrite,probability=0.3,failinfo={EIO}")
     for i in range(200):
         write(d.inbox / f"b{i % 10}" / f"m{i}.json", doc() if i % 7 else b"[1,")
@@ -187,8 +188,9 @@ def test_io_errors_during_a_burst_lose_nothing_once_lifted(faulty: Any) -> None:
     d.assert_clean_log()
 
 
-def test_a_full_disk_keeps_the_work_and_everything_is_accounted_once_space_returns(faulty: Any) -> None:
-    d = faulty().start()
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_a_full_disk_keeps_the_work_and_everything_is_accounted_once_space_returns(faulty: Any, observer: str) -> None:
+    d = faulty(env=OBSERVERS[observer]).start()
     write(d.inbox / "before.json", doc())
     wait_until(lambda: "before.json" in d.results(), what="before.json stored")
     d.faults(f"enable name=posix/io/rw/pwrite,failinfo={ENOSPC}")  # no write into the database succeeds
@@ -239,8 +241,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(var)], check=True)
 
 
-def test_a_disk_that_really_fills_up_keeps_the_work_until_space_returns(small_disk: Path, tmp_path: Path) -> None:
-    d = Daemon(tmp_path, "--log-level", "debug")
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_a_disk_that_really_fills_up_keeps_the_work_until_space_returns(
+    small_disk: Path, tmp_path: Path, observer: str
+) -> None:
+    d = Daemon(tmp_path, "--log-level", "debug", env=OBSERVERS[observer])
     try:
         d.start()
         filler = small_disk / "filler"
@@ -327,10 +332,11 @@ def ext4_disk(tmp_path: Path) -> Iterator[Ext4Disk]:
         disk.unmount_all()
 
 
+@pytest.mark.parametrize("observer", list(OBSERVERS))
 def test_a_database_folder_that_turns_read_only_keeps_the_work_until_writable_again(
-    ext4_disk: Ext4Disk, tmp_path: Path
+    ext4_disk: Ext4Disk, tmp_path: Path, observer: str
 ) -> None:
-    d = Daemon(tmp_path, "--log-level", "debug")
+    d = Daemon(tmp_path, "--log-level", "debug", env=OBSERVERS[observer])
     try:
         d.start()
         for i in range(20):
