@@ -15,6 +15,13 @@ from typing import Any
 from testing.helpers import descendants, wait_until
 from testing.invariant import holds, violations
 
+#: The two observers every fault and hostile-input scenario runs under (``[inotify]``, ``[polling]``);
+#: a short polling interval keeps the poller's scenarios fast.
+OBSERVERS: dict[str, dict[str, str]] = {
+    "inotify": {},
+    "polling": {"WATCHER_OBSERVER": "polling", "WATCHER_POLLING_INTERVAL": "0.2"},
+}
+
 
 class Daemon:
     """One daemon process on ``root/inbox`` with its database under ``root/var``."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from testing.daemon import Daemon
+from testing.daemon import OBSERVERS, Daemon
 from testing.helpers import descendants, doc, wait_until, write, write_atomically
 from watcher.outcomes import BAD_NAME
 from watcher.reports.files import write_reports
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.slow  # real daemon processes
 
 def mid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
-
-
-#: Every daemon scenario runs with inotify and with the folder poller (a short interval keeps it fast).
-OBSERVERS = {
-    "inotify": {},
-    "polling": {"WATCHER_OBSERVER": "polling", "WATCHER_POLLING_INTERVAL": "0.2"},
-}
 
 
 @pytest.fixture(params=list(OBSERVERS))

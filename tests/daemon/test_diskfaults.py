@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from testing.daemon import Daemon
+from testing.daemon import OBSERVERS, Daemon
 from testing.helpers import descendants, doc, wait_until, write
 
 pytestmark = pytest.mark.slow  # real daemon processes
@@ -177,8 +177,9 @@ def test_a_stop_while_the_database_fails_at_start_exits_0_at_once(faulty: Any) -
     d.assert_clean_log()
 
 
-def test_io_errors_during_a_burst_lose_nothing_once_lifted(faulty: Any) -> None:
-    d = faulty().start()  # healthy until READY
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_io_errors_during_a_burst_lose_nothing_once_lifted(faulty: Any, observer: str) -> None:
+    d = faulty(env=OBSERVERS[observer]).start()  # healthy until READY
     d.faults(*SYNC_FAILS, f"enable_random name=posix/io/rw/pwrite,probability=0.3,failinfo={EIO}")
     for i in range(200):
         write(d.inbox / f"b{i % 10}" / f"m{i}.json", doc() if i % 7 else b"[1,")
@@ -196,8 +197,9 @@ def test_io_errors_during_a_burst_lose_nothing_once_lifted(faulty: Any) -> None:
     d.assert_clean_log()
 
 
-def test_a_full_disk_keeps_the_work_and_everything_is_accounted_once_space_returns(faulty: Any) -> None:
-    d = faulty().start()
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_a_full_disk_keeps_the_work_and_everything_is_accounted_once_space_returns(faulty: Any, observer: str) -> None:
+    d = faulty(env=OBSERVERS[observer]).start()
     write(d.inbox / "before.json", doc())
     wait_until(lambda: "before.json" in d.results(), what="before.json stored")
     d.faults(f"enable name=posix/io/rw/pwrite,failinfo={ENOSPC}")  # no write into the database succeeds
@@ -248,8 +250,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(var)], check=True)
 
 
-def test_a_disk_that_really_fills_up_keeps_the_work_until_space_returns(small_disk: Path, tmp_path: Path) -> None:
-    d = Daemon(tmp_path, "--log-level", "debug")
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_a_disk_that_really_fills_up_keeps_the_work_until_space_returns(
+    small_disk: Path, tmp_path: Path, observer: str
+) -> None:
+    d = Daemon(tmp_path, "--log-level", "debug", env=OBSERVERS[observer])
     try:
         d.start()
         filler = small_disk / "filler"
@@ -272,3 +277,101 @@ def test_a_disk_that_really_fills_up_keeps_the_work_until_space_returns(small_di
         if d.proc is not None and d.proc.poll() is None:
             d.kill()
     assert "Traceback" not in d.log_path.read_text()
+
+
+class Ext4Disk:
+    """A small ext4 file system on a loop device, mounted over ``mountpoint`` with
+    ``errors=remount-ro`` (Debian's default for its root file system)."""
+
+    def __init__(self, image: Path, mountpoint: Path) -> None:
+        self.image = image
+        self.mountpoint = mountpoint
+        self.mounts = 0  # mounted over the folder, stacked: each one unmounted at the end
+
+    def mount(self, image: Path, *options: str) -> None:
+        opts = ",".join(("loop", *options))
+        subprocess.run(["mount", "-o", opts, str(image), str(self.mountpoint)], check=True, capture_output=True)
+        self.mounts += 1
+
+    def go_read_only(self) -> None:
+        """The kernel's own reaction to an error of the file system: read-only at once, the files
+        opened for writing included (``mount -o remount,ro`` refuses while any is: "busy")."""
+        device = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE", "--target", str(self.mountpoint)],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        Path(f"/sys/fs/ext4/{Path(device).name}/trigger_fs_error").write_text("watcher test\n")
+
+    def writable_again(self) -> None:
+        """What an administrator does: check the file system and mount it again. A file system the
+        kernel made read-only stays so until unmounted, and the daemon holds it open: a checked copy
+        of it is mounted over the same folder (what is already open stays on the old one)."""
+        fixed = self.image.with_name("repaired.img")
+        shutil.copyfile(self.image, fixed)
+        checked = subprocess.run(["e2fsck", "-f", "-y", str(fixed)], capture_output=True)
+        assert checked.returncode < 4, checked.stdout.decode() + checked.stderr.decode()
+        self.mount(fixed)
+
+    def unmount_all(self) -> None:
+        for _ in range(self.mounts):
+            subprocess.run(["umount", "--lazy", str(self.mountpoint)], check=True)
+        self.mounts = 0
+
+
+@pytest.fixture
+def ext4_disk(tmp_path: Path) -> Iterator[Ext4Disk]:
+    """The database's folder on its own ext4 file system (root only)."""
+    var = tmp_path / "var"
+    var.mkdir()
+    needed = ("mount", "findmnt", "mkfs.ext4", "e2fsck", "losetup")
+    if os.geteuid() != 0 or any(shutil.which(c) is None for c in needed):
+        pytest.skip("a loop-mounted ext4 needs root, util-linux and e2fsprogs")
+    image = tmp_path / "disk.img"
+    with image.open("wb") as fh:
+        fh.truncate(32 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-O", "^has_journal", str(image)], check=True, capture_output=True)
+    disk = Ext4Disk(image, var)
+    try:
+        disk.mount(image, "errors=remount-ro")
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot mount a loop device here: {exc.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        disk.unmount_all()
+
+
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_a_database_folder_that_turns_read_only_keeps_the_work_until_writable_again(
+    ext4_disk: Ext4Disk, tmp_path: Path, observer: str
+) -> None:
+    d = Daemon(tmp_path, "--log-level", "debug", env=OBSERVERS[observer])
+    try:
+        d.start()
+        for i in range(20):
+            write(d.inbox / f"before{i}.json", doc())
+        d.assert_invariant()
+        os.sync()  # what was committed is on the disk: this test is about read-only, not a power cut
+        ext4_disk.go_read_only()
+        with pytest.raises(OSError, match="Read-only file system"):
+            (d.db.parent / "probe").write_bytes(b"")
+        for i in range(30):
+            write(d.inbox / f"during{i}.json", doc() if i % 10 else b"{")
+        for i in range(5):
+            (d.inbox / f"before{i}.json").unlink()
+        error = d.wait_event("database_error")
+        print(f"\nread-only: database_error {error['error']!r}")
+        wait_until(lambda: [e for e in d.events() if e["event"] == "database_retry"], 30, what="a retry")
+        d.assert_alive()
+        ext4_disk.writable_again()
+        d.assert_invariant(timeout=60)
+        assert len(d.results()) == 15 + 27 and len(d.rejections()) == 3
+        events = [e["event"] for e in d.events()]
+        assert events.count("database_error") == 1, error
+        assert "database_back" in events
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()
+    assert "Traceback" not in d.log_path.read_text()
+    assert all("exception" not in e and "exc_info" not in e for e in d.events(since_start=False))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.daemon import Daemon
+from testing.daemon import OBSERVERS, Daemon
 from testing.helpers import doc, wait_until, write
 from testing.invariant import violations
 from testing.unprivileged import Unprivileged, nobody, shared_tmp
@@ -72,8 +72,26 @@ def as_user(user: Unprivileged, fn: Callable[[], list[str]]) -> list[str]:
     return result
 
 
-def test_a_folder_the_service_cannot_read_is_accounted_for_until_it_can(nobody: Unprivileged, shared_tmp: Path) -> None:
-    d = Daemon(shared_tmp, env={"WATCHER_RECONCILE_INTERVAL": "1"})  # periodic reconciles: logged once still
+@pytest.mark.parametrize(
+    "observer",
+    [
+        "inotify",
+        pytest.param(
+            "polling",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="defect: under polling, a folder that becomes readable has its file judged, but its "
+                "'folder cannot be read' rejection stays (over 20 s, reconcile_interval 1 s): the docs say it "
+                "is removed once it can be listed",
+            ),
+        ),
+    ],
+)
+def test_a_folder_the_service_cannot_read_is_accounted_for_until_it_can(
+    nobody: Unprivileged, shared_tmp: Path, observer: str
+) -> None:
+    # Periodic reconciles: logged once still.
+    d = Daemon(shared_tmp, env={**OBSERVERS[observer], "WATCHER_RECONCILE_INTERVAL": "1"})
     d.python, d.popen_args = nobody.python, nobody.popen_args()
     write(d.inbox / "ok.json", doc(model_id=mid(1)))
     write(d.inbox / "run7" / "a.json", doc(model_id=mid(2)))
@@ -86,8 +104,15 @@ def test_a_folder_the_service_cannot_read_is_accounted_for_until_it_can(nobody: 
         wait_until(lambda: d.rejections() == {"run7"}, what="a rejection for the folder")
         (reason,) = [json.loads(e)[0]["message"] for (e,) in d.query("SELECT errors FROM rejections")]
         assert reason == "folder cannot be read: Permission denied"
-        d.wait_event("reconcile_done", under=".")  # a periodic one after the first: same story, not news
-        wait_until(lambda: [e["event"] for e in d.events()].count("reconcile_done") >= 3, what="reconciles")
+        if d.polling:  # no periodic reconcile: the poller's sweeps list the folder again and again
+            for n in (3, 4):  # a file found by a sweep, twice, then gone: two sweeps after the first
+                write(d.inbox / "sweep.json", doc(model_id=mid(n)))
+                d.wait_results({"ok.json": mid(1), "sweep.json": mid(n)})
+            (d.inbox / "sweep.json").unlink()
+            d.wait_results({"ok.json": mid(1)})
+        else:
+            d.wait_event("reconcile_done", under=".")  # a periodic one after the first: same story, not news
+            wait_until(lambda: [e["event"] for e in d.events()].count("reconcile_done") >= 3, what="reconciles")
         assert [e["path"] for e in d.events() if e["event"] == "file_rejected"] == ["run7"]
         assert as_user(nobody, lambda: violations(d.inbox, d.db)) == []
         status = nobody.watcher("status", "--db", str(d.db), "--json", cwd=shared_tmp)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.daemon import Daemon, settle
+from testing.daemon import OBSERVERS, Daemon, settle
 from testing.helpers import doc, wait_until, write, write_atomically
 from watcher.dblock import acquire
 
@@ -37,8 +37,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, env=OBSERVERS[getattr(request, "param", "inotify")])
     yield d
     d.stop()
 
@@ -55,10 +55,11 @@ def test_unknown_watcher_variable_is_warned_about_once_and_the_daemon_goes_on(tm
         assert d.stop() == 0
 
 
-def test_own_database_and_reports_inside_the_watch_dir_are_never_judged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_own_database_and_reports_inside_the_watch_dir_are_never_judged(tmp_path: Path, observer: str) -> None:
     # Everything in one folder: the database (with its -wal, -shm and .lock) and the reports
     # (report.json is a *.json file) live inside the watch dir.
-    d = Daemon(tmp_path, db=tmp_path / "inbox" / "state" / "watcher.db")
+    d = Daemon(tmp_path, db=tmp_path / "inbox" / "state" / "watcher.db", env=OBSERVERS[observer])
     try:
         d.start()
         write(d.inbox / "a.json", doc(model_id=mid(1)))
@@ -68,6 +69,7 @@ def test_own_database_and_reports_inside_the_watch_dir_are_never_judged(tmp_path
         d.wait_results({"a.json": mid(1), "b.json": mid(2)})
         wait_until(lambda: mid(2) in (d.inbox / "state" / "reports" / "report.json").read_text(), what="report")
         d.wait_event("reports_written", writes=2)
+        settle(d)
     finally:
         assert d.stop() == 0
     assert d.rejections() == set()
@@ -242,6 +244,7 @@ def test_idle_checkpoint_keeps_the_main_file_current_and_a_backup_restores(daemo
     settle(daemon)
 
 
+@pytest.mark.parametrize("daemon", list(OBSERVERS), indirect=True)
 def test_database_removed_while_running_is_noticed_and_rebuilt_from_the_folder(daemon: Daemon) -> None:
     expected = {f"f{n}.json": mid(n) for n in range(10)}
     for name, model in expected.items():
@@ -301,8 +304,9 @@ def deep_tmp() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(base)], check=True, timeout=120)  # rm walks without recursion
 
 
-def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(deep_tmp: Path) -> None:
-    daemon = Daemon(deep_tmp)
+@pytest.mark.parametrize("observer", list(OBSERVERS))
+def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(deep_tmp: Path, observer: str) -> None:
+    daemon = Daemon(deep_tmp, env=OBSERVERS[observer])
     deep = make_deep(daemon.inbox, 1000)
     rel = "d/" * 1000
     try:
@@ -312,6 +316,7 @@ def test_a_folder_nested_1000_levels_deep_does_not_kill_the_daemon(deep_tmp: Pat
         daemon.wait_results({f"{rel}deep.json": mid(1), "top.json": mid(2)})
         write(deep / "later.json", doc(model_id=mid(3)))  # and the deep folder is watched
         daemon.wait_results({f"{rel}deep.json": mid(1), "top.json": mid(2), f"{rel}later.json": mid(3)})
+        settle(daemon)
     finally:
         assert daemon.stop() == 0
 
