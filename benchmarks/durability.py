@@ -45,9 +45,9 @@ def _cpu(pid: int) -> float:
 
 
 def _family(pid: int) -> list[int]:
-    from testing.helpers import descendants
+    from benchmarks.polling import tree_pids
 
-    return [pid, *descendants(pid)]
+    return tree_pids(pid)
 
 
 def burst(work: Path, payload: list[tuple[Path, bytes]], mode: str, prefix: tuple[str, ...] = ()) -> dict[str, float]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks import run
 from testing import corpus
+from testing.helpers import descendants
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
@@ -39,21 +40,7 @@ BEFORE = "14.6% CPU, 113 MiB RSS at 20,000 files (watchdog's snapshot poller, me
 
 def tree_pids(pid: int) -> list[int]:
     """``pid`` and every live process below it."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parent[int(entry)] = int(fields[1])
-    out, todo = [pid], [pid]
-    while todo:
-        above = todo.pop()
-        kids = [c for c, p in parent.items() if p == above]
-        out += kids
-        todo += kids
-    return out
+    return [pid, *descendants(pid)]
 
 
 def pss_mib(pid: int) -> float:
