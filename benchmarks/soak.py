@@ -15,6 +15,7 @@ check fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -80,15 +81,24 @@ def probe(inbox: Path, db: Path, n: int) -> float:
 
 
 def churn(inbox: Path, keys: int, rate: float, stop: threading.Event, counts: dict[str, int], seed: int) -> None:
-    """Bounded in rate and time: at most ``rate`` operations per second until ``stop`` is set."""
+    """``rate`` operations per second (paced to a clock, so the operations' own time does not
+    slow it; behind, it catches up) until ``stop`` is set."""
     rng = random.Random(seed)
     models = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(keys // 2)]
-    pace = threading.Event()
-    present: list[Path] = []  # renames and deletes pick from files this churn wrote
+    present: list[Path] = []  # renames and deletes pick from the files this churn wrote
+    known: set[Path] = set()
+
+    def keep(path: Path) -> None:
+        if path not in known:
+            known.add(path)
+            present.append(path)
+
+    started, n = time.monotonic(), 0
     while not stop.is_set():
         roll = rng.random()
         if roll >= 0.6 and present:
             path = present.pop(rng.randrange(len(present)))
+            known.discard(path)
         else:
             path = inbox / f"d{rng.randrange(10)}" / f"f{rng.randrange(keys)}.json"
             path.parent.mkdir(exist_ok=True)
@@ -99,16 +109,17 @@ def churn(inbox: Path, keys: int, rate: float, stop: threading.Event, counts: di
                 tmp = path.with_name(f".{path.name}.tmp")
                 tmp.write_text(json.dumps(doc))
                 os.replace(tmp, path)
-                present.append(path)
+                keep(path)
                 kind = "create_or_modify"
             elif roll < 0.6:
                 path.write_text('{"model_id": "broken')
-                present.append(path)
+                keep(path)
                 kind = "invalid"
             elif roll < 0.8:
                 target = inbox / f"d{rng.randrange(10)}" / f"f{rng.randrange(keys)}.json"
+                target.parent.mkdir(exist_ok=True)
                 path.rename(target)
-                present.append(target)
+                keep(target)
                 kind = "rename"
             else:
                 path.unlink()
@@ -116,14 +127,24 @@ def churn(inbox: Path, keys: int, rate: float, stop: threading.Event, counts: di
         except FileNotFoundError:
             kind = "missed"
         counts[kind] = counts.get(kind, 0) + 1
-        pace.wait(1 / rate)
+        n += 1
+        stop.wait(max(0.0, started + n / rate - time.monotonic()))
+
+
+def watch_wal(db: Path, stop: threading.Event, peak: list[float]) -> None:
+    """The write-ahead log's largest size (MiB), looked at every second: the samples alone could
+    miss a swing between two of them."""
+    wal = Path(f"{db}-wal")
+    while not stop.wait(1.0):
+        with contextlib.suppress(OSError):
+            peak[0] = max(peak[0], wal.stat().st_size / (1024 * 1024))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--keys", type=int, default=2000, help="distinct file names in play")
-    parser.add_argument("--rate", type=float, default=200.0, help="operations per second, at most")
+    parser.add_argument("--rate", type=float, default=200.0, help="operations per second")
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
     parser.add_argument("--keep-days", type=float, default=None, help="the daemon's history_keep_days")
     args = parser.parse_args(argv)
@@ -146,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     stop, counts = threading.Event(), dict[str, int]()
     worker = threading.Thread(target=churn, args=(inbox, args.keys, args.rate, stop, counts, 1))
+    wal_peak = [0.0]
+    wal_watch = threading.Thread(target=watch_wal, args=(db, stop, wal_peak), daemon=True)
     started = time.monotonic()
     worker.start()
+    wal_watch.start()
     samples: list[float] = []
     sizes: list[tuple[float, float, int]] = []  # database MiB, log MiB, history entries
     latencies: list[float] = []
@@ -182,13 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     history = conn.execute("SELECT count(*) FROM history").fetchone()[0]
     conn.close()
+    changes = ops - counts.get("missed", 0)
     print(f"\noperations: {ops} in {duration:.0f} s ({ops / duration:.0f}/s): {dict(sorted(counts.items()))}")
+    print(f"changes (operations that changed the folder): {changes}, {changes / duration:.1f}/s")
     print(f"settled after the churn stopped in {settled:.1f} s; invariant: {'holds' if not problems else problems[:5]}")
     print(f"integrity_check: {integrity}; history entries: {history}; exit code on SIGTERM: {code}")
     print(f"RSS MiB: first {samples[0]:.1f}, peak {max(samples):.1f}, last {samples[-1]:.1f}")
     for i, name in enumerate(("database MiB", "write-ahead log MiB", "history entries")):
         column = [s[i] for s in sizes]
         print(f"{name}: first {column[0]:.1f}, peak {max(column):.1f}, last {column[-1]:.1f}")
+    print(f"write-ahead log MiB, looked at every second: peak {wal_peak[0]:.1f}")
     ordered = sorted(latencies)
     print(
         f"probe file -> database (s, {len(ordered)} probes): p50 {ordered[len(ordered) // 2]:.3f},"

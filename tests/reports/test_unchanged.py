@@ -44,7 +44,7 @@ def render(work: Path, patch: pytest.MonkeyPatch) -> dict[str, bytes]:
         reconcile(store, settings)
         with store.snapshot():
             written = write_reports(store.report_rows, settings.report_dir, FORMATS)
-            written.append(write_html(store, settings))
+        written.append(write_html(store, settings))
     finally:
         store.close()
     return {path.name: path.read_bytes() for path in written}

@@ -101,8 +101,7 @@ def refresh_reports(
         with meanwhile():
             paths = write_tables(store, settings)
             if html and page is None:
-                with store.snapshot():
-                    paths.append(write_html(store, settings))
+                paths.append(write_html(store, settings))
     finally:
         if page is not None:
             wait([page])  # never return (or raise) while the page is still being written
@@ -132,32 +131,34 @@ def write_tables(store: Store, settings: Settings) -> list[Path]:
 
 
 def write_html_file(settings: Settings) -> Path:
-    """:func:`write_html` from a read-only connection of its own (runs in another process), in
-    one read transaction."""
+    """:func:`write_html` from a read-only connection of its own (runs in another process)."""
     store = Store.open_readonly(settings.db_path)
     try:
-        with store.snapshot():
-            return write_html(store, settings)
+        return write_html(store, settings)
     finally:
         store.close()
 
 
 def write_html(store: Store, settings: Settings) -> Path:
     """Regenerate ``report.html``: every model (up to ``html_max_models``, then the most recent
-    ones), their superseded files and earlier outcomes, and every rejection. Call it inside
-    :meth:`Store.snapshot` so that all of it is one committed state."""
+    ones), their superseded files and earlier outcomes, and every rejection, all read in one read
+    transaction (one committed state) that ends before the page is rendered: a reader that holds
+    a snapshot keeps the writer's checkpoints from starting the write-ahead log again, so it holds
+    one only while it reads."""
     target = settings.report_dir / FILE_NAMES["html"]
-
-    def produce(fh: TextIO) -> None:
+    with store.snapshot():
         omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
         cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
         earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
-        note = (
-            f"Only the newest {HISTORY_ON_PAGE:,} history entries were looked at; the table history holds all."
-            if older_history
-            else ""
-        )
-        render_html(cols, store.rejection_rows(), fh, now_iso(), omitted, target=settings.target_recall,
+        rejections = store.rejection_rows()
+    note = (
+        f"Only the newest {HISTORY_ON_PAGE:,} history entries were looked at; the table history holds all."
+        if older_history
+        else ""
+    )
+
+    def produce(fh: TextIO) -> None:
+        render_html(cols, rejections, fh, now_iso(), omitted, target=settings.target_recall,
                     earlier=earlier, history_note=note)  # fmt: skip
 
     write_atomic(target, produce)
