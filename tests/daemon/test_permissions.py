@@ -72,21 +72,7 @@ def as_user(user: Unprivileged, fn: Callable[[], list[str]]) -> list[str]:
     return result
 
 
-@pytest.mark.parametrize(
-    "observer",
-    [
-        "inotify",
-        pytest.param(
-            "polling",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="defect: under polling, a folder that becomes readable has its file judged, but its "
-                "'folder cannot be read' rejection stays (over 20 s, reconcile_interval 1 s): the docs say it "
-                "is removed once it can be listed",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("observer", list(OBSERVERS))
 def test_a_folder_the_service_cannot_read_is_accounted_for_until_it_can(
     nobody: Unprivileged, shared_tmp: Path, observer: str
 ) -> None:

@@ -135,22 +135,7 @@ def test_file_that_vanishes_right_away_leaves_no_trace(daemon: Daemon) -> None:
     assert list(daemon.results()) == ["stays.json"] and daemon.rejections() == set()
 
 
-@pytest.mark.parametrize(
-    "daemon",
-    [
-        "inotify",
-        pytest.param(
-            "polling",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="defect: under polling, a watch dir renamed away often has its files logged as "
-                "file_removed and deleted from results before watch_dir_missing (a race with the poll; the "
-                "guarantee: stored results are kept)",
-            ),
-        ),
-    ],
-    indirect=True,
-)
+@BOTH_OBSERVERS
 def test_a_watch_dir_that_goes_away_keeps_its_stored_results(daemon: Daemon) -> None:
     # Gone as a whole, as an unmount would do, and back, ten times: the race with a poll is lost
     # at least once.

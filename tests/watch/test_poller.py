@@ -161,6 +161,88 @@ def test_a_missing_watch_dir_is_not_taken_as_everything_deleted(fx: Fixture) -> 
     assert fx.poll() == []
 
 
+def test_a_watch_dir_that_goes_away_during_a_poll_or_a_sweep_is_not_taken_as_everything_deleted(
+    fx: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(fx.root / "x.json", doc())
+    write(fx.root / "a" / "y.json", doc())
+    fx.catch_up()
+    away = fx.root.with_name("elsewhere")
+    real_key = fx.poller.folder_key
+
+    def gone_after_the_first_stat(full: str) -> poller.DirKey | None:
+        # The watch dir was there when the poll began, and is renamed away right after.
+        if not away.exists():
+            fx.root.rename(away)
+            return real_key(str(away))
+        return real_key(full)
+
+    fx.poller.folder_key = gone_after_the_first_stat
+    fx.moved("a")
+    assert fx.poll() == []  # neither its folders nor its files are gone one by one
+    away.rename(fx.root)
+    fx.poller.folder_key = real_key
+    assert sorted(fx.poller.folders) == ["", "a", "a/deep", "b"]
+
+    fx.events.clear()
+    listed = poller.listed
+
+    def renamed_while_listing(*args: Any, **kwargs: Any) -> Any:
+        fx.root.rename(away)  # between the sweep's look at the folder and its listing
+        return listed(*args, **kwargs)
+
+    monkeypatch.setattr(poller, "listed", renamed_while_listing)
+    fx.poller.examine([""])
+    assert fx.events == []
+    away.rename(fx.root)
+
+
+def seal(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Callable[[], None]:
+    """Listing ``folder`` fails as it does without permission (this suite may run as root, who
+    lists anything); the function returned unseals it."""
+    scandir = os.scandir
+
+    def sealed(path: Any = ".") -> Any:
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", sealed)
+    return lambda: monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_files_and_is_sent_once_it_can(
+    fx: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(fx.root / "a" / "x.json", doc())
+    fx.catch_up()
+    unseal = seal(monkeypatch, fx.root / "a")
+    fx.poller.sweep_step()
+    assert fx.events == []  # out of sight is not deleted
+    assert fx.poller.folders["a"].unreadable
+    unseal()
+    fx.poller.sweep_step()
+    # As inotify's event for the change: the writer reconciles the folder, rejection and files.
+    assert fx.events == [("attrib", "a", "", True)]
+    fx.events.clear()
+    fx.poller.sweep_step()
+    assert fx.events == []
+
+
+def test_a_folder_unreadable_when_discovered_is_sent_once_it_can_be_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "inbox"
+    write(root / "run7" / "a.json", doc())
+    f = Fixture(root, Clock())
+    unseal = seal(monkeypatch, root / "run7")
+    f.poller.discover()
+    assert f.poller.folders["run7"].unreadable and not f.poller.folders[""].unreadable
+    unseal()
+    f.poller.sweep_step()
+    assert f.events == [("attrib", "run7", "", True)]  # its file is the writer's reconcile's
+
+
 def test_an_in_place_rewrite_is_left_to_the_sweep(fx: Fixture) -> None:
     write(fx.root / "a" / "deep" / "r.json", doc())
     fx.catch_up()

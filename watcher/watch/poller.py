@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog.events import (
+    DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     FileCreatedEvent,
@@ -90,6 +91,7 @@ class Folder:
     key: DirKey
     full: str  # its absolute path, joined once: every poll stats it
     again: bool = False
+    unreadable: bool = False  # its last listing failed (no permission): readable again is news
 
 
 class Poller:
@@ -212,7 +214,10 @@ class Poller:
         try:
             with os.scandir(self.full(rel)) as it:
                 names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
         except OSError:
+            self.folders[rel].unreadable = True  # there but not listable: see examine
             return []
         subs = [f"{rel}/{name}" if rel else name for name in names]
         return [sub for sub in subs if self.matcher.descends(sub)]
@@ -232,19 +237,27 @@ class Poller:
         if self.folder_key(self.root) is None:
             return []  # the watch dir is missing: nothing in it is taken as deleted (RootWatch reports it)
         changed: list[str] = []
+        gone: list[str] = []
         key_of, folders = self.folder_key, self.folders  # once per folder per poll: every lookup counts
         for rel, folder in list(folders.items()):
             key = key_of(folder.full)
             if key is None:
-                if rel not in folders:
-                    continue  # forgotten with a folder above it
-                self._folder_gone(rel)
+                gone.append(rel)
             elif key != folder.key:
                 folder.key, folder.again = key, True
                 changed.append(rel)
             elif folder.again:
                 folder.again = False
                 changed.append(rel)
+        if gone and key_of(self.root) is None:
+            # The watch dir went away meanwhile (renamed, unmounted): its folders are not gone one
+            # by one. RootWatch reports it; the changed ones are listed again when it is back.
+            for rel in changed:
+                folders[rel].again = True
+            return []
+        for rel in gone:
+            if rel in folders:  # else forgotten with a folder above it
+                self._folder_gone(rel)
         return changed
 
     def _folder_gone(self, rel: str) -> None:
@@ -267,15 +280,34 @@ class Poller:
         modified: dict[str, StatKey] = {}
         gone: dict[str, StatKey | None] = {}
         for rel in folders:
-            stored = self.stored(rel) if rel in self.folders else None
-            if stored is None:
-                if rel in self.folders:
-                    self.folders[rel].again = True  # no database yet: look again next time
+            folder = self.folders.get(rel)
+            stored = self.stored(rel) if folder is not None else None
+            if folder is None or stored is None:
+                if folder is not None:
+                    folder.again = True  # no database yet: look again next time
                 continue
             subfolders: list[str] = []
-            diff = diff_listing(stored, listed(self.top, self.matcher, rel, subfolders))  # leaves the gone in stored
+            unreadable: list[tuple[str, str]] = []
+            listing = listed(self.top, self.matcher, rel, subfolders, unreadable)
+            diff = diff_listing(stored, listing, unreadable)  # leaves the gone in stored
+            if self.folder_key(folder.full) is None:
+                # Gone while (or before) it was listed, or the watch dir with it: an empty listing
+                # is no evidence that its files were deleted. The poll sends the folder's deletion
+                # (the writer reconciles its subtree), and nothing while the watch dir is away.
+                continue
+            if unreadable:
+                folder.unreadable = True  # out of sight is not deleted: nothing sent
+                continue
             seen += diff.seen
             self._compare_subfolders(rel, subfolders)
+            if folder.unreadable:
+                # Listed again after a failure (its permissions changed): as with inotify's event
+                # for that change, the writer reconciles its subtree, which judges its files and
+                # drops the rejection recorded for the folder itself.
+                folder.unreadable = False
+                self.sent.pop(rel, None)
+                self.emit(DirAttribEvent(folder.full))
+                continue
             before = self.sent.pop(rel, {})
             now: dict[str, StatKey | None] = {}
             for path, _regular, was_stored in diff.changed:
