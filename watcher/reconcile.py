@@ -47,6 +47,7 @@ class Summary:
     rejected: int = 0
     removed: int = 0
     seconds: float = 0.0
+    links: tuple[str, ...] = ()  #: the symbolic links listed (:attr:`watcher.tree.Diff.links`)
 
     @property
     def changed(self) -> bool:
@@ -94,7 +95,7 @@ def reconcile(
         raise WatchDirError(f"{settings.watch_dir}: cannot read the watch directory: {diff.unreadable[0][1]}")
     jobs, gone = _jobs(store, diff, skip)
     gone += _folders_readable_again(store, settings, under, diff)
-    summary.seen = diff.seen
+    summary.seen, summary.links = diff.seen, diff.links
     summary.read = len(jobs)
     done = 0
 
@@ -138,13 +139,14 @@ def _diff_in_workers(store: Store, settings: Settings, matcher: Matcher, pool: W
     unreadable: list[tuple[str, str]] = []
     here = list(listed(settings.watch_dir, matcher, "", folders, unreadable))
     below = diff_folders(pool, settings.watch_dir, matcher, store, folders)
-    seen, changed, gone, _ = diff_listing(store.stat_keys(outside=folders), here, unreadable)
+    seen, changed, gone, _, links = diff_listing(store.stat_keys(outside=folders), here, unreadable)
     for part in below:
         seen += part.seen
         changed += part.changed
         gone += part.gone
         unreadable += part.unreadable
-    return Diff(seen, changed, gone, tuple(unreadable))
+        links += part.links
+    return Diff(seen, changed, gone, tuple(unreadable), links)
 
 
 def _jobs(store: Store, diff: Diff, skip: Callable[[str], bool] | None) -> tuple[list[Job], list[Outcome]]:

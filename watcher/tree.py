@@ -194,6 +194,7 @@ class Diff(NamedTuple):
     changed: list[tuple[str, bool, bool]]  #: (path, regular file, stored): new, or not as stored
     gone: list[str]  #: stored, not listed (nor in or below a folder that could not be listed)
     unreadable: tuple[tuple[str, str], ...] = ()  #: (folder, reason): folders that could not be listed
+    links: tuple[str, ...] = ()  #: the symbolic links listed (for the daemon's :mod:`watcher.links`)
 
 
 #: One listed file: (relative path, its directory entry, the listing showed a regular file).
@@ -224,9 +225,12 @@ def diff_listing(
     (:func:`watcher.outcomes.stored_path`). ``unreadable`` is the list the walk fills (see
     :func:`walk`): what is stored at or below such a folder is not gone, only out of sight."""
     changed: list[tuple[str, bool, bool]] = []
+    links: list[str] = []
     seen = 0
     for rel, entry, regular in listing:
         seen += 1
+        if not regular and entry.is_symlink():  # the entry's type, as listed: no system call
+            links.append(rel)
         key = stored.pop(rel, _ABSENT)  # popped: what is left after the walk is gone from disk
         if key is _ABSENT and not rel.isascii():
             key = stored.pop(stored_path(rel), _ABSENT)  # a name stored in another form
@@ -236,4 +240,4 @@ def diff_listing(
             changed.append((rel, regular, True))
     folders = [stored_path(folder) for folder, _ in unreadable or ()]
     gone = [p for p in stored if not any(p == f or p.startswith(f + "/") for f in folders)] if folders else list(stored)
-    return Diff(seen, changed, gone, tuple(unreadable or ()))
+    return Diff(seen, changed, gone, tuple(unreadable or ()), tuple(links))

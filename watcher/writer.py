@@ -26,6 +26,7 @@ from watcher.apply import apply_in_batches
 from watcher.config import Settings
 from watcher.errors import StoreError, WatchDirError
 from watcher.judge import JudgeOptions
+from watcher.links import Links
 from watcher.logs import get_logger
 from watcher.metrics import Stats
 from watcher.mirror import Applied
@@ -149,6 +150,8 @@ class Writer(threading.Thread):
         self.matcher = Matcher.from_settings(settings)
         self.opts = JudgeOptions.from_settings(settings)
         self.root = settings.watch_dir
+        #: Links inside the tree by target: an event on a file is an event on the links to it too.
+        self.links = Links(self.root)
         self.subtrees: dict[str, float] = {}
         self.next_reconcile = 0.0
         self.last_status = 0.0
@@ -407,14 +410,22 @@ class Writer(threading.Thread):
                     self.subtrees[rel] = min(self.subtrees.get(rel, now + delay), now + delay)
             return
         if kind == "moved":
-            if rel_src is not None and self.matcher.tracks(rel_src):
-                self.tracker.feed("deleted", rel_src, now)
-            if rel_dest is not None and self.matcher.tracks(rel_dest):
-                self.tracker.feed("moved_in", rel_dest, now)
+            if rel_src is not None:
+                self._feed_path("deleted", rel_src, now)
+            if rel_dest is not None:
+                self._feed_path("moved_in", rel_dest, now)
             return
         mapped = _KINDS.get(kind)
-        if mapped is not None and rel_src is not None and self.matcher.tracks(rel_src):
-            self.tracker.feed(mapped, rel_src, now)
+        if mapped is not None and rel_src is not None:
+            self._feed_path(mapped, rel_src, now)
+
+    def _feed_path(self, kind: Kind, rel: str, now: float) -> None:
+        # The links to a file follow it: its writes, closes and deletion are theirs too (the
+        # kernel names only the file). A link's target need not be a tracked name.
+        if self.matcher.tracks(rel):
+            self.tracker.feed(kind, rel, now)
+        for link in self.links.to(rel):
+            self.tracker.feed(kind, link, now)
 
     # -- work ------------------------------------------------------------------------------------
 
@@ -426,6 +437,8 @@ class Writer(threading.Thread):
             jobs = [(rel, k.reusable_sha if (k := known.get(rel)) is not None else None, False) for rel in paths]
             outcomes = judge_all(jobs, self.opts, self.pool)
             apply_in_batches(self.store, outcomes, self.settings.batch_size, self._applied)
+            for rel in paths:  # a link made, removed or pointed elsewhere since the last look
+                self.links.note(rel)
         except BrokenProcessPool:
             # A worker died (killed, out of memory): start a new pool and judge these again.
             log.error("worker_pool_broken", pending=len(paths))
@@ -488,6 +501,12 @@ class Writer(threading.Thread):
             self.next_reconcile = min(self.next_reconcile, now + 5.0)
             return True
         self.watch_dir_unreadable = False
+        self.links.listed(under, summary.links)
+        if under:
+            # A folder that appeared, moved or went: the links into it from elsewhere are judged
+            # again (their targets need not be tracked names: what changed is not in the summary).
+            for link in self.links.into(under):
+                self.tracker.feed("moved_in", link, now)
         self.stats.reconciled(summary.seconds, full=not under)
         self.stats.outcomes(summary.scored, summary.rejected, summary.removed)
         if summary.changed:

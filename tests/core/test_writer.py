@@ -109,6 +109,37 @@ def test_rename_keeps_one_row_under_the_new_path(running: tuple[Writer, Settings
     wait_until(lambda: stored(settings) == {"b.json"}, what="b.json only")
 
 
+def model_ids(settings: Settings) -> dict[str, str]:
+    store = Store.open_readonly(settings.db_path)
+    try:
+        return {r["path"]: r["model_id"] for r in store.db.query("SELECT path, model_id FROM results")}
+    finally:
+        store.close()
+
+
+def test_an_event_on_a_file_reaches_the_links_to_it(running: tuple[Writer, Settings, io.StringIO]) -> None:
+    # The kernel names the file, never a link to it: the writer's index of links does the rest.
+    writer, settings, _ = running
+    inbox = settings.watch_dir
+    first, second, third = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
+    write(inbox / "data" / "raw.txt", doc(model_id=first))  # a name not tracked itself
+    os.symlink("data/raw.txt", inbox / "latest.json")
+    send(writer, settings, "created", "latest.json")  # a link made while running
+    wait_until(lambda: model_ids(settings) == {"latest.json": first}, what="the link judged")
+
+    write(inbox / "data" / "raw.txt", doc(model_id=second))  # rewritten in place
+    send(writer, settings, "opened", "data/raw.txt")
+    send(writer, settings, "modified", "data/raw.txt")
+    send(writer, settings, "closed", "data/raw.txt")
+    wait_until(lambda: model_ids(settings) == {"latest.json": second}, what="the link follows its target")
+
+    write(inbox / "data" / "raw.txt", doc(model_id=third))
+    (inbox / "data").rename(inbox / "old")  # its folder moved: one event for the folder
+    send(writer, settings, "moved", "data", dest="old", is_dir=True)
+    wait_until(lambda: stored(settings, "rejections") == {"latest.json"}, what="the link dangling")
+    assert model_ids(settings) == {}
+
+
 def test_a_new_folders_file_not_yet_written_waits_for_its_close(make_settings: Any) -> None:
     with writer_thread(make_settings(settle_seconds=30.0)) as (writer, settings, stream):
         run = settings.watch_dir / "run1"

@@ -93,22 +93,7 @@ def test_hostile_input_is_accounted_for_and_the_service_keeps_running(daemon: Da
     assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize(
-    "daemon",
-    [
-        pytest.param(
-            "inotify",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="defect: under inotify a link inside the watch dir keeps its target's old row when the "
-                "target is rewritten or removed (the event names the target, not the link) until the next full "
-                "reconcile (reconcile_interval, 300 s)",
-            ),
-        ),
-        "polling",
-    ],
-    indirect=True,
-)
+@BOTH_OBSERVERS
 def test_a_link_inside_the_tree_follows_its_target(daemon: Daemon) -> None:
     # A link that stays inside the watch dir is followed: its row is its target's content, and a
     # link whose target is gone is dangling.
