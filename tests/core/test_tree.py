@@ -114,6 +114,17 @@ def test_a_listing_compared_with_the_stored_keys(tmp_path: Path) -> None:
     assert diff == Diff(4, changed, ["gone.json"])
 
 
+def test_a_listing_names_the_links_it_found_for_the_daemons_index(tmp_path: Path) -> None:
+    write(tmp_path / "a.json", "{}")
+    os.symlink("a.json", tmp_path / "link.json")
+    (tmp_path / "sub").mkdir()
+    os.symlink("nowhere.json", tmp_path / "sub" / "dangling.json")
+    os.mkfifo(tmp_path / "pipe.json")  # not regular, not a link
+    stored = {"link.json": entry_stat_key(next(e for rel, e in walk(tmp_path, M) if rel == "link.json"))}
+    diff = diff_listing(stored, sorted(listed(tmp_path, M, "")))
+    assert sorted(diff.links) == ["link.json", "sub/dangling.json"]  # unchanged ones too
+
+
 def test_a_name_that_is_not_utf8_is_compared_with_its_stored_form(tmp_path: Path) -> None:
     for name in (b"a\xff.json", b"new\xff.json"):
         with open(os.path.join(os.fsencode(tmp_path), name), "wb") as fh:

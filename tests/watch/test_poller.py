@@ -14,7 +14,7 @@ from watchdog.events import FileSystemEvent
 from testing.helpers import doc, write
 from watcher.config import DEFAULT_IGNORE
 from watcher.outcomes import StatKey
-from watcher.tree import Matcher
+from watcher.tree import Matcher, listed
 from watcher.watch import poller
 from watcher.watch.pacing import Meter
 from watcher.watch.poller import Poller, dir_key
@@ -185,7 +185,6 @@ def test_a_watch_dir_that_goes_away_during_a_poll_or_a_sweep_is_not_taken_as_eve
     assert sorted(fx.poller.folders) == ["", "a", "a/deep", "b"]
 
     fx.events.clear()
-    listed = poller.listed
 
     def renamed_while_listing(*args: Any, **kwargs: Any) -> Any:
         fx.root.rename(away)  # between the sweep's look at the folder and its listing
