@@ -20,10 +20,12 @@ _DETAIL_COLUMNS = (
     "target_recall", "target_met", "n_points", "curve",
 )  # fmt: skip
 
+# A result's regression reasons as one text ("" when none).
+_REASONS = "(SELECT coalesce(group_concat(value, '; '), '') FROM json_each(regression))"
 # The report view with each row's regression verdict, the reasons as one text.
 _REPORT_REGRESSIONS = (
-    "(SELECT v.*, r.regressed, (SELECT coalesce(group_concat(value, '; '), '') FROM json_each(r.regression))"
-    " AS regression FROM report v JOIN results r ON r.path = v.path)"
+    f"(SELECT v.*, r.regressed, {_REASONS.replace('(regression)', '(r.regression)')} AS regression"
+    " FROM report v JOIN results r ON r.path = v.path)"
 )
 
 # The history entries `watcher follow` shows, by (rejected_only, regressed_only): a scored entry
@@ -135,7 +137,7 @@ class Queries:
             )
         return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
 
-    def page_columns(self) -> dict[str, Any]:
+    def page_columns(self, regressions: bool = False) -> dict[str, Any]:
         """Every current result for the HTML page as columns that SQLite builds in one pass over
         the table (JSON arrays and strings, no Python object per row), in table order: reading
         100,000 rows along an index would cost a random page lookup each.
@@ -148,7 +150,9 @@ class Queries:
         view's rule: latest experiment instant, on a tie the greatest path), then its superseded
         files, read from the covering index ``results_latest`` alone (its entries carry the
         rowid); ``by_path`` and ``by_date``: the positions by path, and by experiment instant then
-        path (from the path index and ``results_recent``).
+        path (from the path index and ``results_recent``). With ``regressions``, ``regressed``
+        too: each regressed file's position, model_id, path and reasons (joined by "; "), by
+        model_id then newest first.
         """
         keys = ("first", "last", "n", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "lengths")
         same = ("npts", "targets")
@@ -194,6 +198,13 @@ class Queries:
             position = {rowid: i for i, rowid in enumerate(json.loads(rowids))}
             positions = [[position[r] for r in p] for p in positions]
         out["order"], out["by_path"], out["by_date"] = positions
+        if regressions:
+            flagged = self.db.execute(
+                f"SELECT rowid, model_id, path, {_REASONS} FROM results WHERE regressed = 1"
+                " ORDER BY model_id, experiment_at DESC, path DESC"
+            ).fetchall()
+            at = (lambda r: position[r]) if offset == "rowid" else (lambda r: r - int(first))
+            out["regressed"] = [[at(rowid), model_id, path, why] for rowid, model_id, path, why in flagged]
         return out
 
     def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:

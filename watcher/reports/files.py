@@ -160,7 +160,11 @@ def write_html(store: Store, settings: Settings) -> Path:
     target = settings.report_dir / FILE_NAMES["html"]
     with store.snapshot():
         omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
-        cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
+        cols = (
+            columns_from_rows(store.report_details(settings.html_max_models))
+            if omitted
+            else store.page_columns(regressions=settings.regressions)
+        )
         earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
         rejections = store.rejection_rows()
     note = (
