@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ OTHER = "00000000-0000-4000-8000-000000000002"
 THRESHOLDS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def experiment(day: int, recall_at_half: float, model: str = MODEL, hour: int = 0) -> dict[str, object]:
+def experiment(day: int, recall_at_half: float, model: str = MODEL, hour: int = 0) -> dict[str, Any]:
     """A results file whose chosen point (target 0.85) is threshold 0.5 at this recall."""
     return doc(model_id=model, experiment_date=f"2026-01-{day:02d}T{hour:02d}:00:00Z", threshold_arr=THRESHOLDS,
                recall_arr=[1.0, 0.99, recall_at_half, 0.3, 0.0])  # fmt: skip
@@ -119,7 +120,7 @@ def test_a_worse_experiment_is_flagged_live_and_followed(daemon: Daemon, tmp_pat
     ]
 
 
-def _lines(path: Path, n: int) -> list[dict[str, object]] | None:
+def _lines(path: Path, n: int) -> list[dict[str, Any]] | None:
     text = path.read_text()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     return lines if len(lines) >= n else None
