@@ -48,6 +48,12 @@ def report(d: Daemon) -> dict[str, dict[str, str]]:
         return {row["model_id"]: row for row in csv.DictReader(fh)}
 
 
+def newest(d: Daemon, path: str) -> dict[str, str] | None:
+    """The model's report row once its newest file is ``path``."""
+    row = report(d).get(MODEL)
+    return row if row is not None and row["path"] == path else None
+
+
 def verdicts(d: Daemon) -> dict[str, list[str]]:
     return {p: json.loads(r) for p, r in d.query("SELECT path, regression FROM results")}
 
@@ -74,7 +80,7 @@ def test_a_worse_experiment_is_flagged_live_and_followed(daemon: Daemon, tmp_pat
         reasons = ["target no longer met", "recall down 0.1 (0.9 -> 0.8)"]
         assert (event["model_id"], event["reasons"], event["previous_path"]) == (MODEL, reasons, "day1.json")
         assert event["level"] == "warning"
-        row = wait_until(lambda: report(daemon).get(MODEL, {}).get("path") == "day2.json" and report(daemon)[MODEL])
+        row = wait_until(lambda: newest(daemon, "day2.json"), what="day2 in the report")
         assert (row["regressed"], row["regression"]) == ("true", "; ".join(reasons))
         assert report(daemon)[OTHER]["regressed"] == "false"
         md = (daemon.root / "var" / "reports" / "report.md").read_text()
@@ -87,7 +93,7 @@ def test_a_worse_experiment_is_flagged_live_and_followed(daemon: Daemon, tmp_pat
 
         # Better again: not flagged, nothing followed.
         write_atomically(daemon.inbox / "day3.json", experiment(3, 0.95))
-        wait_until(lambda: report(daemon).get(MODEL, {}).get("path") == "day3.json", what="day3 in the report")
+        wait_until(lambda: newest(daemon, "day3.json"), what="day3 in the report")
         assert report(daemon)[MODEL]["regressed"] == "false"
 
         # A late arrival between day 1 and day 2, better than both: day 2 is now compared with
