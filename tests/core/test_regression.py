@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from watcher import regression
+from watcher import cli, regression
+from watcher.config import load_settings
+from watcher.errors import ConfigError
 from watcher.follow import Follower
 from watcher.outcomes import FileStat, Rejected, Removed, Scored
 from watcher.regression import Point, Rules
 from watcher.reports.formats import render_csv, render_json, render_markdown, render_table
 from watcher.resultfile import Problem
-from watcher.schema import MIGRATIONS, REGRESSION_REPORT_COLUMNS
+from watcher.schema import MIGRATIONS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
 
 RULES = Rules(recall_delta=0.02, threshold_step=0.1)
@@ -252,3 +255,39 @@ def test_following_regressions_only(store: Store, tmp_path: Path) -> None:
     assert [e.path for e in Follower(tmp_path / "w.db", regressions_only=True, last=5).poll()] == ["b.json"]
     for f in (follower, both):
         f.close()
+
+
+# -- settings and the command line --------------------------------------------------------------
+
+
+def test_settings_from_the_environment(tmp_path: Path) -> None:
+    off = load_settings(env={}, cwd=tmp_path)
+    assert (off.regressions, off.regression_rules) == (False, None)
+    env = {"WATCHER_REGRESSIONS": "true", "WATCHER_REGRESSION_RECALL_DELTA": "0.05"}
+    assert load_settings(env=env, cwd=tmp_path).regression_rules == Rules(0.05, 0.1)
+    with pytest.raises(ConfigError, match="WATCHER_REGRESSION_THRESHOLD_STEP: regression_threshold_step"):
+        load_settings(env={"WATCHER_REGRESSION_THRESHOLD_STEP": "-1"}, cwd=tmp_path)
+
+
+def test_watcher_report_shows_the_columns_only_with_the_checks_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in [k for k in os.environ if k.startswith("WATCHER_")]:
+        monkeypatch.delenv(key)
+    db = tmp_path / "w.db"
+    with Store.open(db, regression_rules=RULES) as s:
+        s.apply([scored("a.json", 1, recall=0.9), scored("b.json", 2, recall=0.8), scored("x.json", 1, model="m2")])
+
+    def report(*argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        return cli.main(["report", "--db", str(db), "--format", "csv", *argv], out), out.getvalue()
+
+    code, text = report()
+    assert code == 0 and text.splitlines()[0] == ",".join(REPORT_COLUMNS)
+    assert cli.main(["report", "--db", str(db), "--sort", "regressed"], io.StringIO()) == 2  # checks off
+    monkeypatch.setenv("WATCHER_REGRESSIONS", "true")
+    code, text = report("--sort", "regressed", "--desc")
+    lines = text.splitlines()
+    assert code == 0 and lines[0] == ",".join(REGRESSION_REPORT_COLUMNS)
+    assert lines[1].endswith(",true,target no longer met; recall down 0.1 (0.9 -> 0.8)") and "m1" in lines[1]
+    assert lines[2].endswith(",false,")
