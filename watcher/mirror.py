@@ -271,7 +271,14 @@ class Mirror:
         rows = sorted(self.db.execute(sql, args).fetchall())  # by model_id, experiment_at, path
         out: dict[str, Verdict] = {}
         changed: list[tuple[int, str, str]] = []
-        for _model, group in groupby(rows, key=itemgetter(0)):
+        for _model, grouped in groupby(rows, key=itemgetter(0)):
+            group = list(grouped)
+            if len(group) == 1:  # most models in a big scan: a first experiment, no regression
+                path, stored = group[0][2], group[0][6]
+                out[path] = Verdict([], None)
+                if stored != regression.NONE:
+                    changed.append((0, regression.NONE, path))
+                continue
             previous: tuple[str, regression.Point] | None = None
             for _m, _at, path, met, recall, threshold, stored in group:
                 point = regression.Point(bool(met), recall, threshold)

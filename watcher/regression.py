@@ -66,9 +66,13 @@ def chain(points: Iterable[tuple[str, Point]], rules: Rules) -> Iterator[tuple[s
         previous = point
 
 
+#: No reason: the ``regression`` column of a file that did not regress.
+NONE = "[]"
+
+
 def encode(found: list[str]) -> str:
-    """The reasons as the ``regression`` column and the history's detail hold them: a JSON list."""
-    return json.dumps(found, ensure_ascii=False)
+    """The reasons as the ``regression`` column holds them: a JSON list."""
+    return json.dumps(found, ensure_ascii=False) if found else NONE
 
 
 def detail(found: list[str]) -> str:

@@ -4,6 +4,7 @@ rewritten, arrive out of order and are removed; the history's detail, the report
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -291,3 +292,30 @@ def test_watcher_report_shows_the_columns_only_with_the_checks_on(
     assert code == 0 and lines[0] == ",".join(REGRESSION_REPORT_COLUMNS)
     assert lines[1].endswith(",true,target no longer met; recall down 0.1 (0.9 -> 0.8)") and "m1" in lines[1]
     assert lines[2].endswith(",false,")
+
+
+def test_the_csv_fast_path_writes_what_csv_writer_writes() -> None:
+    base = ("m1", "a@x.org", 0.5, 0.1 + 0.2, 0.85, 0, "2026-01-01T00:00:00Z", "b.json")
+    rows = [
+        (*base, 1, "target no longer met; recall down 0.1 (0.9 -> 0.8)"),
+        (*base, 0, ""),
+        (*base, 1, 'a "quoted", reason'),  # not what watcher writes: csv.writer's way, quoted
+        (*base, 1, "-starts like a formula"),
+    ]
+    fast, slow = io.StringIO(), io.StringIO()
+    render_csv(rows[:2], fast, REGRESSION_REPORT_COLUMNS)
+    for chunk in (rows[:2], rows[2:]):
+        out = io.StringIO()
+        render_csv(chunk, out, REGRESSION_REPORT_COLUMNS)
+        slow.write(out.getvalue())
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(REGRESSION_REPORT_COLUMNS)
+    for row in rows[:2]:
+        writer.writerow([*row[:5], "false", *row[6:8], ["false", "true"][row[8]], row[9]])
+    assert fast.getvalue() == expected.getvalue()
+    lines = slow.getvalue().splitlines()  # each chunk with its header: rows at 1, 2, 4, 5
+    prefix = "m1,a@x.org,0.5,0.30000000000000004,0.85,false,2026-01-01T00:00:00Z,b.json,true,"
+    assert lines[:3] == expected.getvalue().splitlines()
+    assert lines[4] == prefix + '"a ""quoted"", reason"'
+    assert lines[5] == prefix + "'-starts like a formula"

@@ -12,7 +12,7 @@ from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any, Protocol, TextIO
 
-from watcher.schema import REPORT_COLUMNS
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 
 Row = Sequence[Any]  # values in REPORT_COLUMNS order
 
@@ -81,6 +81,7 @@ class _Csv:
     # no cell starting with a formula character, where csv.writer would have quoted nothing and
     # written the same text (floats as repr, like csv). Any other chunk goes through csv.writer.
     _template = "%s,%s,%r,%r,%r,%s,%s,%s\n"  # REPORT_COLUMNS: three REAL, then target_met
+    _regressions = "%s,%s,%r,%r,%r,%s,%s,%s,%s,%s\n"  # REGRESSION_REPORT_COLUMNS: then regressed, regression
     sep = tail = ""
 
     def __init__(self, columns: Sequence[str]) -> None:
@@ -88,6 +89,8 @@ class _Csv:
         self.writer = csv.writer(self.buffer, lineterminator="\n")
         self.head = self.empty = self._line(columns)
         self.fast = tuple(columns) == REPORT_COLUMNS
+        self.fast_regressions = tuple(columns) == REGRESSION_REPORT_COLUMNS
+        self.columns = len(columns)
         self.as_text = _as_text(columns)
 
     def _line(self, cells: Sequence[Any]) -> str:
@@ -97,15 +100,21 @@ class _Csv:
         return self.buffer.getvalue()
 
     def texts(self, rows: list[Row]) -> list[str]:
-        if self.fast:
-            t, b = self._template, _BOOL
-            texts = [t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows]
+        if self.fast or self.fast_regressions:
+            b = _BOOL
+            if self.fast:
+                t = self._template
+                texts = [t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows]
+                # The first character of every text cell, in one string: a third of the time of
+                # searching the text for a separator followed by each formula character.
+                starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _x, _y, _r, _k, d, p in rows])
+            else:
+                t = self._regressions
+                texts = [t % (m, i, x, y, r, b[k], d, p, b[f], g) for m, i, x, y, r, k, d, p, f, g in rows]
+                starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] + g[:1] for m, i, _x, _y, _r, _k, d, p, _f, g in rows])
             text = "".join(texts)
-            # The first character of every text cell, in one string: a third of the time of
-            # searching the text for a separator followed by each formula character.
-            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _x, _y, _r, _k, d, p in rows])
             if (
-                text.count(",") == (len(REPORT_COLUMNS) - 1) * len(rows)
+                text.count(",") == (self.columns - 1) * len(rows)
                 and text.count("\n") == len(rows)
                 and '"' not in text
                 and "\r" not in text
