@@ -17,8 +17,10 @@ from testing.helpers import doc, write
 from watcher.cli import main
 from watcher.config import Settings
 from watcher.fleet import central
+from watcher.fleet.page import write_page
 from watcher.fleet.shipper import Shipper
 from watcher.reconcile import scan
+from watcher.regression import Rules
 
 MODEL = "00000000-0000-4000-8000-000000000001"
 OTHER = "00000000-0000-4000-8000-000000000002"
@@ -93,3 +95,21 @@ def test_experiments_on_different_hosts_are_compared(
             "SELECT host, path, previous_host, previous_path FROM watcher.experiments WHERE model_id = %s", (MODEL,)
         ).fetchall()
     assert rows == [("gpu-01", "a.json", None, None), ("gpu-02", "b.json", "gpu-01", "a.json")]
+
+
+def test_the_fleet_page_marks_a_regression_across_hosts(
+    central_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, db = central_db
+    monkeypatch.setenv("PGPASSFILE", str(server.passfile))
+    host(central_db, tmp_path, "gpu-01", {"a.json": experiment(1, 0.9), "o.json": experiment(1, 0.9, OTHER)})
+    host(central_db, tmp_path, "gpu-02", {"b.json": experiment(2, 0.8), "o.json": experiment(2, 0.95, OTHER)})
+    with central.connect(server.url(db)) as conn:
+        off = write_page(conn, tmp_path / "off", 0.85, 100).read_text()
+        on = write_page(conn, tmp_path / "on", 0.85, 100, Rules(0.02, 0.1)).read_text()
+        few = write_page(conn, tmp_path / "few", 0.85, 1, Rules(0.02, 0.1)).read_text()
+    assert 'id="regressions"' not in off and 'id="regressions"' not in few  # few: not every model fits
+    marks = json.loads(on.split('<script type="application/json" id="regressions">')[1].split("</script>")[0])
+    # Every result is on the page, by model_id then newest first: the model's gpu-02 file is 0,
+    # gpu-01's 1, the other model's 2 and 3.
+    assert marks == {"p": [0], "rows": [[MODEL, "gpu-02:b.json", REASONS]]}

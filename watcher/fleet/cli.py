@@ -109,7 +109,7 @@ def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
         start_quiet_resource_tracker()  # for the page's process; before any thread (see its doc)
     Publisher(
         url, out_dir, settings.report_formats, settings.report_interval, stop,
-        target=settings.target_recall, max_models=settings.html_max_models,
+        target=settings.target_recall, max_models=settings.html_max_models, rules=settings.regression_rules,
     ).run()  # fmt: skip
     return 0
 

@@ -134,12 +134,13 @@ class Publisher:
         stop: threading.Event | None = None,
         target: float = 0.85,
         max_models: int = 1_000_000,
+        rules: Rules | None = None,
     ) -> None:
         self.url = url
         self.out_dir = out_dir
         self.tables = FleetTables(out_dir, formats)
         # The page after the tables, in a process of its own: the tables never wait for it.
-        self.page = PageProcess(url, out_dir, target, max_models) if "html" in formats else None
+        self.page = PageProcess(url, out_dir, target, max_models, rules) if "html" in formats else None
         self.interval = interval
         self.stop = stop or threading.Event()
         self.writes = 0
