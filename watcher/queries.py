@@ -207,6 +207,11 @@ class Queries:
             out["regressed"] = [[at(rowid), model_id, path, why] for rowid, model_id, path, why in flagged]
         return out
 
+    def regression_texts(self, paths: Iterable[str]) -> dict[str, str]:
+        """Of these stored paths, those that regressed, with their reasons joined by "; "."""
+        sql = f"SELECT path, {_REASONS} FROM results WHERE regressed = 1 AND path IN (SELECT value FROM json_each(?))"
+        return dict(self.db.execute(sql, [json.dumps(list(paths))]).fetchall())
+
     def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:
         """Of the newest ``limit`` history entries, those naming a model_id that no current result
         file accounts for (content since replaced, files removed), newest first:

@@ -4,6 +4,7 @@ counts them and a table lists them; with the checks off, the page carries none o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,20 @@ def test_a_regressed_row_is_marked_with_its_reasons(browser: Browser, tmp_path: 
     listed = b.eval("[...document.querySelectorAll('#regressed tbody td')].map(c => c.textContent)")
     assert listed == [REGRESSED, "new/m07.json", REASONS]
     assert b.errors() == []
+
+
+def test_a_page_of_the_newest_models_only_marks_them_too(tmp_path: Path) -> None:
+    values: dict[str, Any] = {"watch_dir": tmp_path / "inbox", "db_path": tmp_path / "var" / "watcher.db"}
+    for i in range(12):
+        write(values["watch_dir"] / f"m{i:02}.json", doc(model_id=f"00000000-0000-4000-8000-{i:012d}",
+              experiment_date="2024-05-01T00:00:00Z", recall_arr=[1.0, 0.95, 0.9, 0.5, 0.0]))  # fmt: skip
+    write(values["watch_dir"] / "new" / "m07.json", doc(model_id=REGRESSED, experiment_date="2024-05-02T00:00:00Z",
+          recall_arr=[1.0, 0.95, 0.8, 0.5, 0.0]))  # fmt: skip
+    scan(Settings(**values, workers=1, regressions=True, html_max_models=3))
+    html = (tmp_path / "var" / "reports" / "report.html").read_text()
+    marks = json.loads(html.split('<script type="application/json" id="regressions">')[1].split("</script>")[0])
+    data = json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    # The newest three: m07's new file, then m11 and m10 (a tie on the date: the greater path);
+    # by model_id, m07's row is the first.
+    assert data["omitted"] == 9 and data["n"] == 3
+    assert marks == {"p": [0], "rows": [[REGRESSED, "new/m07.json", REASONS]]}

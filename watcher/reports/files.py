@@ -160,11 +160,14 @@ def write_html(store: Store, settings: Settings) -> Path:
     target = settings.report_dir / FILE_NAMES["html"]
     with store.snapshot():
         omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
-        cols = (
-            columns_from_rows(store.report_details(settings.html_max_models))
-            if omitted
-            else store.page_columns(regressions=settings.regressions)
-        )
+        if omitted:
+            rows = list(store.report_details(settings.html_max_models))
+            cols = columns_from_rows(rows)
+            if settings.regressions:  # the rows' positions are their order: one per model, by model_id
+                why = store.regression_texts([row[5] for row in rows])
+                cols["regressed"] = [[i, row[0], row[5], why[row[5]]] for i, row in enumerate(rows) if row[5] in why]
+        else:
+            cols = store.page_columns(regressions=settings.regressions)
         earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
         rejections = store.rejection_rows()
     note = (
