@@ -22,8 +22,9 @@ def log_applied(applied: Applied, store: Store, bulk: bool = False) -> None:
     """One log event per changed file, and which file wins for each model_id held by several.
 
     ``bulk`` (a reconcile of the whole tree: scan, start-up, periodic): ``file_scored`` and
-    ``file_removed`` go to debug, the reconcile's summary says how many; ``file_rejected`` is
-    one line per file at every level, bulk or live.
+    ``file_removed`` go to debug, the reconcile's summary says how many; ``file_rejected`` and
+    ``model_regressed`` (a scored file worse than its model's experiment before it, with regression
+    checks on) are one line per file at every level, bulk or live.
     """
     # Bound once per batch: the module-level proxy looks the configuration up on every call.
     blog = log.bind()
@@ -36,6 +37,11 @@ def log_applied(applied: Applied, store: Store, bulk: bool = False) -> None:
             )  # fmt: skip
         for r in applied.rejected:
             blog.warning("file_rejected", path=r.path, errors=[p.as_dict() for p in r.errors])
+        for f in applied.regressed:
+            blog.warning(
+                "model_regressed", path=f.scored.path, model_id=f.scored.model_id, reasons=f.reasons,
+                previous_path=f.previous_path,
+            )  # fmt: skip
         for path in applied.removed:
             routine("file_removed", path=path)
         for model_id, paths in store.duplicates(applied.models).items():

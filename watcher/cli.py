@@ -29,7 +29,7 @@ from watcher.fleet import cli as fleetcli
 from watcher.follow import Follower, follow
 from watcher.reconcile import scan
 from watcher.reports.formats import RENDERERS, render_table
-from watcher.schema import REPORT_COLUMNS
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
 from watcher.validate import check
 
@@ -58,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: What ``watcher report --sort`` takes: a host's report columns, and the fleet's ``host``.
-_SORTABLE = (*REPORT_COLUMNS, "host")
+_SORTABLE = (*REGRESSION_REPORT_COLUMNS, "host")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("follow", help="print outcomes as the database records them, until Ctrl-C")
     _common(p, watch=False)
     p.add_argument("--rejections", action="store_true", help="only rejected files")
+    p.add_argument(
+        "--regressions", action="store_true",
+        help="only scored files whose experiment regressed from the model's one before (with --rejections: both)",
+    )  # fmt: skip
     p.add_argument("--last", type=int, default=0, metavar="N", help="first print the N most recent ones")
     p.add_argument(
         "--format", choices=["auto", "text", "json"], default="auto", help="auto: text on a terminal, else JSON lines"
@@ -247,8 +251,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """``watcher report``."""
     if args.central:
         return fleetcli.cmd_report(args, settings, out)
-    if args.sort is not None and args.sort not in REPORT_COLUMNS:
-        raise ConfigError(f"watcher report: --sort {args.sort} needs --central (one of: {', '.join(REPORT_COLUMNS)})")
+    columns = REGRESSION_REPORT_COLUMNS if settings.regressions else REPORT_COLUMNS
+    if args.sort is not None and args.sort not in columns:
+        raise ConfigError(f"watcher report: --sort {args.sort} needs --central (one of: {', '.join(columns)})")
     fmt = args.format or ("table" if out.isatty() else "csv")
     render = RENDERERS[fmt]
     filters = fleetcli.report_filters(args)
@@ -257,9 +262,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     store = Store.open_readonly(settings.db_path)
     try:
         rows = store.report_rows(
-            issuer=args.issuer, model=args.model, below_target=args.below_target, sort=args.sort, desc=args.desc
-        )
-        render(rows, out)
+            issuer=args.issuer, model=args.model, below_target=args.below_target, sort=args.sort, desc=args.desc,
+            regressions=settings.regressions,
+        )  # fmt: skip
+        render(rows, out, columns)
     finally:
         store.close()
     return EXIT_OK
@@ -274,9 +280,13 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
 def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher follow``: new outcomes from the database's history until SIGINT/SIGTERM (exit 0)."""
     if args.central:
+        if args.regressions:
+            raise ConfigError("watcher follow: --regressions reads this host's database; it has no --central form yet")
         return fleetcli.cmd_follow(args, settings, out)
     as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
-    follower = Follower(settings.db_path, rejections_only=args.rejections, last=max(args.last, 0))
+    follower = Follower(
+        settings.db_path, rejections_only=args.rejections, last=max(args.last, 0), regressions_only=args.regressions
+    )
     stop = _StopRequest()
     try:
         with stop.on_signals():

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from watcher.errors import ConfigError
+from watcher.regression import Rules
 from watcher.scoring import OperatingPoint
 
 ENV_PREFIX = "WATCHER_"
@@ -52,6 +53,9 @@ class Settings(BaseModel):
     html_max_models: int = Field(1_000_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
     operating_point: OperatingPoint = "nearest"
+    regressions: bool = False
+    regression_recall_delta: float = Field(0.02, ge=0.0, le=1.0, allow_inf_nan=False)
+    regression_threshold_step: float = Field(0.1, ge=0.0, allow_inf_nan=False)
     patterns: tuple[str, ...] = Field(("*.json",), min_length=1)
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     recursive: bool = True
@@ -110,6 +114,11 @@ class Settings(BaseModel):
             if isinstance(db, str | os.PathLike):
                 data = {**data, "report_dir": default_report_dir(Path(db))}
         return data
+
+    @property
+    def regression_rules(self) -> Rules | None:
+        """The rules regressions are judged by, or ``None`` when ``regressions`` is off."""
+        return Rules(self.regression_recall_delta, self.regression_threshold_step) if self.regressions else None
 
     @property
     def worker_count(self) -> int:

@@ -24,7 +24,8 @@ INTERVAL = 0.25
 
 class Entry(NamedTuple):
     """One recorded outcome. ``errors`` for a rejection; the chosen point for a scored file while
-    it is still stored with that content (``None`` once it changed or went)."""
+    it is still stored with that content (``None`` once it changed or went); ``regression``, the
+    reasons, for a scored file whose experiment regressed from its model's one before."""
 
     id: int
     at: str
@@ -36,17 +37,24 @@ class Entry(NamedTuple):
     optimal_threshold: float | None
     closest_recall_value: float | None
     target_met: bool | None
+    regression: list[str] | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Entry:
         """From a :meth:`watcher.store.Store.history_after` row."""
         id_, at, path, outcome, sha, model_id, detail, threshold, recall, met = row
         errors = json.loads(detail) if outcome == "rejected" and detail else None
-        return cls(id_, at, path, outcome, sha, model_id, errors, threshold, recall, None if met is None else bool(met))
+        regression = json.loads(detail)["regression"] if outcome == "scored" and detail else None
+        met_ = None if met is None else bool(met)
+        return cls(id_, at, path, outcome, sha, model_id, errors, threshold, recall, met_, regression)
 
     def as_json(self) -> str:
-        """One JSON object on one line (every field, null where it does not apply)."""
-        return json.dumps(self._asdict(), ensure_ascii=False)
+        """One JSON object on one line (every field, null where it does not apply; ``regression``,
+        the reasons, only on a scored file that regressed)."""
+        fields = self._asdict()
+        if self.regression is None:
+            del fields["regression"]
+        return json.dumps(fields, ensure_ascii=False)
 
     def as_text(self) -> str:
         """One line for a terminal: time, outcome, path, then the model and point or the reasons."""
@@ -64,6 +72,8 @@ class Entry(NamedTuple):
             if self.optimal_threshold is not None:
                 point = f"  threshold {self.optimal_threshold}  recall {self.closest_recall_value}"
                 point += "" if self.target_met else "  (below target)"
+            if self.regression:
+                point += f"  REGRESSED: {'; '.join(self.regression)}"
             return f"  model_id {self.model_id}{point}"
         return f"  model_id {self.model_id}" if self.model_id else ""
 
@@ -72,12 +82,15 @@ class Follower:
     """Reads the history entries recorded after those that existed when it opened (or the ``last``
     ones before that); :meth:`poll` returns each entry once."""
 
-    def __init__(self, db_path: Path, rejections_only: bool = False, last: int = 0) -> None:
+    def __init__(
+        self, db_path: Path, rejections_only: bool = False, last: int = 0, regressions_only: bool = False
+    ) -> None:
         self.path = db_path
         self.rejections_only = rejections_only
+        self.regressions_only = regressions_only
         self.store = Store.open_readonly(db_path)
         self.inode = _inode(db_path)
-        self.after = self.store.history_start(last, rejections_only)
+        self.after = self.store.history_start(last, rejections_only, regressions_only)
 
     def poll(self, limit: int = 1000) -> list[Entry]:
         """The next entries (at most ``limit``), oldest first; empty when none is new."""
@@ -90,7 +103,7 @@ class Follower:
                 return []
             self.store.close()
             self.store, self.inode, self.after = fresh, inode, 0
-        rows = self.store.history_after(self.after, self.rejections_only, limit)
+        rows = self.store.history_after(self.after, self.rejections_only, limit, self.regressions_only)
         if rows:
             self.after = rows[-1][0]
         return [Entry.from_row(row) for row in rows]

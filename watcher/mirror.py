@@ -10,12 +10,22 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import sqlite_utils
 
+from watcher import regression
 from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, StatKey, Unchanged, stored_path
+from watcher.regression import Rules
 from watcher.timestamps import now_iso
+
+# The columns a scored file writes (the regression verdict is written after, when judged).
+_RESULT_COLUMNS = (
+    "path, model_id, issuer, experiment_date, experiment_at, optimal_threshold, closest_recall_value, distance,"
+    " target_met, target_recall, n_points, size, mtime_ns, inode, sha256, rules_version, scored_at, curve"
+)
 
 
 class Known(NamedTuple):
@@ -33,6 +43,22 @@ class Known(NamedTuple):
         return self.sha256 if self.current else None
 
 
+class Flagged(NamedTuple):
+    """A scored file whose experiment regressed from the model's one before it."""
+
+    scored: Scored
+    reasons: list[str]
+    previous_path: str
+
+
+class Verdict(NamedTuple):
+    """One stored file's regression verdict: its reasons (empty: none) and the path it was
+    compared with (``None``: the model's first experiment)."""
+
+    reasons: list[str]
+    previous_path: str | None
+
+
 @dataclass(slots=True)
 class Applied:
     """What one :meth:`Mirror.apply` changed."""
@@ -41,6 +67,9 @@ class Applied:
     rejected: list[Rejected] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     models: set[str] = field(default_factory=set)
+    #: The scored files found regressed (only with regression checks on), each with its reasons
+    #: and the path of the model's experiment before it.
+    regressed: list[Flagged] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -54,6 +83,7 @@ class Mirror:
     db: sqlite_utils.Database
     rules_version: int
     target_recall: float | None
+    regression_rules: Rules | None
 
     def writing(self) -> AbstractContextManager[None]:
         """One write transaction (provided by :class:`watcher.store.Store`)."""
@@ -172,7 +202,7 @@ class Mirror:
             gone = self._column("rejections", "sha256", removed)
             ex("DELETE FROM rejections WHERE path = ?", [(o.path,) for o in scored])
             ex(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO results ({_RESULT_COLUMNS}) VALUES ({', '.join('?' * 18)})",
                 [
                     (
                         o.path, o.model_id, o.issuer, o.experiment_date, o.experiment_at, o.optimal_threshold,
@@ -192,14 +222,74 @@ class Mirror:
             ex("DELETE FROM results WHERE path = ?", [(p,) for p in removed])
             ex("DELETE FROM rejections WHERE path = ?", [(p,) for p in removed])
             real_removals = [p for p in removed if p in old_models or p in gone]
-            history: list[tuple[Any, ...]] = [(at, o.path, "scored", o.sha256, o.model_id, None) for o in scored]
+            models = {o.model_id for o in scored}
+            models.update(m for p, m in old_models.items() if not isinstance(latest[p], Unchanged))
+            verdicts = self._judge_regressions(models) if self.regression_rules is not None else {}
+            details: dict[str, str] = {}
+            for s in scored:
+                verdict = verdicts.get(s.path)
+                if verdict is not None and verdict.reasons and verdict.previous_path is not None:
+                    applied.regressed.append(Flagged(s, verdict.reasons, verdict.previous_path))
+                    details[s.path] = regression.detail(verdict.reasons)
+            history: list[tuple[Any, ...]] = [
+                (at, o.path, "scored", o.sha256, o.model_id, details.get(o.path)) for o in scored
+            ]
             history += [(at, o.path, "rejected", o.sha256, None, e) for o, e in fresh]
             history += [(at, p, "removed", gone.get(p), old_models.get(p), None) for p in real_removals]
             ex("INSERT INTO history (at, path, outcome, sha256, model_id, detail) VALUES (?, ?, ?, ?, ?, ?)", history)
         applied.scored, applied.rejected, applied.removed = scored, [o for o, _ in fresh], real_removals
-        applied.models = {o.model_id for o in scored}
-        applied.models.update(m for p, m in old_models.items() if not isinstance(latest[p], Unchanged))
+        applied.models = models
         return applied
+
+    def refresh_regressions(self) -> None:
+        """Bring every stored verdict in line with :attr:`regression_rules` (they may have changed
+        since the verdicts were made): every model judged again when they are set, else every
+        flag cleared. Writes only the rows whose verdict changes."""
+        if self.regression_rules is None:
+            if self.db.execute("SELECT EXISTS (SELECT 1 FROM results WHERE regressed = 1)").fetchone()[0]:
+                with self.writing():
+                    self.db.execute("UPDATE results SET regressed = 0, regression = '[]' WHERE regressed = 1")
+            return
+        with self.writing():
+            self._judge_regressions(None)
+
+    def _judge_regressions(self, models: Iterable[str] | None) -> dict[str, Verdict]:
+        """Judge again every file of ``models`` (``None``: of every model) against its model's
+        experiment before it (experiment instant, then path: the report's order), in the open
+        write transaction; store the verdicts that changed and return them all, by path."""
+        assert self.regression_rules is not None
+        rules = self.regression_rules
+        sql = "SELECT model_id, experiment_at, path, target_met, closest_recall_value, optimal_threshold, regression"
+        sql += " FROM results"
+        args: list[Any] = []
+        if models is not None:
+            chosen = sorted(models)
+            if not chosen:
+                return {}
+            sql += " WHERE model_id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(chosen))
+        rows = sorted(self.db.execute(sql, args).fetchall())  # by model_id, experiment_at, path
+        out: dict[str, Verdict] = {}
+        changed: list[tuple[int, str, str]] = []
+        for _model, grouped in groupby(rows, key=itemgetter(0)):
+            group = list(grouped)
+            if len(group) == 1:  # most models in a big scan: a first experiment, no regression
+                path, stored = group[0][2], group[0][6]
+                out[path] = Verdict([], None)
+                if stored != regression.NONE:
+                    changed.append((0, regression.NONE, path))
+                continue
+            previous: tuple[str, regression.Point] | None = None
+            for _m, _at, path, met, recall, threshold, stored in group:
+                point = regression.Point(bool(met), recall, threshold)
+                found = [] if previous is None else regression.reasons(previous[1], point, rules)
+                out[path] = Verdict(found, None if previous is None else previous[0])
+                encoded = regression.encode(found)
+                if encoded != stored:
+                    changed.append((int(bool(found)), encoded, path))
+                previous = (path, point)
+        self.db.conn.executemany("UPDATE results SET regressed = ?, regression = ? WHERE path = ?", changed)
+        return out
 
     def _column(self, table: str, column: str, paths: Sequence[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -13,12 +13,29 @@ from typing import Any
 
 import sqlite_utils
 
-from watcher.schema import REPORT_COLUMNS
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 
 _DETAIL_COLUMNS = (
     "model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path",
     "target_recall", "target_met", "n_points", "curve",
 )  # fmt: skip
+
+# A result's regression reasons as one text ("" when none).
+_REASONS = "(SELECT coalesce(group_concat(value, '; '), '') FROM json_each(regression))"
+# The report view with each row's regression verdict, the reasons as one text.
+_REPORT_REGRESSIONS = (
+    f"(SELECT v.*, r.regressed, {_REASONS.replace('(regression)', '(r.regression)')} AS regression"
+    " FROM report v JOIN results r ON r.path = v.path)"
+)
+
+# The history entries `watcher follow` shows, by (rejected_only, regressed_only): a scored entry
+# has a detail only when its file regressed.
+_ONLY = {
+    (False, False): "",
+    (True, False): " AND h.outcome = 'rejected'",
+    (False, True): " AND h.outcome = 'scored' AND h.detail IS NOT NULL",
+    (True, True): " AND (h.outcome = 'rejected' OR (h.outcome = 'scored' AND h.detail IS NOT NULL))",
+}
 
 # The history entries of a span of ids (an id range along the primary key).
 _SPAN = "id > :after AND id <= :upto"
@@ -38,12 +55,17 @@ class Queries:
         below_target: bool = False,
         sort: str | None = None,
         desc: bool = False,
+        regressions: bool = False,
+        regressed_only: bool = False,
     ) -> Iterator[tuple[Any, ...]]:
         """The ``report`` view (tuples in REPORT_COLUMNS order), optionally filtered by issuer,
         model_id prefix, or to the models whose best point misses the target; sorted by ``sort``
         (one of REPORT_COLUMNS; descending with ``desc``), then by model_id. A cursor: rows stream,
-        they are not all in memory."""
-        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM report WHERE 1"
+        they are not all in memory. With ``regressions``, in REGRESSION_REPORT_COLUMNS order, and
+        ``regressed_only`` keeps the models whose newest experiment regressed."""
+        columns = REGRESSION_REPORT_COLUMNS if regressions or regressed_only else REPORT_COLUMNS
+        source = _REPORT_REGRESSIONS if regressions or regressed_only else "report"
+        sql = f"SELECT {', '.join(columns)} FROM {source} WHERE 1"
         args: dict[str, Any] = {}
         if issuer:
             sql += " AND issuer = :issuer COLLATE NOCASE"
@@ -53,9 +75,11 @@ class Queries:
             args["model"] = model.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         if below_target:
             sql += " AND target_met = 0"
+        if regressed_only:
+            sql += " AND regressed = 1"
         order = "model_id"
         if sort is not None and sort != "model_id":
-            if sort not in REPORT_COLUMNS:
+            if sort not in columns:
                 raise ValueError(f"not a report column: {sort!r}")
             order = f"{sort}{' DESC' if desc else ''}, model_id"
         elif desc:
@@ -85,10 +109,13 @@ class Queries:
         )
         return {m for (m,) in self.db.execute(sql, span)}
 
-    def report_rows_of(self, models: Iterable[str]) -> list[tuple[Any, ...]]:
-        """The ``report`` view's rows (REPORT_COLUMNS order) of these model_ids, in no order; a
-        model_id without results has none."""
-        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM report WHERE model_id IN (SELECT value FROM json_each(?))"
+    def report_rows_of(self, models: Iterable[str], regressions: bool = False) -> list[tuple[Any, ...]]:
+        """The ``report`` view's rows (REPORT_COLUMNS order; REGRESSION_REPORT_COLUMNS with
+        ``regressions``) of these model_ids, in no order; a model_id without results has none."""
+        columns, source = (
+            (REGRESSION_REPORT_COLUMNS, _REPORT_REGRESSIONS) if regressions else (REPORT_COLUMNS, "report")
+        )
+        sql = f"SELECT {', '.join(columns)} FROM {source} WHERE model_id IN (SELECT value FROM json_each(?))"
         return self.db.execute(sql, [json.dumps(sorted(models))]).fetchall()
 
     def report_details(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
@@ -110,7 +137,7 @@ class Queries:
             )
         return iter(self.db.execute(sql + " ORDER BY 1"))  # model_id
 
-    def page_columns(self) -> dict[str, Any]:
+    def page_columns(self, regressions: bool = False) -> dict[str, Any]:
         """Every current result for the HTML page as columns that SQLite builds in one pass over
         the table (JSON arrays and strings, no Python object per row), in table order: reading
         100,000 rows along an index would cost a random page lookup each.
@@ -123,7 +150,9 @@ class Queries:
         view's rule: latest experiment instant, on a tie the greatest path), then its superseded
         files, read from the covering index ``results_latest`` alone (its entries carry the
         rowid); ``by_path`` and ``by_date``: the positions by path, and by experiment instant then
-        path (from the path index and ``results_recent``).
+        path (from the path index and ``results_recent``). With ``regressions``, ``regressed``
+        too: each regressed file's position, model_id, path and reasons (joined by "; "), by
+        model_id then newest first.
         """
         keys = ("first", "last", "n", "ids", "issuers", "thr", "rec", "met", "dates", "paths", "curves", "lengths")
         same = ("npts", "targets")
@@ -169,7 +198,19 @@ class Queries:
             position = {rowid: i for i, rowid in enumerate(json.loads(rowids))}
             positions = [[position[r] for r in p] for p in positions]
         out["order"], out["by_path"], out["by_date"] = positions
+        if regressions:
+            flagged = self.db.execute(
+                f"SELECT rowid, model_id, path, {_REASONS} FROM results WHERE regressed = 1"
+                " ORDER BY model_id, experiment_at DESC, path DESC"
+            ).fetchall()
+            at = (lambda r: position[r]) if offset == "rowid" else (lambda r: r - int(first))
+            out["regressed"] = [[at(rowid), model_id, path, why] for rowid, model_id, path, why in flagged]
         return out
+
+    def regression_texts(self, paths: Iterable[str]) -> dict[str, str]:
+        """Of these stored paths, those that regressed, with their reasons joined by "; "."""
+        sql = f"SELECT path, {_REASONS} FROM results WHERE regressed = 1 AND path IN (SELECT value FROM json_each(?))"
+        return dict(self.db.execute(sql, [json.dumps(list(paths))]).fetchall())
 
     def earlier_outcomes(self, limit: int) -> list[tuple[Any, ...]]:
         """Of the newest ``limit`` history entries, those naming a model_id that no current result
@@ -221,12 +262,15 @@ class Queries:
         row = self.db.execute("SELECT at FROM history ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else str(row[0])
 
-    def history_after(self, after: int, rejected_only: bool = False, limit: int = 1000) -> list[tuple[Any, ...]]:
+    def history_after(
+        self, after: int, rejected_only: bool = False, limit: int = 1000, regressed_only: bool = False
+    ) -> list[tuple[Any, ...]]:
         """Up to ``limit`` history entries with an id above ``after``, oldest first: id, at, path,
-        outcome, sha256, model_id, detail (a rejection's errors as JSON), then, for a scored
-        entry whose file is still stored with that content, optimal_threshold,
-        closest_recall_value and target_met (else NULLs)."""
-        where = " AND h.outcome = 'rejected'" if rejected_only else ""
+        outcome, sha256, model_id, detail (a rejection's errors as JSON; a regressed scored file's
+        ``{"regression": [reason, ...]}``), then, for a scored entry whose file is still stored
+        with that content, optimal_threshold, closest_recall_value and target_met (else NULLs).
+        ``rejected_only``/``regressed_only``: only rejections, only regressed scored files."""
+        where = _ONLY[rejected_only, regressed_only]
         sql = (
             "SELECT h.id, h.at, h.path, h.outcome, h.sha256, h.model_id, h.detail,"
             " r.optimal_threshold, r.closest_recall_value, r.target_met"
@@ -235,10 +279,11 @@ class Queries:
         )
         return self.db.execute(sql, [after, limit]).fetchall()
 
-    def history_start(self, back: int = 0, rejected_only: bool = False) -> int:
+    def history_start(self, back: int = 0, rejected_only: bool = False, regressed_only: bool = False) -> int:
         """The id to follow the history from: the newest entry's, or the one before the ``back``
-        newest (rejections only with ``rejected_only``); 0 for an empty history."""
-        where = "WHERE outcome = 'rejected'" if rejected_only else ""
+        newest (rejections only with ``rejected_only``, regressed scored files only with
+        ``regressed_only``); 0 for an empty history."""
+        where = "WHERE 1" + _ONLY[rejected_only, regressed_only].replace("h.", "")
         if back <= 0:
             row = self.db.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()
         else:

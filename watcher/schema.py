@@ -14,6 +14,11 @@ REPORT_COLUMNS = (
     "experiment_date", "path",
 )  # fmt: skip
 
+#: The report's columns with regression checks on (``regressions = true``): REPORT_COLUMNS, then
+#: whether the model's newest experiment regressed from the one before it (0/1) and why (the
+#: reasons joined by "; ", empty when not).
+REGRESSION_REPORT_COLUMNS = (*REPORT_COLUMNS, "regressed", "regression")
+
 _V1 = """
 CREATE TABLE results (
     path TEXT PRIMARY KEY,
@@ -143,8 +148,16 @@ _V7 = """
 ALTER TABLE daemon_status ADD COLUMN watch_dir TEXT;
 """
 
+_V8 = """
+-- Regressions (watcher.regression): whether a file's experiment is worse than its model's one
+-- before it (0/1), and why (a JSON list of short texts; empty when not flagged). Kept only while
+-- the setting `regressions` is on; all 0 otherwise.
+ALTER TABLE results ADD COLUMN regressed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN regression TEXT NOT NULL DEFAULT '[]';
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

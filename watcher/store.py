@@ -32,6 +32,7 @@ import sqlite_utils
 from watcher.errors import TRANSIENT_ERRNOS, DatabaseAccessError, StoreError, TransientStoreError
 from watcher.mirror import Mirror
 from watcher.queries import Queries
+from watcher.regression import Rules
 from watcher.resultfile import RULES_VERSION
 from watcher.schema import MIGRATIONS, SCHEMA_VERSION, statements
 
@@ -42,8 +43,16 @@ if TYPE_CHECKING:
 class Store(Mirror, Queries):
     """The database of one watch dir. Open with :meth:`open`; use from one thread."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path, rules_version: int, target_recall: float | None) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path,
+        rules_version: int,
+        target_recall: float | None,
+        regression_rules: Rules | None = None,
+    ) -> None:
         self.db = db
+        self.regression_rules = regression_rules
         self.path = path
         self.rules_version = rules_version
         self.target_recall = target_recall
@@ -67,12 +76,19 @@ class Store(Mirror, Queries):
 
     @classmethod
     def open(
-        cls, path: Path, target_recall: float = 0.85, rules_version: int = RULES_VERSION, durable: bool = False
+        cls,
+        path: Path,
+        target_recall: float = 0.85,
+        rules_version: int = RULES_VERSION,
+        durable: bool = False,
+        regression_rules: Rules | None = None,
     ) -> Store:
         """Open (creating and migrating as needed) the database at ``path``, in WAL mode, for
         outcomes judged for ``target_recall`` under ``rules_version`` (stored outcomes made
         otherwise are judged again). ``durable``: every commit synced (``synchronous=FULL``), not
-        only the checkpoints.
+        only the checkpoints. ``regression_rules``: regressions are judged by them (every stored
+        verdict brought in line with them now, see :meth:`~watcher.mirror.Mirror.refresh_regressions`);
+        ``None``: not judged, and any stored flag cleared.
 
         New files get no world access. Raises :class:`StoreError`, or its
         :class:`~watcher.errors.TransientStoreError` when the disk fails or is full (see :func:`transient`).
@@ -98,9 +114,10 @@ class Store(Mirror, Queries):
             # A 32 MiB page cache (default 2 MiB): the model_id index takes inserts at random places,
             # which a small cache would read again from the OS.
             db.execute("PRAGMA cache_size = -32768")
-            store = cls(db, path, rules_version, target_recall)
+            store = cls(db, path, rules_version, target_recall, regression_rules)
             store._migrate()
             store._probe_writable()
+            store.refresh_regressions()
         except BaseException as exc:
             if conn is not None:  # a daemon waiting out a failing disk opens again and again
                 with contextlib.suppress(sqlite3.Error):
@@ -123,7 +140,13 @@ class Store(Mirror, Queries):
         from watcher.judge import rules_version  # the rule is part of the stored rules version
 
         rules = rules_version(settings.operating_point)
-        return cls.open(settings.db_path, settings.target_recall, rules, durable=settings.central_url is not None)
+        return cls.open(
+            settings.db_path,
+            settings.target_recall,
+            rules,
+            durable=settings.central_url is not None,
+            regression_rules=settings.regression_rules,
+        )
 
     @classmethod
     def open_readonly(cls, path: Path, target_recall: float | None = None, rules_version: int = RULES_VERSION) -> Store:

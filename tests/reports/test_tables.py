@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 from collections.abc import Iterator
@@ -13,9 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.outcomes import FileStat, Outcome, Rejected, Removed, Scored, Unchanged
+from watcher.regression import Rules
 from watcher.reports.files import write_reports
 from watcher.reports.tables import ReportTables
 from watcher.resultfile import Problem
+from watcher.schema import REGRESSION_REPORT_COLUMNS
 from watcher.store import Store
 
 FORMATS = ["csv", "json", "markdown"]
@@ -186,3 +189,32 @@ def test_without_copy_file_range_the_ranges_are_copied_through_memory(
     store.apply([scored(PATHS[5], "m5", INSTANTS[2], issuer="=changed@example.com"), Removed(PATHS[40])])
     assert kept(tables, store) == whole(store, tmp_path / "whole")
     assert tables.partial_reads == 1
+
+
+def test_with_regression_checks_the_kept_files_are_the_whole_render_too(tmp_path: Path) -> None:
+    # The verdict of a model's report row depends on its own files only, so the splice's rule
+    # (the models the history names) covers it: late arrivals, removals and rewrites included.
+    rng = random.Random(29)
+    flagged = 0
+    with Store.open(tmp_path / "w.db", regression_rules=Rules(0.02, 0.1)) as s:
+        tables = ReportTables(tmp_path / "kept", FORMATS, regressions=True)
+        (tmp_path / "kept").mkdir()
+        for step in range(60):
+            batch: list[Outcome] = []
+            for _ in range(rng.randint(1, 3)):
+                path = rng.choice(PATHS[:30])
+                if rng.random() < 0.8:
+                    recall, threshold = rng.choice([0.8, 0.86, 0.9]), rng.choice([0.3, 0.5])
+                    at = rng.choice(INSTANTS)
+                    batch.append(Scored(path, ST, str(rng.random()), rng.choice(MODELS[:5]), "ana@example.com",
+                                        at, at, threshold, recall, 0.0, recall >= 0.85, 0.85, 5))  # fmt: skip
+                else:
+                    batch.append(Removed(path))
+            s.apply(batch)
+            rows = functools.partial(s.report_rows, regressions=True)
+            folder = tmp_path / f"whole{step}"
+            folder.mkdir()
+            expected = {p.name: p.read_bytes() for p in write_reports(rows, folder, FORMATS, REGRESSION_REPORT_COLUMNS)}
+            assert kept(tables, s) == expected, step
+            flagged += b",true," in expected["report.csv"]
+        assert tables.partial_reads > 0 and flagged > 10

@@ -31,6 +31,9 @@ HOST_ROLE = "watcher_host"
 READER_ROLE = "watcher_reader"
 #: Columns of the fleet report: the single-host report's, with the host before the path.
 FLEET_COLUMNS = ("model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "host", "path")
+#: With regression checks on: each model's newest experiment against the fleet's one before it
+#: (whichever host holds it), as in the host's report.
+FLEET_REGRESSION_COLUMNS = (*FLEET_COLUMNS, "regressed", "regression")
 
 # Text that is compared or ordered is COLLATE "C" (byte order), as in SQLite: the tie rule of the
 # report (greatest host, then path) must not depend on the server's locale. No foreign key from
@@ -190,8 +193,22 @@ COMMENT ON COLUMN watcher.hosts.shipped_entry IS
 GRANT UPDATE (shipped_entry) ON watcher.hosts TO watcher_host
 """
 
+# Regressions across hosts (watcher.regression): each result beside the one before it among its
+# model's results of every host, in the report's order (experiment instant, then host, then path;
+# byte order). What counts as a regression is the reader's setting, so the view gives the two
+# points and the reader judges them.
+_V4 = """
+CREATE VIEW watcher.experiments AS
+SELECT host, path, model_id, target_met, closest_recall_value, optimal_threshold,
+    lag(host) OVER w AS previous_host, lag(path) OVER w AS previous_path, lag(target_met) OVER w AS previous_met,
+    lag(closest_recall_value) OVER w AS previous_recall, lag(optimal_threshold) OVER w AS previous_threshold
+FROM watcher.results
+WINDOW w AS (PARTITION BY model_id ORDER BY experiment_at, host, path);
+GRANT SELECT ON watcher.experiments TO watcher_host, watcher_reader
+"""
+
 #: Migration ``i`` takes the central schema from version i to i + 1. Never edited once released.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROLES = f"""

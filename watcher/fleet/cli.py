@@ -109,7 +109,7 @@ def _publish(args: argparse.Namespace, settings: Settings, url: str) -> int:
         start_quiet_resource_tracker()  # for the page's process; before any thread (see its doc)
     Publisher(
         url, out_dir, settings.report_formats, settings.report_interval, stop,
-        target=settings.target_recall, max_models=settings.html_max_models,
+        target=settings.target_recall, max_models=settings.html_max_models, rules=settings.regression_rules,
     ).run()  # fmt: skip
     return 0
 
@@ -132,12 +132,13 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     ):
         central.require_schema(conn)
         rows = report_rows(
-            conn, issuer=args.issuer, model=args.model, below_target=args.below_target, sort=args.sort, desc=args.desc
-        )
+            conn, issuer=args.issuer, model=args.model, below_target=args.below_target, sort=args.sort, desc=args.desc,
+            regressions=settings.regression_rules,
+        )  # fmt: skip
     render = {"csv": render_csv, "json": render_json, "markdown": render_markdown, "table": render_table}[fmt]
     if fmt == "table" and (filters := report_filters(args)):
         render = functools.partial(render_table, empty=f"(no model matches {' '.join(filters)})")
-    render(rows, out, central.FLEET_COLUMNS)
+    render(rows, out, central.FLEET_REGRESSION_COLUMNS if settings.regressions else central.FLEET_COLUMNS)
     return 0
 
 

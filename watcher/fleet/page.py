@@ -25,10 +25,12 @@ from typing import Any, TextIO
 
 import psycopg
 
+from watcher import regression
 from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.lifeline import die_with_parent
 from watcher.logs import get_logger
+from watcher.regression import Rules
 from watcher.reports.files import write_atomic
 from watcher.reports.formats import FILE_NAMES
 from watcher.reports.inflight import PageInFlight
@@ -83,6 +85,34 @@ def page_columns(conn: psycopg.Connection[Any], limit: int | None = None) -> dic
     }  # fmt: skip
 
 
+# Each result's page position (as in _page_query) beside the fleet's experiment before it.
+_REGRESSION_PAIRS = b"""SELECT pos, model_id, shown, target_met, closest_recall_value, optimal_threshold,
+    previous_met, previous_recall, previous_threshold FROM (
+    SELECT row_number() OVER (ORDER BY r.model_id, r.experiment_at DESC, r.host DESC, r.path DESC) - 1 AS pos,
+        r.model_id, (r.host || ':' || r.path) COLLATE "C" AS shown, e.target_met, e.closest_recall_value,
+        e.optimal_threshold, e.previous_met, e.previous_recall, e.previous_threshold
+    FROM watcher.results r JOIN watcher.experiments e ON e.host = r.host AND e.path = r.path) x
+WHERE previous_met IS NOT NULL ORDER BY model_id, pos"""
+
+
+def regressed_rows(conn: psycopg.Connection[Any], rules: Rules) -> list[list[Any]]:
+    """Every central result that regressed from the fleet's experiment before it (on any host),
+    as :meth:`watcher.queries.Queries.page_columns` gives ``regressed``: its position on the page
+    (every result shown), model_id, ``host:path`` and reasons joined by "; "."""
+    out: list[list[Any]] = []
+    for pos, model_id, shown, met, recall, threshold, previous_met, previous_recall, previous_threshold in conn.execute(
+        _REGRESSION_PAIRS
+    ):
+        found = regression.reasons(
+            regression.Point(previous_met, previous_recall, previous_threshold),
+            regression.Point(met, recall, threshold),
+            rules,
+        )
+        if found:
+            out.append([pos, model_id, shown, "; ".join(found)])
+    return out
+
+
 def rejection_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """Every central rejection, newest first: ``path`` (``host:path``), ``rejected_at``, ``errors``."""
     cur = conn.execute(
@@ -91,8 +121,11 @@ def rejection_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     return [{"path": p, "rejected_at": at, "errors": errors} for p, at, errors in cur]
 
 
-def write_page(conn: psycopg.Connection[Any], out_dir: Path, target: float, max_models: int) -> Path:
-    """Rewrite ``report.html`` in ``out_dir`` atomically, from one read-only snapshot."""
+def write_page(
+    conn: psycopg.Connection[Any], out_dir: Path, target: float, max_models: int, rules: Rules | None = None
+) -> Path:
+    """Rewrite ``report.html`` in ``out_dir`` atomically, from one read-only snapshot; with
+    ``rules`` (regression checks on), the regressed results marked (when every model fits)."""
     path = out_dir / FILE_NAMES["html"]
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -100,6 +133,8 @@ def write_page(conn: psycopg.Connection[Any], out_dir: Path, target: float, max_
         row = conn.execute("SELECT count(DISTINCT model_id) FROM watcher.results").fetchone()
         omitted = max(0, int(row[0] if row else 0) - max_models)
         cols = page_columns(conn, max_models if omitted else None)
+        if rules is not None and not omitted:
+            cols["regressed"] = regressed_rows(conn, rules)
         rejections = rejection_rows(conn)
         generated = now_iso()
 
@@ -110,10 +145,10 @@ def write_page(conn: psycopg.Connection[Any], out_dir: Path, target: float, max_
     return path
 
 
-def render_page(url: str, out_dir: Path, target: float, max_models: int) -> Path:
+def render_page(url: str, out_dir: Path, target: float, max_models: int, rules: Rules | None = None) -> Path:
     """:func:`write_page` on a connection of its own (this runs in the page's process)."""
     with central.connect(url, "watcher publish page") as conn:
-        return write_page(conn, out_dir, target, max_models)
+        return write_page(conn, out_dir, target, max_models, rules)
 
 
 #: The page's process runs this much nicer than the publisher: on a busy machine the table files
@@ -139,9 +174,9 @@ class PageProcess(PageInFlight[Path]):
     :meth:`request` after each write of the table files; :meth:`tend` often (it starts the next
     rendering when the last one is done and another was requested meanwhile)."""
 
-    def __init__(self, url: str, out_dir: Path, target: float, max_models: int) -> None:
+    def __init__(self, url: str, out_dir: Path, target: float, max_models: int, rules: Rules | None = None) -> None:
         super().__init__(_page_executor, render_page)
-        self.args = (url, out_dir, target, max_models)
+        self.args = (url, out_dir, target, max_models, rules)
         self.written = 0
 
     def request(self) -> None:

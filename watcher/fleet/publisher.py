@@ -23,12 +23,14 @@ from typing import Any
 
 import psycopg
 
+from watcher import regression
 from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.fleet.outage import UNREACHABLE, Outage
 from watcher.fleet.page import PageProcess
 from watcher.fleet.tables import FleetTables
 from watcher.logs import get_logger
+from watcher.regression import Rules
 
 log = get_logger("watcher.fleet")
 
@@ -43,13 +45,22 @@ def report_rows(
     below_target: bool = False,
     sort: str | None = None,
     desc: bool = False,
+    regressions: Rules | None = None,
 ) -> list[Any]:
     """The fleet report (tuples in :data:`~watcher.fleet.central.FLEET_COLUMNS` order), optionally only
     one issuer's (any case), the model_ids starting with ``model``, or the models whose chosen
     point misses its target; sorted by ``sort`` (one of FLEET_COLUMNS; descending with ``desc``),
     then by model_id, as ``watcher report`` sorts a host's. Text is ordered byte-wise (as SQLite
-    does), whatever the server's locale. Raises :class:`ValueError` for another ``sort``."""
-    query = f"SELECT {', '.join('r.' + c for c in central.FLEET_COLUMNS)} FROM watcher.report r"
+    does), whatever the server's locale. Raises :class:`ValueError` for another ``sort``.
+
+    With ``regressions`` (rules), in :data:`~watcher.fleet.central.FLEET_REGRESSION_COLUMNS` order:
+    each model's newest experiment judged against the fleet's one before it, on any host."""
+    query = f"SELECT {', '.join('r.' + c for c in central.FLEET_COLUMNS)}"
+    if regressions is not None:
+        query += ", e.target_met, e.previous_met, e.previous_recall, e.previous_threshold"
+    query += " FROM watcher.report r"
+    if regressions is not None:
+        query += " JOIN watcher.experiments e ON e.host = r.host AND e.path = r.path"
     args: list[Any] = []
     if below_target:
         query += " JOIN watcher.results x ON x.host = r.host AND x.path = r.path AND NOT x.target_met"
@@ -68,7 +79,26 @@ def report_rows(
         order = f"r.{sort}{text}{' DESC' if desc else ''}, {order}"
     elif desc:
         order += " DESC"
-    return conn.execute(f"{query} ORDER BY {order}".encode(), args).fetchall()
+    rows = conn.execute(f"{query} ORDER BY {order}".encode(), args).fetchall()
+    return rows if regressions is None else [_judged(row, regressions) for row in rows]
+
+
+def _judged(row: tuple[Any, ...], rules: Rules) -> tuple[Any, ...]:
+    """A report row with the previous experiment's point after it, as the row with its verdict."""
+    n = len(central.FLEET_COLUMNS)
+    report, (met, previous_met, previous_recall, previous_threshold) = row[:n], row[n:]
+    if previous_met is None:  # the model's first experiment
+        return (*report, 0, "")
+    threshold, recall = (
+        report[central.FLEET_COLUMNS.index("optimal_threshold")],
+        report[central.FLEET_COLUMNS.index("closest_recall_value")],
+    )
+    found = regression.reasons(
+        regression.Point(previous_met, previous_recall, previous_threshold),
+        regression.Point(met, recall, threshold),
+        rules,
+    )
+    return (*report, int(bool(found)), "; ".join(found))
 
 
 def host_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -104,12 +134,13 @@ class Publisher:
         stop: threading.Event | None = None,
         target: float = 0.85,
         max_models: int = 1_000_000,
+        rules: Rules | None = None,
     ) -> None:
         self.url = url
         self.out_dir = out_dir
         self.tables = FleetTables(out_dir, formats)
         # The page after the tables, in a process of its own: the tables never wait for it.
-        self.page = PageProcess(url, out_dir, target, max_models) if "html" in formats else None
+        self.page = PageProcess(url, out_dir, target, max_models, rules) if "html" in formats else None
         self.interval = interval
         self.stop = stop or threading.Event()
         self.writes = 0

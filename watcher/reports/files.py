@@ -11,6 +11,7 @@ of its own).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +25,7 @@ from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, Row, render_tables
 from watcher.reports.page import columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
 from watcher.timestamps import now_iso
 
@@ -65,14 +67,21 @@ def write_atomic(path: Path, produce: Callable[[TextIO], object], mode: int = 0o
         produce(fh)
 
 
-def write_reports(rows: Callable[[], Iterable[Row]], report_dir: Path, formats: Sequence[str]) -> list[Path]:
+def write_reports(
+    rows: Callable[[], Iterable[Row]],
+    report_dir: Path,
+    formats: Sequence[str],
+    columns: Sequence[str] = REPORT_COLUMNS,
+) -> list[Path]:
     """Regenerate each report file in ``report_dir`` (csv, json, markdown) from one pass over
-    ``rows()``: the query runs once however many formats there are. Each file is replaced
-    atomically."""
+    ``rows()`` (values in ``columns`` order): the query runs once however many formats there
+    are. Each file is replaced atomically."""
     targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
     with contextlib.ExitStack() as stack:
         render_tables(
-            rows(), {fmt: stack.enter_context(atomic_file(t)) for fmt, t in zip(formats, targets, strict=True)}
+            rows(),
+            {fmt: stack.enter_context(atomic_file(t)) for fmt, t in zip(formats, targets, strict=True)},
+            columns,
         )
     return targets
 
@@ -127,6 +136,9 @@ def write_tables(store: Store, settings: Settings) -> list[Path]:
     if not tables:
         return []
     with store.snapshot():
+        if settings.regressions:
+            rows = functools.partial(store.report_rows, regressions=True)
+            return write_reports(rows, settings.report_dir, tables, REGRESSION_REPORT_COLUMNS)
         return write_reports(store.report_rows, settings.report_dir, tables)
 
 
@@ -148,7 +160,14 @@ def write_html(store: Store, settings: Settings) -> Path:
     target = settings.report_dir / FILE_NAMES["html"]
     with store.snapshot():
         omitted, older_history = store.page_counts(settings.html_max_models, HISTORY_ON_PAGE)
-        cols = columns_from_rows(store.report_details(settings.html_max_models)) if omitted else store.page_columns()
+        if omitted:
+            rows = list(store.report_details(settings.html_max_models))
+            cols = columns_from_rows(rows)
+            if settings.regressions:  # the rows' positions are their order: one per model, by model_id
+                why = store.regression_texts([row[5] for row in rows])
+                cols["regressed"] = [[i, row[0], row[5], why[row[5]]] for i, row in enumerate(rows) if row[5] in why]
+        else:
+            cols = store.page_columns(regressions=settings.regressions)
         earlier = [] if omitted else store.earlier_outcomes(HISTORY_ON_PAGE)
         rejections = store.rejection_rows()
     note = (

@@ -12,7 +12,7 @@ from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any, Protocol, TextIO
 
-from watcher.schema import REPORT_COLUMNS
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 
 Row = Sequence[Any]  # values in REPORT_COLUMNS order
 
@@ -49,15 +49,24 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_START) else cell
 
 
+#: The 0/1 columns, written as false/true.
+_FLAGS = ("target_met", "regressed")
+
+
+def _flags(columns: Sequence[str]) -> list[int]:
+    return [i for i, c in enumerate(columns) if c in _FLAGS]
+
+
 def _as_text(columns: Sequence[str]) -> Callable[[Row], list[Any]]:
     """A row's cells as a spreadsheet should import them: text cells neutralised, ``target_met``
-    as true/false, numbers left as they are."""
-    flag = columns.index("target_met") if "target_met" in columns else -1
+    and ``regressed`` as true/false, numbers left as they are."""
+    flags = _flags(columns)
 
     def convert(row: Row) -> list[Any]:
         cells = [neutralise(v) if isinstance(v, str) else v for v in row]
-        if flag >= 0 and not isinstance(row[flag], str):
-            cells[flag] = _BOOL[bool(row[flag])]
+        for flag in flags:
+            if not isinstance(row[flag], str):
+                cells[flag] = _BOOL[bool(row[flag])]
         return cells
 
     return convert
@@ -72,6 +81,7 @@ class _Csv:
     # no cell starting with a formula character, where csv.writer would have quoted nothing and
     # written the same text (floats as repr, like csv). Any other chunk goes through csv.writer.
     _template = "%s,%s,%r,%r,%r,%s,%s,%s\n"  # REPORT_COLUMNS: three REAL, then target_met
+    _regressions = "%s,%s,%r,%r,%r,%s,%s,%s,%s,%s\n"  # REGRESSION_REPORT_COLUMNS: then regressed, regression
     sep = tail = ""
 
     def __init__(self, columns: Sequence[str]) -> None:
@@ -79,6 +89,8 @@ class _Csv:
         self.writer = csv.writer(self.buffer, lineterminator="\n")
         self.head = self.empty = self._line(columns)
         self.fast = tuple(columns) == REPORT_COLUMNS
+        self.fast_regressions = tuple(columns) == REGRESSION_REPORT_COLUMNS
+        self.columns = len(columns)
         self.as_text = _as_text(columns)
 
     def _line(self, cells: Sequence[Any]) -> str:
@@ -88,15 +100,21 @@ class _Csv:
         return self.buffer.getvalue()
 
     def texts(self, rows: list[Row]) -> list[str]:
-        if self.fast:
-            t, b = self._template, _BOOL
-            texts = [t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows]
+        if self.fast or self.fast_regressions:
+            b = _BOOL
+            if self.fast:
+                t = self._template
+                texts = [t % (m, i, x, y, r, b[k], d, p) for m, i, x, y, r, k, d, p in rows]
+                # The first character of every text cell, in one string: a third of the time of
+                # searching the text for a separator followed by each formula character.
+                starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _x, _y, _r, _k, d, p in rows])
+            else:
+                t = self._regressions
+                texts = [t % (m, i, x, y, r, b[k], d, p, b[f], g) for m, i, x, y, r, k, d, p, f, g in rows]
+                starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] + g[:1] for m, i, _x, _y, _r, _k, d, p, _f, g in rows])
             text = "".join(texts)
-            # The first character of every text cell, in one string: a third of the time of
-            # searching the text for a separator followed by each formula character.
-            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _x, _y, _r, _k, d, p in rows])
             if (
-                text.count(",") == (len(REPORT_COLUMNS) - 1) * len(rows)
+                text.count(",") == (self.columns - 1) * len(rows)
                 and text.count("\n") == len(rows)
                 and '"' not in text
                 and "\r" not in text
@@ -122,15 +140,14 @@ class _Json:
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = columns
         self.fast = tuple(columns) == REPORT_COLUMNS
-        self.flag = columns.index("target_met") if "target_met" in columns else -1
+        self.flags = [columns[i] for i in _flags(columns)]
 
     def texts(self, rows: list[Row]) -> list[str]:
         if self.fast:
             e, t, b = encode_basestring, self._template, _BOOL
             return [t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
         objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
-        if self.flag >= 0:
-            key = self.columns[self.flag]
+        for key in self.flags:
             for obj in objects:
                 obj[key] = bool(obj[key])
         # The array's item separator is ",\n" too, so an object's text is what it is in the array.
@@ -215,11 +232,12 @@ def render_table(
     """An aligned plain-text table for terminals; numbers right-aligned; ``empty`` below the
     header when there is no row."""
     rows = list(rows)
-    flag = columns.index("target_met") if "target_met" in columns else -1
-    cells = [[_BOOL[bool(v)] if i == flag else _md_cell(v) for i, v in enumerate(row)] for row in rows]
+    flags = _flags(columns)
+    cells = [[_BOOL[bool(v)] if i in flags else _md_cell(v) for i, v in enumerate(row)] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     numeric = [
-        bool(rows) and i != flag and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))
+        bool(rows) and i not in flags and all(isinstance(row[i], (int, float)) for row in rows)
+        for i in range(len(columns))
     ]
 
     def line(values: Sequence[str]) -> str:
@@ -232,7 +250,7 @@ def render_table(
         out.write(empty + "\n")
 
 
-Renderer = Callable[[Iterable[Row], TextIO], None]
+Renderer = Callable[..., None]  # (rows, out, columns=REPORT_COLUMNS)
 RENDERERS: dict[str, Renderer] = {
     "csv": render_csv,
     "json": render_json,

@@ -229,6 +229,7 @@ def render_html(
     ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
     counts are written into the markup as well, so they read right without the script."""
     data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
+    regressed = cols.get("regressed")
     models = data["models"]
     rejected = len(data["rejections"])
     out.write(
@@ -241,4 +242,9 @@ def render_html(
         '<script type="application/json" id="data">'
     )
     out.write(script_json(data))  # megabytes: written as it is, not copied into a larger string
-    out.write(f"</script><script>{_asset('report.js')}</script></body></html>\n")
+    out.write(f"</script><script>{_asset('report.js')}</script>")
+    if regressed is not None:  # regression checks on: their marks, by a script of their own
+        out.write('<script type="application/json" id="regressions">')
+        out.write(script_json({"p": [r[0] for r in regressed], "rows": [r[1:] for r in regressed]}))
+        out.write(f"</script><script>{_asset('regressions.js')}</script>")
+    out.write("</body></html>\n")

@@ -77,7 +77,7 @@ class Reporter(threading.Thread):
         self.store: Store | None = None  # opened by the thread
         # Each model's row text is kept from one write to the next: a change re-renders only the
         # models it touched (what keeps the tables within a second of a change at 100,000 models).
-        self.tables = ReportTables(settings.report_dir, settings.report_formats)
+        self.tables = ReportTables(settings.report_dir, settings.report_formats, settings.regressions)
         # The HTML page is rendered in a process of its own while this thread writes the tables:
         # at 100,000 models that is what keeps the tables within a second of a change. It starts
         # with a page and stops after worker_idle_seconds without one.
@@ -94,8 +94,12 @@ class Reporter(threading.Thread):
 
     def reload(self, settings: Settings) -> None:
         """New settings from a reload: report files (folder, formats) from the next write on."""
-        if (settings.report_dir, settings.report_formats) != (self.settings.report_dir, self.settings.report_formats):
-            self.tables = ReportTables(settings.report_dir, settings.report_formats)
+
+        def files(s: Settings) -> tuple[object, ...]:
+            return s.report_dir, s.report_formats, s.regressions
+
+        if files(settings) != files(self.settings):
+            self.tables = ReportTables(settings.report_dir, settings.report_formats, settings.regressions)
         self.settings = settings
         self.mark()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import functools
 import itertools
 import os
 from array import array
@@ -36,7 +37,7 @@ from typing import NamedTuple
 
 from watcher.reports.files import atomic_file
 from watcher.reports.formats import FILE_NAMES, TABLE_FORMATS, Row, TableFormat
-from watcher.schema import REPORT_COLUMNS
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
 
 _MODEL = REPORT_COLUMNS.index("model_id")
@@ -179,11 +180,11 @@ class ReportTables(SplicedFiles):
     """The table files of ``formats`` (any others, such as ``html``, are left out) in
     ``report_dir``, kept current from the daemon's database (see the module's docstring)."""
 
-    def __init__(self, report_dir: Path, formats: Sequence[str]) -> None:
+    def __init__(self, report_dir: Path, formats: Sequence[str], regressions: bool = False) -> None:
         kept = [f for f in formats if f in TABLE_FORMATS]
-        super().__init__(
-            {f: TABLE_FORMATS[f](REPORT_COLUMNS) for f in kept}, {f: report_dir / FILE_NAMES[f] for f in kept}
-        )
+        columns = REGRESSION_REPORT_COLUMNS if regressions else REPORT_COLUMNS
+        super().__init__({f: TABLE_FORMATS[f](columns) for f in kept}, {f: report_dir / FILE_NAMES[f] for f in kept})
+        self.regressions = regressions  # the columns of the regression checks too
         self.mark: tuple[str | None, int] | None = None  # the history's identity and last id, as written
 
     def reset(self) -> None:
@@ -205,10 +206,11 @@ class ReportTables(SplicedFiles):
                 if kept[1] == mark[1]:
                     self.mark = mark
                     return list(self.targets.values())
-                if self.splice_few(store.report_touched(kept[1], mark[1]), store.report_rows_of, sources):
+                rows_of = functools.partial(store.report_rows_of, regressions=self.regressions)
+                if self.splice_few(store.report_touched(kept[1], mark[1]), rows_of, sources):
                     self.mark = mark
                     return list(self.targets.values())
-            self._write_whole(store.report_rows())
+            self._write_whole(store.report_rows(regressions=self.regressions))
             self.full_reads += 1
             self.mark = mark
         return list(self.targets.values())
