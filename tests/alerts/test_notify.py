@@ -222,3 +222,27 @@ def test_no_webhook_is_a_config_error_and_a_missing_database_a_runtime_one(
     assert main(["notify", "--db", db, "--log-level", "error"], stdout=io.StringIO()) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.db" in err and "Traceback" not in err
+
+
+def test_a_cursor_of_another_database_starts_from_the_first_entry_regressions_included(make_settings: Any) -> None:
+    receiver = Receiver().start()
+    settings = make_settings(webhooks=[receiver.url])
+    write(settings.watch_dir / "a.json", doc(model_id=MODEL))
+    write(settings.watch_dir / "bad.json", "[1]")
+    write(settings.watch_dir / "ok.json", doc())
+    scan(settings)
+    regressed = _mark_regressed(settings.db_path, "a.json", ["recall down 0.2"])
+    # Saved against a database that was since replaced (another inode), far beyond its ids.
+    Cursor(notify_state_dir_of(settings), receiver.url).save(999, (inode_of(settings.db_path) or 0) + 1)
+    stop = threading.Event()
+    hook = settings.webhooks[0]
+    thread = threading.Thread(target=follow_webhook, args=(settings, hook, stop.is_set, stop.wait, 0.02))
+    thread.start()
+    wait_until(lambda: len(receiver.ids()) == 2, what="the rejection and the regression")
+    stop.set()
+    thread.join()
+    assert sorted(receiver.ids()) == sorted([regressed, *_rejected_ids(settings.db_path)])
+    assert sorted(b["event"] for b in receiver.bodies()) == ["regressed", "rejected"]
+    saved = Cursor(notify_state_dir_of(settings), receiver.url).load()
+    assert saved == (3, inode_of(settings.db_path))
+    receiver.stop()
