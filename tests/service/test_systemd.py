@@ -92,7 +92,8 @@ def test_notify_unit_alone_reaches_the_network_and_writes_only_its_state() -> No
     text = NOTIFY_UNIT.read_text()
     assert "\nExecStart=/opt/watcher/venv/bin/watcher notify --config /etc/watcher/config.toml\n" in text
     for line in ("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "ProtectSystem=strict", "User=watcher",
-                 "StateDirectory=watcher-notify", "NoNewPrivileges=yes", "Restart=on-failure"):  # fmt: skip
+                 "StateDirectory=watcher-notify", "NoNewPrivileges=yes", "Restart=on-failure",
+                 "RestartPreventExitStatus=2"):  # fmt: skip
         assert f"\n{line}\n" in text
     settings = [line.split("=")[0] for line in text.splitlines() if line and not line.startswith("#")]
     assert not {"PrivateNetwork", "IPAddressDeny", "ReadWritePaths"} & set(settings)
