@@ -133,6 +133,11 @@ class NotifyProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def cleanup(self) -> None:
+        """After a test, whatever it did: kill the process if it still runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
 
 def _table(webhook: dict[str, str]) -> str:
     return "{" + ", ".join(f'{k} = "{v}"' for k, v in webhook.items()) + "}"
