@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from watcher.alerts.notifier import follow_webhook, notify
 from watcher.cli import main
 from watcher.config import Webhook, load_settings, notify_state_dir_of
 from watcher.errors import ConfigError, NotifyError
-from watcher.follow import Follower, inode_of
+from watcher.follow import Entry, Follower, inode_of
 from watcher.reconcile import scan
 
 MODEL = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
@@ -85,8 +87,6 @@ def test_only_a_regression_object_with_reasons_is_a_regression(detail: str | Non
 
 
 def test_the_key_names_host_and_id_whatever_the_host_name() -> None:
-    from watcher.follow import Entry
-
     entry = Entry(7, "t", "p", "rejected", None, None, [], None, None, None)
     assert Event("gpu 01/a", "rejected", entry).key == "gpu%2001%2Fa:7"
 
@@ -150,8 +150,6 @@ def test_a_failure_is_one_log_line_and_the_wait_doubles_up_to_the_cap() -> None:
         if len(waits) == 5:
             receiver.status = 200
         return False
-
-    from watcher.follow import Entry
 
     event = Event("h", "rejected", Entry(3, "t", "p.json", "rejected", None, None, [], None, None, None))
     assert poster.deliver(event, lambda: False, wait)
@@ -246,3 +244,15 @@ def test_a_cursor_of_another_database_starts_from_the_first_entry_regressions_in
     saved = Cursor(notify_state_dir_of(settings), receiver.url).load()
     assert saved == (3, inode_of(settings.db_path))
     receiver.stop()
+
+
+def test_a_receiver_that_never_answers_fails_after_the_timeout() -> None:
+    with socket.socket() as listener:  # accepts connections (the kernel's backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        event = Event("h", "rejected", Entry(1, "t", "p", "rejected", None, None, [], None, None, None))
+        start = time.monotonic()
+        with pytest.raises(PostFailed, match="timed out"):
+            Poster(Webhook(url=url), timeout=0.3, max_backoff=1).post(event)
+        assert 0.3 <= time.monotonic() - start < 5
