@@ -3,6 +3,7 @@ measured by hand, outside the test suite: the machine is noisy)."""
 
 from __future__ import annotations
 
+import json
 import operator
 import random
 import re
@@ -111,3 +112,13 @@ def test_corpus_curves_are_valid_and_never_rise() -> None:
         ResultFile.model_validate(d)
         r = d["recall_arr"]
         assert all(map(operator.ge, r, islice(r, 1, None))), r
+
+
+def test_notify_kill_benchmark_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.notify_kills", "--kills", "2"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    assert set(figures) == {"written", "rejections", "posts", "duplicates", "kills", "catch_up_seconds",
+                            "resumed_from", "lost"}  # fmt: skip
+    assert figures["kills"] == 2 and figures["lost"] == 0 and figures["posts"] >= figures["rejections"] > 0

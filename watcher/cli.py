@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _central_flag(p, "the fleet's outcomes, with their hosts,")
 
+    p = sub.add_parser("notify", help="post rejections and regressions to the configured webhooks, until stopped")
+    _common(p, watch=False)
+
     p = sub.add_parser("status", help="say whether the daemon runs, and what the database holds")
     _common(p, watch=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -290,7 +293,7 @@ def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     stop = _StopRequest()
     try:
         with stop.on_signals():
-            for batch in follow(follower, stop.requested, threading.Event().wait):
+            for batch in follow(follower, stop.requested, stop.event.wait):
                 out.write("".join((e.as_json() if as_json else e.as_text()) + "\n" for e in batch))
                 out.flush()  # a pipe (jq, grep) sees each batch as it comes
     finally:
@@ -298,14 +301,25 @@ def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     return EXIT_OK
 
 
+def cmd_notify(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``watcher notify``: post events to the webhooks until SIGINT/SIGTERM (exit 0)."""
+    from watcher.alerts.notifier import notify  # imported here: only this command posts
+
+    stop = _StopRequest()
+    with stop.on_signals():
+        notify(settings, stop.event)
+    return EXIT_OK
+
+
 class _StopRequest:
-    """SIGINT/SIGTERM only set a flag here; ``follow`` sees it within one polling interval."""
+    """SIGINT/SIGTERM only set an event here; a loop that waits on it (``event.wait``) wakes at
+    once, one that polls ``requested`` sees it within its interval."""
 
     def __init__(self) -> None:
-        self.flag = False
+        self.event = threading.Event()
 
     def requested(self) -> bool:
-        return self.flag
+        return self.event.is_set()
 
     @contextlib.contextmanager
     def on_signals(self) -> Iterator[None]:
@@ -321,7 +335,7 @@ class _StopRequest:
                 signal.signal(sig, handler)
 
     def _set(self, signum: int, frame: object) -> None:
-        self.flag = True
+        self.event.set()
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -429,6 +443,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "status": cmd_status,
     "follow": cmd_follow,
+    "notify": cmd_notify,
     "central": fleetcli.cmd_central,
     "publish": publishcli.cmd_publish,
 }

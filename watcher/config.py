@@ -31,6 +31,8 @@ CONFIG_ENV = "WATCHER_CONFIG"
 SYSTEM_CONFIG = Path("/etc/watcher/config.toml")
 
 ReportFormat = Literal["csv", "json", "markdown", "html"]
+#: What a webhook receives (``watcher notify``): Slack-compatible ``{"text": ...}``, or the event as JSON.
+WebhookFormat = Literal["slack", "plain"]
 
 #: The database file name whose reports default to a folder named just ``reports``.
 DEFAULT_DB_NAME = "watcher.db"
@@ -39,6 +41,21 @@ _URL_PASSWORD = re.compile(r"^postgres(?:ql)?://[^/@?#]*:[^/@?#]*@", re.IGNORECA
 _KV_PASSWORD = re.compile(r"(?:^|[\s?&])password\s*=", re.IGNORECASE)
 
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.swp", "*.swx", "*.crdownload")
+
+
+class Webhook(BaseModel):
+    """One receiver of ``watcher notify``'s posts. A bare URL in the config stands for
+    ``{url = URL, format = "plain"}`` (so ``WATCHER_WEBHOOKS=URL,URL`` works)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://[^/?#\s]+\S*$")
+    format: WebhookFormat = "plain"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_url(cls, data: Any) -> Any:
+        return {"url": data} if isinstance(data, str) else data
 
 
 class Settings(BaseModel):
@@ -83,6 +100,10 @@ class Settings(BaseModel):
     check_rejections: int = Field(10, ge=0)
     check_rejections_window: float = Field(3600.0, gt=0)
     host_name: str = Field("", max_length=200, validate_default=True)
+    webhooks: tuple[Webhook, ...] = ()
+    notify_state_dir: Path | None = None  # beside db_path when not given (see notify_state_dir_of)
+    notify_timeout: float = Field(10.0, gt=0)
+    notify_max_backoff: float = Field(60.0, gt=0)
 
     @field_validator("central_url")
     @classmethod
@@ -126,6 +147,12 @@ class Settings(BaseModel):
         return self.workers or (os.cpu_count() or 1)
 
 
+def notify_state_dir_of(settings: Settings) -> Path:
+    """Where ``watcher notify`` keeps its cursors: ``notify_state_dir``, else a folder ``notify``
+    beside the database."""
+    return settings.notify_state_dir or settings.db_path.parent / "notify"
+
+
 def default_report_dir(db_path: Path) -> Path:
     """Where a database's reports go when ``report_dir`` is not set: beside it, in ``reports``
     for the usual ``watcher.db``, else in ``<stem>-reports`` (``runs.db`` -> ``runs-reports``), so
@@ -134,14 +161,15 @@ def default_report_dir(db_path: Path) -> Path:
     return db_path.parent / name
 
 
-_PATH_KEYS = ("watch_dir", "db_path", "report_dir", "metrics_file")
-_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns")
+_PATH_KEYS = ("watch_dir", "db_path", "report_dir", "metrics_file", "notify_state_dir")
+_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns", "webhooks")
 
 
 def _absolute(values: dict[str, Any], base: Path) -> dict[str, Any]:
     out = dict(values)
-    if out.get("metrics_file") == "":
-        out["metrics_file"] = None  # empty: no metrics file
+    for key in ("metrics_file", "notify_state_dir"):
+        if out.get(key) == "":
+            out[key] = None  # empty: none (the metrics file), the default (notify's state)
     for key in _PATH_KEYS:
         if isinstance(out.get(key), str):
             out[key] = str((base / Path(out[key]).expanduser()).absolute())
@@ -237,9 +265,10 @@ def load_settings(
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else ""
         where = origin.get(key, "config")
+        name = ".".join(str(part) for part in first["loc"])  # a nested key in full: webhooks.0.url
         if first["type"] == "extra_forbidden":
-            raise ConfigError(f"{where}: unknown key {key!r}") from None
-        raise ConfigError(f"{where}: {key}: {first['msg']}") from None
+            raise ConfigError(f"{where}: unknown key {name!r}") from None
+        raise ConfigError(f"{where}: {name}: {first['msg']}") from None
 
 
 def _default_paths() -> dict[str, Path]:

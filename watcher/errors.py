@@ -53,3 +53,7 @@ class InvalidResultError(PublishError):
         self.reasons = tuple(reasons)
         count = f"{len(reasons)} problems: " if len(reasons) > 1 else ""
         super().__init__(f"nothing published: {count}{'; '.join(reasons)}")
+
+
+class NotifyError(WatcherError):
+    """``watcher notify`` cannot keep its cursor (unreadable, unwritable). One line, for humans."""

@@ -80,21 +80,27 @@ class Entry(NamedTuple):
 
 class Follower:
     """Reads the history entries recorded after those that existed when it opened (or the ``last``
-    ones before that); :meth:`poll` returns each entry once."""
+    ones before that, or those after the id ``after``: a cursor kept elsewhere); :meth:`poll`
+    returns each entry once."""
 
     def __init__(
-        self, db_path: Path, rejections_only: bool = False, last: int = 0, regressions_only: bool = False
+        self,
+        db_path: Path,
+        rejections_only: bool = False,
+        last: int = 0,
+        regressions_only: bool = False,
+        after: int | None = None,
     ) -> None:
         self.path = db_path
         self.rejections_only = rejections_only
         self.regressions_only = regressions_only
         self.store = Store.open_readonly(db_path)
-        self.inode = _inode(db_path)
-        self.after = self.store.history_start(last, rejections_only, regressions_only)
+        self.inode = inode_of(db_path)
+        self.after = self.store.history_start(last, rejections_only, regressions_only) if after is None else after
 
     def poll(self, limit: int = 1000) -> list[Entry]:
         """The next entries (at most ``limit``), oldest first; empty when none is new."""
-        inode = _inode(self.path)
+        inode = inode_of(self.path)
         if inode is not None and inode != self.inode:
             # Another database at this path now (the daemon rebuilt it): everything in it is new.
             try:
@@ -126,7 +132,8 @@ def follow(
         wait(interval)
 
 
-def _inode(path: Path) -> int | None:
+def inode_of(path: Path) -> int | None:
+    """The file's inode (what tells a replaced database from the one that was open), or ``None``."""
     try:
         return os.stat(path).st_ino
     except OSError:  # removed and not yet rebuilt: keep reading the open one

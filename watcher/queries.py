@@ -290,3 +290,9 @@ class Queries:
             sql = f"SELECT coalesce(min(id) - 1, 0) FROM (SELECT id FROM history {where} ORDER BY id DESC LIMIT ?)"
             row = self.db.execute(sql, [back]).fetchone()
         return int(row[0])
+
+    def scored_details(self, after: int, upto: int) -> dict[int, str]:
+        """The details of the ``scored`` history entries with an id above ``after`` and up to
+        ``upto`` that have one (a regression's reasons), by id."""
+        sql = f"SELECT id, detail FROM history WHERE {_SPAN} AND outcome = 'scored' AND detail IS NOT NULL"
+        return {int(i): str(d) for i, d in self.db.execute(sql, {"after": after, "upto": upto})}

@@ -62,6 +62,8 @@ def test_the_package_installs_a_running_service(box: nspawn.Container) -> None:
     assert sh(box, "id -nG watcher").split() == ["watcher"]
     assert "/etc/watcher/config.toml" in sh(box, "dpkg-query -W -f='${Conffiles}' watcher")
     assert sh(box, "/opt/watcher/venv/bin/watcher --version").strip() == "watcher 0.1.0"
+    # watcher notify's unit is there, disabled until the config names webhooks (docs/notifications.md).
+    assert sh(box, "systemctl is-enabled watcher-notify || true").strip() == "disabled"
 
 
 def test_set_the_watch_dir_and_it_works(box: nspawn.Container) -> None:

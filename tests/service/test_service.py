@@ -505,3 +505,51 @@ def test_reload_changes_the_target_without_a_restart(box: nspawn.Container) -> N
     wait_until(lambda: {r["target_recall"] for r in report(box)} == {0.85}, timeout=60, what="back to 0.85")
     assert prop(box, "MainPID") == pid
     assert_quiet(box, "reloads")
+
+
+RECEIVER = """
+import http.server, json, pathlib
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with open("/root/hook.jsonl", "a") as out:
+            out.write(json.dumps({"key": self.headers["Idempotency-Key"], "body": body}) + "\\n")
+        self.send_response(204)
+        self.end_headers()
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+pathlib.Path("/root/hook.port").write_text(str(server.server_address[1]))
+server.serve_forever()
+"""
+
+
+def test_the_notify_unit_posts_rejections_from_its_own_sandbox(box: nspawn.Container) -> None:
+    """systemd/watcher-notify.service beside the daemon: it reaches a webhook (on the container's
+    loopback), keeps its cursor in its own state directory, and leaves the daemon's alone."""
+    sh(
+        box,
+        f"cat > /root/receiver.py <<'EOF'\n{RECEIVER}\nEOF\nsystemd-run --unit=hook-receiver python3 /root/receiver.py",
+    )
+    port = wait_until(lambda: sh(box, "cat /root/hook.port 2>/dev/null || true").strip(), what="the receiver's port")
+    config = sh(box, "cat /etc/watcher/config.toml")
+    try:
+        sh(box, f"install -m 0644 {SRC}/systemd/watcher-notify.service /etc/systemd/system/")
+        sh(box, f"echo 'webhooks = [\"http://127.0.0.1:{port}/hook\"]' >> /etc/watcher/config.toml")
+        sh(box, "systemctl daemon-reload && systemctl start watcher-notify")
+        wait_until(
+            lambda: "webhook_following" in sh(box, "journalctl -u watcher-notify -o cat --no-pager"),
+            what="notify following",
+        )
+        drop(box, "notify-bad.json", "[1]")
+        line = wait_until(lambda: sh(box, "cat /root/hook.jsonl 2>/dev/null || true").strip(), 30, what="a post")
+        post = json.loads(line.splitlines()[0])
+        assert post["body"]["path"] == "notify-bad.json" and post["body"]["event"] == "rejected"
+        assert post["key"] == post["body"]["key"]
+        cursors = sh(box, "ls /var/lib/watcher-notify/notify 2>/dev/null; ls /var/lib/watcher-notify").split()
+        assert any(name.endswith(".cursor") for name in cursors), cursors
+        assert sh(box, "systemctl show --value -p ActiveState watcher-notify").strip() == "active"
+        assert sh(box, "stat -c %U /var/lib/watcher-notify").strip() == "watcher"
+        assert not sh(box, "ls /var/lib/watcher | grep -i notify || true").strip()  # nothing in the daemon's
+        assert prop(box, "PrivateNetwork") == "yes"  # the daemon's unit, unchanged
+    finally:
+        sh(box, "systemctl stop watcher-notify hook-receiver || true")
+        sh(box, f"cat > /etc/watcher/config.toml <<'EOF'\n{config}EOF")

@@ -56,7 +56,7 @@ def test_unit_contract() -> None:
     for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "User=watcher", "ProtectSystem=strict",
                  "PrivateNetwork=yes", "NoNewPrivileges=yes", "StateDirectory=watcher", "UMask=0027",
                  "LogRateLimitIntervalSec=0", "PrivateDevices=yes", "ProtectHome=read-only",
-                 "SystemCallFilter=setpriority"):  # fmt: skip
+                 "SystemCallFilter=setpriority", "RestrictAddressFamilies=AF_UNIX", "IPAddressDeny=any"):  # fmt: skip
         assert f"\n{line}\n" in text
     # The paths live in the installed config (systemd/config.toml), not in the unit's environment.
     assert "Environment=" not in text
@@ -70,6 +70,36 @@ def test_service_config_names_the_state_directory(tmp_path: Path) -> None:
     assert settings.db_path == Path("/var/lib/watcher/watcher.db")
     assert settings.report_dir == Path("/var/lib/watcher/reports")
     assert settings.watch_dir == Path("/home/ml/results")
+    assert settings.notify_state_dir == Path("/var/lib/watcher-notify")
+
+
+NOTIFY_UNIT = UNIT.parent / "watcher-notify.service"
+
+
+def test_notify_unit_verifies_clean_and_is_as_hardened(tmp_path: Path) -> None:
+    unit = tmp_path / "watcher-notify.service"
+    shutil.copy(NOTIFY_UNIT, unit)
+    assert verify(unit) == []
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    match = re.search(r"Overall exposure level for watcher-notify\.service: (\d+\.\d+)", proc.stdout + proc.stderr)
+    assert match, proc.stdout + proc.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_notify_unit_alone_reaches_the_network_and_writes_only_its_state() -> None:
+    text = NOTIFY_UNIT.read_text()
+    assert "\nExecStart=/opt/watcher/venv/bin/watcher notify --config /etc/watcher/config.toml\n" in text
+    for line in ("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "ProtectSystem=strict", "User=watcher",
+                 "StateDirectory=watcher-notify", "NoNewPrivileges=yes", "Restart=on-failure",
+                 "RestartPreventExitStatus=2"):  # fmt: skip
+        assert f"\n{line}\n" in text
+    settings = [line.split("=")[0] for line in text.splitlines() if line and not line.startswith("#")]
+    assert not {"PrivateNetwork", "IPAddressDeny", "ReadWritePaths"} & set(settings)
+    # ... while the daemon's unit keeps every network door shut.
+    daemon = UNIT.read_text()
+    assert "\nPrivateNetwork=yes\n" in daemon and "\nRestrictAddressFamilies=AF_UNIX\n" in daemon
 
 
 DROP_IN = UNIT.parent / "central.conf"
