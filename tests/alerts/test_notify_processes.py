@@ -1,10 +1,12 @@
 """``watcher notify`` end to end: a real ``watcher run`` daemon, a real ``watcher notify`` process
 and a local webhook receiver. Rejected files are posted (both formats); a receiver that is down is
 retried and then caught up, in order; a notify process killed -9 forty times at random instants
-while rejections keep coming delivers every one of them at least once."""
+while rejections keep coming delivers every one of them at least once; a regression the daemon
+finds (its checks on) is posted with its reasons."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -102,3 +104,39 @@ def test_killed_at_random_forty_times_it_loses_no_event(
     assert first_seen == sorted(first_seen)  # a first delivery never overtakes an earlier event
     assert figures["resumed_from"] > 10  # the kills cut into the delivery, again and again
     assert notify.stop() == 0
+
+
+def test_a_regression_the_daemon_finds_is_posted_with_its_reasons(tmp_path: Path, receiver: Receiver) -> None:
+    # The whole chain with no hand-made history: a daemon with the regression checks on scores a
+    # model's second experiment, worse than its first, and notify posts it (both formats).
+    daemon = Daemon(tmp_path, env={"WATCHER_REGRESSIONS": "true"}).start()
+    notify = NotifyProcess(
+        tmp_path, daemon.db, [{"url": receiver.url}, {"url": f"{receiver.url}/s", "format": "slack"}]
+    )
+    try:
+        notify.start()
+        model = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
+        write(daemon.inbox / "first.json", doc(model_id=model, experiment_date="2024-05-01T12:00:00.000Z"))
+        wait_until(lambda: "first.json" in daemon.results(), what="the first experiment scored")
+        worse = doc(model_id=model, experiment_date="2024-05-02T12:00:00.000Z", recall_arr=[1.0, 0.8, 0.6, 0.3, 0.0])
+        write(daemon.inbox / "second.json", worse)
+        wait_until(lambda: len(receiver.posts) == 2, what="the regression, twice")
+        plain = next(p["body"] for p in receiver.posts if "id" in p["body"])
+        assert plain["event"] == "regressed" and plain["path"] == "second.json" and plain["model_id"] == model
+        assert "target no longer met" in plain["regression"]
+        assert plain["id"] in [e[0] for e in _scored_ids(daemon.db)]
+        slack = next(p["body"]["text"] for p in receiver.posts if "text" in p["body"])
+        assert f"model {model} regressed (second.json)" in slack and "target no longer met" in slack
+        assert [e["path"] for e in daemon.events() if e["event"] == "model_regressed"] == ["second.json"]
+        assert notify.stop() == 0
+    finally:
+        notify.cleanup()
+        daemon.stop()
+
+
+def _scored_ids(db: Path) -> list[tuple[int, str]]:
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT id, path FROM history WHERE outcome = 'scored'").fetchall()
+    finally:
+        conn.close()
