@@ -84,7 +84,7 @@ class Rows(list[tuple[str, str]]):
         return self
 
 
-def bench(files: int, tree: Path, work: Path, changes: int, idle_s: float) -> list[tuple[str, str]]:
+def bench(files: int, tree: Path, work: Path, changes: int, idle_s: float, warm: bool = True) -> list[tuple[str, str]]:
     """Every figure at ``files`` files, as (figure, value) rows, printed as they come."""
     marker = tree / ".generated"
     fresh = not (marker.exists() and marker.read_text().split()[0] == str(files))
@@ -98,7 +98,7 @@ def bench(files: int, tree: Path, work: Path, changes: int, idle_s: float) -> li
     db = work / "m.db"
     out = work / "baseline.csv"
     scan = (PY, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db), "--log-format", "json")
-    if not fresh:  # a tree just written is in the page cache already; one kept from before may not be
+    if warm and not fresh:  # a tree just written is in the page cache already; one kept from before may not be
         timed_command(PY, "-m", "benchmarks.baseline", str(tree), str(out))
     base_wall, base_cpu = timed_command(PY, "-m", "benchmarks.baseline", str(tree), str(out))
     cold_wall, cold_cpu = timed_command(*scan)
@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, help="where the generated tree goes (kept for the next run)")
     parser.add_argument("--changes", type=int, default=50, help="new files for the latency figure")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of each idle measurement")
+    parser.add_argument(
+        "--no-warm",
+        dest="warm",
+        action="store_false",
+        help="the kept tree is in the page cache already: no warm-up run of the naive script",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the figures")
     args = parser.parse_args(argv)
     if args.quick:
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="watcher-million-"))
     try:
         started = time.perf_counter()
-        bench(args.files, args.tree or work / "tree", work, args.changes, args.idle)
+        bench(args.files, args.tree or work / "tree", work, args.changes, args.idle, args.warm)
         load = os.getloadavg()[0]
         print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.perf_counter() - started:.0f} s "
               f"in all, load average {load:.1f} at the end")  # fmt: skip
