@@ -6,9 +6,9 @@ below TREE goes through each stage of a scan in turn, all files through one stag
 close), hash, validate (parse and check, :func:`watcher.resultfile.validate_bytes`), score, the
 drawn curve, the outcome pickled in a worker and unpickled in the scan's process (the pool's IPC),
 the insert (:meth:`watcher.store.Store.apply`, batches of ``batch_size``, into a fresh database),
-and its log lines. Then the naive script's work (``benchmarks.baseline``: ``json.load`` and its
-checks and scoring) on the same files. Prints microseconds of CPU per file (user + system), and the
-system part, for each stage.
+and its log lines (with the lookup of models held by several files). Then the naive script's work
+(``benchmarks.baseline``: ``json.load`` and its checks and scoring) on the same files. Prints
+microseconds of CPU per file (user + system), and the system part, for each stage.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def measure(tree: Path, work: Path) -> list[tuple[str, float, float]]:
                 for a in applied:
                     log_applied(a, store, bulk=True)
 
-            timed("log lines (info, as a scan)", n, log_all, rows)
+            timed("log lines and the duplicates lookup (info, as a scan)", n, log_all, rows)
     finally:
         store.close()
 
