@@ -122,3 +122,43 @@ def test_notify_kill_benchmark_prints_every_figure() -> None:
     assert set(figures) == {"written", "rejections", "posts", "duplicates", "kills", "catch_up_seconds",
                             "resumed_from", "lost"}  # fmt: skip
     assert figures["kills"] == 2 and figures["lost"] == 0 and figures["posts"] >= figures["rejections"] > 0
+
+
+def test_million_generator_writes_each_file_once_a_hundred_to_a_folder(tmp_path: Path) -> None:
+    from benchmarks import million
+
+    million.generate(tmp_path / "a", 25_000, jobs=2)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.json"))
+    assert len(files) == 25_000 and len({f.parent for f in files}) == 250
+    assert files[0] == Path("run0000/model0000000.json") and files[-1] == Path("run0249/model0024999.json")
+    # Deterministic: the same tree again, byte for byte (a sample across the three parts).
+    million.generate(tmp_path / "b", 25_000, jobs=1)
+    for f in files[::997]:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    ResultFile.model_validate_json((tmp_path / "a" / files[-1]).read_bytes())
+
+
+def test_million_benchmark_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.million", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("| 400 files in 4 folders | watcher |")
+    for figure in ("naive script, one full rescan", "cold `watcher scan`", "cold scan against the naive script",
+                   "unchanged re-scan", "database files after the scan", "report.html after the scan",
+                   "daemon (inotify) start to ready", "change -> database, p50 / p99 over 3",
+                   "change -> table files", "idle, inotify", "daemon (polling) start to ready", "idle, polling",
+                   "report.html after the changes"):  # fmt: skip
+        assert f"\n| {figure}" in proc.stdout, figure
+    assert re.search(r"\n\| idle, polling: [^|]+ \| \d+\.\d\d; \d+ \(1\) \|", proc.stdout)
+
+
+def test_stages_benchmark_prints_each_stage_per_file(tmp_path: Path) -> None:
+    corpus.generate(tmp_path / "tree", 300)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.stages", str(tmp_path / "tree")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for stage in ("read (open, fstat, read, close)", "hash (sha256)", "parse and validate", "score",
+                  "encode the drawn curve", "make the outcome", "IPC: pickle in the worker",
+                  "IPC: unpickle in the scan's process", "insert (results, history, indexes; commits)",
+                  "log lines", "the naive script", "watcher's stages, summed"):  # fmt: skip
+        assert re.search(rf"\n\| {re.escape(stage)}[^|]* \| \d+\.\d \|", proc.stdout), stage
