@@ -14,12 +14,20 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from watcher.errors import ConfigError
-from watcher.scoring import OperatingPoint
+from watcher.scoring import OperatingPoint, Picker
 
 ENV_PREFIX = "WATCHER_"
 #: Environment variable naming the config file (the ``--config`` flag wins over it).
@@ -52,6 +60,8 @@ class Settings(BaseModel):
     html_max_models: int = Field(1_000_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
     operating_point: OperatingPoint = "nearest"
+    extra_targets: tuple[Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)], ...] = ()
+    extra_pickers: tuple[Picker, ...] = ()
     patterns: tuple[str, ...] = Field(("*.json",), min_length=1)
     ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
     recursive: bool = True
@@ -87,6 +97,21 @@ class Settings(BaseModel):
         if value is not None and (_URL_PASSWORD.match(value) or _KV_PASSWORD.search(value)):
             raise ValueError("must not contain a password: put it in ~/.pgpass or the file PGPASSFILE names")
         return value or None
+
+    @field_validator("extra_targets", "extra_pickers")
+    @classmethod
+    def _distinct(cls, value: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+        # Each point once: a target given twice (or equal to target_recall) would be two rows
+        # with one key.
+        if len(set(value)) != len(value) or info.data.get("target_recall") in value:
+            raise ValueError("each value at most once, and not target_recall's")
+        return value
+
+    @property
+    def targets(self) -> tuple[float, ...]:
+        """Every target recall: ``target_recall`` (the primary one, in ``results``) first, then
+        ``extra_targets`` in their order."""
+        return (self.target_recall, *self.extra_targets)
 
     @field_validator("metrics_file")
     @classmethod
@@ -126,7 +151,7 @@ def default_report_dir(db_path: Path) -> Path:
 
 
 _PATH_KEYS = ("watch_dir", "db_path", "report_dir", "metrics_file")
-_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns")
+_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns", "extra_targets", "extra_pickers")
 
 
 def _absolute(values: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The folder's mirror in the database: which paths are stored with which stat key and hash, and
-a batch of outcomes applied in one transaction (``results``, ``rejections`` and ``history``).
+a batch of outcomes applied in one transaction (``results`` with ``operating_points``,
+``rejections`` and ``history``).
 
 A mixin of :class:`watcher.store.Store`, which owns the connection and its transactions.
 """
@@ -182,6 +183,19 @@ class Mirror:
                     for o in scored
                 ],
             )  # fmt: skip
+            # A file's operating points go with its results row: replaced, or gone with it.
+            ex(
+                "DELETE FROM operating_points WHERE path = ?",
+                [(o.path,) for o in scored] + [(o.path,) for o, _ in fresh] + [(p,) for p in removed],
+            )
+            ex(
+                "INSERT INTO operating_points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (o.path, n, *p[:6], None if p.met is None else int(p.met))
+                    for o in scored
+                    for n, p in enumerate(o.points)
+                ],
+            )
             ex("DELETE FROM results WHERE path = ?", [(o.path,) for o, _ in fresh])
             ex(
                 "INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -11,6 +11,7 @@ import os
 from typing import NamedTuple
 
 from watcher.resultfile import Problem
+from watcher.scoring import Point
 
 #: A file's version without reading it, ``(size, mtime_ns, inode)``, as the database returns it.
 StatKey = tuple[int, int, int]
@@ -46,7 +47,9 @@ def identity_stat(full: str) -> os.stat_result:
 
 class Scored(NamedTuple):
     """A valid file and its chosen operating point; ``curve`` is the drawing's stored form
-    (:func:`watcher.scoring.curve_bytes`)."""
+    (:func:`watcher.scoring.curve_bytes`); ``points`` every operating point of the file (the
+    primary target's first, then the extra targets', then the pickers'), for the
+    ``operating_points`` table."""
 
     path: str
     stat: FileStat
@@ -62,6 +65,7 @@ class Scored(NamedTuple):
     target_recall: float
     n_points: int
     curve: bytes = b""
+    points: tuple[Point, ...] = ()
 
 
 class Rejected(NamedTuple):

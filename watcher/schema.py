@@ -143,8 +143,38 @@ _V7 = """
 ALTER TABLE daemon_status ADD COLUMN watch_dir TEXT;
 """
 
+_V8 = """
+-- Every operating point of each scored file: one row per target recall (kind 'recall'; the primary
+-- target's is the point in results) and per picker asked for (kind 'max_f1' or 'youden', target
+-- and met NULL). precision and fpr are the file's values at the point, NULL when it has no such
+-- array. n is the point's place in the settings: 0 the primary target (target_recall), then the
+-- extra targets, then the pickers, in their order. Written and deleted with the file's results row,
+-- in the same transaction. Without rowid: one b-tree, one insert per row (a cold scan writes one
+-- row per file and target).
+CREATE TABLE operating_points (
+    path TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('recall', 'max_f1', 'youden')),
+    target REAL,
+    threshold REAL NOT NULL,
+    recall REAL NOT NULL,
+    precision REAL,
+    fpr REAL,
+    met INTEGER,
+    PRIMARY KEY (path, n)
+) WITHOUT ROWID;
+-- The results stored so far: their primary point (no precision known until they are judged again).
+INSERT INTO operating_points
+SELECT path, 0, 'recall', target_recall, optimal_threshold, closest_recall_value, NULL, NULL, target_met FROM results;
+-- The report's models with each of their points: the report view's rows joined with the table.
+CREATE VIEW report_points AS
+SELECT v.model_id, v.issuer, p.n, p.kind, p.target, p.threshold, p.recall, p.precision, p.fpr, p.met, v.experiment_date,
+    v.path
+FROM report v JOIN operating_points p ON p.path = v.path;
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
