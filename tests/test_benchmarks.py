@@ -111,3 +111,13 @@ def test_corpus_curves_are_valid_and_never_rise() -> None:
         ResultFile.model_validate(d)
         r = d["recall_arr"]
         assert all(map(operator.ge, r, islice(r, 1, None))), r
+
+
+def test_targets_benchmark_prints_one_and_three_targets_and_their_ratio() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.targets", "--files", "300", "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("300 files, 1 rounds, cold scans")
+    assert [line.split()[0] for line in lines[1:4]] == ["one", "three", "three"]
+    assert float(lines[3].split()[4].rstrip(",")) > 0  # the CPU ratio

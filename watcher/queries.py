@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from watcher.schema import REPORT_COLUMNS
+from watcher.schema import POINT_COLUMNS, REPORT_COLUMNS
 
 _DETAIL_COLUMNS = (
     "model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path",
@@ -61,6 +61,11 @@ class Queries:
         elif desc:
             order = "model_id DESC"
         return iter(self.db.execute(f"{sql} ORDER BY {order}", args))
+
+    def point_rows(self) -> Iterator[tuple[Any, ...]]:
+        """The ``report_points`` view (tuples in POINT_COLUMNS order): each model's report row's
+        operating points, by model_id, then in the settings' order (``n``). A cursor."""
+        return iter(self.db.execute(f"SELECT {', '.join(POINT_COLUMNS)} FROM report_points ORDER BY model_id, n"))
 
     def report_mark(self) -> tuple[str | None, int]:
         """Where the history stands: its identity (the first entry's id and time; None when empty)
@@ -225,11 +230,17 @@ class Queries:
         """Up to ``limit`` history entries with an id above ``after``, oldest first: id, at, path,
         outcome, sha256, model_id, detail (a rejection's errors as JSON), then, for a scored
         entry whose file is still stored with that content, optimal_threshold,
-        closest_recall_value and target_met (else NULLs)."""
+        closest_recall_value and target_met, and its other operating points (``n`` > 0) as a
+        JSON array of objects, NULL when it has none (else NULLs)."""
         where = " AND h.outcome = 'rejected'" if rejected_only else ""
+        points = (
+            "(SELECT json_group_array(json_object('kind', kind, 'target', target, 'threshold', threshold,"
+            " 'recall', recall, 'precision', precision, 'fpr', fpr, 'met', met)) FROM operating_points"
+            " WHERE path = r.path AND n > 0 HAVING count(*) > 0)"
+        )
         sql = (
             "SELECT h.id, h.at, h.path, h.outcome, h.sha256, h.model_id, h.detail,"
-            " r.optimal_threshold, r.closest_recall_value, r.target_met"
+            f" r.optimal_threshold, r.closest_recall_value, r.target_met, {points}"
             " FROM history h LEFT JOIN results r ON h.outcome = 'scored' AND r.path = h.path AND r.sha256 = h.sha256"
             f" WHERE h.id > ?{where} ORDER BY h.id LIMIT ?"
         )

@@ -14,6 +14,12 @@ REPORT_COLUMNS = (
     "experiment_date", "path",
 )  # fmt: skip
 
+#: The ``report_points`` view's columns (since schema version 8), as the ``points`` report files
+#: show them: each operating point of each model's report row.
+POINT_COLUMNS = (
+    "model_id", "issuer", "kind", "target", "threshold", "recall", "precision", "fpr", "met", "experiment_date", "path",
+)  # fmt: skip
+
 _V1 = """
 CREATE TABLE results (
     path TEXT PRIMARY KEY,

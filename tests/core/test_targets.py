@@ -19,10 +19,11 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_curve, 
 from testing.helpers import doc, write
 from watcher.config import load_settings
 from watcher.errors import ConfigError
+from watcher.follow import Follower
 from watcher.judge import JudgeOptions, judge, rules_version
 from watcher.lifecycle import RELOADABLE
 from watcher.outcomes import Scored
-from watcher.reconcile import reconcile
+from watcher.reconcile import reconcile, scan
 from watcher.resultfile import RULES_VERSION, Problem, explain, validate_bytes
 from watcher.schema import MIGRATIONS, statements
 from watcher.scoring import OPERATING_POINTS, max_f1, operating_points, optimal_point, youden
@@ -294,3 +295,53 @@ def test_random_files_with_arrays_round_trip(make_settings: Any) -> None:
         expected += [(name, *p[:6], None if p.met is None else int(p.met)) for p in points]
     key = lambda r: (r[0], r[1], -1.0 if r[2] is None else r[2])  # noqa: E731
     assert sorted(stored, key=key) == sorted(expected, key=key)
+
+
+def test_the_points_files_show_every_point_and_only_when_asked_for(make_settings: Any, tmp_path: Path) -> None:
+    formats = ("csv", "json", "markdown")
+    one = make_settings(report_formats=formats, report_dir=tmp_path / "reports")
+    model = "0b9c2d4e-0000-4000-8000-000000000001"
+    write(one.watch_dir / "a.json", doc(model_id=model, precision_arr=[0.1, 0.2, 0.3, 0.4, 0.5]))
+    scan(one)
+    assert sorted(p.name for p in one.report_dir.iterdir()) == ["report.csv", "report.json", "report.md"]
+    report = (one.report_dir / "report.csv").read_bytes()
+    pickers = ("max_f1", "youden")
+    more = make_settings(
+        report_formats=formats, report_dir=tmp_path / "reports", extra_targets=(0.9,), extra_pickers=pickers
+    )
+    scan(more)
+    assert (one.report_dir / "report.csv").read_bytes() == report  # the primary point's report, unchanged
+    head = "model_id,issuer,kind,target,threshold,recall,precision,fpr,met,experiment_date,path\n"
+    assert (more.report_dir / "points.csv").read_text() == head + (
+        f"{model},ana@example.com,recall,0.85,0.5,0.85,0.3,,1,2024-05-01T12:00:00.000Z,a.json\n"
+        f"{model},ana@example.com,recall,0.9,0.25,0.95,0.2,,1,2024-05-01T12:00:00.000Z,a.json\n"
+        f"{model},ana@example.com,max_f1,,0.75,0.5,0.4,,,2024-05-01T12:00:00.000Z,a.json\n"
+    )  # F1: 0.182, 0.330, 0.4435, 0.4444, 0; no youden point: the file has no fpr_arr
+    points = json.loads((more.report_dir / "points.json").read_text())
+    assert [(p["kind"], p["target"], p["precision"], p["met"]) for p in points] == [
+        ("recall", 0.85, 0.3, 1), ("recall", 0.9, 0.2, 1), ("max_f1", None, 0.4, None)
+    ]  # fmt: skip
+    markdown = (more.report_dir / "points.md").read_text().splitlines()
+    assert markdown[3].startswith(f"| {model} | ana@example.com | recall | 0.9 | 0.25 |")
+
+
+def test_follow_shows_the_other_points_and_nothing_more_without_them(make_settings: Any) -> None:
+    model = "0b9c2d4e-0000-4000-8000-000000000002"
+    one = make_settings()
+    scan(one)
+    follower = Follower(one.db_path)
+    write(one.watch_dir / "a.json", doc(model_id=model, fpr_arr=[1.0, 0.5, 0.2, 0.1, 0.0]))
+    scan(one)
+    (entry,) = follower.poll()
+    assert entry.points is None and "points" not in json.loads(entry.as_json())
+    assert entry.as_text().endswith(f"a.json  model_id {model}  threshold 0.5  recall 0.85")
+    more = make_settings(extra_targets=(0.9,), extra_pickers=("max_f1", "youden"))
+    scan(more)  # judged again under the new rules version
+    (entry,) = follower.poll()
+    point = {"kind": "recall", "target": 0.9, "threshold": 0.25, "recall": 0.95, "precision": None, "fpr": 0.5}
+    youden = {"kind": "youden", "target": None, "threshold": 0.5, "recall": 0.85, "precision": None, "fpr": 0.2}
+    assert entry.points == [{**point, "met": 1}, {**youden, "met": None}]
+    assert json.loads(entry.as_json())["points"] == entry.points
+    assert entry.as_text().endswith(
+        "recall 0.85  | at 0.9: threshold 0.25  recall 0.95  fpr 0.5  | youden: threshold 0.5  recall 0.85  fpr 0.2"
+    )

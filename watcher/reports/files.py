@@ -21,9 +21,10 @@ from typing import TextIO
 
 from watcher.config import Settings
 from watcher.logs import get_logger
-from watcher.reports.formats import FILE_NAMES, Row, render_tables
+from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES, Row, render_tables
 from watcher.reports.page import columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
+from watcher.schema import POINT_COLUMNS
 from watcher.store import Store
 from watcher.timestamps import now_iso
 
@@ -127,7 +128,22 @@ def write_tables(store: Store, settings: Settings) -> list[Path]:
     if not tables:
         return []
     with store.snapshot():
-        return write_reports(store.report_rows, settings.report_dir, tables)
+        return write_reports(store.report_rows, settings.report_dir, tables) + write_points(store, settings)
+
+
+def write_points(store: Store, settings: Settings) -> list[Path]:
+    """Rewrite the operating points files (``points.csv``, ``.json``, ``.md``: one row per model
+    and point, POINT_COLUMNS) of the table formats asked for, when the settings ask for more
+    points than the primary one (with the primary target alone, ``report.*`` says it all and no
+    such file is written). Read in one pass; each file replaced atomically."""
+    tables = [f for f in settings.report_formats if f in POINT_FILE_NAMES]
+    if not (settings.extra_targets or settings.extra_pickers) or not tables:
+        return []
+    paths = [settings.report_dir / POINT_FILE_NAMES[f] for f in tables]
+    with contextlib.ExitStack() as stack:
+        outs: dict[str, TextIO] = {f: stack.enter_context(atomic_file(p)) for f, p in zip(tables, paths, strict=True)}
+        render_tables(store.point_rows(), outs, POINT_COLUMNS)
+    return paths
 
 
 def write_html_file(settings: Settings) -> Path:

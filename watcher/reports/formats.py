@@ -18,6 +18,9 @@ Row = Sequence[Any]  # values in REPORT_COLUMNS order
 
 #: File name of each report format.
 FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md", "html": "report.html"}
+#: File name of each table format's operating points file (written only when the settings ask for
+#: more than the primary target's point: ``extra_targets`` or ``extra_pickers``).
+POINT_FILE_NAMES = {"csv": "points.csv", "json": "points.json", "markdown": "points.md"}
 
 
 class TableFormat(Protocol):
