@@ -35,15 +35,18 @@ def test_points_follow_the_files_and_a_reload_of_the_targets(tmp_path: Path) -> 
     try:
         d.start()
         write(d.inbox / "a.json", doc(fpr_arr=[1.0, 0.5, 0.2, 0.1, 0.0]))
-        expected = [("a.json", 0, "recall", 0.85, 0.5, 0.2, 1), ("a.json", 1, "recall", 0.9, 0.25, 0.5, 1)]
-        wait_until(lambda: _points(d) == expected, what="two points")
+        two: list[tuple[object, ...]] = [
+            ("a.json", 0, "recall", 0.85, 0.5, 0.2, 1),
+            ("a.json", 1, "recall", 0.9, 0.25, 0.5, 1),
+        ]
+        wait_until(lambda: _points(d) == two, what="two points")
         wait_until(lambda: _points_csv(d) == [["recall", "0.85", "0.5", "1"], ["recall", "0.9", "0.25", "1"]])
 
         config.write_text('extra_targets = [0.5]\nextra_pickers = ["youden", "max_f1"]\n')
         d.signal(signal.SIGHUP)
         d.wait_event("config_reloaded", changed=["extra_targets", "extra_pickers"])
         d.wait_event("settings_taken", rescore=True)
-        expected = [
+        expected: list[tuple[object, ...]] = [
             ("a.json", 0, "recall", 0.85, 0.5, 0.2, 1),
             ("a.json", 1, "recall", 0.5, 0.75, 0.1, 1),
             ("a.json", 2, "youden", None, 0.5, 0.2, None),  # no max_f1 point: the file has no precision_arr
