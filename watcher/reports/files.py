@@ -175,7 +175,7 @@ def write_html(store: Store, settings: Settings) -> Path:
 
     def produce(fh: TextIO) -> None:
         render_html(cols, rejections, fh, now_iso(), omitted, target=settings.target_recall,
-                    earlier=earlier, history_note=note)  # fmt: skip
+                    earlier=earlier, history_note=note, extra_targets=settings.extra_targets)  # fmt: skip
 
     write_atomic(target, produce)
     return target
