@@ -4,6 +4,7 @@ the page of a single target is the script it always was."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,9 +25,8 @@ def test_the_script_gains_the_lines_only_with_extra_targets() -> None:
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_every_target_is_a_line_on_the_chart(tmp_path: Path) -> None:
-    settings = Settings(
-        watch_dir=tmp_path / "inbox", db_path=tmp_path / "var" / "watcher.db", workers=1, extra_targets=(0.5, 0.95)
-    )
+    values: dict[str, Any] = {"watch_dir": tmp_path / "inbox", "db_path": tmp_path / "var" / "watcher.db"}
+    settings = Settings(**values, workers=1, extra_targets=(0.5, 0.95))
     write(settings.watch_dir / "a.json", doc())
     scan(settings)
     with Browser(width=1400, height=1000) as b:
