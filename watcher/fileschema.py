@@ -24,7 +24,8 @@ COPIES = (Path("watcher") / FILE_NAME, Path("docs") / FILE_NAME)
 
 _CROSS_RULES = (
     "Rules JSON Schema cannot state, which the daemon also applies: threshold_arr and recall_arr "
-    "(and precision_arr and fpr_arr when given) have the same length; each threshold is greater than the one before; no key appears twice; "
+    "(and precision_arr and fpr_arr when given) have the same length; each threshold is greater than "
+    "the one before; no key appears twice; "
     "the file is UTF-8 (a leading BOM is tolerated) and at most max_file_bytes (64 MiB by default); "
     "issuer passes the email-validator package's syntax check; experiment_date is a possible date "
     "and time."
