@@ -3,10 +3,12 @@
 ``python -m benchmarks.targets [--files N] [--rounds R] [--tree DIR]``: generates N files
 (:mod:`testing.corpus`, 100,000 by default; kept in DIR when given, and reused if it holds them
 already), then, R times in turn, a cold scan into a fresh database with ``target_recall`` alone
-and one with ``extra_targets = [0.80, 0.90]`` besides (``WATCHER_EXTRA_TARGETS``). For each it
-measures the CPU time of the whole process tree (user + system, ``getrusage`` of the children: the
-worker processes are waited for, so they count) and the wall time. Prints the medians, the ratio
-three/one of each, and every figure.
+and one with ``extra_targets = [0.80, 0.90]`` besides (``WATCHER_EXTRA_TARGETS``), each twice:
+with no report file (``report_formats = []``: judging and storing alone) and with the default
+report files (``report.csv``, ``.json``, ``.html``, and with three targets ``points.csv`` and
+``.json``). For each it measures the CPU time of the whole process tree (user + system,
+``getrusage`` of the children: the worker processes are waited for, so they count) and the wall
+time. Prints the medians, the ratio three/one of each, and every figure.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ HERE = Path(__file__).resolve().parent.parent
 EXTRA = "0.80,0.90"
 
 
-def cold_scan(tree: Path, db: Path, extra: str | None) -> tuple[float, float]:
+def cold_scan(tree: Path, db: Path, extra: str | None, reports: bool) -> tuple[float, float]:
     """CPU seconds (the process tree's user + system) and wall seconds of ``watcher scan``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     if extra:
         env["WATCHER_EXTRA_TARGETS"] = extra
+    if not reports:
+        env["WATCHER_REPORT_FORMATS"] = ""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -63,18 +67,23 @@ def main() -> None:
         if not (tree / "run0000").is_dir():
             generate(tree, args.files)
         db = Path(tmp) / "bench.db"
-        figures: dict[str, list[tuple[float, float]]] = {"one": [], "three": []}
+        figures: dict[tuple[str, bool], list[tuple[float, float]]] = {}
         for _ in range(args.rounds):
-            figures["one"].append(cold_scan(tree, db, None))
-            figures["three"].append(cold_scan(tree, db, EXTRA))
+            for reports in (False, True):
+                for name, extra in (("one", None), ("three", EXTRA)):
+                    figures.setdefault((name, reports), []).append(cold_scan(tree, db, extra, reports))
     medians = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in figures.items()}
     print(f"{args.files} files, {args.rounds} rounds, cold scans (CPU = user + sys of the process tree)")
-    for name, (cpu, wall) in medians.items():
-        print(f"  {name:5} target(s): CPU {cpu:.2f} s, wall {wall:.2f} s (median)")
-    cpu, wall = (medians["three"][i] / medians["one"][i] for i in (0, 1))
-    print(f"  three / one: CPU {cpu:.3f}, wall {wall:.3f}")
-    for name, values in figures.items():
-        print(f"  {name}: " + ", ".join(f"{c:.2f}/{w:.2f}" for c, w in values))
+    for reports, what in ((False, "no report files"), (True, "default report files")):
+        for name in ("one", "three"):
+            cpu, wall = medians[name, reports]
+            print(f"  {name:5} target(s), {what}: CPU {cpu:.2f} s, wall {wall:.2f} s (median)")
+        cpu, wall = (medians["three", reports][i] / medians["one", reports][i] for i in (0, 1))
+        print(f"  three / one, {what}: CPU {cpu:.3f}, wall {wall:.3f}")
+    for (name, reports), values in figures.items():
+        print(
+            f"  {name}, {'reports' if reports else 'no reports'}: " + ", ".join(f"{c:.2f}/{w:.2f}" for c, w in values)
+        )
 
 
 if __name__ == "__main__":

@@ -119,5 +119,6 @@ def test_targets_benchmark_prints_one_and_three_targets_and_their_ratio() -> Non
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("300 files, 1 rounds, cold scans")
-    assert [line.split()[0] for line in lines[1:4]] == ["one", "three", "three"]
-    assert float(lines[3].split()[4].rstrip(",")) > 0  # the CPU ratio
+    assert [line.split()[0] for line in lines[1:7]] == ["one", "three", "three"] * 2
+    assert "no report files" in lines[3] and "default report files" in lines[6]
+    assert all(float(lines[i].split("CPU ")[1].split(",")[0]) > 0 for i in (3, 6))  # the CPU ratios
