@@ -28,6 +28,7 @@ from watcher.resultfile import RULES_VERSION, Problem, explain, validate_bytes
 from watcher.schema import MIGRATIONS, statements
 from watcher.scoring import OPERATING_POINTS, max_f1, operating_points, optimal_point, youden
 from watcher.store import Store
+from watcher.tree import own_outputs
 
 _unit = st.floats(0.0, 1.0)
 _recall = st.one_of(_unit, st.sampled_from([0.0, 0.5, 0.8, 0.85, 0.9, 1.0]))
@@ -345,3 +346,14 @@ def test_follow_shows_the_other_points_and_nothing_more_without_them(make_settin
     assert entry.as_text().endswith(
         "recall 0.85  | at 0.9: threshold 0.25  recall 0.95  fpr 0.5  | youden: threshold 0.5  recall 0.85  fpr 0.2"
     )
+
+
+def test_points_files_written_into_the_watch_dir_are_never_judged(make_settings: Any) -> None:
+    s = make_settings(extra_targets=(0.9,), report_formats=("csv", "json"))
+    s = s.model_copy(update={"report_dir": s.watch_dir})
+    write(s.watch_dir / "a.json", doc())
+    scan(s)
+    assert (s.watch_dir / "points.json").is_file()
+    assert {"points.csv", "points.json", "points.md"} <= own_outputs(s)
+    summary, _ = scan(s)
+    assert (summary.seen, summary.rejected) == (1, 0)  # points.json is not a results file
