@@ -1,4 +1,8 @@
-"""Pick the operating point of a recall curve. Pure functions, no I/O.
+"""Pick the operating points of a recall curve. Pure functions, no I/O.
+
+:func:`operating_points` gives the point of each target recall (the primary one and
+``extra_targets``, in one pass over the arrays) and of each picker asked for (:data:`PICKERS`:
+``max_f1``, ``youden``); :func:`optimal_point` the point of one target.
 
 Three rules (:data:`OPERATING_POINTS`, the ``operating_point`` setting); the curve need not be
 monotone, and recall is compared with the target exactly (as floats) except in ``nearest``:
