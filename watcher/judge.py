@@ -269,7 +269,8 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),
         curve=curve_bytes(thresholds, recalls),
-        points=tuple(points),
+        # Only what results cannot say: none when the primary point, without precision or FPR, is all.
+        points=tuple(points) if len(points) > 1 or points[0].precision is not None or points[0].fpr is not None else (),
     )
 
 

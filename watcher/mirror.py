@@ -1,5 +1,5 @@
 """The folder's mirror in the database: which paths are stored with which stat key and hash, and
-a batch of outcomes applied in one transaction (``results`` with ``operating_points``,
+a batch of outcomes applied in one transaction (``results`` with ``point_sets``,
 ``rejections`` and ``history``).
 
 A mixin of :class:`watcher.store.Store`, which owns the connection and its transactions.
@@ -183,19 +183,16 @@ class Mirror:
                     for o in scored
                 ],
             )  # fmt: skip
-            # A file's operating points go with its results row: replaced, or gone with it.
-            ex(
-                "DELETE FROM operating_points WHERE path = ?",
-                [(o.path,) for o in scored] + [(o.path,) for o, _ in fresh] + [(p,) for p in removed],
-            )
-            ex(
-                "INSERT INTO operating_points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (o.path, n, *p[:6], None if p.met is None else int(p.met))
-                    for o in scored
-                    for n, p in enumerate(o.points)
-                ],
-            )
+            # A file's operating points go with its results row: replaced, or gone with it. Only
+            # files with more than their primary point have a row (often none: no DELETE then).
+            if self.db.execute("SELECT EXISTS (SELECT 1 FROM point_sets)").fetchone()[0]:
+                ex(
+                    "DELETE FROM point_sets WHERE path = ?",
+                    [(o.path,) for o in scored] + [(o.path,) for o, _ in fresh] + [(p,) for p in removed],
+                )
+            sets = [(o.path, json.dumps(o.points)) for o in scored if o.points]
+            if sets:
+                ex("INSERT INTO point_sets VALUES (?, ?)", sets)
             ex("DELETE FROM results WHERE path = ?", [(o.path,) for o, _ in fresh])
             ex(
                 "INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -48,8 +48,9 @@ def identity_stat(full: str) -> os.stat_result:
 class Scored(NamedTuple):
     """A valid file and its chosen operating point; ``curve`` is the drawing's stored form
     (:func:`watcher.scoring.curve_bytes`); ``points`` every operating point of the file (the
-    primary target's first, then the extra targets', then the pickers'), for the
-    ``operating_points`` table."""
+    primary target's first, then the extra targets', then the pickers'), for the ``point_sets``
+    table, or none when the primary point without precision or FPR is all there is (the results
+    row says it)."""
 
     path: str
     stat: FileStat

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from watcher.schema import POINT_COLUMNS, REPORT_COLUMNS
+from watcher.schema import REPORT_COLUMNS
 
 _DETAIL_COLUMNS = (
     "model_id", "issuer", "optimal_threshold", "closest_recall_value", "experiment_date", "path",
@@ -63,9 +63,23 @@ class Queries:
         return iter(self.db.execute(f"{sql} ORDER BY {order}", args))
 
     def point_rows(self) -> Iterator[tuple[Any, ...]]:
-        """The ``report_points`` view (tuples in POINT_COLUMNS order): each model's report row's
-        operating points, by model_id, then in the settings' order (``n``). A cursor."""
-        return iter(self.db.execute(f"SELECT {', '.join(POINT_COLUMNS)} FROM report_points ORDER BY model_id, n"))
+        """The ``report_points`` view's rows (tuples in POINT_COLUMNS order): each model's report
+        row's operating points, by model_id, then in the settings' order (``n``). Read as the
+        report view joined with ``point_sets`` (one row per model) and each file's JSON array
+        expanded here: a third of the time of the view's ``json_each``, and every float exactly
+        the one stored (Python's own repr read back by Python). A generator over a cursor."""
+        sql = (
+            "SELECT v.model_id, v.issuer, v.target_recall, v.optimal_threshold, v.closest_recall_value, v.target_met,"
+            " p.points, v.experiment_date, v.path FROM report v LEFT JOIN point_sets p ON p.path = v.path"
+            " ORDER BY v.model_id"
+        )
+        loads = json.loads
+        for model, issuer, target, threshold, recall, met, points, date, path in self.db.execute(sql):
+            if points is None:
+                yield model, issuer, "recall", target, threshold, recall, None, None, met, date, path
+            else:
+                for kind, t, x, r, p, f, m in loads(points):
+                    yield model, issuer, kind, t, x, r, p, f, None if m is None else int(m), date, path
 
     def report_mark(self) -> tuple[str | None, int]:
         """Where the history stands: its identity (the first entry's id and time; None when empty)
