@@ -8,6 +8,7 @@ It runs in worker processes during a bulk scan, so its inputs and outputs are sm
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat as st
 import zlib
@@ -87,6 +88,9 @@ def rules_version(
         version += 10_000 * (zlib.crc32(key) + 1)
     return version
 
+
+#: A file's points as ``point_sets`` stores them: compact (a scan makes one per file).
+_points_json = json.JSONEncoder(separators=(",", ":")).encode
 
 #: The stored distance is rounded: |0.8 - 0.85| is 0.05 to whoever reads the database, not the float
 #: subtraction's 0.04999999999999993. (Scoring compares the exact distances.)
@@ -270,7 +274,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         n_points=len(result.threshold_arr),
         curve=curve_bytes(thresholds, recalls),
         # Only what results cannot say: none when the primary point, without precision or FPR, is all.
-        points=tuple(points) if len(points) > 1 or points[0].precision is not None or points[0].fpr is not None else (),
+        points=_points_json(points) if len(points) > 1 or points[0][4:6] != (None, None) else "",
     )
 
 

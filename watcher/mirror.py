@@ -190,7 +190,7 @@ class Mirror:
                     "DELETE FROM point_sets WHERE path = ?",
                     [(o.path,) for o in scored] + [(o.path,) for o, _ in fresh] + [(p,) for p in removed],
                 )
-            sets = [(o.path, json.dumps(o.points)) for o in scored if o.points]
+            sets = [(o.path, o.points) for o in scored if o.points]
             if sets:
                 ex("INSERT INTO point_sets VALUES (?, ?)", sets)
             ex("DELETE FROM results WHERE path = ?", [(o.path,) for o, _ in fresh])

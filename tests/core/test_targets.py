@@ -26,7 +26,7 @@ from watcher.outcomes import Scored
 from watcher.reconcile import reconcile, scan
 from watcher.resultfile import RULES_VERSION, Problem, explain, validate_bytes
 from watcher.schema import MIGRATIONS, statements
-from watcher.scoring import OPERATING_POINTS, max_f1, operating_points, optimal_point, youden
+from watcher.scoring import OPERATING_POINTS, Point, max_f1, operating_points, optimal_point, youden
 from watcher.store import Store
 from watcher.tree import own_outputs
 
@@ -241,7 +241,7 @@ def test_judge_puts_the_primary_target_first(tmp_path: Path) -> None:
     write(tmp_path / "a.json", doc(fpr_arr=[1.0, 0.5, 0.2, 0.1, 0.0]))
     outcome = judge("a.json", JudgeOptions(tmp_path, 0.85, 1 << 20, extra_targets=(0.95,), extra_pickers=("youden",)))
     assert isinstance(outcome, Scored)
-    assert [(p.kind, p.target, p.threshold, p.fpr) for p in outcome.points] == [
+    assert [(p.kind, p.target, p.threshold, p.fpr) for p in map(Point._make, json.loads(outcome.points))] == [
         ("recall", 0.85, 0.5, 0.2),
         ("recall", 0.95, 0.25, 0.5),
         ("youden", None, 0.5, 0.2),  # J: 0, 0.45, 0.65, 0.4, 0
