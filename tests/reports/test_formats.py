@@ -217,7 +217,9 @@ def test_point_rows_fast_paths_match_csv_writer_and_the_encoder() -> None:
         out = io.StringIO()
         render_tables(rows, {"csv": out}, POINT_COLUMNS)
         assert out.getvalue() == reference.getvalue()
-    tricky = [("m\u00e9", 'o"n\\e', "youden", None, 0.30000000000000004, 1.0, None, 0.0, None, "d", "n\nl\U0001f600")]
+    tricky: list[tuple[Any, ...]] = [
+        ("m\u00e9", 'o"n\\e', "youden", None, 0.30000000000000004, 1.0, None, 0.0, None, "d", "n\nl\U0001f600")
+    ]
     out = io.StringIO()
     render_tables(plain[:3] + tricky, {"json": out}, POINT_COLUMNS)
     objects = [dict(zip(POINT_COLUMNS, row, strict=True)) for row in plain[:3] + tricky]
