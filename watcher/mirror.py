@@ -184,12 +184,11 @@ class Mirror:
                 ],
             )  # fmt: skip
             # A file's operating points go with its results row: replaced, or gone with it. Only
-            # files with more than their primary point have a row (often none: no DELETE then).
-            if self.db.execute("SELECT EXISTS (SELECT 1 FROM point_sets)").fetchone()[0]:
-                ex(
-                    "DELETE FROM point_sets WHERE path = ?",
-                    [(o.path,) for o in scored] + [(o.path,) for o, _ in fresh] + [(p,) for p in removed],
-                )
+            # a path that had a results row can have one (a cold scan deletes nothing), and only
+            # files with more than their primary point have one (often none at all).
+            if old_models and self.db.execute("SELECT EXISTS (SELECT 1 FROM point_sets)").fetchone()[0]:
+                paths = [o.path for o in scored] + [o.path for o, _ in fresh] + removed
+                ex("DELETE FROM point_sets WHERE path = ?", [(p,) for p in paths if p in old_models])
             sets = [(o.path, o.points) for o in scored if o.points]
             if sets:
                 ex("INSERT INTO point_sets VALUES (?, ?)", sets)
