@@ -162,3 +162,14 @@ def test_stages_benchmark_prints_each_stage_per_file(tmp_path: Path) -> None:
                   "IPC: unpickle in the scan's process", "insert (results, history, indexes; commits)",
                   "log lines", "the naive script", "watcher's stages, summed"):  # fmt: skip
         assert re.search(rf"\n\| {re.escape(stage)}[^|]* \| \d+\.\d \|", proc.stdout), stage
+
+
+def test_targets_benchmark_prints_one_and_three_targets_and_their_ratio() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.targets", "--files", "300", "--rounds", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("300 files, 1 rounds, cold scans")
+    assert [line.split()[0] for line in lines[1:7]] == ["one", "three", "three"] * 2
+    assert "no report files" in lines[3] and "default report files" in lines[6]
+    assert all(float(lines[i].split("CPU ")[1].split(",")[0]) > 0 for i in (3, 6))  # the CPU ratios

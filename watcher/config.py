@@ -14,13 +14,21 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from watcher.errors import ConfigError
 from watcher.regression import Rules
-from watcher.scoring import OperatingPoint
+from watcher.scoring import OperatingPoint, Picker
 
 ENV_PREFIX = "WATCHER_"
 #: Environment variable naming the config file (the ``--config`` flag wins over it).
@@ -70,6 +78,8 @@ class Settings(BaseModel):
     html_max_models: int = Field(1_000_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
     operating_point: OperatingPoint = "nearest"
+    extra_targets: tuple[Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)], ...] = ()
+    extra_pickers: tuple[Picker, ...] = ()
     regressions: bool = False
     regression_recall_delta: float = Field(0.02, ge=0.0, le=1.0, allow_inf_nan=False)
     regression_threshold_step: float = Field(0.1, ge=0.0, allow_inf_nan=False)
@@ -112,6 +122,21 @@ class Settings(BaseModel):
         if value is not None and (_URL_PASSWORD.match(value) or _KV_PASSWORD.search(value)):
             raise ValueError("must not contain a password: put it in ~/.pgpass or the file PGPASSFILE names")
         return value or None
+
+    @field_validator("extra_targets", "extra_pickers")
+    @classmethod
+    def _distinct(cls, value: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+        # Each point once: a target given twice (or equal to target_recall) would be two rows
+        # with one key.
+        if len(set(value)) != len(value) or info.data.get("target_recall") in value:
+            raise ValueError("each value at most once, and not target_recall's")
+        return value
+
+    @property
+    def targets(self) -> tuple[float, ...]:
+        """Every target recall: ``target_recall`` (the primary one, in ``results``) first, then
+        ``extra_targets`` in their order."""
+        return (self.target_recall, *self.extra_targets)
 
     @field_validator("metrics_file")
     @classmethod
@@ -162,7 +187,7 @@ def default_report_dir(db_path: Path) -> Path:
 
 
 _PATH_KEYS = ("watch_dir", "db_path", "report_dir", "metrics_file", "notify_state_dir")
-_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns", "webhooks")
+_LIST_KEYS = ("report_formats", "patterns", "ignore_patterns", "webhooks", "extra_targets", "extra_pickers")
 
 
 def _absolute(values: dict[str, Any], base: Path) -> dict[str, Any]:

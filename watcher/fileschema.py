@@ -24,7 +24,8 @@ COPIES = (Path("watcher") / FILE_NAME, Path("docs") / FILE_NAME)
 
 _CROSS_RULES = (
     "Rules JSON Schema cannot state, which the daemon also applies: threshold_arr and recall_arr "
-    "have the same length; each threshold is greater than the one before; no key appears twice; "
+    "(and precision_arr and fpr_arr when given) have the same length; each threshold is greater than "
+    "the one before; no key appears twice; "
     "the file is UTF-8 (a leading BOM is tolerated) and at most max_file_bytes (64 MiB by default); "
     "issuer passes the email-validator package's syntax check; experiment_date is a possible date "
     "and time."
@@ -47,6 +48,11 @@ def results_file_schema() -> dict[str, Any]:
     )
     props["threshold_arr"]["description"] = "Probability thresholds in [0, 1], strictly increasing."
     props["recall_arr"]["description"] = "The recall at each threshold, in [0, 1]; same length as threshold_arr."
+    for name, what in (("precision_arr", "precision"), ("fpr_arr", "false positive rate")):
+        props[name]["description"] = (
+            f"Optional: the {what} at each threshold, in [0, 1]; same length as threshold_arr. null is the "
+            "same as leaving the key out."
+        )
     props["schema_version"].update(
         description="The format's version, an integer; a file without it is version 1. A version this "
         "watcher does not read is rejected.",

@@ -25,7 +25,8 @@ INTERVAL = 0.25
 class Entry(NamedTuple):
     """One recorded outcome. ``errors`` for a rejection; the chosen point for a scored file while
     it is still stored with that content (``None`` once it changed or went); ``regression``, the
-    reasons, for a scored file whose experiment regressed from its model's one before."""
+    reasons, for a scored file whose experiment regressed from its model's one before; and its
+    other operating points (extra targets and pickers; ``None`` when there are none)."""
 
     id: int
     at: str
@@ -38,22 +39,27 @@ class Entry(NamedTuple):
     closest_recall_value: float | None
     target_met: bool | None
     regression: list[str] | None = None
+    points: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Entry:
         """From a :meth:`watcher.store.Store.history_after` row."""
-        id_, at, path, outcome, sha, model_id, detail, threshold, recall, met = row
+        id_, at, path, outcome, sha, model_id, detail, threshold, recall, met, points = row
         errors = json.loads(detail) if outcome == "rejected" and detail else None
         regression = json.loads(detail)["regression"] if outcome == "scored" and detail else None
-        met_ = None if met is None else bool(met)
-        return cls(id_, at, path, outcome, sha, model_id, errors, threshold, recall, met_, regression)
+        flag = None if met is None else bool(met)
+        others = json.loads(points) if points else None
+        return cls(id_, at, path, outcome, sha, model_id, errors, threshold, recall, flag, regression, others)
 
     def as_json(self) -> str:
         """One JSON object on one line (every field, null where it does not apply; ``regression``,
-        the reasons, only on a scored file that regressed)."""
+        the reasons, only on a scored file that regressed; ``points`` only when there are other
+        operating points than the primary one)."""
         fields = self._asdict()
         if self.regression is None:
             del fields["regression"]
+        if self.points is None:
+            del fields["points"]
         return json.dumps(fields, ensure_ascii=False)
 
     def as_text(self) -> str:
@@ -72,6 +78,12 @@ class Entry(NamedTuple):
             if self.optimal_threshold is not None:
                 point = f"  threshold {self.optimal_threshold}  recall {self.closest_recall_value}"
                 point += "" if self.target_met else "  (below target)"
+            for p in self.points or []:
+                at = f"at {p['target']}" if p["kind"] == "recall" else p["kind"]
+                point += f"  | {at}: threshold {p['threshold']}  recall {p['recall']}"
+                point += "" if p["precision"] is None else f"  precision {p['precision']}"
+                point += "" if p["fpr"] is None else f"  fpr {p['fpr']}"
+                point += "  (below target)" if p["met"] == 0 else ""
             if self.regression:
                 point += f"  REGRESSED: {'; '.join(self.regression)}"
             return f"  model_id {self.model_id}{point}"

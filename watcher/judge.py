@@ -8,8 +8,10 @@ It runs in worker processes during a bulk scan, so its inputs and outputs are sm
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat as st
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from watcher.outcomes import (
     stored_path,
 )
 from watcher.resultfile import RULES_VERSION, Problem, validate_bytes
-from watcher.scoring import OPERATING_POINTS, OperatingPoint, curve_bytes, drawn_curve, optimal_point
+from watcher.scoring import OPERATING_POINTS, OperatingPoint, Picker, curve_bytes, drawn_curve, operating_points
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -44,6 +46,8 @@ class JudgeOptions:
     max_errors: int = 50
     follow_symlinks: bool = False
     operating_point: OperatingPoint = "nearest"
+    extra_targets: tuple[float, ...] = ()
+    extra_pickers: tuple[Picker, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JudgeOptions:
@@ -55,18 +59,38 @@ class JudgeOptions:
             max_errors=settings.max_errors_per_file,
             follow_symlinks=settings.follow_symlinks,
             operating_point=settings.operating_point,
+            extra_targets=settings.extra_targets,
+            extra_pickers=settings.extra_pickers,
         )
 
+    @property
+    def rules_version(self) -> int:
+        """:func:`rules_version` of these options."""
+        return rules_version(self.operating_point, self.extra_targets, self.extra_pickers)
 
-def rules_version(operating_point: OperatingPoint = "nearest") -> int:
+
+def rules_version(
+    operating_point: OperatingPoint = "nearest", extra_targets: Sequence[float] = (), extra_pickers: Sequence[str] = ()
+) -> int:
     """The ``rules_version`` stored with each outcome, which the store compares with its own to
     tell a current outcome from one to judge again: the validation rules'
     :data:`~watcher.resultfile.RULES_VERSION`, plus 1000 times the rule's place in
     :data:`~watcher.scoring.OPERATING_POINTS` (``nearest`` 0, ``at_least`` 1, ``at_most`` 2). So a
     database judged under one rule has every outcome judged again under another, as under another
-    target, and the default rule keeps the version it always had."""
-    return RULES_VERSION + 1000 * OPERATING_POINTS.index(operating_point)
+    target, and the default rule keeps the version it always had.
 
+    With extra targets or pickers, 10,000 times a CRC-32 of them (in order: a point's place is
+    stored) is added: a change of either judges every file again too (the ``operating_points``
+    rows of every file follow it), and without them the version is the one it always was."""
+    version = RULES_VERSION + 1000 * OPERATING_POINTS.index(operating_point)
+    if extra_targets or extra_pickers:
+        key = repr(([float(t) for t in extra_targets], list(extra_pickers))).encode()
+        version += 10_000 * (zlib.crc32(key) + 1)
+    return version
+
+
+#: A file's points as ``point_sets`` stores them: compact (a scan makes one per file).
+_points_json = json.JSONEncoder(separators=(",", ":")).encode
 
 #: The stored distance is rounded: |0.8 - 0.85| is 0.05 to whoever reads the database, not the float
 #: subtraction's 0.04999999999999993. (Scoring compares the exact distances.)
@@ -227,7 +251,12 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
     result = validate_bytes(raw, opts.max_errors)
     if isinstance(result, list):
         return Rejected(rel, fstat, sha, tuple(result))
-    score = optimal_point(result.threshold_arr, result.recall_arr, opts.target_recall, opts.operating_point)
+    # Every target in one pass over the arrays; the primary one (``results``) first.
+    scores, points = operating_points(
+        result.threshold_arr, result.recall_arr, (opts.target_recall, *opts.extra_targets), opts.operating_point,
+        opts.extra_pickers, result.precision_arr, result.fpr_arr,
+    )  # fmt: skip
+    score = scores[0]
     thresholds, recalls = drawn_curve(result.threshold_arr, result.recall_arr, score.index)
     return Scored(
         path=rel,
@@ -244,6 +273,8 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),
         curve=curve_bytes(thresholds, recalls),
+        # Only what results cannot say: none when the primary point, without precision or FPR, is all.
+        points=_points_json(points) if len(points) > 1 or points[0][4:6] != (None, None) else "",
     )
 
 

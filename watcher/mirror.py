@@ -1,5 +1,6 @@
 """The folder's mirror in the database: which paths are stored with which stat key and hash, and
-a batch of outcomes applied in one transaction (``results``, ``rejections`` and ``history``).
+a batch of outcomes applied in one transaction (``results`` with ``point_sets``,
+``rejections`` and ``history``).
 
 A mixin of :class:`watcher.store.Store`, which owns the connection and its transactions.
 """
@@ -212,6 +213,15 @@ class Mirror:
                     for o in scored
                 ],
             )  # fmt: skip
+            # A file's operating points go with its results row: replaced, or gone with it. Only
+            # a path that had a results row can have one (a cold scan deletes nothing), and only
+            # files with more than their primary point have one (often none at all).
+            if old_models and self.db.execute("SELECT EXISTS (SELECT 1 FROM point_sets)").fetchone()[0]:
+                paths = [o.path for o in scored] + [o.path for o, _ in fresh] + removed
+                ex("DELETE FROM point_sets WHERE path = ?", [(p,) for p in paths if p in old_models])
+            sets = [(o.path, o.points) for o in scored if o.points]
+            if sets:
+                ex("INSERT INTO point_sets VALUES (?, ?)", sets)
             ex("DELETE FROM results WHERE path = ?", [(o.path,) for o, _ in fresh])
             ex(
                 "INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -46,7 +46,12 @@ def identity_stat(full: str) -> os.stat_result:
 
 class Scored(NamedTuple):
     """A valid file and its chosen operating point; ``curve`` is the drawing's stored form
-    (:func:`watcher.scoring.curve_bytes`)."""
+    (:func:`watcher.scoring.curve_bytes`); ``points`` every operating point of the file (the
+    primary target's first, then the extra targets', then the pickers') as the JSON array the
+    ``point_sets`` table stores, each point a :class:`watcher.scoring.Point` as an array, or ""
+    when the primary point without precision or FPR is all there is (the results row says it).
+    Text: made in the worker process, it crosses to the writer as one string (pickling a named
+    tuple per point cost a bulk scan more than storing them)."""
 
     path: str
     stat: FileStat
@@ -62,6 +67,7 @@ class Scored(NamedTuple):
     target_recall: float
     n_points: int
     curve: bytes = b""
+    points: str = ""
 
 
 class Rejected(NamedTuple):

@@ -24,7 +24,10 @@ from pydantic_core import PydanticCustomError
 #: Bump when the validation rules change: every stored outcome is re-judged on the next reconcile.
 #: (Not bumped for ``schema_version``: a stored file that carried a version other than 1 before
 #: the key was read would be judged again only when it changes; no producer wrote the key then,
-#: and a bump makes every upgraded host read its whole folder again, at 100,000 files a cold scan.)
+#: and a bump makes every upgraded host read its whole folder again, at 100,000 files a cold scan.
+#: Nor for ``precision_arr`` and ``fpr_arr``, for the same reason: a file stored before they were
+#: read gets its precision and FPR (or its rejection for a bad one) when it changes, or at once
+#: when ``extra_targets`` or ``extra_pickers`` are set, which changes the rules version.)
 RULES_VERSION = 3
 
 #: The results-file format versions this build reads (``schema_version``; a file without it is
@@ -106,9 +109,10 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 class ResultFile(BaseModel):
     """One evaluated model. Strict: no numbers as strings, no booleans as numbers; extra keys ignored.
 
-    Field rules live here; the rules that relate the two arrays (same length, thresholds strictly
+    Field rules live here; the rules that relate the arrays (same length, thresholds strictly
     increasing) are checked by :func:`curve_problems`, so that they are reported alongside any
-    other field's problems.
+    other field's problems. ``precision_arr`` and ``fpr_arr`` are optional; when given, each has
+    one value in [0, 1] per threshold (``null`` is the same as leaving the key out).
     """
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
@@ -119,6 +123,9 @@ class ResultFile(BaseModel):
     threshold_arr: list[UnitFloat] = Field(min_length=1)
     recall_arr: list[UnitFloat] = Field(min_length=1)
     schema_version: Annotated[int, AfterValidator(_schema_version)] = 1
+    #: Optional: precision and false positive rate at each threshold (same length and order).
+    precision_arr: list[UnitFloat] | None = None
+    fpr_arr: list[UnitFloat] | None = None
 
     @property
     def experiment_at(self) -> str:
@@ -136,11 +143,19 @@ def utc_instant(date: str) -> str:
     return instant.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def curve_problems(thresholds: list[float], recalls: list[float], limit: int) -> list[Problem]:
-    """Cross-array rules: equal lengths, and each threshold greater than the one before."""
+#: The optional arrays, one value per threshold like ``recall_arr``.
+OPTIONAL_ARRAYS = ("precision_arr", "fpr_arr")
+
+
+def curve_problems(
+    thresholds: list[float], recalls: list[float], limit: int, others: dict[str, list[float]] | None = None
+) -> list[Problem]:
+    """Cross-array rules: equal lengths (``recall_arr`` and each of ``others``, the optional arrays
+    given), and each threshold greater than the one before."""
     problems: list[Problem] = []
-    if len(thresholds) != len(recalls):
-        problems.append(Problem("recall_arr", f"has {len(recalls)} values but threshold_arr has {len(thresholds)}"))
+    for name, values in {"recall_arr": recalls, **(others or {})}.items():
+        if len(thresholds) != len(values):
+            problems.append(Problem(name, f"has {len(values)} values but threshold_arr has {len(thresholds)}"))
     for i in range(1, len(thresholds)):
         if thresholds[i] <= thresholds[i - 1]:
             if len(problems) >= limit:
@@ -212,7 +227,8 @@ def validate_document(doc: Any, max_errors: int = 50) -> ResultFile | list[Probl
         bad_fields = {e["loc"][0] for e in errors if e["loc"]}
         problems += [Problem(_field_path(e["loc"]), _message(e["type"], e["msg"])) for e in errors]
     if not bad_fields & {"threshold_arr", "recall_arr"}:
-        problems += curve_problems(doc["threshold_arr"], doc["recall_arr"], max_errors)
+        others = {k: doc[k] for k in OPTIONAL_ARRAYS if doc.get(k) is not None and k not in bad_fields}
+        problems += curve_problems(doc["threshold_arr"], doc["recall_arr"], max_errors, others)
     if not problems:
         assert model is not None
         return model
@@ -269,6 +285,10 @@ def _accept_fast(raw: bytes) -> ResultFile | None:
         return None
     t, r = model.threshold_arr, model.recall_arr
     if len(t) != len(r) or not all(map(operator.lt, t, islice(t, 1, None))):
+        return None
+    if (model.precision_arr is not None and len(model.precision_arr) != len(t)) or (
+        model.fpr_arr is not None and len(model.fpr_arr) != len(t)
+    ):
         return None
     return model
 

@@ -19,6 +19,12 @@ REPORT_COLUMNS = (
 #: reasons joined by "; ", empty when not).
 REGRESSION_REPORT_COLUMNS = (*REPORT_COLUMNS, "regressed", "regression")
 
+#: The ``report_points`` view's columns (since schema version 9), as the ``points`` report files
+#: show them: each operating point of each model's report row.
+POINT_COLUMNS = (
+    "model_id", "issuer", "kind", "target", "threshold", "recall", "precision", "fpr", "met", "experiment_date", "path",
+)  # fmt: skip
+
 _V1 = """
 CREATE TABLE results (
     path TEXT PRIMARY KEY,
@@ -156,8 +162,39 @@ ALTER TABLE results ADD COLUMN regressed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE results ADD COLUMN regression TEXT NOT NULL DEFAULT '[]';
 """
 
+_V9 = """
+-- The operating points of the scored files that have more than their primary one (extra targets or
+-- pickers asked for) or whose primary one carries precision or fpr: one row per file, ``points`` a
+-- JSON array of every point of the file, each [kind, target, threshold, recall, precision, fpr,
+-- met], in the settings' order (the primary target first, then the extra targets, then the
+-- pickers). Written and deleted with the file's results row, in the same transaction. One row per
+-- file and no row at all with the primary target alone: a cold scan of 100,000 files with three
+-- targets costs about what it costs with one (docs/performance.md).
+CREATE TABLE point_sets (
+    path TEXT PRIMARY KEY,
+    points TEXT NOT NULL
+) WITHOUT ROWID;
+-- Every operating point of each scored file, one row per (path, n): n is the point's place in the
+-- settings (0 the primary target, the point in results); kind 'recall' (chosen for target under the
+-- rule) or a picker ('max_f1', 'youden': target and met NULL); precision and fpr NULL when the file
+-- has no such array. A file without a point_sets row has its primary point alone, read from results.
+CREATE VIEW operating_points AS
+SELECT path, 0 AS n, 'recall' AS kind, target_recall AS target, optimal_threshold AS threshold,
+    closest_recall_value AS recall, NULL AS precision, NULL AS fpr, target_met AS met
+FROM results WHERE path NOT IN (SELECT path FROM point_sets)
+UNION ALL
+SELECT p.path, CAST(j.key AS INTEGER), j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+    j.value ->> 5, j.value ->> 6
+FROM point_sets p, json_each(p.points) j;
+-- The report's models with each of their points: the report view's rows joined with the points.
+CREATE VIEW report_points AS
+SELECT v.model_id, v.issuer, p.n, p.kind, p.target, p.threshold, p.recall, p.precision, p.fpr, p.met, v.experiment_date,
+    v.path
+FROM report v JOIN operating_points p ON p.path = v.path;
+"""
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

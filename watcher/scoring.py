@@ -1,4 +1,8 @@
-"""Pick the operating point of a recall curve. Pure functions, no I/O.
+"""Pick the operating points of a recall curve. Pure functions, no I/O.
+
+:func:`operating_points` gives the point of each target recall (the primary one and
+``extra_targets``, in one pass over the arrays) and of each picker asked for (:data:`PICKERS`:
+``max_f1``, ``youden``); :func:`optimal_point` the point of one target.
 
 Three rules (:data:`OPERATING_POINTS`, the ``operating_point`` setting); the curve need not be
 monotone, and recall is compared with the target exactly (as floats) except in ``nearest``:
@@ -30,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 #: Distances within this of the best one count as equally close.
 TOLERANCE = 1e-9
@@ -61,23 +65,11 @@ def optimal_point(
     """
     if not recalls or len(thresholds) != len(recalls):
         raise ValueError("need two non-empty sequences of equal length")
-    if rule == "at_least":
-        return _score(thresholds, recalls, target, at_least(recalls, target))
-    if rule == "at_most":
-        return _score(thresholds, recalls, target, at_most(recalls, target))
-    if rule != "nearest":
+    if rule not in OPERATING_POINTS:
         raise ValueError(f"unknown operating point rule {rule!r}")
-    # Recall rarely rises with the threshold: such a curve is searched, not scanned (this runs
-    # once per scored file; both ways give the same candidates, see the tests).
-    if all(map(operator.ge, recalls, islice(recalls, 1, None))):
-        candidates = candidates_falling(recalls, target)
-    else:
-        candidates = candidates_anywhere(recalls, target)
-    best = candidates[0]
-    if len(candidates) > 1:
-        # Tuples compare left to right: meeting the target first, then the higher threshold.
-        best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
-    return _score(thresholds, recalls, target, best)
+    # Recall rarely rises with the threshold: such a curve is searched, not scanned (both ways
+    # give the same point, see the tests).
+    return _pick(thresholds, recalls, target, rule, all(map(operator.ge, recalls, islice(recalls, 1, None))))
 
 
 def _score(thresholds: Sequence[float], recalls: Sequence[float], target: float, index: int) -> Score:
@@ -171,3 +163,101 @@ def curve_bytes(thresholds: tuple[float, ...], recalls: Sequence[float]) -> byte
 @functools.lru_cache(maxsize=256)
 def _xs(thresholds: tuple[float, ...]) -> bytes:
     return bytes([int(t * STEPS + 0.5) for t in thresholds])
+
+
+#: The pickers that need no target (the ``extra_pickers`` setting): ``max_f1`` the point of the
+#: highest F1 = 2PR / (P + R) (needs ``precision_arr``; F1 is 0 where P + R is 0), ``youden`` the
+#: point of the highest Youden's J = recall - FPR (needs ``fpr_arr``). Among values within
+#: ``TOLERANCE`` of the highest, the highest threshold (as everywhere here: the same score with
+#: fewer positives).
+Picker = Literal["max_f1", "youden"]
+PICKERS: tuple[Picker, ...] = get_args(Picker)
+
+
+class Point(NamedTuple):
+    """One operating point of a file: ``kind`` is ``"recall"`` (chosen for ``target`` under the
+    rule) or a :data:`Picker` (``target`` is then ``None``, and so is ``met``); ``precision`` and
+    ``fpr`` are the file's values at the point, ``None`` when it carries no such array. A named
+    tuple: a bulk scan pickles several per file from the worker processes."""
+
+    kind: str
+    target: float | None
+    threshold: float
+    recall: float
+    precision: float | None
+    fpr: float | None
+    met: bool | None
+
+
+def operating_points(
+    thresholds: Sequence[float],
+    recalls: Sequence[float],
+    targets: Sequence[float],
+    rule: OperatingPoint = "nearest",
+    pickers: Sequence[Picker] = (),
+    precisions: Sequence[float] | None = None,
+    fprs: Sequence[float] | None = None,
+) -> tuple[list[Score], list[Point]]:
+    """The chosen point for each of ``targets`` (as :func:`optimal_point`, in order) and the
+    :class:`Point` of each, then of each picker the file can answer (``max_f1`` only with
+    ``precisions``, ``youden`` only with ``fprs``; a picker without its array gives no point).
+
+    One pass over the arrays whatever the number of targets: the curve's shape is looked at
+    once, and on a falling curve (the usual case) each target is a binary search.
+    """
+    if not recalls or len(thresholds) != len(recalls):
+        raise ValueError("need two non-empty sequences of equal length")
+    if rule not in OPERATING_POINTS:
+        raise ValueError(f"unknown operating point rule {rule!r}")
+    falling = all(map(operator.ge, recalls, islice(recalls, 1, None)))
+    scores = [_pick(thresholds, recalls, target, rule, falling) for target in targets]
+
+    def point(kind: str, target: float | None, index: int, met: bool | None) -> Point:
+        precision = None if precisions is None else precisions[index]
+        fpr = None if fprs is None else fprs[index]
+        return Point(kind, target, thresholds[index], recalls[index], precision, fpr, met)
+
+    points = [point("recall", t, s.index, s.target_met) for t, s in zip(targets, scores, strict=True)]
+    for picker in pickers:
+        if picker == "max_f1" and precisions is not None:
+            points.append(point(picker, None, max_f1(precisions, recalls), None))
+        elif picker == "youden" and fprs is not None:
+            points.append(point(picker, None, youden(recalls, fprs), None))
+    return scores, points
+
+
+def _pick(thresholds: Sequence[float], recalls: Sequence[float], target: float, rule: str, falling: bool) -> Score:
+    """The point for ``target`` under ``rule``; ``falling``: no recall is above the one before."""
+    if rule == "at_most":
+        return _score(thresholds, recalls, target, at_most(recalls, target))
+    if rule == "at_least":
+        if falling:  # the last recall >= target is just before the first one below it
+            crossing = bisect.bisect_right(recalls, -target, key=operator.neg)
+            if crossing > 0:
+                return _score(thresholds, recalls, target, crossing - 1)
+        return _score(thresholds, recalls, target, at_least(recalls, target))
+    candidates = candidates_falling(recalls, target) if falling else candidates_anywhere(recalls, target)
+    best = candidates[0]
+    if len(candidates) > 1:
+        # Tuples compare left to right: meeting the target first, then the higher threshold.
+        best = max(candidates, key=lambda i: (recalls[i] >= target, thresholds[i]))
+    return _score(thresholds, recalls, target, best)
+
+
+def max_f1(precisions: Sequence[float], recalls: Sequence[float]) -> int:
+    """Index of the highest F1 (2PR / (P + R), 0 where both are 0); among values within
+    ``TOLERANCE`` of it, the highest threshold (the last index)."""
+    return _last_best([2 * p * r / (p + r) if p + r > 0 else 0.0 for p, r in zip(precisions, recalls, strict=True)])
+
+
+def youden(recalls: Sequence[float], fprs: Sequence[float]) -> int:
+    """Index of the highest Youden's J (recall - FPR); among values within ``TOLERANCE`` of it,
+    the highest threshold (the last index)."""
+    return _last_best(list(map(operator.sub, recalls, fprs)))
+
+
+def _last_best(values: list[float]) -> int:
+    # Within TOLERANCE: the same value computed two ways (F1 from rounded precision and recall)
+    # differs in its last bits, and such points are a tie.
+    limit = max(values) - TOLERANCE
+    return next(i for i in range(len(values) - 1, -1, -1) if values[i] >= limit)

@@ -137,9 +137,9 @@ class Store(Mirror, Queries):
         (``central_url`` set) durable: its commits are shipped as soon as they are made, and one
         that a power cut takes back would leave the central database ahead of it (measured on a
         burst of 10,000 files: a few fsyncs more, within the noise; docs/scaling.md)."""
-        from watcher.judge import rules_version  # the rule is part of the stored rules version
+        from watcher.judge import JudgeOptions  # the rules are part of the stored rules version
 
-        rules = rules_version(settings.operating_point)
+        rules = JudgeOptions.from_settings(settings).rules_version
         return cls.open(
             settings.db_path,
             settings.target_recall,

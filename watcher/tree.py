@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from watcher.outcomes import StatKey, identity_stat, stored_path
-from watcher.reports.formats import FILE_NAMES
+from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -50,7 +50,8 @@ def own_outputs(settings: Settings) -> frozenset[str]:
     db = os.path.realpath(settings.db_path)
     reports = os.path.realpath(settings.report_dir)
     paths = [db + suffix for suffix in ("", *DB_COMPANIONS)]
-    paths += [os.path.join(reports, name) for name in FILE_NAMES.values()] if reports == root else [reports]
+    names = [*FILE_NAMES.values(), *POINT_FILE_NAMES.values()]
+    paths += [os.path.join(reports, name) for name in names] if reports == root else [reports]
     rels = (relpath(Path(root), p) for p in paths)
     return frozenset(rel for rel in rels if rel)
 

@@ -359,15 +359,17 @@ class Writer(threading.Thread):
 
     def _take_settings(self, new: Settings) -> None:
         # A reload: the new filters and judging options, and a full reconcile now, which judges
-        # again every file stored under another target and finds what the new patterns select.
-        rescore = new.target_recall != self.settings.target_recall
+        # again every file stored under another target (or other extra targets or pickers: another
+        # rules version) and finds what the new patterns select.
         opts = JudgeOptions.from_settings(new)
+        rescore = new.target_recall != self.settings.target_recall or opts.rules_version != self.opts.rules_version
         if opts != self.opts:
             self.pool.close(wait=False)
             self.pool = WorkerPool(opts, new.worker_count, "forkserver", kept=True)
         self.settings, self.opts, self.matcher = new, opts, Matcher.from_settings(new)
         if self.store is not None:
             self.store.target_recall = new.target_recall
+            self.store.rules_version = opts.rules_version
         self.next_reconcile = time.monotonic()
         self.new_settings = None
         log.info("settings_taken", rescore=rescore)

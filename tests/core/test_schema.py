@@ -19,7 +19,9 @@ def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store.open(tmp_path / "w.db") as s:
-        assert s.version == SCHEMA_VERSION == 8
+        assert s.version == SCHEMA_VERSION == 9
+        assert "point_sets" in s.db.table_names() and {"operating_points", "report_points"} <= set(s.db.view_names())
+        assert "regressed" in s.db["results"].columns_dict
         assert {"poll_period", "sweep_seconds", "last_sweep_at"} <= set(s.db["daemon_status"].columns_dict)
         assert "daemon_status" in s.db.table_names()
         assert "curve" in s.db["results"].columns_dict

@@ -143,6 +143,7 @@ def test_own_outputs_inside_the_watch_dir_are_never_tracked_nor_walked(make_sett
     assert m.own == {
         "state/w.db", "state/w.db-wal", "state/w.db-shm", "state/w.db-journal", "state/w.db.lock",
         "state/w.db.health", "report.csv", "report.json", "report.md", "report.html",
+        "points.csv", "points.json", "points.md",
     }  # fmt: skip
     for name in (*m.own, "a.json", "state/b.json"):
         write(inbox / name, "x")

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from watcher.reports.files import write_atomic, write_reports
-from watcher.reports.formats import neutralise, render, render_json, render_table
-from watcher.schema import REPORT_COLUMNS
+from watcher.reports.formats import neutralise, render, render_json, render_table, render_tables
+from watcher.schema import POINT_COLUMNS, REPORT_COLUMNS
 
 ROWS = [
     ("m1", "a@example.com", 0.5, 0.85, 0.85, 1, "2024-05-01T12:00:00Z", "a,b.json"),
@@ -197,3 +197,30 @@ def test_write_reports_failure_leaves_every_old_file(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="Input/output"):
         write_reports(broken, tmp_path, ["csv", "json"])
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no temp files left either
+
+
+def test_point_rows_fast_paths_match_csv_writer_and_the_encoder() -> None:
+    """The operating points files' templates (POINT_COLUMNS) write what csv.writer and the json
+    module write, with None as an empty cell and null; a chunk with a cell to quote or neutralise
+    goes through csv.writer."""
+    plain = [
+        (f"m{i}", f"u{i}@\u00e9x.org", ("recall", "max_f1")[i % 2], None if i % 2 else 0.85, i / 7, 1e-07 * i,
+         None if i % 3 else i / 11, None if i % 5 else 0.1, None if i % 2 else i % 3 % 2, "2024-05-01", f"d/{i}.json")
+        for i in range(2500)
+    ]  # fmt: skip
+    for odd in (None, ("=m", 'a"b', "recall", 0.8, 0.5, 0.8, None, None, 1, "d", "p,q")):
+        rows = plain + ([odd] if odd else []) + plain[:10]
+        reference = io.StringIO()
+        csv.writer(reference, lineterminator="\n").writerows(
+            [POINT_COLUMNS, *([neutralise(v) if isinstance(v, str) else v for v in row] for row in rows)]
+        )
+        out = io.StringIO()
+        render_tables(rows, {"csv": out}, POINT_COLUMNS)
+        assert out.getvalue() == reference.getvalue()
+    tricky: list[tuple[Any, ...]] = [
+        ("m\u00e9", 'o"n\\e', "youden", None, 0.30000000000000004, 1.0, None, 0.0, None, "d", "n\nl\U0001f600")
+    ]
+    out = io.StringIO()
+    render_tables(plain[:3] + tricky, {"json": out}, POINT_COLUMNS)
+    objects = [dict(zip(POINT_COLUMNS, row, strict=True)) for row in plain[:3] + tricky]
+    assert out.getvalue() == "[\n" + json.dumps(objects, ensure_ascii=False, separators=(",\n", ": "))[1:-1] + "\n]\n"

@@ -22,10 +22,10 @@ from typing import TextIO
 
 from watcher.config import Settings
 from watcher.logs import get_logger
-from watcher.reports.formats import FILE_NAMES, Row, render_tables
+from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES, Row, render_tables
 from watcher.reports.page import columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
-from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
+from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
 from watcher.timestamps import now_iso
 
@@ -138,8 +138,25 @@ def write_tables(store: Store, settings: Settings) -> list[Path]:
     with store.snapshot():
         if settings.regressions:
             rows = functools.partial(store.report_rows, regressions=True)
-            return write_reports(rows, settings.report_dir, tables, REGRESSION_REPORT_COLUMNS)
-        return write_reports(store.report_rows, settings.report_dir, tables)
+            written = write_reports(rows, settings.report_dir, tables, REGRESSION_REPORT_COLUMNS)
+        else:
+            written = write_reports(store.report_rows, settings.report_dir, tables)
+        return written + write_points(store, settings)
+
+
+def write_points(store: Store, settings: Settings) -> list[Path]:
+    """Rewrite the operating points files (``points.csv``, ``.json``, ``.md``: one row per model
+    and point, POINT_COLUMNS) of the table formats asked for, when the settings ask for more
+    points than the primary one (with the primary target alone, ``report.*`` says it all and no
+    such file is written). Read in one pass; each file replaced atomically."""
+    tables = [f for f in settings.report_formats if f in POINT_FILE_NAMES]
+    if not (settings.extra_targets or settings.extra_pickers) or not tables:
+        return []
+    paths = [settings.report_dir / POINT_FILE_NAMES[f] for f in tables]
+    with contextlib.ExitStack() as stack:
+        outs: dict[str, TextIO] = {f: stack.enter_context(atomic_file(p)) for f, p in zip(tables, paths, strict=True)}
+        render_tables(store.point_rows(), outs, POINT_COLUMNS)
+    return paths
 
 
 def write_html_file(settings: Settings) -> Path:
@@ -178,7 +195,7 @@ def write_html(store: Store, settings: Settings) -> Path:
 
     def produce(fh: TextIO) -> None:
         render_html(cols, rejections, fh, now_iso(), omitted, target=settings.target_recall,
-                    earlier=earlier, history_note=note)  # fmt: skip
+                    earlier=earlier, history_note=note, extra_targets=settings.extra_targets)  # fmt: skip
 
     write_atomic(target, produce)
     return target

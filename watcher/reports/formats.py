@@ -12,12 +12,15 @@ from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any, Protocol, TextIO
 
-from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
+from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 
 Row = Sequence[Any]  # values in REPORT_COLUMNS order
 
 #: File name of each report format.
 FILE_NAMES = {"csv": "report.csv", "json": "report.json", "markdown": "report.md", "html": "report.html"}
+#: File name of each table format's operating points file (written only when the settings ask for
+#: more than the primary target's point: ``extra_targets`` or ``extra_pickers``).
+POINT_FILE_NAMES = {"csv": "points.csv", "json": "points.json", "markdown": "points.md"}
 
 
 class TableFormat(Protocol):
@@ -91,6 +94,7 @@ class _Csv:
         self.fast = tuple(columns) == REPORT_COLUMNS
         self.fast_regressions = tuple(columns) == REGRESSION_REPORT_COLUMNS
         self.columns = len(columns)
+        self.points = tuple(columns) == POINT_COLUMNS
         self.as_text = _as_text(columns)
 
     def _line(self, cells: Sequence[Any]) -> str:
@@ -121,7 +125,36 @@ class _Csv:
                 and _FORMULA_CHARS.isdisjoint(starts)
             ):
                 return texts
+        elif self.points:
+            texts = _point_texts(rows, _POINT_CSV, "")
+            text = "".join(texts)
+            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, *_, d, p in rows])
+            if (
+                text.count(",") == (len(POINT_COLUMNS) - 1) * len(rows)
+                and text.count("\n") == len(rows)
+                and '"' not in text
+                and "\r" not in text
+                and _FORMULA_CHARS.isdisjoint(starts)
+            ):
+                return texts
         return [self._line(self.as_text(row)) for row in rows]
+
+
+# The operating points files' rows (POINT_COLUMNS) have fixed types too: text cells, kind (never
+# quoted), then target, precision, fpr and met as a number or None (an empty cell, JSON's null).
+_POINT_CSV = "%s,%s,%s,%s,%r,%r,%s,%s,%s,%s,%s\n"
+_POINT_JSON = "{" + ",\n".join(f'"{c}": %{"r" if c in ("threshold", "recall") else "s"}' for c in POINT_COLUMNS) + "}"
+
+
+def _point_texts(rows: list[Row], template: str, none: str) -> list[str]:
+    """Each operating point row's text from ``template`` (text cells JSON-escaped when ``none``
+    is JSON's ``null``); numbers as repr, as csv and json write them."""
+    e = encode_basestring if none else str
+    return [
+        template % (e(m), e(i), e(k), none if t is None else repr(t), x, y, none if p is None else repr(p),
+                    none if f is None else repr(f), none if a is None else a, e(d), e(q))
+        for m, i, k, t, x, y, p, f, a, d, q in rows
+    ]  # fmt: skip
 
 
 class _Json:
@@ -146,6 +179,8 @@ class _Json:
         if self.fast:
             e, t, b = encode_basestring, self._template, _BOOL
             return [t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
+        if tuple(self.columns) == POINT_COLUMNS:
+            return _point_texts(rows, _POINT_JSON, "null")
         objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
         for key in self.flags:
             for obj in objects:

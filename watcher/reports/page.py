@@ -32,6 +32,22 @@ def _asset(name: str) -> str:
     return resources.files("watcher.reports").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+#: Where the chart's script draws the target line; with extra targets, ``report-targets.js`` (a
+#: line for each of them) goes in right after it. Spliced in only then, so that the page of a single
+#: target is byte for byte what it always was.
+_TARGET_DRAWN = "'target recall ' + tgt);\n"
+
+
+def page_script(extra_targets: Sequence[float]) -> str:
+    """The page's script: ``report.js``, with the extra targets' lines when there are some."""
+    script = _asset("report.js")
+    if not extra_targets:
+        return script
+    if script.count(_TARGET_DRAWN) != 1:
+        raise RuntimeError("report.js: the target line's anchor for report-targets.js is not there once")
+    return script.replace(_TARGET_DRAWN, _TARGET_DRAWN + _asset("report-targets.js"))
+
+
 class Raw(str):
     """Text that is JSON already (built by SQLite): embedded as it is."""
 
@@ -223,13 +239,18 @@ def render_html(
     target: float = 0.85,
     earlier: Iterable[Sequence[Any]] = (),
     history_note: str = "",
+    extra_targets: Sequence[float] = (),
 ) -> None:
     """Write the page: :func:`page_data` inside the static page (``watcher/reports/assets/report.*``).
     ``cols`` from :meth:`watcher.store.Store.page_columns` or :func:`columns_from_rows`;
     ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
-    counts are written into the markup as well, so they read right without the script."""
+    counts are written into the markup as well, so they read right without the script.
+    ``extra_targets`` are drawn on the chart beside ``target`` (the data's ``extraTargets``,
+    present only when there are some: a single-target page is the same as ever)."""
     data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
     regressed = cols.get("regressed")
+    if extra_targets:
+        data["extraTargets"] = list(extra_targets)
     models = data["models"]
     rejected = len(data["rejections"])
     out.write(
@@ -242,7 +263,7 @@ def render_html(
         '<script type="application/json" id="data">'
     )
     out.write(script_json(data))  # megabytes: written as it is, not copied into a larger string
-    out.write(f"</script><script>{_asset('report.js')}</script>")
+    out.write(f"</script><script>{page_script(extra_targets)}</script>")
     if regressed is not None:  # regression checks on: their marks, by a script of their own
         out.write('<script type="application/json" id="regressions">')
         out.write(script_json({"p": [r[0] for r in regressed], "rows": [r[1:] for r in regressed]}))

@@ -25,7 +25,7 @@ from watcher.config import Settings
 from watcher.errors import StoreError
 from watcher.logs import get_logger
 from watcher.pools import release_helpers, report_process
-from watcher.reports.files import page_missing, tables_missing, write_html_file
+from watcher.reports.files import page_missing, tables_missing, write_html_file, write_points
 from watcher.reports.inflight import PageInFlight
 from watcher.reports.tables import ReportTables
 from watcher.store import Store
@@ -201,6 +201,8 @@ class Reporter(threading.Thread):
             if changed or tables_missing(self.settings):
                 whole = self.tables.full_reads
                 self.tables.write(self.store)
+                with self.store.snapshot():
+                    write_points(self.store, self.settings)  # whole: not spliced like the report
                 self.writes += 1
                 now = time.monotonic()
                 log.info(

@@ -34,7 +34,7 @@ from watchdog.observers.api import BaseObserver, EventEmitter, EventQueue, Obser
 
 from watcher.config import Settings
 from watcher.errors import StoreError
-from watcher.judge import rules_version
+from watcher.judge import JudgeOptions
 from watcher.logs import get_logger
 from watcher.outcomes import StatKey
 from watcher.store import Store
@@ -198,7 +198,7 @@ class FolderPollingEmitter(EventEmitter):
     def _stored(self, folder: str) -> dict[str, StatKey | None] | None:
         if self.store is None:
             try:
-                rules = rules_version(self.settings.operating_point)
+                rules = JudgeOptions.from_settings(self.settings).rules_version
                 self.store = Store.open_readonly(self.settings.db_path, self.settings.target_recall, rules)
             except StoreError:
                 return None  # not created or migrated yet: the writer is starting

@@ -1,0 +1,90 @@
+"""The cost of several targets: cold scans with one target recall and with three, in one run.
+
+``python -m benchmarks.targets [--files N] [--rounds R] [--tree DIR]``: generates N files
+(:mod:`testing.corpus`, 100,000 by default; kept in DIR when given, and reused if it holds them
+already), then, R times in turn, a cold scan into a fresh database with ``target_recall`` alone
+and one with ``extra_targets = [0.80, 0.90]`` besides (``WATCHER_EXTRA_TARGETS``), each twice:
+with no report file (``report_formats = []``: judging and storing alone) and with the default
+report files (``report.csv``, ``.json``, ``.html``, and with three targets ``points.csv`` and
+``.json``). For each it measures the CPU time of the whole process tree (user + system,
+``getrusage`` of the children: the worker processes are waited for, so they count) and the wall
+time. Prints the medians, the ratio three/one of each, and every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from testing.corpus import generate
+
+HERE = Path(__file__).resolve().parent.parent
+#: The extra targets of the three-target scan (besides the default target_recall, 0.85).
+EXTRA = "0.80,0.90"
+
+
+def cold_scan(tree: Path, db: Path, extra: str | None, reports: bool) -> tuple[float, float]:
+    """CPU seconds (the process tree's user + system) and wall seconds of ``watcher scan``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    if extra:
+        env["WATCHER_EXTRA_TARGETS"] = extra
+    if not reports:
+        env["WATCHER_REPORT_FORMATS"] = ""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db)]
+    subprocess.run(command, cwd=HERE, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with sqlite3.connect(db) as conn:  # the scan did score every target of every file
+        ((rows, files),) = conn.execute(
+            "SELECT (SELECT count(*) FROM operating_points), (SELECT count(*) FROM results)"
+        )
+    targets = 1 + (len(extra.split(",")) if extra else 0)
+    if rows != files * targets:
+        raise SystemExit(f"{rows} operating points for {files} files and {targets} targets")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tree", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="watcher-targets-") as tmp:
+        tree = args.tree or Path(tmp) / "tree"
+        if not (tree / "run0000").is_dir():
+            generate(tree, args.files)
+        db = Path(tmp) / "bench.db"
+        figures: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+        for _ in range(args.rounds):
+            for reports in (False, True):
+                for name, extra in (("one", None), ("three", EXTRA)):
+                    figures.setdefault((name, reports), []).append(cold_scan(tree, db, extra, reports))
+    medians = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in figures.items()}
+    print(f"{args.files} files, {args.rounds} rounds, cold scans (CPU = user + sys of the process tree)")
+    for reports, what in ((False, "no report files"), (True, "default report files")):
+        for name in ("one", "three"):
+            cpu, wall = medians[name, reports]
+            print(f"  {name:5} target(s), {what}: CPU {cpu:.2f} s, wall {wall:.2f} s (median)")
+        cpu, wall = (medians["three", reports][i] / medians["one", reports][i] for i in (0, 1))
+        print(f"  three / one, {what}: CPU {cpu:.3f}, wall {wall:.3f}")
+    for (name, reports), values in figures.items():
+        print(
+            f"  {name}, {'reports' if reports else 'no reports'}: " + ", ".join(f"{c:.2f}/{w:.2f}" for c, w in values)
+        )
+
+
+if __name__ == "__main__":
+    main()
