@@ -154,10 +154,16 @@ def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     is waited for (logged on stderr) and following resumes where it was."""
     from watcher.fleet.follow import FleetFollower, follow_fleet
 
+    rules = settings.regression_rules
+    if args.regressions and rules is None:  # nothing would ever be judged: say so rather than wait
+        raise ConfigError("watcher follow --central --regressions: regression checks are off (set regressions = true)")
     as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
     stop = threading.Event()
     with _errors("cannot follow the fleet"), _on_signals(stop):
-        follower = FleetFollower(central_url(args, settings), rejections_only=args.rejections, last=args.last)
+        follower = FleetFollower(
+            central_url(args, settings), rejections_only=args.rejections, last=args.last, rules=rules,
+            regressions_only=args.regressions,
+        )  # fmt: skip
         try:
             for batch in follow_fleet(follower, stop.is_set, stop.wait):
                 out.write("".join((e.as_json() if as_json else e.as_text()) + "\n" for e in batch))

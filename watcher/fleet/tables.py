@@ -88,7 +88,7 @@ CSV_LINE = (
 JSON_TEXT = "row_to_json(r)::text"
 _REPORT = f"SELECT {', '.join(_COLS)} FROM watcher.report r"
 #: The report's columns, then the point of the row's experiment and of the fleet's one before it
-#: (the join on model_id too: the planner then takes a model filter into the view).
+#: (a filter on the models must name ``e.model_id`` too, or the view's window runs over every row).
 JUDGED_SOURCE = (
     f"SELECT {', '.join('r.' + c for c in _COLS)}, e.target_met, e.previous_met, e.previous_recall,"
     " e.previous_threshold FROM watcher.report r"
@@ -247,8 +247,10 @@ class FleetTables(SplicedFiles):
         return {m for (m,) in conn.execute(_GONE, args)} | {m for (m,) in conn.execute(_NEW, args)}
 
     def _rows(self, conn: psycopg.Connection[Any], models: list[str]) -> list[Row]:
-        return conn.execute(self._query(models), (models,)).fetchall()
+        return conn.execute(self._query(models), {"m": models}).fetchall()
 
     def _query(self, models: list[str] | None) -> bytes:
-        where = "" if models is None else " WHERE r.model_id = ANY(%s::text[])"
+        where = "" if models is None else " WHERE r.model_id = ANY(%(m)s::text[])"
+        if models is not None and self.source is JUDGED_SOURCE:  # the view's window, only over these models
+            where += " AND e.model_id = ANY(%(m)s::text[])"
         return f"SELECT {', '.join(self.columns)} FROM ({self.source}{where}) r ORDER BY r.model_id".encode()
