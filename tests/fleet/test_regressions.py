@@ -75,12 +75,17 @@ def test_experiments_on_different_hosts_are_compared(
 
     # Off: the fleet report as it always was.
     assert [sorted(r) for r in report("--central", url)] == [sorted(central.FLEET_COLUMNS)] * 2
+    assert main(["report", "--central", url, "--sort", "regressed"], stdout=io.StringIO()) == 2  # no such column
     monkeypatch.setenv("WATCHER_REGRESSIONS", "true")
     fleet = report("--central", url)
     assert [(r["model_id"], r["host"], r["path"], r["regressed"], r["regression"]) for r in fleet] == [
         (MODEL, "gpu-02", "b.json", True, REASONS),
         (OTHER, "gpu-02", "o.json", False, ""),
     ]
+    # Sorted by the verdict (judged here), then by model_id, as a host's report sorts.
+    assert [r["model_id"] for r in report("--central", url, "--sort", "regressed")] == [OTHER, MODEL]
+    assert [r["model_id"] for r in report("--central", url, "--sort", "regressed", "--desc")] == [MODEL, OTHER]
+    assert [r["model_id"] for r in report("--central", url, "--sort", "regression", "--desc")] == [MODEL, OTHER]
     # gpu-02's own database holds only its experiment of the model: nothing to compare with there.
     mine = report("--db", str(second.db_path))
     assert [(r["model_id"], r["regressed"]) for r in mine] == [(MODEL, False), (OTHER, False)]

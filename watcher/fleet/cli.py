@@ -120,10 +120,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     from watcher.fleet.publisher import report_rows
     from watcher.reports.formats import render_csv, render_json, render_markdown, render_table
 
-    if args.sort is not None and args.sort not in central.FLEET_COLUMNS:
+    columns = central.FLEET_REGRESSION_COLUMNS if settings.regressions else central.FLEET_COLUMNS
+    if args.sort is not None and args.sort not in columns:
         raise ConfigError(
             f"watcher report --central: --sort {args.sort} is not a column of the fleet report"
-            f" (one of: {', '.join(central.FLEET_COLUMNS)})"
+            f" (one of: {', '.join(columns)})"
         )
     fmt = args.format or ("table" if out.isatty() else "csv")
     with (
@@ -138,7 +139,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     render = {"csv": render_csv, "json": render_json, "markdown": render_markdown, "table": render_table}[fmt]
     if fmt == "table" and (filters := report_filters(args)):
         render = functools.partial(render_table, empty=f"(no model matches {' '.join(filters)})")
-    render(rows, out, central.FLEET_REGRESSION_COLUMNS if settings.regressions else central.FLEET_COLUMNS)
+    render(rows, out, columns)
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from watcher import regression
 from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.fleet.outage import UNREACHABLE, Outage
@@ -53,7 +54,13 @@ def report_rows(
     does), whatever the server's locale. Raises :class:`ValueError` for another ``sort``.
 
     With ``regressions`` (rules), in :data:`~watcher.fleet.central.FLEET_REGRESSION_COLUMNS` order:
-    each model's newest experiment judged against the fleet's one before it, on any host."""
+    each model's newest experiment judged against the fleet's one before it, on any host; ``sort``
+    may then be ``regressed`` or ``regression`` too (sorted here, after the judging: a stable sort
+    of the rows in model_id order keeps that order within ties, as the host's report does)."""
+    columns = central.FLEET_COLUMNS if regressions is None else central.FLEET_REGRESSION_COLUMNS
+    if sort is not None and sort not in columns:
+        raise ValueError(f"not a column of the fleet report: {sort!r}")
+    verdict = sort if sort in regression.REGRESSION_COLUMNS else None
     if regressions is None:
         query = f"SELECT {', '.join('r.' + c for c in central.FLEET_COLUMNS)} FROM watcher.report r"
     else:
@@ -69,15 +76,19 @@ def report_rows(
         query += " AND starts_with(r.model_id, %s)"
         args.append(model.lower())
     order = 'r.model_id COLLATE "C"'
-    if sort is not None and sort != "model_id":
-        if sort not in central.FLEET_COLUMNS:
-            raise ValueError(f"not a column of the fleet report: {sort!r}")
+    if sort is not None and sort != "model_id" and verdict is None:
         text = ' COLLATE "C"' if sort in ("issuer", "experiment_date", "host", "path") else ""
         order = f"r.{sort}{text}{' DESC' if desc else ''}, {order}"
-    elif desc:
+    elif desc and verdict is None:
         order += " DESC"
     rows = conn.execute(f"{query} ORDER BY {order}".encode(), args).fetchall()
-    return rows if regressions is None else [judged(row, regressions) for row in rows]
+    if regressions is None:
+        return rows
+    out = [judged(row, regressions) for row in rows]
+    if verdict is not None:
+        at = columns.index(verdict)
+        out.sort(key=lambda row: row[at], reverse=desc)  # stable, so model_id ascending within ties
+    return out
 
 
 def host_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
