@@ -38,7 +38,7 @@ from watcher.fleet import central
 from watcher.fleet.outage import UNREACHABLE, Outage
 from watcher.follow import Entry
 from watcher.logs import get_logger
-from watcher.regression import Rules
+from watcher.regression import Point, Rules
 from watcher.timestamps import iso
 
 log = get_logger("watcher.fleetfollow")
@@ -243,11 +243,11 @@ def _resolve(conn: psycopg.Connection[Any], events: list[_Event], rules: Rules |
             hosts, paths = [k[0] for k in keys], [k[1] for k in keys]
             for row in conn.execute(sql.encode(), (hosts, paths)):
                 current[(kind, row[0], row[1])] = row
-    previous: dict[tuple[str, str], regression.Point] = {}
+    previous: dict[tuple[str, str], Point] = {}
     models = sorted({row[4] for (kind, _, _), row in current.items() if kind == "results"})
     if rules is not None and models:  # by model_id: the view's window runs over those models only
         for host, path, met, recall, threshold in conn.execute(_PREVIOUS.encode(), (models,)):
-            previous[(host, path)] = regression.Point(met, recall, threshold)
+            previous[(host, path)] = Point(met, recall, threshold)
     out: list[FleetEntry] = []
     for e in events:
         if e.kind == "removed":
@@ -258,11 +258,11 @@ def _resolve(conn: psycopg.Connection[Any], events: list[_Event], rules: Rules |
                 continue
             if e.kind == "results":
                 _, _, at, sha, model_id, thr, rec, met = row
-                before = previous.get((e.host, e.path)) if rules is not None else None
+                before = previous.get((e.host, e.path))
                 found = (
-                    None
+                    []
                     if before is None or rules is None
-                    else regression.reasons(before, regression.Point(bool(met), rec, thr), rules)
+                    else regression.reasons(before, Point(bool(met), rec, thr), rules)
                 )
                 entry = Entry(e.tx, at, e.path, "scored", sha, model_id, None, thr, rec, bool(met), found or None)
             else:

@@ -15,9 +15,9 @@ it (the ``experiments`` view), and every format is rendered here by the host's t
 ``watcher report --central`` prints it with the same settings. A row still depends only on its
 model's rows, so the splicing below holds unchanged.
 
-With the checks off, both paths take each row's text from the same SQL expressions (:data:`CSV_LINE`, the CSV line as
-``watcher report --central --format csv`` prints it, formula cells neutralised, and
-``row_to_json``), so a spliced file has the bytes a whole write gives (a test holds the two equal
+With the checks off, both paths take each row's text from the same SQL expressions
+(:data:`CSV_LINE`, the CSV line as ``watcher report --central --format csv`` prints it, formula
+cells neutralised, and ``row_to_json``), so a spliced file has the bytes a whole write gives (a test holds the two equal
 after random changes, and the CSV equal to the command's, the JSON to ``row_to_json``'s).
 
 Which models a write must render again: every statement that deletes or inserts rows of
