@@ -283,8 +283,6 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
 def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``watcher follow``: new outcomes from the database's history until SIGINT/SIGTERM (exit 0)."""
     if args.central:
-        if args.regressions:
-            raise ConfigError("watcher follow: --regressions reads this host's database; it has no --central form yet")
         return fleetcli.cmd_follow(args, settings, out)
     as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
     follower = Follower(

@@ -321,9 +321,12 @@ def test_the_csv_fast_path_writes_what_csv_writer_writes() -> None:
     assert lines[5] == prefix + "'-starts like a formula"
 
 
-def test_follow_regressions_has_no_central_form_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_follow_central_regressions_with_the_checks_off_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WATCHER_REGRESSIONS", raising=False)
     code = cli.main(["follow", "--central", "postgresql://nobody@/x", "--regressions", "--db", str(tmp_path / "w.db")])
     assert code == 2
     assert capsys.readouterr().err == (
-        "watcher: watcher follow: --regressions reads this host's database; it has no --central form yet\n"
+        "watcher: watcher follow --central --regressions: regression checks are off (set regressions = true)\n"
     )

@@ -21,6 +21,7 @@ import pytest
 
 from testing.fleet import Fleet, running_fleet
 from testing.helpers import doc, wait_until, write
+from tests.fleet.test_regressions import MODEL, OTHER, REASONS, experiment
 from watcher.fleet.follow import FleetFollower
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,9 +106,8 @@ def test_windows_show_each_change_once_and_skip_reshipped_rows(central_db: Any) 
 class Follow:
     """``watcher follow --central URL`` as a reader runs it (docs/fleet.md); its stdout read by a thread."""
 
-    def __init__(self, fleet: Fleet, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
-        env.update(fleet.env)
+    def __init__(self, fleet: Fleet, *args: str, env: dict[str, str] | None = None) -> None:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}, **fleet.env, **(env or {})}
         self.err = (fleet.tmp / f"follow-{uuid.uuid4().hex[:6]}.err").open("wb+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "watcher", "follow", "--central", fleet.url(fleet.role("reader")),
@@ -221,3 +221,45 @@ def test_follow_central_unreachable_at_start_is_one_line_and_exit_3(tmp_path: Pa
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "cannot connect to the central database" in done.stderr
     assert done.stdout == ""
+
+
+def test_follow_central_regressions_judged_with_the_followers_settings(fleet: Fleet, follows: list[Follow]) -> None:
+    # The hosts have regression checks off: the follower judges, under its own settings.
+    a, b = fleet.add_host("gpu-01"), fleet.add_host("gpu-02")
+    fleet.add_reader()
+    write(a.inbox / "a.json", experiment(1, 0.9))
+    fleet.check()
+    on = {"WATCHER_REGRESSIONS": "true"}
+    live = Follow(fleet, "--regressions", env=on)
+    follows.append(live)
+    both = Follow(fleet, "--regressions", "--rejections", "--format", "text", env=on)
+    follows.append(both)
+    loose = Follow(fleet, "--regressions", env={**on, "WATCHER_REGRESSION_RECALL_DELTA": "0.2"})
+    follows.append(loose)
+    every = Follow(fleet, env=on)
+    follows.append(every)
+    wait_until(lambda: _activity(fleet).count("LISTEN") == 4, 20, what="the followers listening")
+    write(b.inbox / "first.json", experiment(3, 0.95, OTHER))  # the other model's first: nothing to compare
+    write(b.inbox / "bad.json", doc(recall_arr=[1.0]))
+    fleet.check()
+    write(b.inbox / "b.json", experiment(2, 0.8))  # worse than gpu-01's day-1 experiment of the model
+    fleet.check()
+    seen = live.wait("gpu-02", "scored", "b.json")
+    assert (seen["model_id"], seen["regression"]) == (MODEL, REASONS.split("; "))
+    assert [(x["host"], x["path"]) for x in live.lines] == [("gpu-02", "b.json")]  # shipped after the others
+    assert list(seen)[:3] == ["id", "at", "host"]
+    assert loose.wait("gpu-02", "scored", "b.json")["regression"] == ["target no longer met"]
+    every.wait("gpu-02", "scored", "b.json")
+    assert "regression" not in every.seen("gpu-02", "scored", "first.json")  # type: ignore[operator]
+    assert every.seen("gpu-02", "rejected", "bad.json") is not None
+    wait_until(lambda: len(both.text) == 2, 30, what="a rejection and a regression as text")
+    assert [line.split()[1:4] for line in both.text] == [
+        ["gpu-02", "rejected", "bad.json"],
+        ["gpu-02", "scored", "b.json"],
+    ]
+    assert both.text[1].rstrip().endswith(f"REGRESSED: {REASONS}")
+    # Checks off where it runs: refused, one line, exit 2.
+    off = Follow(fleet, "--regressions")
+    follows.append(off)
+    assert off.proc.wait(20) == 2
+    assert off.stderr().strip().endswith("regression checks are off (set regressions = true)")

@@ -4,20 +4,23 @@ host's earlier one is flagged in the fleet's report, though not in its own."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testing.helpers import doc, write
+from testing.helpers import doc, wait_until, write
 from watcher.cli import main
 from watcher.config import Settings
 from watcher.fleet import central
 from watcher.fleet.page import write_page
+from watcher.fleet.publisher import Publisher
 from watcher.fleet.shipper import Shipper
 from watcher.reconcile import scan
 from watcher.regression import Rules
@@ -75,12 +78,17 @@ def test_experiments_on_different_hosts_are_compared(
 
     # Off: the fleet report as it always was.
     assert [sorted(r) for r in report("--central", url)] == [sorted(central.FLEET_COLUMNS)] * 2
+    assert main(["report", "--central", url, "--sort", "regressed"], stdout=io.StringIO()) == 2  # no such column
     monkeypatch.setenv("WATCHER_REGRESSIONS", "true")
     fleet = report("--central", url)
     assert [(r["model_id"], r["host"], r["path"], r["regressed"], r["regression"]) for r in fleet] == [
         (MODEL, "gpu-02", "b.json", True, REASONS),
         (OTHER, "gpu-02", "o.json", False, ""),
     ]
+    # Sorted by the verdict (judged here), then by model_id, as a host's report sorts.
+    assert [r["model_id"] for r in report("--central", url, "--sort", "regressed")] == [OTHER, MODEL]
+    assert [r["model_id"] for r in report("--central", url, "--sort", "regressed", "--desc")] == [MODEL, OTHER]
+    assert [r["model_id"] for r in report("--central", url, "--sort", "regression", "--desc")] == [MODEL, OTHER]
     # gpu-02's own database holds only its experiment of the model: nothing to compare with there.
     mine = report("--db", str(second.db_path))
     assert [(r["model_id"], r["regressed"]) for r in mine] == [(MODEL, False), (OTHER, False)]
@@ -113,3 +121,37 @@ def test_the_fleet_page_marks_a_regression_across_hosts(
     # Every result is on the page, by model_id then newest first: the model's gpu-02 file is 0,
     # gpu-01's 1, the other model's 2 and 3.
     assert marks == {"p": [0], "rows": [[MODEL, "gpu-02:b.json", REASONS]]}
+
+
+def test_the_published_tables_carry_the_verdicts_under_the_publishers_settings(
+    central_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, db = central_db
+    monkeypatch.setenv("PGPASSFILE", str(server.passfile))
+    host(central_db, tmp_path, "gpu-01", {"a.json": experiment(1, 0.9), "o.json": experiment(1, 0.9, OTHER)})
+    host(central_db, tmp_path, "gpu-02", {"o.json": experiment(2, 0.95, OTHER)})
+    out = tmp_path / "fleet"
+    publisher = Publisher(server.url(db), out, ["csv", "json", "markdown"], 0.05, rules=Rules(0.02, 0.1))
+    thread = threading.Thread(target=publisher.run)
+    thread.start()
+    try:
+        wait_until(lambda: publisher.writes >= 1, 20, what="the first write")
+        rows = list(csv.DictReader(io.StringIO((out / "report.csv").read_text(), newline="")))
+        assert [(r["model_id"], r["regressed"], r["regression"]) for r in rows] == [
+            (MODEL, "false", ""), (OTHER, "false", "")
+        ]  # fmt: skip
+        # A host ships a worse experiment of the model: the files follow, with the verdict.
+        host(central_db, tmp_path, "gpu-03", {"b.json": experiment(2, 0.8)})
+
+        def flagged() -> list[Any]:
+            rows = json.loads((out / "report.json").read_text())
+            return [(r["host"], r["regressed"], r["regression"]) for r in rows if r["regressed"]]
+
+        assert wait_until(flagged, 20, what="the regression published") == [("gpu-03", True, REASONS)]
+        assert (
+            f"| {MODEL} |" in (out / "report.md").read_text()
+            and "| regressed | regression |" in (out / "report.md").read_text()
+        )
+    finally:
+        publisher.stop.set()
+        thread.join(20)

@@ -5,6 +5,7 @@ cannot be trusted."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -16,8 +17,10 @@ import psycopg
 import pytest
 
 from testing.fleet import reference_files
-from watcher.fleet import shipper
+from watcher.cli import main
+from watcher.fleet import central, shipper
 from watcher.fleet.tables import FleetTables
+from watcher.regression import Rules
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -192,3 +195,55 @@ def test_a_reader_without_the_change_log_gets_whole_writes(central_db: Any, tmp_
     assert (tables.full_reads, tables.partial_reads) == (2, 0)
     with psycopg.connect(server.url(name)) as c:
         _check(tables, c, tmp_path)
+
+
+def _command(url: str, fmt: str) -> bytes:
+    out = io.StringIO()
+    assert main(["report", "--central", url, "--format", fmt], stdout=out) == 0
+    return out.getvalue().encode()
+
+
+def test_with_regression_checks_the_files_carry_the_verdicts_as_the_command_prints_them(
+    central_db: Any, conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, name = central_db
+    for key in [k for k in os.environ if k.startswith("WATCHER_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PGPASSFILE", str(server.passfile))
+    monkeypatch.setenv("WATCHER_REGRESSIONS", "true")
+    rules = Rules(0.02, 0.1)  # the defaults, which the command reads too
+    rng = random.Random(11)
+    models = ["m-1", "m-2", "=cmd", "a,comma", 'q"uote', "ünï"]
+
+    def row(path: str) -> list[Any]:
+        r = _row(rng, path, rng.choice(models))
+        r[5], r[6] = rng.choice([0.5, 0.55, 0.8]), rng.choice([0.9, 0.91, 0.8])  # near enough, or not
+        r[8] = rng.random() < 0.6  # target_met: sometimes lost
+        return r
+
+    for host in HOSTS:
+        _ship(conn, host, [row(f"runs/{host}/{i}.json") for i in range(8)], [])
+    tables = FleetTables(tmp_path / "out", FORMATS, rules)
+    tables.write(conn)
+    seen: set[bool] = set()
+    for step in range(12):
+        host = rng.choice(HOSTS)
+        if step % 3 == 2:  # a removal: the model's row goes back to an older experiment
+            _ship(conn, host, [], [f"runs/{host}/{rng.randrange(8)}.json"])
+        else:
+            _ship(conn, host, [row(f"new/{host}/{step}.json")], [])
+        conn.commit()
+        tables.write(conn)
+        whole = FleetTables(tmp_path / "whole", FORMATS, rules)
+        whole.write(conn)
+        files = _files(tables)
+        assert files == _files(whole)
+        assert files == {fmt: _command(server.url(name), fmt) for fmt in FORMATS}
+        seen.update(r["regressed"] for r in json.loads(files["json"]))
+        assert files["csv"].startswith(",".join(central.FLEET_REGRESSION_COLUMNS).encode() + b"\n")
+    assert seen == {True, False}  # both verdicts were written
+    assert tables.partial_reads >= 6
+    # Off again: the files as they always were (CSV by the server, the JSON as row_to_json).
+    off = FleetTables(tmp_path / "off", FORMATS)
+    off.write(conn)
+    _check(off, conn, tmp_path)

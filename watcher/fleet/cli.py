@@ -120,10 +120,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     from watcher.fleet.publisher import report_rows
     from watcher.reports.formats import render_csv, render_json, render_markdown, render_table
 
-    if args.sort is not None and args.sort not in central.FLEET_COLUMNS:
+    columns = central.FLEET_REGRESSION_COLUMNS if settings.regressions else central.FLEET_COLUMNS
+    if args.sort is not None and args.sort not in columns:
         raise ConfigError(
             f"watcher report --central: --sort {args.sort} is not a column of the fleet report"
-            f" (one of: {', '.join(central.FLEET_COLUMNS)})"
+            f" (one of: {', '.join(columns)})"
         )
     fmt = args.format or ("table" if out.isatty() else "csv")
     with (
@@ -138,7 +139,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     render = {"csv": render_csv, "json": render_json, "markdown": render_markdown, "table": render_table}[fmt]
     if fmt == "table" and (filters := report_filters(args)):
         render = functools.partial(render_table, empty=f"(no model matches {' '.join(filters)})")
-    render(rows, out, central.FLEET_REGRESSION_COLUMNS if settings.regressions else central.FLEET_COLUMNS)
+    render(rows, out, columns)
     return 0
 
 
@@ -154,10 +155,16 @@ def cmd_follow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     is waited for (logged on stderr) and following resumes where it was."""
     from watcher.fleet.follow import FleetFollower, follow_fleet
 
+    rules = settings.regression_rules
+    if args.regressions and rules is None:  # nothing would ever be judged: say so rather than wait
+        raise ConfigError("watcher follow --central --regressions: regression checks are off (set regressions = true)")
     as_json = args.format == "json" or (args.format == "auto" and not out.isatty())
     stop = threading.Event()
     with _errors("cannot follow the fleet"), _on_signals(stop):
-        follower = FleetFollower(central_url(args, settings), rejections_only=args.rejections, last=args.last)
+        follower = FleetFollower(
+            central_url(args, settings), rejections_only=args.rejections, last=args.last, rules=rules,
+            regressions_only=args.regressions,
+        )  # fmt: skip
         try:
             for batch in follow_fleet(follower, stop.is_set, stop.wait):
                 out.write("".join((e.as_json() if as_json else e.as_text()) + "\n" for e in batch))

@@ -14,6 +14,12 @@ window starts where the last one ended. A window is read when a shipped batch no
 :data:`watcher.fleet.central.CHANNEL`, and every :data:`POLL` seconds otherwise (a transaction that
 does not notify may hold the bound back). Within a window a path is shown once, in its latest
 state; a row changed again by a transaction beyond the window is left to the next window.
+
+With the follower's regression ``rules`` (its ``regressions`` setting on), a scored file is judged
+(:mod:`watcher.regression`) against the fleet's experiment before it, on any host (the
+``experiments`` view, read in the same snapshot as the row), and carries the reasons when it
+regressed, as a host's history entry does; ``regressions_only`` keeps only those (with
+``rejections_only`` too: those and the rejections, as ``watcher follow`` on a host).
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from watcher import regression
 from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.fleet.outage import UNREACHABLE, Outage
 from watcher.follow import Entry
 from watcher.logs import get_logger
+from watcher.regression import Point, Rules
 from watcher.timestamps import iso
 
 log = get_logger("watcher.fleetfollow")
@@ -49,8 +57,11 @@ class FleetEntry(NamedTuple):
     entry: Entry
 
     def as_json(self) -> str:
-        """One JSON object on one line: the local follow's fields, with ``host`` after ``at``."""
+        """One JSON object on one line: the local follow's fields (``regression`` only on a scored
+        file that regressed), with ``host`` after ``at``."""
         fields = self.entry._asdict()
+        if self.entry.regression is None:
+            del fields["regression"]
         ordered = {"id": fields.pop("id"), "at": fields.pop("at"), "host": self.host, **fields}
         return json.dumps(ordered, ensure_ascii=False)
 
@@ -75,9 +86,18 @@ class FleetFollower:
     watcher's. :meth:`poll` returns each outcome once; it raises psycopg's errors when the
     connection is lost, and :meth:`reconnect` resumes where it was."""
 
-    def __init__(self, url: str, rejections_only: bool = False, last: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        rejections_only: bool = False,
+        last: int = 0,
+        rules: Rules | None = None,
+        regressions_only: bool = False,
+    ) -> None:
         self.url = url
         self.rejections_only = rejections_only
+        self.rules = rules
+        self.regressions_only = regressions_only
         self.conn: psycopg.Connection[Any] | None = None
         self.listener: psycopg.Connection[Any] | None = None
         self._open_reader()
@@ -152,9 +172,12 @@ class FleetFollower:
             yield self.conn
 
     def _filter(self, entries: list[FleetEntry]) -> list[FleetEntry]:
-        if not self.rejections_only:
+        if not (self.rejections_only or self.regressions_only):
             return entries
-        return [e for e in entries if e.entry.outcome == "rejected"]
+        rejections, regressions = self.rejections_only, self.regressions_only
+        return [
+            e for e in entries if (rejections and e.entry.outcome == "rejected") or (regressions and e.entry.regression)
+        ]
 
     def _entries(self, conn: psycopg.Connection[Any], low: int, high: int) -> list[FleetEntry]:
         rows = conn.execute(
@@ -163,7 +186,7 @@ class FleetFollower:
             (str(low), str(high)),
         ).fetchall()
         events = _events(rows)
-        return _resolve(conn, events)
+        return _resolve(conn, events, self.rules)
 
 
 def _horizon(conn: psycopg.Connection[Any]) -> int:
@@ -203,9 +226,16 @@ _LOOKUP = {
 }
 
 
-def _resolve(conn: psycopg.Connection[Any], events: list[_Event]) -> list[FleetEntry]:
+_PREVIOUS = (
+    "SELECT host, path, previous_met, previous_recall, previous_threshold FROM watcher.experiments"
+    " WHERE model_id = ANY(%s::text[]) AND previous_met IS NOT NULL"
+)
+
+
+def _resolve(conn: psycopg.Connection[Any], events: list[_Event], rules: Rules | None = None) -> list[FleetEntry]:
     """The events as entries, each scored or rejected one from its current row (dropped when
-    that row changed since: a later window has it)."""
+    that row changed since: a later window has it); with ``rules``, a scored one judged against
+    the fleet's experiment before it."""
     current: dict[tuple[str, str, str], tuple[Any, ...]] = {}
     for kind, sql in _LOOKUP.items():
         keys = [(e.host, e.path) for e in events if e.kind == kind]
@@ -213,6 +243,11 @@ def _resolve(conn: psycopg.Connection[Any], events: list[_Event]) -> list[FleetE
             hosts, paths = [k[0] for k in keys], [k[1] for k in keys]
             for row in conn.execute(sql.encode(), (hosts, paths)):
                 current[(kind, row[0], row[1])] = row
+    previous: dict[tuple[str, str], Point] = {}
+    models = sorted({row[4] for (kind, _, _), row in current.items() if kind == "results"})
+    if rules is not None and models:  # by model_id: the view's window runs over those models only
+        for host, path, met, recall, threshold in conn.execute(_PREVIOUS.encode(), (models,)):
+            previous[(host, path)] = Point(met, recall, threshold)
     out: list[FleetEntry] = []
     for e in events:
         if e.kind == "removed":
@@ -223,7 +258,13 @@ def _resolve(conn: psycopg.Connection[Any], events: list[_Event]) -> list[FleetE
                 continue
             if e.kind == "results":
                 _, _, at, sha, model_id, thr, rec, met = row
-                entry = Entry(e.tx, at, e.path, "scored", sha, model_id, None, thr, rec, bool(met))
+                before = previous.get((e.host, e.path))
+                found = (
+                    []
+                    if before is None or rules is None
+                    else regression.reasons(before, Point(bool(met), rec, thr), rules)
+                )
+                entry = Entry(e.tx, at, e.path, "scored", sha, model_id, None, thr, rec, bool(met), found or None)
             else:
                 _, _, at, sha, errors = row
                 entry = Entry(e.tx, at, e.path, "rejected", sha, None, errors, None, None, None)

@@ -28,7 +28,7 @@ from watcher.errors import CentralError
 from watcher.fleet import central
 from watcher.fleet.outage import UNREACHABLE, Outage
 from watcher.fleet.page import PageProcess
-from watcher.fleet.tables import FleetTables
+from watcher.fleet.tables import JUDGED_SOURCE, FleetTables, judged
 from watcher.logs import get_logger
 from watcher.regression import Rules
 
@@ -54,13 +54,17 @@ def report_rows(
     does), whatever the server's locale. Raises :class:`ValueError` for another ``sort``.
 
     With ``regressions`` (rules), in :data:`~watcher.fleet.central.FLEET_REGRESSION_COLUMNS` order:
-    each model's newest experiment judged against the fleet's one before it, on any host."""
-    query = f"SELECT {', '.join('r.' + c for c in central.FLEET_COLUMNS)}"
-    if regressions is not None:
-        query += ", e.target_met, e.previous_met, e.previous_recall, e.previous_threshold"
-    query += " FROM watcher.report r"
-    if regressions is not None:
-        query += " JOIN watcher.experiments e ON e.host = r.host AND e.path = r.path"
+    each model's newest experiment judged against the fleet's one before it, on any host; ``sort``
+    may then be ``regressed`` or ``regression`` too (sorted here, after the judging: a stable sort
+    of the rows in model_id order keeps that order within ties, as the host's report does)."""
+    columns = central.FLEET_COLUMNS if regressions is None else central.FLEET_REGRESSION_COLUMNS
+    if sort is not None and sort not in columns:
+        raise ValueError(f"not a column of the fleet report: {sort!r}")
+    verdict = sort if sort in regression.REGRESSION_COLUMNS else None
+    if regressions is None:
+        query = f"SELECT {', '.join('r.' + c for c in central.FLEET_COLUMNS)} FROM watcher.report r"
+    else:
+        query = JUDGED_SOURCE
     args: list[Any] = []
     if below_target:
         query += " JOIN watcher.results x ON x.host = r.host AND x.path = r.path AND NOT x.target_met"
@@ -72,33 +76,19 @@ def report_rows(
         query += " AND starts_with(r.model_id, %s)"
         args.append(model.lower())
     order = 'r.model_id COLLATE "C"'
-    if sort is not None and sort != "model_id":
-        if sort not in central.FLEET_COLUMNS:
-            raise ValueError(f"not a column of the fleet report: {sort!r}")
+    if sort is not None and sort != "model_id" and verdict is None:
         text = ' COLLATE "C"' if sort in ("issuer", "experiment_date", "host", "path") else ""
         order = f"r.{sort}{text}{' DESC' if desc else ''}, {order}"
-    elif desc:
+    elif desc and verdict is None:
         order += " DESC"
     rows = conn.execute(f"{query} ORDER BY {order}".encode(), args).fetchall()
-    return rows if regressions is None else [_judged(row, regressions) for row in rows]
-
-
-def _judged(row: tuple[Any, ...], rules: Rules) -> tuple[Any, ...]:
-    """A report row with the previous experiment's point after it, as the row with its verdict."""
-    n = len(central.FLEET_COLUMNS)
-    report, (met, previous_met, previous_recall, previous_threshold) = row[:n], row[n:]
-    if previous_met is None:  # the model's first experiment
-        return (*report, 0, "")
-    threshold, recall = (
-        report[central.FLEET_COLUMNS.index("optimal_threshold")],
-        report[central.FLEET_COLUMNS.index("closest_recall_value")],
-    )
-    found = regression.reasons(
-        regression.Point(previous_met, previous_recall, previous_threshold),
-        regression.Point(met, recall, threshold),
-        rules,
-    )
-    return (*report, int(bool(found)), "; ".join(found))
+    if regressions is None:
+        return rows
+    out = [judged(row, regressions) for row in rows]
+    if verdict is not None:
+        at = columns.index(verdict)
+        out.sort(key=lambda row: row[at], reverse=desc)  # stable, so model_id ascending within ties
+    return out
 
 
 def host_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -138,7 +128,7 @@ class Publisher:
     ) -> None:
         self.url = url
         self.out_dir = out_dir
-        self.tables = FleetTables(out_dir, formats)
+        self.tables = FleetTables(out_dir, formats, rules)
         # The page after the tables, in a process of its own: the tables never wait for it.
         self.page = PageProcess(url, out_dir, target, max_models, rules) if "html" in formats else None
         self.interval = interval

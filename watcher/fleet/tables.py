@@ -8,9 +8,16 @@ once for the JSON), and far more on a busy machine. So :class:`FleetTables` (the
 model's row lies in the files it wrote, reads from the server only the rows of the models touched
 since, and writes each file as the old file's unchanged byte ranges with the new rows between.
 
-Both paths take each row's text from the same SQL expressions (:data:`CSV_LINE`, the CSV line as
-``watcher report --central --format csv`` prints it, formula cells neutralised, and
-``row_to_json``), so a spliced file has the bytes a whole write gives (a test holds the two equal
+With regression checks on (the publisher's ``rules``), every row also carries ``regressed`` and
+``regression`` (:data:`~watcher.fleet.central.FLEET_REGRESSION_COLUMNS`): its model's newest
+experiment judged here (:func:`judged`, :mod:`watcher.regression`) against the fleet's one before
+it (the ``experiments`` view), and every format is rendered here by the host's table formats, as
+``watcher report --central`` prints it with the same settings. A row still depends only on its
+model's rows, so the splicing below holds unchanged.
+
+With the checks off, both paths take each row's text from the same SQL expressions
+(:data:`CSV_LINE`, the CSV line as ``watcher report --central --format csv`` prints it, formula
+cells neutralised, and ``row_to_json``), so a spliced file has the bytes a whole write gives (a test holds the two equal
 after random changes, and the CSV equal to the command's, the JSON to ``row_to_json``'s).
 
 Which models a write must render again: every statement that deletes or inserts rows of
@@ -42,7 +49,9 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from watcher import regression
 from watcher.fleet import central
+from watcher.regression import Rules
 from watcher.reports.formats import FILE_NAMES, FORMULA_START, TABLE_FORMATS, Row, TableFormat
 from watcher.reports.tables import SplicedFiles
 
@@ -77,7 +86,31 @@ CSV_LINE = (
     " || ',' || ".join(_csv_cell(f"r.{c}") if c in _TEXT else _csv_number(f"r.{c}") for c in _COLS) + " || chr(10)"
 )
 JSON_TEXT = "row_to_json(r)::text"
-_REPORT = f"SELECT {', '.join(_COLS)} FROM watcher.report"
+_REPORT = f"SELECT {', '.join(_COLS)} FROM watcher.report r"
+#: The report's columns, then the point of the row's experiment and of the fleet's one before it
+#: (a filter on the models must name ``e.model_id`` too, or the view's window runs over every row).
+JUDGED_SOURCE = (
+    f"SELECT {', '.join('r.' + c for c in _COLS)}, e.target_met, e.previous_met, e.previous_recall,"
+    " e.previous_threshold FROM watcher.report r"
+    " JOIN watcher.experiments e ON e.model_id = r.model_id AND e.host = r.host AND e.path = r.path"
+)
+_POINT = ("target_met", "previous_met", "previous_recall", "previous_threshold")
+
+
+def judged(row: Sequence[Any], rules: Rules) -> tuple[Any, ...]:
+    """A row of :data:`JUDGED_SOURCE`'s columns as the report row with its verdict after it
+    (:data:`~watcher.fleet.central.FLEET_REGRESSION_COLUMNS`): ``regressed`` 0 or 1, and
+    ``regression`` the reasons joined by ``"; "`` (empty for the model's first experiment)."""
+    n = len(_COLS)
+    report, (met, previous_met, previous_recall, previous_threshold) = tuple(row[:n]), row[n:]
+    if previous_met is None:  # the model's first experiment
+        return (*report, 0, "")
+    found = regression.reasons(
+        regression.Point(previous_met, previous_recall, previous_threshold),
+        regression.Point(met, report[_COLS.index("closest_recall_value")], report[_COLS.index("optimal_threshold")]),
+        rules,
+    )
+    return (*report, int(bool(found)), "; ".join(found))
 
 
 class _Rendered:
@@ -101,6 +134,18 @@ class _Typed:
     def texts(self, rows: list[Row]) -> list[str]:
         i = self.index
         return self.table.texts([row[i:] for row in rows])
+
+
+class _Judged:
+    """A format rendered here with the verdict columns, from ``row[index:]`` judged by ``rules``."""
+
+    def __init__(self, index: int, table: TableFormat, rules: Rules) -> None:
+        self.index, self.table, self.rules = index, table, rules
+        self.head, self.sep, self.tail, self.empty = table.head, table.sep, table.tail, table.empty
+
+    def texts(self, rows: list[Row]) -> list[str]:
+        i, rules = self.index, self.rules
+        return self.table.texts([judged(row[i:], rules) for row in rows])
 
 
 class _Mark(NamedTuple):
@@ -128,13 +173,20 @@ _NEW = (
 
 class FleetTables(SplicedFiles):
     """The fleet's table files of ``formats`` (csv, json, markdown; others left out) in
-    ``out_dir``, written in that order: CSV first. One thread uses it (the publisher's)."""
+    ``out_dir``, written in that order: CSV first; with ``rules``, the regression columns too.
+    One thread uses it (the publisher's)."""
 
-    def __init__(self, out_dir: Path, formats: Sequence[str]) -> None:
+    def __init__(self, out_dir: Path, formats: Sequence[str], rules: Rules | None = None) -> None:
         kept = sorted((f for f in formats if f in TABLE_FORMATS), key=list(TABLE_FORMATS).index)
         self.columns = ["r.model_id"]
+        self.source = _REPORT if rules is None else JUDGED_SOURCE
         tables: dict[str, TableFormat] = {}
-        for fmt in kept:
+        if rules is not None and kept:  # every format from the same typed, judged columns
+            judged_columns = central.FLEET_REGRESSION_COLUMNS
+            for fmt in kept:
+                tables[fmt] = _Judged(1, TABLE_FORMATS[fmt](judged_columns), rules)
+            self.columns.extend(f"r.{c}" for c in (*_COLS, *_POINT))
+        for fmt in kept if rules is None else ():
             if fmt == "csv":
                 head = ",".join(_COLS) + "\n"
                 tables[fmt] = _Rendered(len(self.columns), head, "", "", head)
@@ -195,8 +247,10 @@ class FleetTables(SplicedFiles):
         return {m for (m,) in conn.execute(_GONE, args)} | {m for (m,) in conn.execute(_NEW, args)}
 
     def _rows(self, conn: psycopg.Connection[Any], models: list[str]) -> list[Row]:
-        return conn.execute(self._query(models), (models,)).fetchall()
+        return conn.execute(self._query(models), {"m": models}).fetchall()
 
     def _query(self, models: list[str] | None) -> bytes:
-        where = "" if models is None else " WHERE model_id = ANY(%s::text[])"
-        return f"SELECT {', '.join(self.columns)} FROM ({_REPORT}{where}) r ORDER BY r.model_id".encode()
+        where = "" if models is None else " WHERE r.model_id = ANY(%(m)s::text[])"
+        if models is not None and self.source is JUDGED_SOURCE:  # the view's window, only over these models
+            where += " AND e.model_id = ANY(%(m)s::text[])"
+        return f"SELECT {', '.join(self.columns)} FROM ({self.source}{where}) r ORDER BY r.model_id".encode()
