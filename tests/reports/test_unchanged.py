@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,13 +30,19 @@ FIXED_NOW = "2026-01-02T03:04:05.000000Z"
 FIXED_MTIME_NS = 1_700_000_000_000_000_000
 
 
-def render(work: Path, patch: pytest.MonkeyPatch) -> dict[str, bytes]:
-    """Scan a copy of the examples with the default settings and return every report file."""
-    inbox = work / "inbox"
+def copy_examples(inbox: Path) -> None:
+    """The bundled examples, with a fixed mtime."""
     inbox.mkdir(parents=True)
     for example in sorted((ROOT / "examples").glob("*.json")):
         shutil.copyfile(example, inbox / example.name)
         os.utime(inbox / example.name, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
+
+
+def render(work: Path, patch: pytest.MonkeyPatch, fill: Callable[[Path], None] = copy_examples) -> dict[str, bytes]:
+    """Scan a folder ``fill`` made (the examples by default) with the default settings and the
+    clock fixed, and return every report file."""
+    inbox = work / "inbox"
+    fill(inbox)
     patch.setattr("watcher.mirror.now_iso", lambda at=None: FIXED_NOW)
     patch.setattr("watcher.reports.files.now_iso", lambda at=None: FIXED_NOW)
     settings = Settings.model_validate({"watch_dir": inbox, "db_path": work / "var" / "watcher.db", "workers": 1})

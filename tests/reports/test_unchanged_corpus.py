@@ -25,15 +25,9 @@ from pathlib import Path
 import pytest
 
 from testing import corpus
-from watcher.config import Settings
-from watcher.reconcile import reconcile
-from watcher.reports.files import write_html, write_reports
-from watcher.store import Store
+from tests.reports.test_unchanged import FIXED_MTIME_NS, render
 
 EXPECTED = Path(__file__).parent / "fixtures" / "corpus-digests.json"
-FORMATS = ("csv", "json", "markdown")
-FIXED_NOW = "2026-01-02T03:04:05.000000Z"
-FIXED_MTIME_NS = 1_700_000_000_000_000_000
 
 #: Files that break one rule each (with the valid ones, the report's rejections section).
 BROKEN = {
@@ -76,29 +70,12 @@ def build_corpus(inbox: Path) -> None:
         os.utime(path, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
 
 
-def digests(paths: list[Path]) -> dict[str, list[object]]:
-    return {p.name: [hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size] for p in paths}
-
-
-def render(work: Path, patch: pytest.MonkeyPatch) -> list[Path]:
-    inbox = work / "inbox"
-    build_corpus(inbox)
-    patch.setattr("watcher.mirror.now_iso", lambda at=None: FIXED_NOW)
-    patch.setattr("watcher.reports.files.now_iso", lambda at=None: FIXED_NOW)
-    settings = Settings.model_validate({"watch_dir": inbox, "db_path": work / "var" / "watcher.db", "workers": 1})
-    store = Store.from_settings(settings)
-    try:
-        reconcile(store, settings)
-        with store.snapshot():
-            written = write_reports(store.report_rows, settings.report_dir, FORMATS)
-        written.append(write_html(store, settings))
-    finally:
-        store.close()
-    return written
+def digests(files: dict[str, bytes]) -> dict[str, list[object]]:
+    return {name: [hashlib.sha256(content).hexdigest(), len(content)] for name, content in files.items()}
 
 
 def test_every_report_file_is_unchanged_on_a_generated_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    got = digests(render(tmp_path, monkeypatch))
+    got = digests(render(tmp_path, monkeypatch, fill=build_corpus))
     expected = json.loads(EXPECTED.read_text())
     assert sorted(got) == sorted(expected) == ["report.csv", "report.html", "report.json", "report.md"]
     for name in expected:
