@@ -20,7 +20,10 @@ import psycopg
 from testing import fleet_invariant, invariant
 from testing.daemon import Daemon
 from testing.helpers import wait_until
+from watcher.config import Settings
 from watcher.fleet import central
+from watcher.fleet.shipper import Shipper
+from watcher.reconcile import scan
 from watcher.reports.formats import render_csv, render_markdown
 
 
@@ -121,6 +124,18 @@ class Fleet:
         if self.publisher is not None and self.publisher.poll() is None:
             self.publisher.terminate()
             self.publisher.wait(10)
+
+
+def scan_and_ship(settings: Settings) -> None:
+    """``watcher scan`` of the host's folder, then its shipper stepped in this process until the
+    central database holds everything (no daemon, no thread: for tests that build a fleet's state)."""
+    scan(settings)
+    shipper = Shipper(settings)
+    try:
+        while shipper.step():
+            pass
+    finally:
+        shipper._close()
 
 
 def _descendants(pid: int) -> list[int]:

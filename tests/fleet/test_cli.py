@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from testing.fleet import scan_and_ship
 from watcher.cli import main
 from watcher.fleet import central
 
@@ -61,8 +62,6 @@ def _one_host_fleet(central_db: Any, make_settings: Any, monkeypatch: pytest.Mon
     import random
 
     from testing.helpers import doc, write
-    from watcher.fleet.shipper import Shipper
-    from watcher.reconcile import scan
 
     server, db = central_db
     role = "r_" + uuid.uuid4().hex[:8]
@@ -79,13 +78,7 @@ def _one_host_fleet(central_db: Any, make_settings: Any, monkeypatch: pytest.Mon
             settings.watch_dir / f"{'=cmd' if i == 3 else 'run'}{i}.json",
             doc(issuer=rng.choice(issuers), recall_arr=recall, experiment_date=f"2024-05-{1 + i % 9:02}T12:00:00Z"),
         )
-    scan(settings)
-    shipper = Shipper(settings)
-    try:
-        while shipper.step():
-            pass
-    finally:
-        shipper._close()
+    scan_and_ship(settings)
     return settings, server.url(db)
 
 

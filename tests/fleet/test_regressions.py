@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
+from testing.fleet import scan_and_ship
 from testing.helpers import doc, wait_until, write
 from watcher.cli import main
 from watcher.config import Settings
 from watcher.fleet import central
 from watcher.fleet.page import write_page
 from watcher.fleet.publisher import Publisher
-from watcher.fleet.shipper import Shipper
-from watcher.reconcile import scan
 from watcher.regression import Rules
 
 MODEL = "00000000-0000-4000-8000-000000000001"
@@ -48,13 +47,7 @@ def host(central_db: Any, tmp_path: Path, name: str, files: dict[str, dict[str, 
                                         "host_name": name})  # fmt: skip
     for path, content in files.items():
         write(settings.watch_dir / path, content)
-    scan(settings)
-    shipper = Shipper(settings)
-    try:
-        while shipper.step():
-            pass
-    finally:
-        shipper._close()
+    scan_and_ship(settings)
     return settings
 
 
