@@ -19,13 +19,14 @@ from testing.helpers import doc, wait_until, write
 from testing.webhook import Receiver
 from watcher import logs
 from watcher.alerts.delivery import Cursor, Poster, PostFailed, redacted
-from watcher.alerts.events import Event, event_of, regression_reasons
+from watcher.alerts.events import Event, event_of, history_tag, regression_reasons
 from watcher.alerts.notifier import follow_webhook, notify
 from watcher.cli import main
-from watcher.config import Webhook, load_settings, notify_state_dir_of
+from watcher.config import Settings, Webhook, load_settings, notify_state_dir_of
 from watcher.errors import ConfigError, NotifyError
 from watcher.follow import Entry, Follower, inode_of
 from watcher.reconcile import scan
+from watcher.store import Store
 
 MODEL = "3f2b8c1e-7d4a-4e0b-9a6f-1c2d3e4f5a6b"
 
@@ -89,6 +90,26 @@ def test_only_a_regression_object_with_reasons_is_a_regression(detail: str | Non
 def test_the_key_names_host_and_id_whatever_the_host_name() -> None:
     entry = Entry(7, "t", "p", "rejected", None, None, [], None, None, None)
     assert Event("gpu 01/a", "rejected", entry).key == "gpu%2001%2Fa:7"
+
+
+def test_the_key_names_the_history_so_a_rebuilt_database_reuses_no_key(tmp_path: Path) -> None:
+    # Two databases of one host, the second built after the first (a rebuild, a restore): both
+    # number their entries from 1, and the same id must not give the same key.
+    keys = []
+    for name in ("first", "rebuilt"):
+        settings = Settings.model_validate(
+            {"watch_dir": tmp_path / name / "inbox", "db_path": tmp_path / name / "w.db"}
+        )
+        write(settings.watch_dir / "bad.json", doc(issuer="nobody"))
+        scan(settings)
+        with Store.open_readonly(settings.db_path) as store:
+            (row,) = store.history_after(0)
+            entry = Entry.from_row(row)
+            event = event_of(entry, None, "gpu01", history_tag(store.report_mark()[0]))
+        assert event is not None and event.id == 1
+        keys.append(event.key)
+    assert keys[0] != keys[1] and all(k.startswith("gpu01:") and k.endswith(":1") for k in keys)
+    assert history_tag(None) == "" and len(keys[0].split(":")[1]) == 8
 
 
 def test_the_cursor_is_saved_atomically_and_read_back(tmp_path: Path) -> None:

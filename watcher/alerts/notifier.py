@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from watcher import logs
 from watcher.alerts.delivery import Cursor, Poster, redacted
-from watcher.alerts.events import event_of
+from watcher.alerts.events import event_of, history_tag
 from watcher.config import Settings, Webhook, notify_state_dir_of
 from watcher.errors import ConfigError
 from watcher.follow import INTERVAL, Follower, follow, inode_of
@@ -73,8 +73,9 @@ def follow_webhook(
         log.info("webhook_following", webhook=poster.name, after=follower.after, db=str(settings.db_path))
         for batch in follow(follower, stopped, wait, interval):
             details = follower.store.scored_details(batch[0].id - 1, batch[-1].id)
+            history = history_tag(follower.store.report_mark()[0])
             for entry in batch:
-                event = event_of(entry, details.get(entry.id), settings.host_name)
+                event = event_of(entry, details.get(entry.id), settings.host_name, history)
                 if event is None:
                     continue
                 if not poster.deliver(event, stopped, wait):
