@@ -217,7 +217,13 @@ def operating_points(
         fpr = None if fprs is None else fprs[index]
         return Point(kind, target, thresholds[index], recalls[index], precision, fpr, met)
 
-    points = [point("recall", t, s.index, s.target_met) for t, s in zip(targets, scores, strict=True)]
+    if precisions is None and fprs is None:  # the usual file: each point straight from its score
+        points = [
+            Point("recall", t, s.threshold, s.recall, None, None, s.target_met)
+            for t, s in zip(targets, scores, strict=True)
+        ]
+    else:
+        points = [point("recall", t, s.index, s.target_met) for t, s in zip(targets, scores, strict=True)]
     for picker in pickers:
         if picker == "max_f1" and precisions is not None:
             points.append(point(picker, None, max_f1(precisions, recalls), None))
