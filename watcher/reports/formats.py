@@ -128,7 +128,7 @@ class _Csv:
         elif self.points:
             texts = _point_texts(rows, _POINT_CSV, "")
             text = "".join(texts)
-            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, *_, d, p in rows])
+            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _k, _t, _x, _y, _p, _f, _a, d, p in rows])
             if (
                 text.count(",") == (len(POINT_COLUMNS) - 1) * len(rows)
                 and text.count("\n") == len(rows)
