@@ -8,7 +8,6 @@ It runs in worker processes during a bulk scan, so its inputs and outputs are sm
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat as st
 import zlib
@@ -30,7 +29,15 @@ from watcher.outcomes import (
     stored_path,
 )
 from watcher.resultfile import RULES_VERSION, Problem, validate_bytes
-from watcher.scoring import OPERATING_POINTS, OperatingPoint, Picker, curve_bytes, drawn_curve, operating_points
+from watcher.scoring import (
+    OPERATING_POINTS,
+    OperatingPoint,
+    Picker,
+    Point,
+    curve_bytes,
+    drawn_curve,
+    operating_points,
+)
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -89,8 +96,25 @@ def rules_version(
     return version
 
 
-#: A file's points as ``point_sets`` stores them: compact (a scan makes one per file).
-_points_json = json.JSONEncoder(separators=(",", ":")).encode
+#: JSON's literals for a point's ``met`` (None for a picker's point).
+_JSON_LITERALS = {None: "null", True: "true", False: "false"}
+
+
+def _points_json(points: Sequence[Point]) -> str:
+    """A file's points as ``point_sets`` stores them: a compact JSON array of arrays (a scan makes
+    one per file). What ``json.dumps(points, separators=(",", ":"))`` gives, in a third less time:
+    kinds are plain names, numbers finite (validation refuses others) and written as their repr,
+    as the encoder writes them (a test compares both)."""
+    return (
+        "["
+        + ",".join([
+            f'["{k}",{"null" if t is None else repr(t)},{x!r},{r!r},{"null" if p is None else repr(p)},'
+            f'{"null" if f is None else repr(f)},{_JSON_LITERALS[m]}]'
+            for k, t, x, r, p, f, m in points
+        ])
+        + "]"
+    )  # fmt: skip
+
 
 #: The stored distance is rounded: |0.8 - 0.85| is 0.05 to whoever reads the database, not the float
 #: subtraction's 0.04999999999999993. (Scoring compares the exact distances.)

@@ -41,6 +41,11 @@ _ONLY = {
 _SPAN = "id > :after AND id <= :upto"
 # The drawn curve's bytes; rows stored before rules version 3 hold none (text then) until re-judged.
 _CURVE = "iif(typeof(curve) = 'blob', curve, x'')"
+#: A ``point_sets`` array as Python lists: the stored text starts with its ``[`` (written by the
+#: worker, compact), so the decoder's own method without ``json.loads``'s layers around it.
+_decode_points = json.JSONDecoder().raw_decode
+#: A point's ``met`` as ``results`` stores it (an integer flag; None for a picker's point).
+_FLAGS = {True: 1, False: 0, None: None}
 
 
 class Queries:
@@ -97,13 +102,13 @@ class Queries:
             " p.points, v.experiment_date, v.path FROM report v LEFT JOIN point_sets p ON p.path = v.path"
             " ORDER BY v.model_id"
         )
-        loads = json.loads
+        decode, flag = _decode_points, _FLAGS
         for model, issuer, target, threshold, recall, met, points, date, path in self.db.execute(sql):
             if points is None:
                 yield model, issuer, "recall", target, threshold, recall, None, None, met, date, path
             else:
-                for kind, t, x, r, p, f, m in loads(points):
-                    yield model, issuer, kind, t, x, r, p, f, None if m is None else int(m), date, path
+                for kind, t, x, r, p, f, m in decode(points)[0]:
+                    yield model, issuer, kind, t, x, r, p, f, flag[m], date, path
 
     def report_mark(self) -> tuple[str | None, int]:
         """Where the history stands: its identity (the first entry's id and time; None when empty)

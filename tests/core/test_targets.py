@@ -20,7 +20,7 @@ from testing.helpers import doc, write
 from watcher.config import load_settings
 from watcher.errors import ConfigError
 from watcher.follow import Follower
-from watcher.judge import JudgeOptions, judge, rules_version
+from watcher.judge import JudgeOptions, _points_json, judge, rules_version
 from watcher.lifecycle import RELOADABLE
 from watcher.outcomes import Scored
 from watcher.reconcile import reconcile, scan
@@ -131,6 +131,25 @@ def test_pickers_and_precision_at_each_point() -> None:
     assert max_f1([0.0, 0.5, 1.0, 0.0], [0.0, 1.0, 0.5, 0.0]) == 2
     assert max_f1([0.0, 0.0], [0.0, 0.0]) == 1
     assert youden([0.9, 0.8, 0.5], [0.4, 0.3, 0.2]) == 1
+
+
+_unit = st.floats(0, 1) | st.sampled_from([0, 1])  # validation keeps a whole number as it came
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["recall", "max_f1", "youden"]), st.none() | _unit, _unit, _unit,
+            st.none() | _unit, st.none() | _unit, st.none() | st.booleans(),
+        ),
+        min_size=1, max_size=5,
+    )
+)  # fmt: skip
+def test_the_stored_points_are_the_json_encoders_text(points: list[tuple[Any, ...]]) -> None:
+    # The worker's template writes exactly what the JSON encoder would (and what point_rows reads).
+    text = _points_json([Point(*p) for p in points])
+    assert text == json.dumps(points, separators=(",", ":"))
+    assert json.loads(text) == [list(p) for p in points]
 
 
 # -- the results file ----------------------------------------------------------------------------

@@ -217,8 +217,12 @@ def test_point_rows_fast_paths_match_csv_writer_and_the_encoder() -> None:
         out = io.StringIO()
         render_tables(rows, {"csv": out}, POINT_COLUMNS)
         assert out.getvalue() == reference.getvalue()
+    # A model's points are consecutive rows with the same text cells (escaped once for them all).
+    model, issuer, path = "m\u00e9", 'o"n\\e', "n\nl\U0001f600"
     tricky: list[tuple[Any, ...]] = [
-        ("m\u00e9", 'o"n\\e', "youden", None, 0.30000000000000004, 1.0, None, 0.0, None, "d", "n\nl\U0001f600")
+        (model, issuer, "recall", 0.85, 0.25, 0.875, None, 0.5, 1, "d", path),
+        (model, issuer, "youden", None, 0.30000000000000004, 1.0, None, 0.0, None, "d", path),
+        ("other", issuer, "recall", 0.85, 0.25, 0.875, None, None, 0, "d2", "p2"),
     ]
     out = io.StringIO()
     render_tables(plain[:3] + tricky, {"json": out}, POINT_COLUMNS)

@@ -128,7 +128,7 @@ class _Csv:
         elif self.points:
             texts = _point_texts(rows, _POINT_CSV, "")
             text = "".join(texts)
-            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, *_, d, p in rows])
+            starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _k, _t, _x, _y, _p, _f, _a, d, p in rows])
             if (
                 text.count(",") == (len(POINT_COLUMNS) - 1) * len(rows)
                 and text.count("\n") == len(rows)
@@ -149,12 +149,26 @@ _POINT_JSON = "{" + ",\n".join(f'"{c}": %{"r" if c in ("threshold", "recall") el
 def _point_texts(rows: list[Row], template: str, none: str) -> list[str]:
     """Each operating point row's text from ``template`` (text cells JSON-escaped when ``none``
     is JSON's ``null``); numbers as repr, as csv and json write them."""
-    e = encode_basestring if none else str
-    return [
-        template % (e(m), e(i), e(k), none if t is None else repr(t), x, y, none if p is None else repr(p),
-                    none if f is None else repr(f), none if a is None else a, e(d), e(q))
-        for m, i, k, t, x, y, p, f, a, d, q in rows
-    ]  # fmt: skip
+    if not none:  # csv: the text cells as they are (the caller checks that none needs quoting)
+        return [
+            template % (m, i, k, none if t is None else repr(t), x, y, none if p is None else repr(p),
+                        none if f is None else repr(f), none if a is None else a, d, q)
+            for m, i, k, t, x, y, p, f, a, d, q in rows
+        ]  # fmt: skip
+    # A model's points are consecutive rows sharing its text cells: each is escaped once per model.
+    e = encode_basestring
+    texts: list[str] = []
+    append = texts.append
+    last = None
+    em = ei = ed = eq = ""
+    for m, i, k, t, x, y, p, f, a, d, q in rows:
+        if q is not last:
+            last, em, ei, ed, eq = q, e(m), e(i), e(d), e(q)
+        append(
+            template % (em, ei, e(k), none if t is None else repr(t), x, y, none if p is None else repr(p),
+                        none if f is None else repr(f), none if a is None else a, ed, eq)
+        )  # fmt: skip
+    return texts
 
 
 class _Json:
