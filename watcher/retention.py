@@ -16,9 +16,10 @@ only, and never one that something still reads:
   entry (what a model looked like before a change: the report tables' splice reads it, and a
   resync of the fleet ships every path the history names).
 
-A removed path's entries go once they are old enough. The trimmer walks ids upwards from where it
-stopped and starts again from the beginning once it reaches entries too recent to trim, so entries
-kept for a while (a path's latest) are looked at again later.
+A removed path's entries go once they are old enough. The trimmer walks the entries upwards by id,
+:data:`SLICE` entries a step (the ids trimmed before cost nothing), from where it stopped, and
+starts again from the beginning once it reaches entries too recent to trim, so entries kept for a
+while (a path's latest) are looked at again later.
 
 The write-ahead log: SQLite's automatic checkpoints copy it into the database but cannot start it
 again from its beginning while a reader holds an older state, so under sustained changes with
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 #: The newest entries are always kept: the report page's earlier outcomes reach this far back.
 KEEP_NEWEST = 200_000
-#: Ids looked at per trim step: one transaction of at most a few tens of milliseconds.
+#: Entries looked at per trim step: one transaction of at most a few tens of milliseconds.
 SLICE = 2_000
 #: Past this size (bytes) the write-ahead log is checkpointed and truncated without waiting for
 #: the burst to end.
@@ -95,7 +96,11 @@ class HistoryTrimmer:
         if start >= limit:
             self.next_id = 0
             return None
-        end = min(start + SLICE, limit)
+        # A slice of SLICE entries, not of SLICE ids: trimmed stretches of ids cost no steps (a walk
+        # by id slices took one step per 2,000 ids ever written, so its length, and the history's
+        # swing between two walks, grew with the database's age).
+        row = db.execute("SELECT id FROM history WHERE id >= ? ORDER BY id LIMIT 1 OFFSET ?", (start, SLICE)).fetchone()
+        end = limit if row is None else min(row[0], limit)
         cutoff = now_iso((time.time() if now is None else now) - self.keep_days * 86400)
         span: dict[str, Any] = {"start": start, "end": end, "cutoff": cutoff}
         with store.writing():

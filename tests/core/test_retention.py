@@ -118,6 +118,37 @@ def test_trimming_keeps_exactly_what_the_rules_keep(
     assert invariant.violations(settings.watch_dir, db) == []
 
 
+def test_a_walk_costs_steps_per_entry_not_per_id_ever_written(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ids trimmed long ago leave stretches with no entry: a walk by id slices stepped through
+    # each of them (a step a second in the daemon), so a walk's length, and how far the history
+    # grew between two walks, grew with every id ever written (the two-hour soak's history
+    # swung by 30,000 entries at its end). By entries, the walk's steps follow what is there.
+    monkeypatch.setattr(retention, "KEEP_NEWEST", 0)
+    monkeypatch.setattr(retention, "SLICE", 10)
+    settings = make_settings()
+    write(settings.watch_dir / "a.json", doc())
+    scan(settings)
+    gone = [(100 + i * 1000, now_iso(1e9 + i), f"gone{i}.json", "removed") for i in range(50)]
+    conn = sqlite3.connect(settings.db_path)
+    with conn:  # 50 entries of files long removed, one per 1,000 ids; a recent last entry
+        conn.executemany("INSERT INTO history (id, at, path, outcome) VALUES (?, ?, ?, ?)", gone)
+        conn.execute(
+            "INSERT INTO history (id, at, path, outcome) VALUES (?, ?, 'x.json', 'removed')", (60_000, now_iso())
+        )
+    conn.close()
+    trimmer, steps = HistoryTrimmer(keep_days=30), 0
+    store = Store.open(settings.db_path)
+    try:
+        while (done := trimmer.step(store, None)) is not None and not done.wrapped:
+            steps += 1
+    finally:
+        store.close()
+    assert steps <= 7  # 53 entries, 10 a step (by ids: 6,000 steps)
+    assert not {p for _, _, p, _ in _history(settings.db_path)} & {g[2] for g in gone}
+
+
 def test_keep_days_zero_keeps_everything(make_settings: Any) -> None:
     settings = make_settings()
     for i in range(5):
