@@ -41,11 +41,6 @@ _ONLY = {
 _SPAN = "id > :after AND id <= :upto"
 # The drawn curve's bytes; rows stored before rules version 3 hold none (text then) until re-judged.
 _CURVE = "iif(typeof(curve) = 'blob', curve, x'')"
-#: A ``point_sets`` array as Python lists: the stored text starts with its ``[`` (written by the
-#: worker, compact), so the decoder's own method without ``json.loads``'s layers around it.
-_decode_points = json.JSONDecoder().raw_decode
-#: A point's ``met`` as ``results`` stores it (an integer flag; None for a picker's point).
-_FLAGS = {True: 1, False: 0, None: None}
 
 
 class Queries:
@@ -91,24 +86,18 @@ class Queries:
             order = "model_id DESC"
         return iter(self.db.execute(f"{sql} ORDER BY {order}", args))
 
-    def point_rows(self) -> Iterator[tuple[Any, ...]]:
-        """The ``report_points`` view's rows (tuples in POINT_COLUMNS order): each model's report
-        row's operating points, by model_id, then in the settings' order (``n``). Read as the
-        report view joined with ``point_sets`` (one row per model) and each file's JSON array
-        expanded here: a third of the time of the view's ``json_each``, and every float exactly
-        the one stored (Python's own repr read back by Python). A generator over a cursor."""
-        sql = (
-            "SELECT v.model_id, v.issuer, v.target_recall, v.optimal_threshold, v.closest_recall_value, v.target_met,"
-            " p.points, v.experiment_date, v.path FROM report v LEFT JOIN point_sets p ON p.path = v.path"
-            " ORDER BY v.model_id"
+    def report_rows_with_points(self, regressions: bool = False) -> Iterator[tuple[Any, ...]]:
+        """The ``report`` view's rows as :meth:`report_rows` gives them (by model_id), each with its
+        file's ``point_sets`` text last (None when the file has its primary point alone): what the
+        report files and the operating points files are rendered from in one pass. A cursor."""
+        columns, source = (
+            (REGRESSION_REPORT_COLUMNS, _REPORT_REGRESSIONS) if regressions else (REPORT_COLUMNS, "report")
         )
-        decode, flag = _decode_points, _FLAGS
-        for model, issuer, target, threshold, recall, met, points, date, path in self.db.execute(sql):
-            if points is None:
-                yield model, issuer, "recall", target, threshold, recall, None, None, met, date, path
-            else:
-                for kind, t, x, r, p, f, m in decode(points)[0]:
-                    yield model, issuer, kind, t, x, r, p, f, flag[m], date, path
+        sql = (
+            f"SELECT {', '.join('v.' + c for c in columns)}, p.points FROM {source} v"
+            " LEFT JOIN point_sets p ON p.path = v.path ORDER BY v.model_id"
+        )
+        return iter(self.db.execute(sql))
 
     def report_mark(self) -> tuple[str | None, int]:
         """Where the history stands: its identity (the first entry's id and time; None when empty)

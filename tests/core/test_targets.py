@@ -333,13 +333,15 @@ def test_the_points_files_show_every_point_and_only_when_asked_for(make_settings
     assert (one.report_dir / "report.csv").read_bytes() == report  # the primary point's report, unchanged
     head = "model_id,issuer,kind,target,threshold,recall,precision,fpr,met,experiment_date,path\n"
     assert (more.report_dir / "points.csv").read_text() == head + (
-        f"{model},ana@example.com,recall,0.85,0.5,0.85,0.3,,1,2024-05-01T12:00:00.000Z,a.json\n"
-        f"{model},ana@example.com,recall,0.9,0.25,0.95,0.2,,1,2024-05-01T12:00:00.000Z,a.json\n"
+        f"{model},ana@example.com,recall,0.85,0.5,0.85,0.3,,true,2024-05-01T12:00:00.000Z,a.json\n"
+        f"{model},ana@example.com,recall,0.9,0.25,0.95,0.2,,true,2024-05-01T12:00:00.000Z,a.json\n"
         f"{model},ana@example.com,max_f1,,0.75,0.5,0.4,,,2024-05-01T12:00:00.000Z,a.json\n"
     )  # F1: 0.182, 0.330, 0.4435, 0.4444, 0; no youden point: the file has no fpr_arr
-    points = json.loads((more.report_dir / "points.json").read_text())
-    assert [(p["kind"], p["target"], p["precision"], p["met"]) for p in points] == [
-        ("recall", 0.85, 0.3, 1), ("recall", 0.9, 0.2, 1), ("max_f1", None, 0.4, None)
+    (model_points,) = json.loads((more.report_dir / "points.json").read_text())  # an object per model
+    assert (model_points["model_id"], model_points["path"]) == (model, "a.json")
+    assert model_points["points"] == [  # [kind, target, threshold, recall, precision, fpr, met]
+        ["recall", 0.85, 0.5, 0.85, 0.3, None, True], ["recall", 0.9, 0.25, 0.95, 0.2, None, True],
+        ["max_f1", None, 0.75, 0.5, 0.4, None, None],
     ]  # fmt: skip
     markdown = (more.report_dir / "points.md").read_text().splitlines()
     assert markdown[3].startswith(f"| {model} | ana@example.com | recall | 0.9 | 0.25 |")

@@ -40,7 +40,7 @@ def test_points_follow_the_files_and_a_reload_of_the_targets(tmp_path: Path) -> 
             ("a.json", 1, "recall", 0.9, 0.25, 0.5, 1),
         ]
         wait_until(lambda: _points(d) == two, what="two points")
-        wait_until(lambda: _points_csv(d) == [["recall", "0.85", "0.5", "1"], ["recall", "0.9", "0.25", "1"]])
+        wait_until(lambda: _points_csv(d) == [["recall", "0.85", "0.5", "true"], ["recall", "0.9", "0.25", "true"]])
 
         config.write_text('extra_targets = [0.5]\nextra_pickers = ["youden", "max_f1"]\n')
         d.signal(signal.SIGHUP)
@@ -52,7 +52,7 @@ def test_points_follow_the_files_and_a_reload_of_the_targets(tmp_path: Path) -> 
             ("a.json", 2, "youden", None, 0.5, 0.2, None),  # no max_f1 point: the file has no precision_arr
         ]
         wait_until(lambda: _points(d) == expected, what="the points under the new settings")
-        wait_until(lambda: _points_csv(d) == [["recall", "0.85", "0.5", "1"], ["recall", "0.5", "0.75", "1"],
+        wait_until(lambda: _points_csv(d) == [["recall", "0.85", "0.5", "true"], ["recall", "0.5", "0.75", "true"],
                                               ["youden", "", "0.5", ""]])  # fmt: skip
 
         (d.inbox / "a.json").unlink()

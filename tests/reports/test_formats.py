@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from watcher.reports.files import write_atomic, write_reports
 from watcher.reports.formats import neutralise, render, render_json, render_table, render_tables
-from watcher.schema import POINT_COLUMNS, REPORT_COLUMNS
+from watcher.judge import _points_json
+from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
+from watcher.scoring import Point
+
+_unit = st.floats(0, 1) | st.sampled_from([0, 1])  # validation keeps a whole number as it came
 
 ROWS = [
     ("m1", "a@example.com", 0.5, 0.85, 0.85, 1, "2024-05-01T12:00:00Z", "a,b.json"),
@@ -199,16 +205,105 @@ def test_write_reports_failure_leaves_every_old_file(tmp_path: Path) -> None:
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no temp files left either
 
 
-def test_point_rows_fast_paths_match_csv_writer_and_the_encoder() -> None:
-    """The operating points files' templates (POINT_COLUMNS) write what csv.writer and the json
-    module write, with None as an empty cell and null; a chunk with a cell to quote or neutralise
-    goes through csv.writer."""
+_POINT = st.tuples(
+    st.sampled_from(["recall", "max_f1", "youden"]), st.none() | _unit, _unit, _unit,
+    st.none() | _unit, st.none() | _unit, st.none() | st.booleans(),
+)  # fmt: skip
+_CELL = st.sampled_from(["m", "=m", "a b", 'q"q', "c,d", "n\nl", "\u00e9\U0001f600", "-1", "x\\y"])
+
+
+def _expanded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The reference: each report row with its stored points text (last) as POINT_COLUMNS rows,
+    the text decoded by the json module, ``met`` as true/false."""
+    out = []
+    for m, i, x, y, t, k, d, q, *_, stored in rows:
+        for kind, target, threshold, recall, p, f, met in _points_of(t, x, y, k, stored):
+            out.append((m, i, kind, target, threshold, recall, p, f, None if met is None else json.dumps(met), d, q))
+    return out
+
+
+def _points_of(t: float, x: float, y: float, k: int, stored: str | None) -> list[list[Any]]:
+    return [["recall", t, x, y, None, None, bool(k)]] if stored is None else list(json.loads(stored))
+
+
+def _json_reference(rows: list[tuple[Any, ...]]) -> str:
+    """The points JSON as the json module writes it: an object per model, its points arrays."""
+    objects = [
+        f'{{"model_id": {json.dumps(m, ensure_ascii=False)},\n"issuer": {json.dumps(i, ensure_ascii=False)},\n'
+        f'"experiment_date": {json.dumps(d, ensure_ascii=False)},\n"path": {json.dumps(q, ensure_ascii=False)},\n'
+        f'"points": {json.dumps(_points_of(t, x, y, k, stored), separators=(",", ":"))}}}'
+        for m, i, x, y, t, k, d, q, *_, stored in rows
+    ]
+    return "[\n" + ",\n".join(objects) + "\n]\n" if objects else "[]\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_CELL | st.just("m"), _CELL | st.just("u@x.org"), _unit, _unit, _unit, st.sampled_from([0, 1]),
+                  _CELL | st.just("2024-05-01"), _CELL | st.just("a.json"), st.none() | st.lists(_POINT, min_size=1, max_size=4)),
+        max_size=30,
+    ),
+    st.booleans(),
+)  # fmt: skip
+def test_points_files_cut_from_the_stored_text_are_what_the_decoded_rows_give(
+    drawn: list[tuple[Any, ...]], regressions: bool
+) -> None:
+    """The points files rendered in the report's pass from each file's stored ``point_sets`` text
+    (cut as text, no decode) are byte for byte what the decoded rows give through the generic
+    templates (themselves held to csv.writer and the encoder above), with and without the
+    regression columns; chunks the text paths cannot be sure of fall back to the decoded rows."""
+    columns = REGRESSION_REPORT_COLUMNS if regressions else REPORT_COLUMNS
+    rows = []
+    for n, (m, i, x, y, t, k, d, q, points) in enumerate(drawn * 3):
+        stored = None if points is None else _points_json([Point(*p) for p in points])
+        extra = (0, "") if regressions else ()
+        rows.append((f"{m}{n:05}", i, x, y, t, k, d, q, *extra, stored))
+    rows.sort()
+    for fmt in ("csv", "markdown"):
+        got, reference = io.StringIO(), io.StringIO()
+        render_tables(rows, {}, columns, {fmt: got})
+        render_tables(_expanded(rows), {fmt: reference}, POINT_COLUMNS)
+        assert got.getvalue() == reference.getvalue()
+    got = io.StringIO()
+    render_tables(rows, {}, columns, {"json": got})
+    assert got.getvalue() == _json_reference(rows)
+    # And the report files of the same pass are the report rows' own.
+    report, alone = io.StringIO(), io.StringIO()
+    render_tables(rows, {"csv": report}, columns, {"json": io.StringIO()})
+    render_tables([r[:-1] for r in rows], {"csv": alone}, columns)
+    assert report.getvalue() == alone.getvalue()
+
+
+def test_points_files_of_many_chunks_and_of_a_hand_written_text() -> None:
+    """Across chunks, and with a stored text the worker did not write (spaces: json.dumps' own
+    separators), the points files are still the decoded rows'."""
+    rows: list[tuple[Any, ...]] = [
+        (f"m{n:05}", "u@x.org", n / 3000, 0.85, 0.85, n % 2, "2024-05-01", f"r/{n}.json",
+         None if n % 3 == 0 else json.dumps([["recall", 0.85, n / 3000, 0.85, None, None, True],
+                                             ["youden", None, 0.5, 1e-07, 0.25, 0, None]],
+                                            separators=(",", ": " if n == 1700 else ":")))
+        for n in range(2500)
+    ]  # fmt: skip
+    got, reference = io.StringIO(), io.StringIO()
+    render_tables(rows, {}, REPORT_COLUMNS, {"csv": got})
+    render_tables(_expanded(rows), {"csv": reference}, POINT_COLUMNS)
+    assert got.getvalue() == reference.getvalue()
+    assert got.getvalue().count("youden") == 2500 - 834
+    got = io.StringIO()
+    render_tables(rows, {}, REPORT_COLUMNS, {"json": got})
+    assert got.getvalue() == _json_reference(rows)  # the hand-written text made compact
+
+
+def test_point_rows_fast_path_matches_csv_writer() -> None:
+    """The operating points CSV's template (POINT_COLUMNS) writes what csv.writer writes, with
+    None as an empty cell; a chunk with a cell to quote or neutralise goes through csv.writer."""
     plain = [
         (f"m{i}", f"u{i}@\u00e9x.org", ("recall", "max_f1")[i % 2], None if i % 2 else 0.85, i / 7, 1e-07 * i,
-         None if i % 3 else i / 11, None if i % 5 else 0.1, None if i % 2 else i % 3 % 2, "2024-05-01", f"d/{i}.json")
+         None if i % 3 else i / 11, None if i % 5 else 0.1, None if i % 2 else ("false", "true")[i % 3 % 2], "2024-05-01", f"d/{i}.json")
         for i in range(2500)
     ]  # fmt: skip
-    for odd in (None, ("=m", 'a"b', "recall", 0.8, 0.5, 0.8, None, None, 1, "d", "p,q")):
+    for odd in (None, ("=m", 'a"b', "recall", 0.8, 0.5, 0.8, None, None, "true", "d", "p,q")):
         rows = plain + ([odd] if odd else []) + plain[:10]
         reference = io.StringIO()
         csv.writer(reference, lineterminator="\n").writerows(
@@ -217,14 +312,3 @@ def test_point_rows_fast_paths_match_csv_writer_and_the_encoder() -> None:
         out = io.StringIO()
         render_tables(rows, {"csv": out}, POINT_COLUMNS)
         assert out.getvalue() == reference.getvalue()
-    # A model's points are consecutive rows with the same text cells (escaped once for them all).
-    model, issuer, path = "m\u00e9", 'o"n\\e', "n\nl\U0001f600"
-    tricky: list[tuple[Any, ...]] = [
-        (model, issuer, "recall", 0.85, 0.25, 0.875, None, 0.5, 1, "d", path),
-        (model, issuer, "youden", None, 0.30000000000000004, 1.0, None, 0.0, None, "d", path),
-        ("other", issuer, "recall", 0.85, 0.25, 0.875, None, None, 0, "d2", "p2"),
-    ]
-    out = io.StringIO()
-    render_tables(plain[:3] + tricky, {"json": out}, POINT_COLUMNS)
-    objects = [dict(zip(POINT_COLUMNS, row, strict=True)) for row in plain[:3] + tricky]
-    assert out.getvalue() == "[\n" + json.dumps(objects, ensure_ascii=False, separators=(",\n", ": "))[1:-1] + "\n]\n"

@@ -25,7 +25,7 @@ from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES, Row, render_tables
 from watcher.reports.page import columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
-from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
+from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
 from watcher.timestamps import now_iso
 
@@ -72,18 +72,23 @@ def write_reports(
     report_dir: Path,
     formats: Sequence[str],
     columns: Sequence[str] = REPORT_COLUMNS,
+    point_formats: Sequence[str] = (),
 ) -> list[Path]:
     """Regenerate each report file in ``report_dir`` (csv, json, markdown) from one pass over
     ``rows()`` (values in ``columns`` order): the query runs once however many formats there
-    are. Each file is replaced atomically."""
+    are. With ``point_formats``, the operating points files of those formats too, in the same
+    pass: each row then carries its file's ``point_sets`` text last. Each file is replaced
+    atomically."""
     targets = [report_dir / FILE_NAMES[fmt] for fmt in formats]
+    point_targets = [report_dir / POINT_FILE_NAMES[fmt] for fmt in point_formats]
     with contextlib.ExitStack() as stack:
         render_tables(
             rows(),
             {fmt: stack.enter_context(atomic_file(t)) for fmt, t in zip(formats, targets, strict=True)},
             columns,
+            {fmt: stack.enter_context(atomic_file(t)) for fmt, t in zip(point_formats, point_targets, strict=True)},
         )
-    return targets
+    return targets + point_targets
 
 
 def refresh_reports(
@@ -131,32 +136,38 @@ def page_missing(settings: Settings) -> bool:
 
 
 def write_tables(store: Store, settings: Settings) -> list[Path]:
-    """Rewrite the table formats (not the HTML page), all from the same committed state."""
+    """Rewrite the table formats (not the HTML page), all from the same committed state, and the
+    operating points files with them (:func:`point_formats`), in one read."""
     tables = [f for f in settings.report_formats if f != "html"]
     if not tables:
         return []
-    with store.snapshot():
-        if settings.regressions:
-            rows = functools.partial(store.report_rows, regressions=True)
-            written = write_reports(rows, settings.report_dir, tables, REGRESSION_REPORT_COLUMNS)
-        else:
-            written = write_reports(store.report_rows, settings.report_dir, tables)
-        return written + write_points(store, settings)
+    return _write_tables(store, settings, tables)
 
 
 def write_points(store: Store, settings: Settings) -> list[Path]:
-    """Rewrite the operating points files (``points.csv``, ``.json``, ``.md``: one row per model
-    and point, POINT_COLUMNS) of the table formats asked for, when the settings ask for more
-    points than the primary one (with the primary target alone, ``report.*`` says it all and no
-    such file is written). Read in one pass; each file replaced atomically."""
-    tables = [f for f in settings.report_formats if f in POINT_FILE_NAMES]
-    if not (settings.extra_targets or settings.extra_pickers) or not tables:
+    """Rewrite the operating points files alone (the daemon splices ``report.*`` apart)."""
+    return _write_tables(store, settings, [])
+
+
+def point_formats(settings: Settings) -> list[str]:
+    """The table formats whose operating points file (``points.csv``, ``.json``, ``.md``: one row
+    per model and point, POINT_COLUMNS) is written: those asked for, when the settings ask for
+    more points than the primary one (with the primary target alone, ``report.*`` says it all and
+    no such file is written)."""
+    if not (settings.extra_targets or settings.extra_pickers):
         return []
-    paths = [settings.report_dir / POINT_FILE_NAMES[f] for f in tables]
-    with contextlib.ExitStack() as stack:
-        outs: dict[str, TextIO] = {f: stack.enter_context(atomic_file(p)) for f, p in zip(tables, paths, strict=True)}
-        render_tables(store.point_rows(), outs, POINT_COLUMNS)
-    return paths
+    return [f for f in settings.report_formats if f in POINT_FILE_NAMES]
+
+
+def _write_tables(store: Store, settings: Settings, tables: Sequence[str]) -> list[Path]:
+    points = point_formats(settings)
+    if not (tables or points):
+        return []
+    columns = REGRESSION_REPORT_COLUMNS if settings.regressions else REPORT_COLUMNS
+    read = store.report_rows_with_points if points else store.report_rows
+    rows = functools.partial(read, regressions=settings.regressions)
+    with store.snapshot():
+        return write_reports(rows, settings.report_dir, tables, columns, points)
 
 
 def write_html_file(settings: Settings) -> Path:

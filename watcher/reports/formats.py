@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any, Protocol, TextIO
 
 from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
@@ -126,7 +127,7 @@ class _Csv:
             ):
                 return texts
         elif self.points:
-            texts = _point_texts(rows, _POINT_CSV, "")
+            texts = _point_texts(rows)
             text = "".join(texts)
             starts = "".join([m[:1] + i[:1] + d[:1] + p[:1] for m, i, _k, _t, _x, _y, _p, _f, _a, d, p in rows])
             if (
@@ -140,35 +141,25 @@ class _Csv:
         return [self._line(self.as_text(row)) for row in rows]
 
 
-# The operating points files' rows (POINT_COLUMNS) have fixed types too: text cells, kind (never
-# quoted), then target, precision, fpr and met as a number or None (an empty cell, JSON's null).
+# The operating points CSV's rows (POINT_COLUMNS) have fixed types too: text cells, kind (never
+# quoted), then target, precision, fpr and met as a number, true/false or None (an empty cell).
 _POINT_CSV = "%s,%s,%s,%s,%r,%r,%s,%s,%s,%s,%s\n"
-_POINT_JSON = "{" + ",\n".join(f'"{c}": %{"r" if c in ("threshold", "recall") else "s"}' for c in POINT_COLUMNS) + "}"
+#: A ``point_sets`` array as Python lists: the stored text starts with its ``[`` (written by the
+#: worker, compact), so the decoder's own method without ``json.loads``'s layers around it.
+_decode_points = json.JSONDecoder().raw_decode
+#: A point's ``met`` in the points files: true/false as ``report.*`` writes ``target_met`` (None
+#: for a picker's point).
+_MET = {True: "true", False: "false", None: None}
 
 
-def _point_texts(rows: list[Row], template: str, none: str) -> list[str]:
-    """Each operating point row's text from ``template`` (text cells JSON-escaped when ``none``
-    is JSON's ``null``); numbers as repr, as csv and json write them."""
-    if not none:  # csv: the text cells as they are (the caller checks that none needs quoting)
-        return [
-            template % (m, i, k, none if t is None else repr(t), x, y, none if p is None else repr(p),
-                        none if f is None else repr(f), none if a is None else a, d, q)
-            for m, i, k, t, x, y, p, f, a, d, q in rows
-        ]  # fmt: skip
-    # A model's points are consecutive rows sharing its text cells: each is escaped once per model.
-    e = encode_basestring
-    texts: list[str] = []
-    append = texts.append
-    last = None
-    em = ei = ed = eq = ""
-    for m, i, k, t, x, y, p, f, a, d, q in rows:
-        if q is not last:
-            last, em, ei, ed, eq = q, e(m), e(i), e(d), e(q)
-        append(
-            template % (em, ei, e(k), none if t is None else repr(t), x, y, none if p is None else repr(p),
-                        none if f is None else repr(f), none if a is None else a, ed, eq)
-        )  # fmt: skip
-    return texts
+def _point_texts(rows: list[Row]) -> list[str]:
+    """Each operating point row's CSV line: the text cells as they are (the caller checks that
+    none needs quoting), numbers as repr (as csv writes them), None an empty cell."""
+    return [
+        _POINT_CSV % (m, i, k, "" if t is None else repr(t), x, y, "" if p is None else repr(p),
+                      "" if f is None else repr(f), "" if a is None else a, d, q)
+        for m, i, k, t, x, y, p, f, a, d, q in rows
+    ]  # fmt: skip
 
 
 class _Json:
@@ -193,14 +184,94 @@ class _Json:
         if self.fast:
             e, t, b = encode_basestring, self._template, _BOOL
             return [t % (e(m), e(i), x, y, r, b[k], e(d), e(p)) for m, i, x, y, r, k, d, p in rows]
-        if tuple(self.columns) == POINT_COLUMNS:
-            return _point_texts(rows, _POINT_JSON, "null")
         objects = [dict(zip(self.columns, row, strict=True)) for row in rows]
         for key in self.flags:
             for obj in objects:
                 obj[key] = bool(obj[key])
         # The array's item separator is ",\n" too, so an object's text is what it is in the array.
         return [self._encode(obj) for obj in objects]
+
+
+class _PointSets:
+    """One table format's operating points file, rendered from report rows (in ``columns`` order)
+    that carry their file's ``point_sets`` text last (None when the file has its primary point
+    alone): the points files are read in the report's own pass.
+
+    CSV and Markdown have a row per model and point (POINT_COLUMNS); JSON an object per model,
+    its ``points`` the stored arrays ([kind, target, threshold, recall, precision, fpr, met]).
+    The stored text is the worker's compact JSON (:func:`watcher.judge._points_json`): every
+    number as its repr, a kind a plain name, ``met`` a JSON literal. So the CSV's cells are cut
+    out of it as they stand, and the JSON's arrays are it: no decode and no repr again, and the
+    bytes the decoded rows give (a test compares them). A text not in that form (a space in it)
+    and a chunk with a cell to quote or neutralise go through the decoded rows."""
+
+    _json = '{"model_id": %s,\n"issuer": %s,\n"experiment_date": %s,\n"path": %s,\n"points": %s}'
+
+    def __init__(self, fmt: str, columns: Sequence[str]) -> None:
+        self.fmt = fmt
+        self.table = TABLE_FORMATS[fmt](POINT_COLUMNS) if fmt != "json" else _Json(REPORT_COLUMNS)
+        self.head, self.sep, self.tail, self.empty = self.table.head, self.table.sep, self.table.tail, self.table.empty
+        cells = ("model_id", "issuer", "target_recall", "optimal_threshold", "closest_recall_value", "target_met",
+                 "experiment_date", "path")  # fmt: skip
+        self.cells = itemgetter(*(list(columns).index(c) for c in cells))
+
+    def rows(self, rows: list[Row]) -> Iterator[Row]:
+        """The POINT_COLUMNS rows of these report rows: each model's points, in the stored order."""
+        decode, met = _decode_points, _MET
+        for row in rows:
+            m, i, t, x, y, k, d, q = self.cells(row)
+            if row[-1] is None:
+                yield m, i, "recall", t, x, y, None, None, _BOOL[bool(k)], d, q
+            else:
+                for kind, target, threshold, recall, p, f, a in decode(row[-1])[0]:
+                    yield m, i, kind, target, threshold, recall, p, f, met[a], d, q
+
+    def texts(self, rows: list[Row]) -> list[str]:
+        if self.fmt == "json":
+            return self._objects(rows)
+        if self.fmt == "csv":
+            stored = "".join([row[-1] for row in rows if row[-1] is not None])
+            if " " not in stored:  # the worker's compact text (always, unless written by hand)
+                texts = self._csv(rows)
+                text = "".join(texts)
+                lines = len(rows) + stored.count("],[")  # one per point: sets end "]]", points "],["
+                starts = "".join([m[:1] + i[:1] + d[:1] + q[:1] for m, i, *_, d, q in map(self.cells, rows)])
+                if (
+                    text.count("\n") == lines
+                    and text.count(",") == (len(POINT_COLUMNS) - 1) * lines
+                    and '"' not in text
+                    and "\r" not in text
+                    and _FORMULA_CHARS.isdisjoint(starts)
+                ):
+                    return texts
+        return self.table.texts(list(self.rows(rows)))
+
+    def _csv(self, rows: list[Row]) -> list[str]:
+        texts: list[str] = []
+        append = texts.append
+        for row in rows:
+            m, i, t, x, y, k, d, q = self.cells(row)
+            if row[-1] is None:
+                append(f"{m},{i},recall,{t!r},{x!r},{y!r},,,{_BOOL[bool(k)]},{d},{q}\n")
+            else:  # [["recall",0.85,0.26,0.8527,null,null,true],...] -> recall,0.85,0.26,0.8527,,,true
+                body = row[-1][2:-2].replace('"', "").replace("null", "")
+                head, tail = f"{m},{i},", f",{d},{q}\n"
+                append(head + (tail + head).join(body.split("],[")) + tail)
+        return texts
+
+    def _objects(self, rows: list[Row]) -> list[str]:
+        e, template, b = encode_basestring, self._json, _BOOL
+        texts: list[str] = []
+        append = texts.append
+        for row in rows:
+            m, i, t, x, y, k, d, q = self.cells(row)
+            points = row[-1]
+            if points is None:
+                points = f'[["recall",{t!r},{x!r},{y!r},null,null,{b[bool(k)]}]]'
+            elif " " in points:  # not the worker's compact text: made so
+                points = json.dumps(json.loads(points), separators=(",", ":"))
+            append(template % (e(m), e(i), e(d), e(q), points))
+        return texts
 
 
 class _Markdown:
@@ -237,16 +308,30 @@ class _Sink:
         self.out.write(self.fmt.empty if self.first else self.fmt.tail)
 
 
-def render_tables(rows: Iterable[Row], outs: Mapping[str, TextIO], columns: Sequence[str] = REPORT_COLUMNS) -> None:
+def render_tables(
+    rows: Iterable[Row],
+    outs: Mapping[str, TextIO],
+    columns: Sequence[str] = REPORT_COLUMNS,
+    points: Mapping[str, TextIO] | None = None,
+) -> None:
     """Write each table format of ``outs`` (format -> stream) from one pass over ``rows``: the
-    rows are read once however many formats there are."""
+    rows are read once however many formats there are. With ``points`` (format -> stream of its
+    operating points file), each row carries its file's ``point_sets`` text last
+    (:meth:`watcher.queries.Queries.report_rows_with_points`), and the points files are written
+    in the same pass."""
     tables = [TABLE_FORMATS[fmt](columns) for fmt in outs]
     sinks = [_Sink(table, out) for table, out in zip(tables, outs.values(), strict=True)]
+    sets = [_PointSets(fmt, columns) for fmt in points or {}]
+    set_sinks = [_Sink(table, out) for table, out in zip(sets, (points or {}).values(), strict=True)]
     it = iter(rows)
     while chunk := list(islice(it, _CHUNK)):
+        if sets:
+            for points_file, sink in zip(sets, set_sinks, strict=True):
+                sink.add(points_file.texts(chunk))
+            chunk = [row[:-1] for row in chunk]
         for table, sink in zip(tables, sinks, strict=True):
             sink.add(table.texts(chunk))
-    for sink in sinks:
+    for sink in [*sinks, *set_sinks]:
         sink.end()
 
 

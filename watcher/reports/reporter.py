@@ -201,8 +201,7 @@ class Reporter(threading.Thread):
             if changed or tables_missing(self.settings):
                 whole = self.tables.full_reads
                 self.tables.write(self.store)
-                with self.store.snapshot():
-                    write_points(self.store, self.settings)  # whole: not spliced like the report
+                write_points(self.store, self.settings)  # whole: not spliced like the report
                 self.writes += 1
                 now = time.monotonic()
                 log.info(
