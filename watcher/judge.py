@@ -7,6 +7,7 @@ It runs in worker processes during a bulk scan, so its inputs and outputs are sm
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat as st
@@ -34,9 +35,11 @@ from watcher.scoring import (
     OperatingPoint,
     Picker,
     Point,
+    Score,
     curve_bytes,
     drawn_curve,
     operating_points,
+    scores_at,
 )
 
 if TYPE_CHECKING:
@@ -114,6 +117,22 @@ def _points_json(points: Sequence[Point]) -> str:
         ])
         + "]"
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _recall_template(targets: tuple[float, ...]) -> str:
+    """The ``point_sets`` text of recall points at ``targets``, their cells left to fill (threshold
+    and recall as ``%r``, met as ``%s``): the targets' own text is made once."""
+    return "[" + ",".join(f'["recall",{t!r},%r,%r,null,null,%s]' for t in targets) + "]"
+
+
+def _recall_points_json(targets: tuple[float, ...], scores: Sequence[Score]) -> str:
+    """:func:`_points_json` of the recall points of ``scores`` (one per target, no precision or
+    FPR): the same text (a test compares them), filled into one template."""
+    cells: list[object] = []
+    for s in scores:
+        cells += (s.threshold, s.recall, "true" if s.target_met else "false")
+    return _recall_template(targets) % tuple(cells)
 
 
 #: The stored distance is rounded: |0.8 - 0.85| is 0.05 to whoever reads the database, not the float
@@ -276,10 +295,17 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
     if isinstance(result, list):
         return Rejected(rel, fstat, sha, tuple(result))
     # Every target in one pass over the arrays; the primary one (``results``) first.
-    scores, points = operating_points(
-        result.threshold_arr, result.recall_arr, (opts.target_recall, *opts.extra_targets), opts.operating_point,
-        opts.extra_pickers, result.precision_arr, result.fpr_arr,
-    )  # fmt: skip
+    targets = (opts.target_recall, *opts.extra_targets)
+    if result.precision_arr is None and result.fpr_arr is None:  # no picker can answer: recall points alone
+        scores = scores_at(result.threshold_arr, result.recall_arr, targets, opts.operating_point)
+        # Only what results cannot say: nothing when the primary point is all.
+        points = _recall_points_json(targets, scores) if opts.extra_targets else ""
+    else:  # the points carry precision or FPR: stored, even the primary one alone
+        scores, found = operating_points(
+            result.threshold_arr, result.recall_arr, targets, opts.operating_point, opts.extra_pickers,
+            result.precision_arr, result.fpr_arr,
+        )  # fmt: skip
+        points = _points_json(found)
     score = scores[0]
     thresholds, recalls = drawn_curve(result.threshold_arr, result.recall_arr, score.index)
     return Scored(
@@ -297,8 +323,7 @@ def judge_bytes(rel: str, raw: bytes, fstat: FileStat, sha: str, opts: JudgeOpti
         target_recall=opts.target_recall,
         n_points=len(result.threshold_arr),
         curve=curve_bytes(thresholds, recalls),
-        # Only what results cannot say: none when the primary point, without precision or FPR, is all.
-        points=_points_json(points) if len(points) > 1 or points[0][4:6] != (None, None) else "",
+        points=points,
     )
 
 

@@ -207,12 +207,7 @@ def operating_points(
     One pass over the arrays whatever the number of targets: the curve's shape is looked at
     once, and on a falling curve (the usual case) each target is a binary search.
     """
-    if not recalls or len(thresholds) != len(recalls):
-        raise ValueError("need two non-empty sequences of equal length")
-    if rule not in OPERATING_POINTS:
-        raise ValueError(f"unknown operating point rule {rule!r}")
-    falling = all(map(operator.ge, recalls, islice(recalls, 1, None)))
-    scores = [_pick(thresholds, recalls, target, rule, falling) for target in targets]
+    scores = scores_at(thresholds, recalls, targets, rule)
 
     def point(kind: str, target: float | None, index: int, met: bool | None) -> Point:
         precision = None if precisions is None else precisions[index]
@@ -232,6 +227,20 @@ def operating_points(
         elif picker == "youden" and fprs is not None:
             points.append(point(picker, None, youden(recalls, fprs), None))
     return scores, points
+
+
+def scores_at(
+    thresholds: Sequence[float], recalls: Sequence[float], targets: Sequence[float], rule: OperatingPoint = "nearest"
+) -> list[Score]:
+    """The chosen point for each of ``targets`` (as :func:`optimal_point`, in order): the scores
+    of :func:`operating_points` without their points (a file without precision or FPR needs no
+    more)."""
+    if not recalls or len(thresholds) != len(recalls):
+        raise ValueError("need two non-empty sequences of equal length")
+    if rule not in OPERATING_POINTS:
+        raise ValueError(f"unknown operating point rule {rule!r}")
+    falling = all(map(operator.ge, recalls, islice(recalls, 1, None)))
+    return [_pick(thresholds, recalls, target, rule, falling) for target in targets]
 
 
 def _pick(thresholds: Sequence[float], recalls: Sequence[float], target: float, rule: str, falling: bool) -> Score:

@@ -20,13 +20,13 @@ from testing.helpers import doc, write
 from watcher.config import load_settings
 from watcher.errors import ConfigError
 from watcher.follow import Follower
-from watcher.judge import JudgeOptions, _points_json, judge, rules_version
+from watcher.judge import JudgeOptions, _points_json, _recall_points_json, judge, rules_version
 from watcher.lifecycle import RELOADABLE
 from watcher.outcomes import Scored
 from watcher.reconcile import reconcile, scan
 from watcher.resultfile import RULES_VERSION, Problem, explain, validate_bytes
 from watcher.schema import MIGRATIONS, statements
-from watcher.scoring import OPERATING_POINTS, Point, max_f1, operating_points, optimal_point, youden
+from watcher.scoring import OPERATING_POINTS, Point, max_f1, operating_points, optimal_point, scores_at, youden
 from watcher.store import Store
 from watcher.tree import own_outputs
 
@@ -150,6 +150,22 @@ def test_the_stored_points_are_the_json_encoders_text(points: list[tuple[Any, ..
     text = _points_json([Point(*p) for p in points])
     assert text == json.dumps(points, separators=(",", ":"))
     assert json.loads(text) == [list(p) for p in points]
+
+
+@given(
+    st.lists(_unit, min_size=1, max_size=30),
+    st.lists(st.floats(0, 1), min_size=1, max_size=4, unique=True),
+    st.sampled_from(OPERATING_POINTS),
+)
+def test_the_recall_points_template_writes_what_the_generic_text_does(
+    recalls: list[float], targets: list[float], rule: Any
+) -> None:
+    # A file without precision or FPR: its points filled into one template per targets, the
+    # same text as the points built and written one by one.
+    thresholds = [i / len(recalls) for i in range(len(recalls))]
+    scores, points = operating_points(thresholds, recalls, targets, rule)
+    assert scores_at(thresholds, recalls, targets, rule) == scores
+    assert _recall_points_json(tuple(targets), scores) == _points_json(points)
 
 
 # -- the results file ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from itertools import chain, islice
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any, Protocol, TextIO
@@ -192,6 +192,16 @@ class _Json:
         return [self._encode(obj) for obj in objects]
 
 
+def _plain_cells(cells: Iterable[str]) -> bool:
+    """True when none of these text cells needs quoting in a CSV file (no comma, quote, newline or
+    carriage return) or neutralising (none starts with a formula character): the cells joined
+    by NUL, which no text cell holds, and searched in C."""
+    text = "\0".join(cells)
+    return not (
+        text[:1] in _FORMULA_CHARS or any(c in text for c in ',"\n\r') or any("\0" + c in text for c in FORMULA_START)
+    )
+
+
 class _PointSets:
     """One table format's operating points file, rendered from report rows (in ``columns`` order)
     that carry their file's ``point_sets`` text last (None when the file has its primary point
@@ -214,6 +224,8 @@ class _PointSets:
         cells = ("model_id", "issuer", "target_recall", "optimal_threshold", "closest_recall_value", "target_met",
                  "experiment_date", "path")  # fmt: skip
         self.cells = itemgetter(*(list(columns).index(c) for c in cells))
+        texts = ("model_id", "issuer", "experiment_date", "path")
+        self.text_cells = itemgetter(*(list(columns).index(c) for c in texts))
 
     def rows(self, rows: list[Row]) -> Iterator[Row]:
         """The POINT_COLUMNS rows of these report rows: each model's points, in the stored order."""
@@ -230,20 +242,17 @@ class _PointSets:
         if self.fmt == "json":
             return self._objects(rows)
         if self.fmt == "csv":
-            stored = "".join([row[-1] for row in rows if row[-1] is not None])
-            if " " not in stored:  # the worker's compact text (always, unless written by hand)
-                texts = self._csv(rows)
-                text = "".join(texts)
-                lines = len(rows) + stored.count("],[")  # one per point: sets end "]]", points "],["
-                starts = "".join([m[:1] + i[:1] + d[:1] + q[:1] for m, i, *_, d, q in map(self.cells, rows)])
-                if (
-                    text.count("\n") == lines
-                    and text.count(",") == (len(POINT_COLUMNS) - 1) * lines
-                    and '"' not in text
-                    and "\r" not in text
-                    and _FORMULA_CHARS.isdisjoint(starts)
-                ):
-                    return texts
+            sets = [row[-1] for row in rows if row[-1] is not None]
+            stored = "".join(sets)
+            points = len(sets) + stored.count("],[")  # sets end "]]", points within one "],["
+            # The worker's compact text, seven cells a point (always, unless written by hand),
+            # and text cells that need no quoting and no neutralising.
+            if (
+                " " not in stored
+                and stored.count(",") == 6 * points + points - len(sets)
+                and _plain_cells(chain.from_iterable(map(self.text_cells, rows)))
+            ):
+                return self._csv(rows)
         return self.table.texts(list(self.rows(rows)))
 
     def _csv(self, rows: list[Row]) -> list[str]:
