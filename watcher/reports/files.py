@@ -14,6 +14,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, wait
 from contextlib import AbstractContextManager
@@ -23,7 +24,7 @@ from typing import TextIO
 from watcher.config import Settings
 from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES, Row, render_tables
-from watcher.reports.page import columns_from_rows, render_html
+from watcher.reports.page import PartFiles, columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
 from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
@@ -193,9 +194,53 @@ def write_html(store: Store, settings: Settings) -> Path:
         else ""
     )
 
+    folder = settings.report_dir / PART_FOLDER
+    generation = _new_generation(folder)
+
+    def write_part(name: str, text: str) -> None:
+        write_atomic(settings.report_dir / name, lambda fh: fh.write(text))
+
     def produce(fh: TextIO) -> None:
         render_html(cols, rejections, fh, now_iso(), omitted, target=settings.target_recall,
-                    earlier=earlier, history_note=note, extra_targets=settings.extra_targets)  # fmt: skip
+                    earlier=earlier, history_note=note, extra_targets=settings.extra_targets,
+                    part_files=PartFiles(generation, write_part, PART_FOLDER))  # fmt: skip
 
-    write_atomic(target, produce)
+    write_atomic(target, produce)  # the parts are written (and synced) before the page is renamed
+    remove_old_parts(folder, keep=generation)
     return target
+
+
+#: The folder of a page's part files, beside it (a page of more than ``PART_MODELS`` models).
+PART_FOLDER = "report-parts"
+
+
+def _generation(name: str) -> str:
+    """The generation of a part file's name (``GEN-NNNN.js``, or a temp file ``.GEN-NNNN.js.*``)."""
+    return name.lstrip(".").split("-", 1)[0]
+
+
+def _new_generation(folder: Path) -> str:
+    """A generation for the parts of the page about to be written: the clock's nanoseconds in 16 hex
+    digits (so names sort by age), past any generation already in ``folder``."""
+    now = time.time_ns()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(ValueError):
+                now = max(now, int(_generation(entry.name), 16) + 1)
+    return f"{now:016x}"
+
+
+def remove_old_parts(folder: Path, keep: str) -> None:
+    """Remove the part files of older pages, once the page of generation ``keep`` is in place: all
+    but ``keep``'s and those of the newest generation before it (a page opened just before the
+    rename may still be loading those; a page that loses its parts says so and asks for a reload)."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    older = sorted({g for e in entries if (g := _generation(e.name)) < keep})
+    kept = {keep, *older[-1:]}
+    for entry in entries:
+        if _generation(entry.name) not in kept:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
