@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from testing.cdp import CHROMIUM, Browser
-from testing.models import database
+from testing.models import database, report_rows
 from watcher.config import Settings
 from watcher.reports import page
 from watcher.reports.files import PART_FOLDER, write_html_file
+from watcher.reports.page import PartFiles, columns_from_rows, render_html
 
 pytestmark = [
     pytest.mark.browser,
@@ -229,3 +230,33 @@ def test_a_page_of_few_models_is_one_file(settings: Settings, monkeypatch: pytes
     assert "parts" not in data and "gen" not in data and data["models"] == MODELS
     assert not (settings.report_dir / PART_FOLDER).exists()
     assert "watcherPart" not in html.read_text()
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_regression_marks_follow_their_rows_into_the_parts(browser: Browser, tmp_path: Path) -> None:
+    rows = [r[:10] for r in report_rows(MODELS, seed=3, superseded=0)]  # in no order, as a table's
+    cols = columns_from_rows(rows)
+    cols["order"] = sorted(range(MODELS), key=lambda i: rows[i][0])  # the positions by model_id
+    by_id = cols["order"]
+    flagged = [by_id[7], by_id[PART + 3], by_id[-1]]  # in the page, in a part file, in the last part file
+    cols["regressed"] = [[i, rows[i][0], rows[i][5], f"recall fell {i}"] for i in flagged]
+
+    def write(name: str, text: str) -> None:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+    html = tmp_path / "report.html"
+    with html.open("w") as fh:
+        render_html(cols, [], fh, "2026-01-01T00:00:00Z", part_files=PartFiles("0001", write))
+    b = browser
+    b.open(html.as_uri())
+    b.wait_for("document.body.dataset.parts === 'all'")
+    assert b.eval("document.getElementById('regressedcount').textContent") == "3 regressed"
+    assert f"{MODELS} models" in b.eval("document.getElementById('meta').textContent")
+    for i in flagged:
+        b.eval(f"(() => {{ const s = document.getElementById('search'); s.value = '{rows[i][0]}';"
+               " s.dispatchEvent(new Event('input')); })()")  # fmt: skip
+        b.wait_for("document.querySelector('#rows .row:not([hidden])').classList.contains('regressed')")
+        title = b.eval("document.querySelector('#rows .row:not([hidden]) .flag').title")
+        assert title == f"regressed: recall fell {i}"
+    assert b.errors() == []
