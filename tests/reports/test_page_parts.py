@@ -23,7 +23,7 @@ import pytest
 from testing.cdp import CHROMIUM, Browser
 from testing.models import database, report_rows
 from watcher.config import Settings
-from watcher.reports import page
+from watcher.reports import files, page
 from watcher.reports.files import PART_FOLDER, write_html_file
 from watcher.reports.page import PartFiles, columns_from_rows, render_html
 
@@ -220,6 +220,9 @@ def test_each_write_is_a_generation_and_a_page_never_mixes_two(browser: Browser,
     b.open(html.as_uri())  # the page in place is whole
     b.wait_for("document.body.dataset.parts === 'all'")
     assert b.eval("report.count()") == MODELS
+    errors = b.errors()  # the missing parts' loads, the one error the browser logs here
+    assert errors and all(e == "Failed to load resource: net::ERR_FILE_NOT_FOUND" for e in errors), errors
+    b.events.clear()
 
 
 def test_a_page_of_few_models_is_one_file(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,3 +263,23 @@ def test_regression_marks_follow_their_rows_into_the_parts(browser: Browser, tmp
         title = b.eval("document.querySelector('#rows .row:not([hidden]) .flag').title")
         assert title == f"regressed: recall fell {i}"
     assert b.errors() == []
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_failed_write_leaves_the_page_and_its_parts(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = settings.report_dir / PART_FOLDER
+    html = write_html_file(settings)
+    before = {p.name: p.read_bytes() for p in [html, *folder.iterdir()]}
+    real, written = files.write_atomic, []
+
+    def failing(path: Path, produce: Any, mode: int = 0o640) -> None:
+        if len(written) == 4:  # the page (its temp file, open meanwhile), then three parts
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        real(path, produce, mode)
+
+    monkeypatch.setattr(files, "write_atomic", failing)
+    with pytest.raises(OSError, match="No space left"):
+        write_html_file(settings)
+    assert written[0] == html and [p.parent for p in written[1:]] == [folder] * 3
+    assert {p.name: p.read_bytes() for p in [html, *folder.iterdir()]} == before  # and nothing of them left

@@ -205,7 +205,11 @@ def write_html(store: Store, settings: Settings) -> Path:
                     earlier=earlier, history_note=note, extra_targets=settings.extra_targets,
                     part_files=PartFiles(generation, write_part, PART_FOLDER))  # fmt: skip
 
-    write_atomic(target, produce)  # the parts are written (and synced) before the page is renamed
+    try:
+        write_atomic(target, produce)  # the parts are written (and synced) before the page is renamed
+    except BaseException:
+        _remove_parts(folder, lambda gen: gen == generation)  # the old page stays, and its parts
+        raise
     remove_old_parts(folder, keep=generation)
     return target
 
@@ -234,13 +238,16 @@ def remove_old_parts(folder: Path, keep: str) -> None:
     """Remove the part files of older pages, once the page of generation ``keep`` is in place: all
     but ``keep``'s and those of the newest generation before it (a page opened just before the
     rename may still be loading those; a page that loses its parts says so and asks for a reload)."""
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return
-    older = sorted({g for e in entries if (g := _generation(e.name)) < keep})
-    kept = {keep, *older[-1:]}
-    for entry in entries:
-        if _generation(entry.name) not in kept:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        older = sorted({g for name in os.listdir(folder) if (g := _generation(name)) < keep})
+        kept = {keep, *older[-1:]}
+        _remove_parts(folder, lambda gen: gen not in kept)
+
+
+def _remove_parts(folder: Path, drop: Callable[[str], bool]) -> None:
+    """Remove the part files in ``folder`` whose generation ``drop`` says."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if drop(_generation(entry.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
