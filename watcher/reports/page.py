@@ -17,6 +17,7 @@ import base64
 import functools
 import itertools
 import json
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,19 +123,20 @@ def page_data(
     """The page's data (see ``watcher/reports/assets/report.js`` for its reading), from ``cols`` as
     :meth:`watcher.store.Store.page_columns` returns them: every row, in table order, with
     ``order`` listing them by model_id (each model's report row first, then its superseded files);
-    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`.
+    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`. ``ids``, ``issuers`` and
+    ``paths`` may be lists instead of JSON text (a part's, cut from the page's).
 
     Compact: model_ids as 16 bytes each (base64), repeated strings (issuers, folders, threshold
     grids) stored once and indexed, a shared ``.json`` suffix cut off, and curves reduced to their
     y bytes (base64). Numbers and dates pass through as SQLite wrote them. ``issuer_names``: the
     issuers to index into (a page in parts: the whole page's), else those of ``cols``.
     """
-    ids: list[str] = json.loads(cols["ids"])
+    ids: list[str] = _list(cols["ids"])
     idb = _uuid_bytes(ids)
-    issuers: list[str] = json.loads(cols["issuers"])
+    issuers: list[str] = _list(cols["issuers"])
     names = _issuer_list(issuers) if issuer_names is None else list(issuer_names)
     rank = {name: k for k, name in enumerate(names)}
-    paths: list[str] = json.loads(cols["paths"])
+    paths: list[str] = _list(cols["paths"])
     cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
     # Paths hold no NUL: one search over all of them at once.
     ext = ".json" if ("\0".join(paths) + "\0").count(".json\0") == len(paths) else ""
@@ -202,6 +204,11 @@ def page_data(
 
 
 _PLUS_48 = bytes((b + 48) % 256 for b in range(256))
+
+
+def _list(column: str | list[Any]) -> list[Any]:
+    """A column as a list: a JSON array's text parsed, a list as it is."""
+    return json.loads(column) if isinstance(column, str) else column
 
 
 def _issuer_list(issuers: Iterable[str]) -> list[str]:
@@ -285,7 +292,7 @@ def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
     each part to what it holds. Each row carries its rank in the whole page's path and instant
     orders (``path_rank``, ``date_rank``), so that a sort over the rows loaded so far is the
     whole page's order restricted to them."""
-    ids: list[str] = json.loads(cols["ids"])
+    ids: list[str] = _list(cols["ids"])
     order: list[int] = cols["order"]
     starts: list[int] = []  # where each model's rows start in ``order``
     for k, p in enumerate(order):
@@ -308,30 +315,35 @@ def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
     lengths = json.loads(cols["lengths"]) if isinstance(cols["lengths"], str) else cols["lengths"]
     full: bytes = cols["curves"]
     if isinstance(lengths, int):
-        ends = list(range(0, lengths * n + 1, lengths)) if lengths else [0] * (n + 1)
+        curves = [full[i : i + lengths] for i in range(0, lengths * n, lengths)] if lengths else [b""] * n
     else:
-        ends = list(itertools.accumulate(lengths, initial=0))
-    met: str = cols["met"]
+        curves = [full[a:b] for a, b in itertools.pairwise(itertools.accumulate(lengths, initial=0))]
     dump = json.dumps
     parts = []
     for a, b in itertools.pairwise(cuts):
         rows = order[a:b]
-        here = range(b - a)
-        part: dict[str, Any] = {k: dump([v[p] for p in rows]) for k, v in lists.items()}
-        part |= {k: dump([v[p] for p in rows]) for k, v in per_row.items()}
+        pick = _picker(rows)
+        part: dict[str, Any] = {k: dump(pick(v)) for k, v in lists.items() if k in ("thr", "rec", "dates")}
+        part |= {k: list(pick(v)) for k, v in lists.items() if k in ("issuers", "paths")}  # lists: as they are
+        part |= {k: dump(pick(v)) for k, v in per_row.items()}
         part |= {k: cols[k] for k in ("npts", "targets") if k not in per_row}
-        part["ids"] = dump([ids[p] for p in rows])
-        part["met"] = "".join(met[p] for p in rows)
-        part["curves"] = b"".join(full[ends[p] : ends[p + 1]] for p in rows)
-        part["lengths"] = lengths if isinstance(lengths, int) else [lengths[p] for p in rows]
-        part["path_rank"] = [path_rank[p] for p in rows]
-        part["date_rank"] = [date_rank[p] for p in rows]
-        part["order"] = list(here)
-        part["by_path"] = sorted(here, key=part["path_rank"].__getitem__)
-        part["by_date"] = sorted(here, key=part["date_rank"].__getitem__)
+        part["ids"] = list(pick(ids))
+        part["met"] = "".join(pick(cols["met"]))
+        part["curves"] = b"".join(pick(curves))
+        part["lengths"] = lengths if isinstance(lengths, int) else list(pick(lengths))
+        part["path_rank"] = list(pick(path_rank))
+        part["date_rank"] = list(pick(date_rank))
+        part["order"] = list(range(b - a))
+        part["by_path"] = part["by_date"] = []  # not read: the ranks say
         parts.append(part)
     winner = {ids[order[k]]: k for k in starts}
     return _Cut(parts, position, winner, _issuer_list(lists["issuers"]))
+
+
+def _picker(rows: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """A function that takes ``rows``' items of a sequence, in that order (in one C call)."""
+    get = operator.itemgetter(*rows)
+    return get if len(rows) > 1 else lambda v: [get(v)]
 
 
 #: What a part file carries of :func:`page_data` (the rest is the page's alone).
