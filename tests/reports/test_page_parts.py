@@ -236,7 +236,7 @@ def test_a_page_of_few_models_is_one_file(settings: Settings, monkeypatch: pytes
 
 
 @pytest.mark.usefixtures("small_parts")
-def test_regression_marks_follow_their_rows_into_the_parts(browser: Browser, tmp_path: Path) -> None:
+def test_regression_marks_and_earlier_outcomes_follow_their_rows(browser: Browser, tmp_path: Path) -> None:
     rows = [r[:10] for r in report_rows(MODELS, seed=3, superseded=0)]  # in no order, as a table's
     cols = columns_from_rows(rows)
     cols["order"] = sorted(range(MODELS), key=lambda i: rows[i][0])  # the positions by model_id
@@ -250,7 +250,8 @@ def test_regression_marks_follow_their_rows_into_the_parts(browser: Browser, tmp
 
     html = tmp_path / "report.html"
     with html.open("w") as fh:
-        render_html(cols, [], fh, "2026-01-01T00:00:00Z", part_files=PartFiles("0001", write))
+        earlier = [(rows[flagged[2]][0], "2025-01-01T00:00:00.000000Z", "gone/m.json", "rejected", "ab" * 32)]
+        render_html(cols, [], fh, "2026-01-01T00:00:00Z", earlier=earlier, part_files=PartFiles("0001", write))
     b = browser
     b.open(html.as_uri())
     b.wait_for("document.body.dataset.parts === 'all'")
@@ -262,6 +263,11 @@ def test_regression_marks_follow_their_rows_into_the_parts(browser: Browser, tmp
         b.wait_for("document.querySelector('#rows .row:not([hidden])').classList.contains('regressed')")
         title = b.eval("document.querySelector('#rows .row:not([hidden]) .flag').title")
         assert title == f"regressed: recall fell {i}"
+    b.click("#rows .row:not([hidden]) .id")  # the last one's detail lists its earlier outcome
+    b.wait_for("document.getElementById('detail').open")
+    others = b.eval("document.getElementById('dothers').textContent")
+    assert "gone/m.json" in others and "abababababab" in others
+    b.key("Escape")
     assert b.errors() == []
 
 

@@ -279,9 +279,24 @@ class _Cut:
     """The page's rows cut into parts (see :func:`_cut`)."""
 
     parts: list[dict[str, Any]]  # columns as ``cols`` holds them, one dict per part
-    position: list[int]  # each row's position in the page in parts, by its position in ``cols``
-    winner: dict[str, int]  # each model's report row, by its position in the page in parts
+    order: list[int]  # the rows' positions in ``cols``, in the page in parts' order
+    models: list[str]  # the model_id of each row, in that order
+    count: int  # models
     issuers: list[str]  # every issuer, as the page lists them
+
+    def positions(self, rows: Iterable[int]) -> dict[int, int]:
+        """Where these rows (by their positions in ``cols``) are in the page in parts."""
+        wanted = set(rows)
+        return {p: k for k, p in enumerate(self.order) if p in wanted}
+
+    def winners(self, models: Iterable[str]) -> dict[str, int]:
+        """Where these models' report rows (each model's first) are in the page in parts."""
+        wanted, out = set(models), dict[str, int]()
+        if wanted:
+            for k, m in enumerate(self.models):
+                if m in wanted:
+                    out.setdefault(m, k)
+        return out
 
 
 def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
@@ -291,26 +306,26 @@ def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
     place in that order, so that the parts are consecutive ranges of positions: the script appends
     each part to what it holds. Each row carries its rank in the whole page's path and instant
     orders (``path_rank``, ``date_rank``), so that a sort over the rows loaded so far is the
-    whole page's order restricted to them."""
+    whole page's order restricted to them. Megabytes of columns at a million models: each is
+    taken part by part with one C call (:func:`_picker`), numbers as SQLite wrote them."""
     ids: list[str] = _list(cols["ids"])
     order: list[int] = cols["order"]
-    starts: list[int] = []  # where each model's rows start in ``order``
-    for k, p in enumerate(order):
-        if not k or ids[p] != ids[order[k - 1]]:
-            starts.append(k)
+    n = len(ids)
+    if n <= part_models:
+        return None
+    models = list(_picker(order)(ids))
+    starts = [0, *(k for k in range(1, n) if models[k] != models[k - 1])]  # each model's first row
     if len(starts) <= part_models or _uuid_bytes(ids) is None:
         return None
-    n = len(ids)
     cuts = [*starts[::part_models], n]
-    position = [0] * n
-    for k, p in enumerate(order):
-        position[p] = k
     path_rank, date_rank = [0] * n, [0] * n
     for rank, p in enumerate(cols["by_path"]):
         path_rank[p] = rank
     for rank, p in enumerate(cols["by_date"]):
         date_rank[p] = rank
-    lists = {k: json.loads(cols[k]) for k in ("issuers", "thr", "rec", "dates", "paths")}
+    lists = {k: json.loads(cols[k]) for k in ("issuers", "dates", "paths")}
+    # Numbers hold no comma: their JSON text's items, taken as they are.
+    numbers = {k: cols[k].strip()[1:-1].split(",") for k in ("thr", "rec")}
     per_row = {k: json.loads(cols[k]) for k in ("npts", "targets") if isinstance(cols[k], str)}
     lengths = json.loads(cols["lengths"]) if isinstance(cols["lengths"], str) else cols["lengths"]
     full: bytes = cols["curves"]
@@ -323,11 +338,12 @@ def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
     for a, b in itertools.pairwise(cuts):
         rows = order[a:b]
         pick = _picker(rows)
-        part: dict[str, Any] = {k: dump(pick(v)) for k, v in lists.items() if k in ("thr", "rec", "dates")}
-        part |= {k: list(pick(v)) for k, v in lists.items() if k in ("issuers", "paths")}  # lists: as they are
+        part: dict[str, Any] = {k: "[" + ",".join(pick(v)) + "]" for k, v in numbers.items()}
+        part["dates"] = dump(pick(lists["dates"]))
+        part |= {k: list(pick(lists[k])) for k in ("issuers", "paths")}  # lists: as they are
         part |= {k: dump(pick(v)) for k, v in per_row.items()}
         part |= {k: cols[k] for k in ("npts", "targets") if k not in per_row}
-        part["ids"] = list(pick(ids))
+        part["ids"] = models[a:b]
         part["met"] = "".join(pick(cols["met"]))
         part["curves"] = b"".join(pick(curves))
         part["lengths"] = lengths if isinstance(lengths, int) else list(pick(lengths))
@@ -336,8 +352,7 @@ def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
         part["order"] = list(range(b - a))
         part["by_path"] = part["by_date"] = []  # not read: the ranks say
         parts.append(part)
-    winner = {ids[order[k]]: k for k in starts}
-    return _Cut(parts, position, winner, _issuer_list(lists["issuers"]))
+    return _Cut(parts, order, models, len(starts), _issuer_list(lists["issuers"]))
 
 
 def _picker(rows: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
@@ -422,12 +437,14 @@ def render_html(
             body |= {"gen": part_files.generation, "index": k}
             part_files.write(names[-1], f"watcherPart({script_json(body)});\n")
         data = page_data(first, rejections, generated_at, target, (), omitted, history_note, cut.issuers)
-        data |= {"earlier": _earlier(earlier, cut.winner), "pathRank": _packed(first["path_rank"]),
-                 "dateRank": _packed(first["date_rank"]), "gen": part_files.generation, "parts": names,
-                 "total": len(cut.winner)}  # fmt: skip
-        models = len(cut.winner)
+        earlier = list(earlier)
+        models = cut.count
+        data |= {"earlier": _earlier(earlier, cut.winners(e[0] for e in earlier)),
+                 "pathRank": _packed(first["path_rank"]), "dateRank": _packed(first["date_rank"]),
+                 "gen": part_files.generation, "parts": names, "total": models}  # fmt: skip
         if regressed is not None:
-            regressed = [[cut.position[r[0]], *r[1:]] for r in regressed]
+            at = cut.positions(r[0] for r in regressed)
+            regressed = [[at[r[0]], *r[1:]] for r in regressed]
         script = parts_script(extra_targets)
     if extra_targets:
         data["extraTargets"] = list(extra_targets)
