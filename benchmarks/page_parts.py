@@ -3,7 +3,8 @@
 
 For each size, a database of N generated models (rows written straight through the store, no
 files; kept in ``--keep DIR`` and reused by the next run when given), the page written from it in
-parts by the function the daemon's page process runs (wall and CPU seconds, sizes), then opened in
+parts by the function the daemon's page process runs (wall and CPU seconds, sizes; beside it the
+same models written as one whole page, what a change cost the page process before), then opened in
 headless Chromium from ``file://`` (a fresh browser each time, median of ``--repeats`` loads): the
 first screen (navigation start to the task after its first frame, as ``benchmarks.page``), the
 time until every part is in (the page's ``window.partsAt``), the browser's CPU seconds (user +
@@ -53,14 +54,25 @@ def settings_for(work: Path, n: int) -> Settings:
     one a stopped run left half written), else a new one."""
     db = work / f"page{n}.db"
     if db.exists():
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            (models,) = conn.execute("SELECT count(DISTINCT model_id) FROM results").fetchone()
-        if models == n:
+        if models_in(db) == n:
             values: dict[str, Any] = {"watch_dir": work, "db_path": db, "report_dir": work / f"reports{n}"}
             return Settings(**values)
         for stale in work.glob(f"page{n}.db*"):
             stale.unlink()
     return database(work, n)
+
+
+def models_in(db: Path) -> int:
+    """How many models the database holds."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(DISTINCT model_id) FROM results").fetchone()[0])
+
+
+def write_page(settings: Settings) -> tuple[float, float]:
+    """Write the page as the daemon's page process does: wall and CPU seconds."""
+    start, cpu = time.perf_counter(), time.process_time()
+    write_html_file(settings)
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def load(url: str) -> dict[str, float]:
@@ -94,12 +106,16 @@ def measure(settings: Settings, repeats: int, label: str) -> tuple[list[tuple[st
     """Write the page (as the page process does) and load it ``repeats`` times: the table's lines,
     and the median first screen (ms)."""
     report_dir = settings.report_dir
+    lines = []
+    if models_in(settings.db_path) > page.PART_MODELS:  # what the same page costs to write whole
+        with part_size(10**9):
+            wall, cpu = write_page(settings)
+        lines.append((f"{label}: the same models written as a whole page (s; CPU s)", f"{wall:.2f}; {cpu:.2f}"))
     shutil.rmtree(report_dir / PART_FOLDER, ignore_errors=True)
-    start, cpu = time.perf_counter(), time.process_time()
-    html = write_html_file(settings)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    wall, cpu = write_page(settings)
+    html = report_dir / "report.html"
     parts = sorted((report_dir / PART_FOLDER).glob("*.js")) if (report_dir / PART_FOLDER).exists() else []
-    lines = [
+    lines += [
         (f"{label}: written from the database (s; CPU s)", f"{wall:.2f}; {cpu:.2f}"),
         (f"{label}: report.html (MB); part files (number; MB)",
          f"{html.stat().st_size / 1e6:.1f}; {len(parts)}; {sum(p.stat().st_size for p in parts) / 1e6:.1f}"),

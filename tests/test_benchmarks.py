@@ -98,6 +98,7 @@ def test_page_parts_benchmark_prints_every_figure() -> None:
         for figure in ("written from the database (s; CPU s)", "first screen (ms)", "every part in (ms)",
                        "browser CPU to every part in (s)", "sort by threshold, every part in (ms)"):  # fmt: skip
             assert f"\n| {label}: {figure} | " in proc.stdout, (label, figure)
+    assert "\n| 600 models, in parts of 100: the same models written as a whole page (s; CPU s) | " in proc.stdout
     assert "\n| 600 models, in parts of 100: report.html (MB); part files (number; MB) | 0.1; 5; " in proc.stdout
     assert "\n| 600 models, in parts of 100: models shown | 600 |" in proc.stdout
     assert re.search(r"\n\| 600 models in parts: first screen against the whole page of 600 \(ratio\) \| \d+\.\d\d \|",

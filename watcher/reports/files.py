@@ -2,6 +2,8 @@
 
 A report file is replaced by ``rename(2)`` of a fully written temp file in the same folder
 (:func:`atomic_file`), so a reader sees either the old report or the new one, never a torn one.
+A page in parts (:mod:`watcher.reports.page`) writes its part files first, named by a new
+generation, then the page that names them; older generations go after that rename.
 
 Used by ``watcher scan`` at its end (:func:`refresh_reports`: everything, then return) and by the
 daemon's report thread (:mod:`watcher.reports.reporter`: the tables, while the page follows in a process

@@ -23,7 +23,7 @@
   function perRow(v, n) { return typeof v === 'number' ? new Array(n).fill(v) : v; }
   function absorb(q) {  // part q appended: its rows after the D.n rows held
     var n = D.n, m = q.n, k;
-    idb = cat(idb, bytes(q.idb), 16 * n); idw = new Uint32Array(idb.buffer, 0, idb.length >> 2);
+    idb = cat(idb, bytes(q.idb), 16 * n); idw = new Uint32Array(idb.buffer, idb.byteOffset, idb.length >> 2);
     D.iss = cat(D.iss, ints(q.iss), n);
     var dir = ints(q.dir), f0 = D.folders.length;
     for (k = 0; k < m; k++) { dir[k] += f0; }
