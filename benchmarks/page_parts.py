@@ -35,7 +35,8 @@ from testing.cdp import CHROMIUM, Browser
 from testing.models import database
 from watcher.config import Settings
 from watcher.reports import page
-from watcher.reports.files import PART_FOLDER, write_html_file
+from watcher.reports.files import write_html_file
+from watcher.reports.page import PART_FOLDER
 
 
 @contextmanager

@@ -24,8 +24,8 @@ from testing.cdp import CHROMIUM, Browser
 from testing.models import database, report_rows
 from watcher.config import Settings
 from watcher.reports import files, page
-from watcher.reports.files import PART_FOLDER, write_html_file
-from watcher.reports.page import PartFiles, columns_from_rows, render_html
+from watcher.reports.files import write_html_file
+from watcher.reports.page import PART_FOLDER, PartFiles, columns_from_rows, render_html
 
 pytestmark = [
     pytest.mark.browser,

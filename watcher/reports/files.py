@@ -26,7 +26,7 @@ from typing import TextIO
 from watcher.config import Settings
 from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES, Row, render_tables
-from watcher.reports.page import PartFiles, columns_from_rows, render_html
+from watcher.reports.page import PART_FOLDER, PartFiles, columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
 from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
@@ -214,10 +214,6 @@ def write_html(store: Store, settings: Settings) -> Path:
         raise
     remove_old_parts(folder, keep=generation)
     return target
-
-
-#: The folder of a page's part files, beside it (a page of more than ``PART_MODELS`` models).
-PART_FOLDER = "report-parts"
 
 
 def _generation(name: str) -> str:

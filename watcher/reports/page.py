@@ -35,6 +35,9 @@ DATA_VERSION = 1
 #: A page of this many models or fewer is one self-contained file, byte for byte as before parts.
 PART_MODELS = 10_000
 
+#: The folder of a page's part files, beside it.
+PART_FOLDER = "report-parts"
+
 
 @functools.cache
 def _asset(name: str) -> str:
@@ -268,7 +271,7 @@ class PartFiles:
 
     generation: str
     write: Callable[[str, str], None]
-    folder: str = "report-parts"
+    folder: str = PART_FOLDER
 
     def name(self, index: int) -> str:
         return f"{self.folder}/{self.generation}-{index:04d}.js"
