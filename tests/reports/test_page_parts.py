@@ -276,7 +276,7 @@ def test_a_failed_write_leaves_the_page_and_its_parts(settings: Settings, monkey
     folder = settings.report_dir / PART_FOLDER
     html = write_html_file(settings)
     before = {p.name: p.read_bytes() for p in [html, *folder.iterdir()]}
-    real, written = files.write_atomic, []
+    real, written = files.write_atomic, list[Path]()
 
     def failing(path: Path, produce: Any, mode: int = 0o640) -> None:
         if len(written) == 4:  # the page (its temp file, open meanwhile), then three parts
