@@ -24,8 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +32,8 @@ from benchmarks.page import print_table, timed_js
 from testing.cdp import CHROMIUM, Browser
 from testing.models import database
 from watcher.config import Settings
-from watcher.reports import page
 from watcher.reports.files import write_html_file
 from watcher.reports.page import PART_FOLDER
-
-
-@contextmanager
-def part_size(models: int) -> Iterator[None]:
-    """Pages written meanwhile are in parts of ``models`` models (a huge number: one whole page)."""
-    before = page.PART_MODELS
-    page.PART_MODELS = models
-    try:
-        yield
-    finally:
-        page.PART_MODELS = before
 
 
 def settings_for(work: Path, n: int) -> Settings:
@@ -108,9 +94,8 @@ def measure(settings: Settings, repeats: int, label: str) -> tuple[list[tuple[st
     and the median first screen (ms)."""
     report_dir = settings.report_dir
     lines = []
-    if models_in(settings.db_path) > page.PART_MODELS:  # what the same page costs to write whole
-        with part_size(10**9):
-            wall, cpu = write_page(settings)
+    if models_in(settings.db_path) > settings.html_part_models:  # what the same page costs to write whole
+        wall, cpu = write_page(settings.model_copy(update={"html_part_models": 10**9}))
         lines.append((f"{label}: the same models written as a whole page (s; CPU s)", f"{wall:.2f}; {cpu:.2f}"))
     shutil.rmtree(report_dir / PART_FOLDER, ignore_errors=True)
     wall, cpu = write_page(settings)
@@ -140,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if CHROMIUM is None:
         print("chromium is not installed: no page figures", file=sys.stderr)
         return 1
-    sizes, baseline, repeats, parts = args.models, args.baseline, args.repeats, page.PART_MODELS
+    parts: int = Settings.model_fields["html_part_models"].default
+    sizes, baseline, repeats = args.models, args.baseline, args.repeats
     if args.quick:
         sizes, baseline, repeats, parts = [600], 600, 1, 100
     work = args.keep or Path(tempfile.mkdtemp(prefix="watcher-parts-bench-"))
@@ -150,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         lines: list[tuple[str, str]] = []
         whole = None
         if baseline:
-            with part_size(10**9):
-                got, whole = measure(settings_for(work, baseline), repeats, f"{baseline:,} models, whole page")
+            one_file = settings_for(work, baseline).model_copy(update={"html_part_models": 10**9})
+            got, whole = measure(one_file, repeats, f"{baseline:,} models, whole page")
             lines += got
         for n in sizes:
-            with part_size(parts):
-                got, first = measure(settings_for(work, n), repeats, f"{n:,} models, in parts of {parts:,}")
+            in_parts = settings_for(work, n).model_copy(update={"html_part_models": parts})
+            got, first = measure(in_parts, repeats, f"{n:,} models, in parts of {parts:,}")
             lines += got
             if whole is not None:
                 lines.append((f"{n:,} models in parts: first screen against the whole page of {baseline:,} (ratio)",

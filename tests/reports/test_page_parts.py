@@ -1,4 +1,4 @@
-"""A page in parts (more models than ``PART_MODELS``; here a tiny part size) in a real headless
+"""A page in parts (more models than ``html_part_models``; here a tiny part size) in a real headless
 Chromium from ``file://``: the first part's models on the first screen with "n of N models
 loaded" while the other parts are held back, sorting and filtering over what is loaded, then over
 every model once the parts are in; an address naming a model of a later part; and the part files'
@@ -23,7 +23,7 @@ import pytest
 from testing.cdp import CHROMIUM, Browser
 from testing.models import database, report_rows
 from watcher.config import Settings
-from watcher.reports import files, page
+from watcher.reports import files
 from watcher.reports.files import write_html_file
 from watcher.reports.page import PART_FOLDER, PartFiles, columns_from_rows, render_html
 
@@ -53,13 +53,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A database of MODELS generated models (a few with a superseded file)."""
-    return database(tmp_path_factory.mktemp("parts"), MODELS)
-
-
-@pytest.fixture
-def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(page, "PART_MODELS", PART)
+    """A database of MODELS generated models (a few with a superseded file); parts of PART."""
+    return database(tmp_path_factory.mktemp("parts"), MODELS).model_copy(update={"html_part_models": PART})
 
 
 def report(settings: Settings) -> list[tuple[Any, ...]]:
@@ -94,7 +89,6 @@ def held(browser: Browser) -> Iterator[Browser]:
         browser.call("Page.removeScriptToEvaluateOnNewDocument", identifier=script)
 
 
-@pytest.mark.usefixtures("small_parts")
 def test_parts_load_after_the_first_screen_and_then_every_model_works(held: Browser, settings: Settings) -> None:
     html = write_html_file(settings)
     rows = report(settings)
@@ -165,7 +159,6 @@ def test_parts_load_after_the_first_screen_and_then_every_model_works(held: Brow
     assert b.errors() == []
 
 
-@pytest.mark.usefixtures("small_parts")
 def test_a_superseded_file_and_an_address_in_a_later_part(browser: Browser, settings: Settings) -> None:
     html = write_html_file(settings)
     with contextlib.closing(sqlite3.connect(settings.db_path)) as conn:
@@ -186,7 +179,6 @@ def test_a_superseded_file_and_an_address_in_a_later_part(browser: Browser, sett
     assert b.errors() == []
 
 
-@pytest.mark.usefixtures("small_parts")
 def test_each_write_is_a_generation_and_a_page_never_mixes_two(browser: Browser, settings: Settings) -> None:
     folder = settings.report_dir / PART_FOLDER
     html = write_html_file(settings)
@@ -225,17 +217,15 @@ def test_each_write_is_a_generation_and_a_page_never_mixes_two(browser: Browser,
     b.events.clear()
 
 
-def test_a_page_of_few_models_is_one_file(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(page, "PART_MODELS", MODELS)  # as many as the page holds: no parts
+def test_a_page_of_few_models_is_one_file(settings: Settings) -> None:
     shutil.rmtree(settings.report_dir / PART_FOLDER, ignore_errors=True)
-    html = write_html_file(settings)
+    html = write_html_file(settings.model_copy(update={"html_part_models": MODELS}))  # as many as it holds
     data = page_data(html)
     assert "parts" not in data and "gen" not in data and data["models"] == MODELS
     assert not (settings.report_dir / PART_FOLDER).exists()
     assert "watcherPart" not in html.read_text()
 
 
-@pytest.mark.usefixtures("small_parts")
 def test_regression_marks_and_earlier_outcomes_follow_their_rows(browser: Browser, tmp_path: Path) -> None:
     rows = [r[:10] for r in report_rows(MODELS, seed=3, superseded=0)]  # in no order, as a table's
     cols = columns_from_rows(rows)
@@ -251,7 +241,7 @@ def test_regression_marks_and_earlier_outcomes_follow_their_rows(browser: Browse
     html = tmp_path / "report.html"
     with html.open("w") as fh:
         earlier = [(rows[flagged[2]][0], "2025-01-01T00:00:00.000000Z", "gone/m.json", "rejected", "ab" * 32)]
-        render_html(cols, [], fh, "2026-01-01T00:00:00Z", earlier=earlier, part_files=PartFiles("0001", write))
+        render_html(cols, [], fh, "2026-01-01T00:00:00Z", earlier=earlier, part_files=PartFiles("0001", write, PART))
     b = browser
     b.open(html.as_uri())
     b.wait_for("document.body.dataset.parts === 'all'")
@@ -271,7 +261,6 @@ def test_regression_marks_and_earlier_outcomes_follow_their_rows(browser: Browse
     assert b.errors() == []
 
 
-@pytest.mark.usefixtures("small_parts")
 def test_a_failed_write_leaves_the_page_and_its_parts(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = settings.report_dir / PART_FOLDER
     html = write_html_file(settings)

@@ -205,7 +205,7 @@ def write_html(store: Store, settings: Settings) -> Path:
     def produce(fh: TextIO) -> None:
         render_html(cols, rejections, fh, now_iso(), omitted, target=settings.target_recall,
                     earlier=earlier, history_note=note, extra_targets=settings.extra_targets,
-                    part_files=PartFiles(generation, write_part, PART_FOLDER))  # fmt: skip
+                    part_files=PartFiles(generation, write_part, settings.html_part_models))  # fmt: skip
 
     try:
         write_atomic(target, produce)  # the parts are written (and synced) before the page is renamed

@@ -1,5 +1,5 @@
 """The HTML report: one self-contained page (inline CSS, JS and data; nothing fetched), or above
-:data:`PART_MODELS` models a page in parts (the first screen's models inline, the others in part
+``html_part_models`` models a page in parts (the first screen's models inline, the others in part
 files beside it that the page's script adds as ``<script>`` elements: still no server needed).
 
 Answers "which threshold do I ship for each model, and how sure is that?" for every model: the
@@ -29,11 +29,6 @@ from watcher.scoring import STEPS
 
 #: The layout of the data in the page; changes with it (a saved page says which it holds).
 DATA_VERSION = 1
-
-#: A page of more models than this is written in parts of this many models each (by model_id):
-#: the first in the page itself (the first screen of the default order), the others in part files.
-#: A page of this many models or fewer is one self-contained file, byte for byte as before parts.
-PART_MODELS = 10_000
 
 #: The folder of a page's part files, beside it.
 PART_FOLDER = "report-parts"
@@ -265,12 +260,16 @@ def _number_or_raw(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class PartFiles:
-    """Where a page in parts puts its part files: ``write(name, text)`` writes one (atomically,
-    durably) under the page's folder, ``name`` being ``{folder}/{generation}-NNNN.js``. A new
-    ``generation`` for each page written, so that a page only ever names part files of its own."""
+    """How a page of more than ``models`` models is written in parts of that many each (by
+    model_id: the first in the page itself, the first screen of the default order), and where its
+    part files go: ``write(name, text)`` writes one (atomically, durably) under the page's folder,
+    ``name`` being ``{folder}/{generation}-NNNN.js``. A new ``generation`` for each page written, so
+    that a page only ever names part files of its own. A page of ``models`` models or fewer is one
+    self-contained file, byte for byte as before pages in parts."""
 
     generation: str
     write: Callable[[str, str], None]
+    models: int
     folder: str = PART_FOLDER
 
     def name(self, index: int) -> str:
@@ -420,11 +419,11 @@ def render_html(
     ``extra_targets`` are drawn on the chart beside ``target`` (the data's ``extraTargets``,
     present only when there are some: a single-target page is the same as ever).
 
-    With ``part_files``, a page of more than :data:`PART_MODELS` models is written in parts: each
+    With ``part_files``, a page of more than ``part_files.models`` models is written in parts: each
     part but the first written through ``part_files`` (before this returns: the caller renames
     the page over the old one only then), the page naming them (``parts``, ``gen``) and carrying
     the first (see ``report-parts.js``)."""
-    cut = None if part_files is None else _cut(cols, PART_MODELS)
+    cut = None if part_files is None else _cut(cols, part_files.models)
     regressed = cols.get("regressed")
     if cut is None:
         data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
