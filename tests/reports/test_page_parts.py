@@ -3,8 +3,10 @@ Chromium from ``file://``: the first part's models on the first screen with "n o
 loaded" while the other parts are held back, sorting and filtering over what is loaded, then over
 every model once the parts are in; an address naming a model of a later part; and the part files'
 generations: a page names only parts of its own write, the older ones go after the rename, and a
-page whose parts are gone or of another write says so instead of mixing them. Below the part
-size the page is one file, with no part files (``test_unchanged*`` pin its bytes)."""
+page whose parts are gone or of another write says so instead of mixing them; a failed write
+leaves the old page and its parts; and a real daemon writing its page in parts after each change
+(slow). Below the part size the page is one file, with no part files (``test_unchanged*`` pin its
+bytes)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from typing import Any
 import pytest
 
 from testing.cdp import CHROMIUM, Browser
+from testing.daemon import Daemon
+from testing.helpers import doc, wait_until, write
 from testing.models import database, report_rows
 from watcher.config import Settings
 from watcher.reports import files
@@ -278,3 +282,36 @@ def test_a_failed_write_leaves_the_page_and_its_parts(settings: Settings, monkey
         write_html_file(settings)
     assert written[0] == html and [p.parent for p in written[1:]] == [folder] * 3
     assert {p.name: p.read_bytes() for p in [html, *folder.iterdir()]} == before  # and nothing of them left
+
+
+@pytest.mark.slow  # a real daemon process
+def test_the_daemon_writes_its_page_in_parts_and_each_change_anew(browser: Browser, tmp_path: Path) -> None:
+    d = Daemon(tmp_path, env={"WATCHER_HTML_PART_MODELS": "4"})
+    html = d.root / "var" / "reports" / "report.html"
+    folder = html.parent / PART_FOLDER
+
+    def page_of(total: int) -> dict[str, Any] | None:
+        data = page_data(html) if html.exists() else {}
+        return data if data.get("total") == total else None
+
+    def model(i: int) -> str:
+        return f"00000000-0000-4000-8000-{i:012d}"
+
+    try:
+        d.start()
+        for i in range(10):
+            write(d.inbox / f"m{i}.json", doc(model_id=model(i)))
+        first = wait_until(lambda: page_of(10), what="a page of 10 models")
+        assert first["models"] == 4 and [Path(p).name for p in first["parts"]] == [
+            f"{first['gen']}-0001.js", f"{first['gen']}-0002.js"]  # fmt: skip
+        write(d.inbox / "m10.json", doc(model_id=model(10)))
+        second = wait_until(lambda: page_of(11), what="a page of 11 models")
+        assert second["gen"] > first["gen"] and all((html.parent / p).exists() for p in second["parts"])
+        browser.open(html.as_uri())
+        browser.wait_for("document.body.dataset.parts === 'all'")
+        assert browser.eval("report.ids(0, 100)") == [model(i) for i in range(11)]
+        assert browser.errors() == []
+    finally:
+        assert d.stop() == 0
+    gens = {p.name.split("-")[0] for p in folder.iterdir()}
+    assert second["gen"] in gens and len(gens) <= 2  # the page's own, and at most the one before it
