@@ -88,6 +88,23 @@ def test_page_benchmark_prints_every_figure() -> None:
     assert re.search(r"\n\| 500 models: sort by path \(ms, script in brackets\) \| \d+ \(\d+\) \|", proc.stdout)
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_page_parts_benchmark_prints_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.page_parts", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for label in ("600 models, whole page", "600 models, in parts of 100"):
+        for figure in ("written from the database (s; CPU s)", "first screen (ms)", "every part in (ms)",
+                       "browser CPU to every part in (s)", "sort by threshold, every part in (ms)"):  # fmt: skip
+            assert f"\n| {label}: {figure} | " in proc.stdout, (label, figure)
+    assert "\n| 600 models, in parts of 100: the same models written as a whole page (s; CPU s) | " in proc.stdout
+    assert "\n| 600 models, in parts of 100: report.html (MB); part files (number; MB) | 0.1; 5; " in proc.stdout
+    assert "\n| 600 models, in parts of 100: models shown | 600 |" in proc.stdout
+    assert re.search(r"\n\| 600 models in parts: first screen against the whole page of 600 \(ratio\) \| \d+\.\d\d \|",
+                     proc.stdout)  # fmt: skip
+
+
 def test_polling_benchmark_prints_every_figure() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.polling", "--quick"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)  # fmt: skip

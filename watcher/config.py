@@ -76,6 +76,7 @@ class Settings(BaseModel):
     report_dir: Path = Path("var/reports")  # beside db_path when not given (see _default_report_dir)
     report_formats: tuple[ReportFormat, ...] = ("csv", "json", "html")
     html_max_models: int = Field(1_000_000, ge=1)
+    html_part_models: int = Field(10_000, ge=1)
     target_recall: float = Field(0.85, ge=0.0, le=1.0, allow_inf_nan=False)
     operating_point: OperatingPoint = "nearest"
     extra_targets: tuple[Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)], ...] = ()

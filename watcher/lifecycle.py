@@ -40,7 +40,8 @@ PROGRESS_WITHIN = 10.0
 RELOADABLE = frozenset({
     "target_recall", "extra_targets", "extra_pickers", "patterns", "ignore_patterns", "max_file_bytes",
     "max_errors_per_file", "follow_symlinks",
-    "report_dir", "report_formats", "html_max_models", "report_interval", "reconcile_interval", "batch_size",
+    "report_dir", "report_formats", "html_max_models", "html_part_models", "report_interval", "reconcile_interval",
+    "batch_size",
     "worker_idle_seconds", "metrics_file", "check_heartbeat_seconds", "check_central_seconds", "check_rejections",
     "check_rejections_window", "progress",
 })  # fmt: skip

@@ -2,6 +2,8 @@
 
 A report file is replaced by ``rename(2)`` of a fully written temp file in the same folder
 (:func:`atomic_file`), so a reader sees either the old report or the new one, never a torn one.
+A page in parts (:mod:`watcher.reports.page`) writes its part files first, named by a new
+generation, then the page that names them; older generations go after that rename.
 
 Used by ``watcher scan`` at its end (:func:`refresh_reports`: everything, then return) and by the
 daemon's report thread (:mod:`watcher.reports.reporter`: the tables, while the page follows in a process
@@ -14,6 +16,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, wait
 from contextlib import AbstractContextManager
@@ -23,7 +26,7 @@ from typing import TextIO
 from watcher.config import Settings
 from watcher.logs import get_logger
 from watcher.reports.formats import FILE_NAMES, POINT_FILE_NAMES, Row, render_tables
-from watcher.reports.page import columns_from_rows, render_html
+from watcher.reports.page import PART_FOLDER, PartFiles, columns_from_rows, render_html
 from watcher.retention import KEEP_NEWEST
 from watcher.schema import REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.store import Store
@@ -204,9 +207,56 @@ def write_html(store: Store, settings: Settings) -> Path:
         else ""
     )
 
+    folder = settings.report_dir / PART_FOLDER
+    generation = _new_generation(folder)
+
+    def write_part(name: str, text: str) -> None:
+        write_atomic(settings.report_dir / name, lambda fh: fh.write(text))
+
     def produce(fh: TextIO) -> None:
         render_html(cols, rejections, fh, now_iso(), omitted, target=settings.target_recall,
-                    earlier=earlier, history_note=note, extra_targets=settings.extra_targets)  # fmt: skip
+                    earlier=earlier, history_note=note, extra_targets=settings.extra_targets,
+                    part_files=PartFiles(generation, write_part, settings.html_part_models))  # fmt: skip
 
-    write_atomic(target, produce)
+    try:
+        write_atomic(target, produce)  # the parts are written (and synced) before the page is renamed
+    except BaseException:
+        _remove_parts(folder, lambda gen: gen == generation)  # the old page stays, and its parts
+        raise
+    remove_old_parts(folder, keep=generation)
     return target
+
+
+def _generation(name: str) -> str:
+    """The generation of a part file's name (``GEN-NNNN.js``, or a temp file ``.GEN-NNNN.js.*``)."""
+    return name.lstrip(".").split("-", 1)[0]
+
+
+def _new_generation(folder: Path) -> str:
+    """A generation for the parts of the page about to be written: the clock's nanoseconds in 16 hex
+    digits (so names sort by age), past any generation already in ``folder``."""
+    now = time.time_ns()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(ValueError):
+                now = max(now, int(_generation(entry.name), 16) + 1)
+    return f"{now:016x}"
+
+
+def remove_old_parts(folder: Path, keep: str) -> None:
+    """Remove the part files of older pages, once the page of generation ``keep`` is in place: all
+    but ``keep``'s and those of the newest generation before it (a page opened just before the
+    rename may still be loading those; a page that loses its parts says so and asks for a reload)."""
+    with contextlib.suppress(FileNotFoundError):
+        older = sorted({g for name in os.listdir(folder) if (g := _generation(name)) < keep})
+        kept = {keep, *older[-1:]}
+        _remove_parts(folder, lambda gen: gen not in kept)
+
+
+def _remove_parts(folder: Path, drop: Callable[[str], bool]) -> None:
+    """Remove the part files in ``folder`` whose generation ``drop`` says."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if drop(_generation(entry.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)

@@ -1,4 +1,6 @@
-"""The HTML report: one self-contained page (inline CSS, JS and data; nothing fetched).
+"""The HTML report: one self-contained page (inline CSS, JS and data; nothing fetched), or above
+``html_part_models`` models a page in parts (the first screen's models inline, the others in part
+files beside it that the page's script adds as ``<script>`` elements: still no server needed).
 
 Answers "which threshold do I ship for each model, and how sure is that?" for every model: the
 page carries compact column-wise data (one JSON document inside the page) and its script draws
@@ -15,7 +17,9 @@ import base64
 import functools
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from importlib import resources
@@ -25,6 +29,9 @@ from watcher.scoring import STEPS
 
 #: The layout of the data in the page; changes with it (a saved page says which it holds).
 DATA_VERSION = 1
+
+#: The folder of a page's part files, beside it.
+PART_FOLDER = "report-parts"
 
 
 @functools.cache
@@ -46,6 +53,33 @@ def page_script(extra_targets: Sequence[float]) -> str:
     if script.count(_TARGET_DRAWN) != 1:
         raise RuntimeError("report.js: the target line's anchor for report-targets.js is not there once")
     return script.replace(_TARGET_DRAWN, _TARGET_DRAWN + _asset("report-targets.js"))
+
+
+#: Where ``report-parts.js`` (the page in parts: loading and appending the parts) goes in
+#: ``report.js``, and what else changes there for a page in parts (see :func:`parts_script`).
+_PARTS_SPLICES = (
+    # (anchor, inserted before it: an asset's name or text, what replaces it: "" to keep it)
+    # before the end's start-up: the parts' loader and merger (in the same closure)
+    ("  // For scripts and tests: what the table shows", "report-parts.js", ""),
+    # sorting by path or instant: by each row's rank in the whole page's order
+    ("    // path, experiment_date: the data carries", "report-parts-rank.js", ""),
+    # the count shown says how many models are in so far
+    ("num(N) + ' shown';", "", "num(N) + ' shown' + loading();"),
+    # the headline, again as the parts come in
+    ("  var missed = (function () {", "  function headline() {\n", ""),
+    ("' rejected files'));\n", "", "' rejected files'));\n  }\n  headline();\n"),
+)
+
+
+def parts_script(extra_targets: Sequence[float]) -> str:
+    """The script of a page in parts: :func:`page_script` with ``report-parts.js`` spliced in."""
+    script = page_script(extra_targets)
+    for anchor, before, instead in _PARTS_SPLICES:
+        if script.count(anchor) != 1:
+            raise RuntimeError(f"report.js: the anchor {anchor!r} for report-parts.js is not there once")
+        text = _asset(before) if before.endswith(".js") else before
+        script = script.replace(anchor, text + (instead or anchor))
+    return script
 
 
 class Raw(str):
@@ -82,22 +116,25 @@ def page_data(
     earlier: Iterable[Sequence[Any]] = (),
     omitted: int = 0,
     history_note: str = "",
+    issuer_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The page's data (see ``watcher/reports/assets/report.js`` for its reading), from ``cols`` as
     :meth:`watcher.store.Store.page_columns` returns them: every row, in table order, with
     ``order`` listing them by model_id (each model's report row first, then its superseded files);
-    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`.
+    ``earlier`` from :meth:`~watcher.store.Store.earlier_outcomes`. ``ids``, ``issuers`` and
+    ``paths`` may be lists instead of JSON text (a part's, cut from the page's).
 
     Compact: model_ids as 16 bytes each (base64), repeated strings (issuers, folders, threshold
     grids) stored once and indexed, a shared ``.json`` suffix cut off, and curves reduced to their
-    y bytes (base64). Numbers and dates pass through as SQLite wrote them.
+    y bytes (base64). Numbers and dates pass through as SQLite wrote them. ``issuer_names``: the
+    issuers to index into (a page in parts: the whole page's), else those of ``cols``.
     """
-    ids: list[str] = json.loads(cols["ids"])
+    ids: list[str] = _list(cols["ids"])
     idb = _uuid_bytes(ids)
-    issuers: list[str] = json.loads(cols["issuers"])
-    names = sorted(set(issuers), key=lambda i: (i.lower(), i))
+    issuers: list[str] = _list(cols["issuers"])
+    names = _issuer_list(issuers) if issuer_names is None else list(issuer_names)
     rank = {name: k for k, name in enumerate(names)}
-    paths: list[str] = json.loads(cols["paths"])
+    paths: list[str] = _list(cols["paths"])
     cut = [p.rfind("/") + 1 for p in paths]  # where the name starts
     # Paths hold no NUL: one search over all of them at once.
     ext = ".json" if ("\0".join(paths) + "\0").count(".json\0") == len(paths) else ""
@@ -157,9 +194,7 @@ def page_data(
         "grid": _packed(grids) if len(grid_of) > 1 else "",
         "drawn": drawn,
         "ys": Plain(base64.b64encode(ys).decode()),
-        "earlier": [
-            [winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner
-        ],
+        "earlier": _earlier(earlier, winner),
         "rejections": [
             [r["path"], r["rejected_at"], [[e["field"], e["message"]] for e in r["errors"]]] for r in rejections
         ],
@@ -167,6 +202,21 @@ def page_data(
 
 
 _PLUS_48 = bytes((b + 48) % 256 for b in range(256))
+
+
+def _list(column: str | list[Any]) -> list[Any]:
+    """A column as a list: a JSON array's text parsed, a list as it is."""
+    return json.loads(column) if isinstance(column, str) else column
+
+
+def _issuer_list(issuers: Iterable[str]) -> list[str]:
+    """The distinct issuers, as the page lists them (case-insensitive order)."""
+    return sorted(set(issuers), key=lambda i: (i.lower(), i))
+
+
+def _earlier(earlier: Iterable[Sequence[Any]], winner: dict[str, int]) -> list[list[Any]]:
+    """The earlier outcomes of the models on the page, each with its model's report row position."""
+    return [[winner[m], at, path, outcome, (sha or "")[:12]] for m, at, path, outcome, sha in earlier if m in winner]
 
 
 def _uuid_bytes(ids: list[str]) -> bytes | None:
@@ -208,6 +258,126 @@ def _number_or_raw(value: Any) -> Any:
     return Raw(value) if isinstance(value, str) else value
 
 
+@dataclass(frozen=True)
+class PartFiles:
+    """How a page of more than ``models`` models is written in parts of that many each (by
+    model_id: the first in the page itself, the first screen of the default order), and where its
+    part files go: ``write(name, text)`` writes one (atomically, durably) under the page's folder,
+    ``name`` being ``{folder}/{generation}-NNNN.js``. A new ``generation`` for each page written, so
+    that a page only ever names part files of its own. A page of ``models`` models or fewer is one
+    self-contained file, byte for byte as before pages in parts."""
+
+    generation: str
+    write: Callable[[str, str], None]
+    models: int
+    folder: str = PART_FOLDER
+
+    def name(self, index: int) -> str:
+        return f"{self.folder}/{self.generation}-{index:04d}.js"
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """The page's rows cut into parts (see :func:`_cut`)."""
+
+    parts: list[dict[str, Any]]  # columns as ``cols`` holds them, one dict per part
+    order: list[int]  # the rows' positions in ``cols``, in the page in parts' order
+    models: list[str]  # the model_id of each row, in that order
+    count: int  # models
+    issuers: list[str]  # every issuer, as the page lists them
+
+    def positions(self, rows: Iterable[int]) -> dict[int, int]:
+        """Where these rows (by their positions in ``cols``) are in the page in parts."""
+        wanted = set(rows)
+        return {p: k for k, p in enumerate(self.order) if p in wanted}
+
+    def winners(self, models: Iterable[str]) -> dict[str, int]:
+        """Where these models' report rows (each model's first) are in the page in parts."""
+        wanted, out = set(models), dict[str, int]()
+        if wanted:
+            for k, m in enumerate(self.models):
+                if m in wanted:
+                    out.setdefault(m, k)
+        return out
+
+
+def _cut(cols: dict[str, Any], part_models: int) -> _Cut | None:
+    """``cols`` cut into parts of ``part_models`` models each, in model_id order (a model's rows
+    together, its report row first), or None when they fit in one, or when a model_id is not a
+    UUID (the parts carry model_ids as bytes). Within the page in parts a row's position is its
+    place in that order, so that the parts are consecutive ranges of positions: the script appends
+    each part to what it holds. Each row carries its rank in the whole page's path and instant
+    orders (``path_rank``, ``date_rank``), so that a sort over the rows loaded so far is the
+    whole page's order restricted to them. Megabytes of columns at a million models: each is
+    taken part by part with one C call (:func:`_picker`), numbers as SQLite wrote them."""
+    ids: list[str] = _list(cols["ids"])
+    order: list[int] = cols["order"]
+    n = len(ids)
+    if n <= part_models:
+        return None
+    models = list(_picker(order)(ids))
+    starts = [0, *(k for k in range(1, n) if models[k] != models[k - 1])]  # each model's first row
+    if len(starts) <= part_models or _uuid_bytes(ids) is None:
+        return None
+    cuts = [*starts[::part_models], n]
+    path_rank, date_rank = [0] * n, [0] * n
+    for rank, p in enumerate(cols["by_path"]):
+        path_rank[p] = rank
+    for rank, p in enumerate(cols["by_date"]):
+        date_rank[p] = rank
+    lists = {k: json.loads(cols[k]) for k in ("issuers", "dates", "paths")}
+    # Numbers hold no comma: their JSON text's items, taken as they are.
+    numbers = {k: cols[k].strip()[1:-1].split(",") for k in ("thr", "rec")}
+    per_row = {k: json.loads(cols[k]) for k in ("npts", "targets") if isinstance(cols[k], str)}
+    lengths = json.loads(cols["lengths"]) if isinstance(cols["lengths"], str) else cols["lengths"]
+    full: bytes = cols["curves"]
+    if isinstance(lengths, int):
+        curves = [full[i : i + lengths] for i in range(0, lengths * n, lengths)] if lengths else [b""] * n
+    else:
+        curves = [full[a:b] for a, b in itertools.pairwise(itertools.accumulate(lengths, initial=0))]
+    dump = json.dumps
+    parts = []
+    for a, b in itertools.pairwise(cuts):
+        rows = order[a:b]
+        pick = _picker(rows)
+        part: dict[str, Any] = {k: "[" + ",".join(pick(v)) + "]" for k, v in numbers.items()}
+        part["dates"] = dump(pick(lists["dates"]))
+        part |= {k: list(pick(lists[k])) for k in ("issuers", "paths")}  # lists: as they are
+        part |= {k: dump(pick(v)) for k, v in per_row.items()}
+        part |= {k: cols[k] for k in ("npts", "targets") if k not in per_row}
+        part["ids"] = models[a:b]
+        part["met"] = "".join(pick(cols["met"]))
+        part["curves"] = b"".join(pick(curves))
+        part["lengths"] = lengths if isinstance(lengths, int) else list(pick(lengths))
+        part["path_rank"] = list(pick(path_rank))
+        part["date_rank"] = list(pick(date_rank))
+        part["order"] = list(range(b - a))
+        part["by_path"] = part["by_date"] = []  # not read: the ranks say
+        parts.append(part)
+    return _Cut(parts, order, models, len(starts), _issuer_list(lists["issuers"]))
+
+
+def _picker(rows: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """A function that takes ``rows``' items of a sequence, in that order (in one C call)."""
+    get = operator.itemgetter(*rows)
+    return get if len(rows) > 1 else lambda v: [get(v)]
+
+
+#: What a part file carries of :func:`page_data` (the rest is the page's alone).
+_PART_KEYS = ("n", "models", "idb", "iss", "thr", "rec", "met", "dates", "folders", "dir", "names", "ext", "npts",
+              "targets", "grids", "grid", "drawn", "ys")  # fmt: skip
+
+
+def _in_parts(data: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (:func:`page_data` of one part) without what the page alone carries, and with each
+    row's ranks in the whole page's path and instant orders."""
+    out = {k: data[k] for k in _PART_KEYS}
+    out["grid"] = data["grid"] or _packed([0] * data["n"])  # parts append their grids to the page's
+    out["pathRank"] = _packed(part["path_rank"])
+    out["dateRank"] = _packed(part["date_rank"])
+    return out
+
+
 def script_json(data: dict[str, Any]) -> str:
     """``data`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` (so
     no ``</script>`` and no ``<!--``), and no raw U+2028/2029 (line ends to old parsers)."""
@@ -240,18 +410,46 @@ def render_html(
     earlier: Iterable[Sequence[Any]] = (),
     history_note: str = "",
     extra_targets: Sequence[float] = (),
+    part_files: PartFiles | None = None,
 ) -> None:
     """Write the page: :func:`page_data` inside the static page (``watcher/reports/assets/report.*``).
     ``cols`` from :meth:`watcher.store.Store.page_columns` or :func:`columns_from_rows`;
     ``omitted`` counts models left out (``html_max_models``); the page says so. The headline's
     counts are written into the markup as well, so they read right without the script.
     ``extra_targets`` are drawn on the chart beside ``target`` (the data's ``extraTargets``,
-    present only when there are some: a single-target page is the same as ever)."""
-    data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
+    present only when there are some: a single-target page is the same as ever).
+
+    With ``part_files``, a page of more than ``part_files.models`` models is written in parts: each
+    part but the first written through ``part_files`` (before this returns: the caller renames
+    the page over the old one only then), the page naming them (``parts``, ``gen``) and carrying
+    the first (see ``report-parts.js``)."""
+    cut = None if part_files is None else _cut(cols, part_files.models)
     regressed = cols.get("regressed")
+    if cut is None:
+        data = page_data(cols, rejections, generated_at, target, earlier, omitted, history_note)
+        models = data["models"]
+        script = page_script(extra_targets)
+    else:
+        assert part_files is not None
+        first, *rest = cut.parts
+        names = []
+        for k, part in enumerate(rest, 1):
+            names.append(part_files.name(k))
+            body = _in_parts(page_data(part, (), generated_at, target, issuer_names=cut.issuers), part)
+            body |= {"gen": part_files.generation, "index": k}
+            part_files.write(names[-1], f"watcherPart({script_json(body)});\n")
+        data = page_data(first, rejections, generated_at, target, (), omitted, history_note, cut.issuers)
+        earlier = list(earlier)
+        models = cut.count
+        data |= {"earlier": _earlier(earlier, cut.winners(e[0] for e in earlier)),
+                 "pathRank": _packed(first["path_rank"]), "dateRank": _packed(first["date_rank"]),
+                 "gen": part_files.generation, "parts": names, "total": models}  # fmt: skip
+        if regressed is not None:
+            at = cut.positions(r[0] for r in regressed)
+            regressed = [[at[r[0]], *r[1:]] for r in regressed]
+        script = parts_script(extra_targets)
     if extra_targets:
         data["extraTargets"] = list(extra_targets)
-    models = data["models"]
     rejected = len(data["rejections"])
     out.write(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -263,7 +461,7 @@ def render_html(
         '<script type="application/json" id="data">'
     )
     out.write(script_json(data))  # megabytes: written as it is, not copied into a larger string
-    out.write(f"</script><script>{page_script(extra_targets)}</script>")
+    out.write(f"</script><script>{script}</script>")
     if regressed is not None:  # regression checks on: their marks, by a script of their own
         out.write('<script type="application/json" id="regressions">')
         out.write(script_json({"p": [r[0] for r in regressed], "rows": [r[1:] for r in regressed]}))
