@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watcher.judge import _points_json
 from watcher.reports.files import write_atomic, write_reports
 from watcher.reports.formats import neutralise, render, render_json, render_table, render_tables
-from watcher.judge import _points_json
 from watcher.schema import POINT_COLUMNS, REGRESSION_REPORT_COLUMNS, REPORT_COLUMNS
 from watcher.scoring import Point
 
@@ -241,7 +241,8 @@ def _json_reference(rows: list[tuple[Any, ...]]) -> str:
 @given(
     st.lists(
         st.tuples(_CELL | st.just("m"), _CELL | st.just("u@x.org"), _unit, _unit, _unit, st.sampled_from([0, 1]),
-                  _CELL | st.just("2024-05-01"), _CELL | st.just("a.json"), st.none() | st.lists(_POINT, min_size=1, max_size=4)),
+                  _CELL | st.just("2024-05-01"), _CELL | st.just("a.json"),
+                  st.none() | st.lists(_POINT, min_size=1, max_size=4)),
         max_size=30,
     ),
     st.booleans(),
@@ -300,7 +301,8 @@ def test_point_rows_fast_path_matches_csv_writer() -> None:
     None as an empty cell; a chunk with a cell to quote or neutralise goes through csv.writer."""
     plain = [
         (f"m{i}", f"u{i}@\u00e9x.org", ("recall", "max_f1")[i % 2], None if i % 2 else 0.85, i / 7, 1e-07 * i,
-         None if i % 3 else i / 11, None if i % 5 else 0.1, None if i % 2 else ("false", "true")[i % 3 % 2], "2024-05-01", f"d/{i}.json")
+         None if i % 3 else i / 11, None if i % 5 else 0.1, None if i % 2 else ("false", "true")[i % 3 % 2],
+         "2024-05-01", f"d/{i}.json")
         for i in range(2500)
     ]  # fmt: skip
     for odd in (None, ("=m", 'a"b', "recall", 0.8, 0.5, 0.8, None, None, "true", "d", "p,q")):
