@@ -164,6 +164,25 @@ def test_stages_benchmark_prints_each_stage_per_file(tmp_path: Path) -> None:
         assert re.search(rf"\n\| {re.escape(stage)}[^|]* \| \d+\.\d \|", proc.stdout), stage
 
 
+def test_inserts_benchmark_prints_each_way() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.inserts", "--files", "600", "--rounds", "1",
+                           "--batch-size", "200"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Inserts of 600 outcomes into an empty database, 1 interleaved rounds")
+    for way, line in zip(("every index row by row", "deferred (a cold scan)", "results_latest deferred too"),
+                         lines[1:], strict=True):  # fmt: skip
+        assert re.fullmatch(rf"  {re.escape(way)} +CPU [\d.]+ \([\d.]+\) \(at the end [\d.]+ .*wall [\d.]+ .*", line)
+
+
+def test_inserts_benchmark_makes_distinct_outcomes() -> None:
+    from benchmarks.inserts import outcomes
+
+    made = outcomes(2_500)
+    assert len({o.path for o in made}) == len({o.model_id for o in made}) == 2_500
+    assert made[0].path == "run0000/model0000000.json" and made[2_499].path == "run0024/model0002499.json"
+
+
 def test_targets_benchmark_prints_one_and_three_targets_and_their_ratio() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.targets", "--files", "300", "--rounds", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
