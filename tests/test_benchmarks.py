@@ -64,6 +64,20 @@ def test_tables_benchmark_prints_every_figure_against_its_baseline() -> None:
     assert re.search(r"\n\| writes that read only the changed models \| [1-9]\d* of \d+ \|", proc.stdout)
 
 
+def test_scan_comparison_prints_cpu_and_wall_beside_the_naive_script(tmp_path: Path) -> None:
+    corpus.generate(tmp_path / "tree", 200)
+    args = ["--tree", str(tmp_path / "tree"), "--rounds", "1", "--naive"]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(REPO), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "CPU seconds, 200 files, 1 interleaved rounds (median; every run)"
+    assert [line.split()[0] for line in lines[1:4]] == ["this", "other", "naive"]
+    assert lines[4].startswith("Wall seconds of the cold scan")
+    assert re.fullmatch(r"  naive  [\d.]+ \([\d.]+\), x1\.00", lines[7])
+    assert all(re.fullmatch(r"  (this |other)  [\d.]+ \([\d.]+\), x[\d.]+", line) for line in lines[5:7])
+
+
 def test_daemon_comparison_prints_the_cold_start_of_each_checkout() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(REPO), "--daemon", "300", "--rounds", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip

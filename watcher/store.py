@@ -210,19 +210,24 @@ class Store(Mirror, Queries):
         database, and build them at its end (whatever ends it; a process killed meanwhile has
         them built by the next :meth:`open`).
 
-        Each row of a cold scan would otherwise go into each of them at a random place (on
-        random UUID keys, or interleaved folders), and each commit write again most of their
-        pages; built once from the table, they cost a sort (docs/performance.md). Readers meanwhile
-        see the rows committed so far, and sort what they would have read along them.
+        Each row of a cold scan would otherwise go into each of them (``results_recent`` at a
+        random place, by experiment instant), and each commit write most of their pages again;
+        built once from the table, they cost a sort (docs/performance.md). Readers meanwhile see
+        the rows committed so far, and sort what they would have read along them.
         """
         with self.writing():
             for name in DEFERRABLE_INDEXES:
                 self.db.execute(f"DROP INDEX IF EXISTS {name}")
         try:
             yield
-        finally:
-            with as_store_errors():
+        except BaseException:
+            # Built now if the database lets us (a daemon goes on with this connection); if not,
+            # the block's error is the one to see, and the next open builds them.
+            with contextlib.suppress(StoreError), as_store_errors():
                 self._build_missing_indexes()
+            raise
+        with as_store_errors():
+            self._build_missing_indexes()
 
     def _probe_writable(self) -> None:
         # Writable now, or one clear error now (a read-only file or place). A write lock that
