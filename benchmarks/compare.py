@@ -1,10 +1,12 @@
 """Compare the scan of this checkout with another checkout's, interleaved, in CPU seconds.
 
-``python -m benchmarks.compare OTHER_CHECKOUT [--files N] [--rounds R]`` (make one with
-``git worktree add --detach /tmp/old REV``). Each round runs a cold scan into a fresh database,
-then an unchanged re-scan, for each checkout in turn, and measures the CPU time of the whole
-process tree (``getrusage`` of the children): on a shared machine that moves far less than wall
-time does. Prints the median and every figure.
+``python -m benchmarks.compare OTHER_CHECKOUT [--files N | --tree DIR] [--rounds R] [--naive]`` (make
+one with ``git worktree add --detach /tmp/old REV``). Each round runs a cold scan into a fresh
+database, then an unchanged re-scan, for each checkout in turn, and measures the CPU time of the
+whole process tree (``getrusage`` of the children): on a shared machine that moves far less than
+wall time does. Prints the median and every figure, and the cold scans' wall seconds; with
+``--naive``, the naive script (``benchmarks.baseline``) runs in each round too, and each wall
+figure is given as a ratio to its. ``--tree`` scans a tree already made (``testing.corpus``).
 
 ``--page N`` compares writing ``report.html`` instead: one database of N generated models
 (``benchmarks.page``), the page written from it by each checkout in turn, the CPU time of the
@@ -39,12 +41,19 @@ _TIMED = (
 )
 
 
-def cpu_seconds(checkout: Path, tree: Path, db: Path) -> float:
-    """CPU time (user + system) of one scan of ``tree`` into ``db`` with ``checkout``'s code."""
+def measured(args: list[str], cwd: Path) -> tuple[float, float]:
+    """CPU time (user + system, of the whole process tree) and wall seconds of one command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-c", _TIMED, str(checkout), str(tree), str(db)], cwd=checkout, check=True)
+    started = time.perf_counter()
+    subprocess.run(args, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def scan_measured(checkout: Path, tree: Path, db: Path) -> tuple[float, float]:
+    """CPU and wall seconds of one scan of ``tree`` into ``db`` with ``checkout``'s code."""
+    return measured([sys.executable, "-c", _TIMED, str(checkout), str(tree), str(db)], checkout)
 
 
 # Writes the page with the given checkout first on sys.path; prints the write's CPU seconds.
@@ -140,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("other", type=Path, help="the other checkout (a git worktree)")
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tree", type=Path, help="scan this tree (from testing.corpus) instead of generating one")
+    parser.add_argument("--naive", action="store_true", help="run the naive script (benchmarks.baseline) each round")
     parser.add_argument("--page", type=int, metavar="N", help="compare writing report.html at N models instead")
     parser.add_argument("--daemon", type=int, metavar="N", help="compare the daemon's cold start on N files instead")
     args = parser.parse_args(argv)
@@ -151,20 +162,38 @@ def main(argv: list[str] | None = None) -> int:
         compare_daemons(checkouts, args.daemon, args.rounds)
         return 0
     figures: dict[str, dict[str, list[float]]] = {k: {"cold": [], "rescan": []} for k in checkouts}
+    walls: dict[str, list[float]] = {k: [] for k in (*checkouts, "naive")}
+    naive_cpu: list[float] = []
     with tempfile.TemporaryDirectory() as work:
-        tree = Path(work) / "tree"
-        subprocess.run([sys.executable, "-m", "testing.corpus", str(tree), str(args.files)], cwd=HERE, check=True)
+        tree = args.tree or Path(work) / "tree"
+        if args.tree is None:
+            subprocess.run([sys.executable, "-m", "testing.corpus", str(tree), str(args.files)], cwd=HERE, check=True)
+        files = sum(1 for _ in tree.rglob("*.json"))
         for round_ in range(args.rounds):
             for name, checkout in checkouts.items():
                 db = Path(work) / f"{name}-{round_}.db"
-                figures[name]["cold"].append(cpu_seconds(checkout, tree, db))
-                figures[name]["rescan"].append(cpu_seconds(checkout, tree, db))
-    print(f"CPU seconds, {args.files:,} files, {args.rounds} interleaved rounds (median; every run)")
+                cpu, wall = scan_measured(checkout, tree, db)
+                figures[name]["cold"].append(cpu)
+                walls[name].append(wall)
+                figures[name]["rescan"].append(scan_measured(checkout, tree, db)[0])
+            if args.naive:
+                naive = [sys.executable, "-m", "benchmarks.baseline", str(tree), f"{work}/naive.csv"]
+                cpu, wall = measured(naive, HERE)
+                naive_cpu.append(cpu)
+                walls["naive"].append(wall)
+    print(f"CPU seconds, {files:,} files, {args.rounds} interleaved rounds (median; every run)")
     for name, kinds in figures.items():
         cells = ", ".join(
             f"{k} {statistics.median(v):.2f} ({' '.join(f'{x:.2f}' for x in v)})" for k, v in kinds.items()
         )
         print(f"  {name:5}  {cells}")
+    if args.naive:
+        print(f"  naive  {statistics.median(naive_cpu):.2f} ({' '.join(f'{x:.2f}' for x in naive_cpu)})")
+    print("Wall seconds of the cold scan, start-up included (median; every run; the naive script's / this)")
+    for name, runs in walls.items():
+        if runs:
+            ratio = f", x{statistics.median(walls['naive']) / statistics.median(runs):.2f}" if walls["naive"] else ""
+            print(f"  {name:5}  {statistics.median(runs):.2f} ({' '.join(f'{x:.2f}' for x in runs)}){ratio}")
     return 0
 
 

@@ -1,19 +1,22 @@
-"""Where a cold scan's CPU goes, per file and per stage, each stage timed alone in one process.
+"""Where a cold scan's CPU goes, per file and per stage, each stage timed apart in one process.
 
 ``python -m benchmarks.stages TREE`` (a tree from ``python -m testing.corpus``): every ``*.json``
-below TREE goes through each stage of a scan in turn, all files through one stage before the next
-(so each figure is that stage's own cost, its inputs already made): read (open, fstat, one read,
-close), hash, validate (parse and check, :func:`watcher.resultfile.validate_bytes`), score, the
-drawn curve, the outcome pickled in a worker and unpickled in the scan's process (the pool's IPC),
-the insert (:meth:`watcher.store.Store.apply`, batches of ``batch_size``, into a fresh database),
-and its log lines (with the lookup of models held by several files). Then the naive script's work
-(``benchmarks.baseline``: ``json.load`` and its checks and scoring) on the same files. Prints
-microseconds of CPU per file (user + system), and the system part, for each stage.
+below TREE goes through the stages of a scan as the scan takes it, without its concurrency: a
+batch (``batch_size``) is judged in chunks of 256 files, each stage over a chunk's files before
+the next (read: open, fstat, one read, close; hash; validate, :func:`watcher.resultfile.validate_bytes`;
+score; the drawn curve; the outcome; pickled as a worker sends it); then the batch is unpickled
+(the pool's IPC, in the scan's process), inserted (:meth:`watcher.store.Store.apply`, one
+transaction, into a fresh database; the indexes a cold scan defers are built at the end, counted
+in the insert) and logged (with the lookup of models held by several files). Then the naive
+script's work (``benchmarks.baseline``: ``json.load`` and its checks and scoring) on the same
+files. Prints microseconds of CPU per file (user + system), and the system part, for each stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -21,6 +24,7 @@ import pickle
 import resource
 import tempfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from watcher import logs
 from watcher.apply import log_applied
 from watcher.config import load_settings
 from watcher.judge import DISTANCE_DECIMALS, JudgeOptions, _read
+from watcher.mirror import Applied
 from watcher.outcomes import Outcome, Scored
 from watcher.resultfile import ResultFile, validate_bytes
 from watcher.scoring import curve_bytes, drawn_curve, optimal_point
@@ -40,32 +45,46 @@ def _cpu() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-def timed(label: str, n: int, step: Callable[[], Any], rows: list[tuple[str, float, float]]) -> Any:
-    """Run ``step`` once; record its CPU (user + system) and system seconds per file in ``rows``."""
-    (u0, s0) = _cpu()
-    out = step()
-    (u1, s1) = _cpu()
-    rows.append((label, ((u1 - u0) + (s1 - s0)) / n * 1e6, (s1 - s0) / n * 1e6))
-    return out
+class Stages:
+    """CPU (user + system) and system seconds summed by stage, in the order first seen."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+
+    def timed(self, label: str, step: Callable[[], Any]) -> Any:
+        """Run ``step`` once and add its CPU to ``label``'s."""
+        (u0, s0) = _cpu()
+        out = step()
+        (u1, s1) = _cpu()
+        total = self.seconds.setdefault(label, [0.0, 0.0])
+        total[0] += (u1 - u0) + (s1 - s0)
+        total[1] += s1 - s0
+        return out
+
+    def per_file(self, n: int) -> list[tuple[str, float, float]]:
+        """(stage, µs of CPU per file, µs of system time per file)."""
+        return [(label, cpu / n * 1e6, sys_ / n * 1e6) for label, (cpu, sys_) in self.seconds.items()]
 
 
-def _batches(items: list[Outcome], size: int) -> Iterator[list[Outcome]]:
+#: Files a worker judges between two sends (the scan's chunks).
+CHUNK = 256
+INSERT = "insert (results, history, indexes; commits)"
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def measure(tree: Path, work: Path) -> list[tuple[str, float, float]]:
-    """Every stage over every file below ``tree``: (stage, µs of CPU per file, µs of system time)."""
-    rels = sorted(str(p.relative_to(tree)) for p in tree.rglob("*.json"))
-    n = len(rels)
-    opts = JudgeOptions(root=tree, target_recall=0.85, max_file_bytes=64 << 20)
-    rows: list[tuple[str, float, float]] = []
-    contents = timed("read (open, fstat, read, close)", n, lambda: [_read(r, opts, True) for r in rels], rows)
+def _judged(rels: list[str], opts: JudgeOptions, stages: Stages) -> bytes:
+    """One worker's chunk, stage by stage (each over the chunk's files before the next, as
+    :func:`watcher.judge.judge_many` reads ahead of parsing): the pickled outcomes."""
+    contents = stages.timed("read (open, fstat, read, close)", lambda: [_read(r, opts, True) for r in rels])
     raws: list[bytes] = [c.raw for c in contents]
-    shas = timed("hash (sha256)", n, lambda: [hashlib.sha256(b).hexdigest() for b in raws], rows)
-    models: list[ResultFile] = timed("parse and validate", n, lambda: [validate_bytes(b) for b in raws], rows)
+    shas = stages.timed("hash (sha256)", lambda: [hashlib.sha256(b).hexdigest() for b in raws])
+    models: list[ResultFile] = stages.timed("parse and validate", lambda: [validate_bytes(b) for b in raws])
     assert all(isinstance(m, ResultFile) for m in models), "the stages are timed on valid files only"
-    scores = timed("score", n, lambda: [optimal_point(m.threshold_arr, m.recall_arr, 0.85) for m in models], rows)
+    scores = stages.timed("score", lambda: [optimal_point(m.threshold_arr, m.recall_arr, 0.85) for m in models])
 
     def curves() -> list[bytes]:
         out = []
@@ -73,7 +92,7 @@ def measure(tree: Path, work: Path) -> list[tuple[str, float, float]]:
             out.append(curve_bytes(*drawn_curve(m.threshold_arr, m.recall_arr, s.index)))
         return out
 
-    drawn = timed("encode the drawn curve", n, curves, rows)
+    drawn = stages.timed("encode the drawn curve", curves)
 
     def outcomes() -> list[Outcome]:
         return [
@@ -82,26 +101,48 @@ def measure(tree: Path, work: Path) -> list[tuple[str, float, float]]:
             for r, c, h, m, s, d in zip(rels, contents, shas, models, scores, drawn, strict=True)
         ]  # fmt: skip
 
-    made = timed("make the outcome", n, outcomes, rows)
-    pickled = timed("IPC: pickle in the worker (chunks of 256)", n,
-                    lambda: [pickle.dumps(made[i : i + 256], pickle.HIGHEST_PROTOCOL) for i in range(0, n, 256)],
-                    rows)  # fmt: skip
-    timed("IPC: unpickle in the scan's process", n, lambda: [pickle.loads(p) for p in pickled], rows)
+    made = stages.timed("make the outcome", outcomes)
+    pickled: bytes = stages.timed(
+        f"IPC: pickle in the worker (chunks of {CHUNK})", lambda: pickle.dumps(made, pickle.HIGHEST_PROTOCOL)
+    )
+    return pickled
+
+
+def _unpickled(pickled: list[bytes]) -> list[Outcome]:
+    return [o for p in pickled for o in pickle.loads(p)]
+
+
+def measure(tree: Path, work: Path) -> list[tuple[str, float, float]]:
+    """Every stage over every file below ``tree``: (stage, µs of CPU per file, µs of system time).
+
+    The files go through as a scan takes them: a batch (``batch_size``) judged in chunks of
+    :data:`CHUNK`, each stage over a chunk's files in turn; then the batch's chunks unpickled,
+    inserted in one transaction and logged; then the next batch. So each stage works on what one
+    of the scan's processes holds at that point, not on every file's outcome at once.
+    """
+    rels = sorted(str(p.relative_to(tree)) for p in tree.rglob("*.json"))
+    n = len(rels)
+    opts = JudgeOptions(root=tree, target_recall=0.85, max_file_bytes=64 << 20)
+    stages = Stages()
     settings = load_settings(flags={"watch_dir": tree, "db_path": work / "stages.db"})
     store = Store.from_settings(settings)
+    # As a cold scan makes it: some indexes built at its end (a checkout from before: none).
+    deferred = getattr(store, "indexes_deferred", contextlib.nullcontext)()
+    gc.freeze()  # as the scan's entry does: what the imports made is never walked again
     try:
-        applied = timed("insert (results, history, indexes; commits)", n,
-                        lambda: [store.apply(b) for b in _batches(made, settings.batch_size)], rows)  # fmt: skip
         with open(os.devnull, "w") as sink:
             logs.configure("info", "json", sink)
-
-            def log_all() -> None:
-                for a in applied:
-                    log_applied(a, store, bulk=True)
-
-            timed("log lines and the duplicates lookup (info, as a scan)", n, log_all, rows)
+            stages.timed(INSERT, deferred.__enter__)
+            for batch in _chunks(rels, settings.batch_size):
+                pickled = [_judged(chunk, opts, stages) for chunk in _chunks(batch, CHUNK)]
+                made: list[Outcome] = stages.timed("IPC: unpickle in the scan's process", partial(_unpickled, pickled))
+                applied: Applied = stages.timed(INSERT, partial(store.apply, made))
+                stages.timed("log lines and the duplicates lookup (info, as a scan)",
+                             partial(log_applied, applied, store, bulk=True))  # fmt: skip
+            stages.timed(INSERT, lambda: deferred.__exit__(None, None, None))
     finally:
         store.close()
+    rows = stages.per_file(n)
 
     def naive() -> None:
         for r in rels:
@@ -109,8 +150,9 @@ def measure(tree: Path, work: Path) -> list[tuple[str, float, float]]:
                 doc = json.load(fh)
             baseline.score(doc)
 
-    timed("the naive script: open, json.load, its checks and scoring", n, naive, rows)
-    return rows
+    naive_stage = Stages()
+    naive_stage.timed("the naive script: open, json.load, its checks and scoring", naive)
+    return rows + naive_stage.per_file(n)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,20 @@ def test_tables_benchmark_prints_every_figure_against_its_baseline() -> None:
     assert re.search(r"\n\| writes that read only the changed models \| [1-9]\d* of \d+ \|", proc.stdout)
 
 
+def test_scan_comparison_prints_cpu_and_wall_beside_the_naive_script(tmp_path: Path) -> None:
+    corpus.generate(tmp_path / "tree", 200)
+    args = ["--tree", str(tmp_path / "tree"), "--rounds", "1", "--naive"]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(REPO), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "CPU seconds, 200 files, 1 interleaved rounds (median; every run)"
+    assert [line.split()[0] for line in lines[1:4]] == ["this", "other", "naive"]
+    assert lines[4].startswith("Wall seconds of the cold scan")
+    assert re.fullmatch(r"  naive  [\d.]+ \([\d.]+\), x1\.00", lines[7])
+    assert all(re.fullmatch(r"  (this |other)  [\d.]+ \([\d.]+\), x[\d.]+", line) for line in lines[5:7])
+
+
 def test_daemon_comparison_prints_the_cold_start_of_each_checkout() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.compare", str(REPO), "--daemon", "300", "--rounds", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -179,6 +193,25 @@ def test_stages_benchmark_prints_each_stage_per_file(tmp_path: Path) -> None:
                   "IPC: unpickle in the scan's process", "insert (results, history, indexes; commits)",
                   "log lines", "the naive script", "watcher's stages, summed"):  # fmt: skip
         assert re.search(rf"\n\| {re.escape(stage)}[^|]* \| \d+\.\d \|", proc.stdout), stage
+
+
+def test_inserts_benchmark_prints_each_way() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.inserts", "--files", "600", "--rounds", "1",
+                           "--batch-size", "200"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Inserts of 600 outcomes into an empty database, 1 interleaved rounds")
+    for way, line in zip(("every index row by row", "deferred (a cold scan)", "results_latest deferred too"),
+                         lines[1:], strict=True):  # fmt: skip
+        assert re.fullmatch(rf"  {re.escape(way)} +CPU [\d.]+ \([\d.]+\) \(at the end [\d.]+ .*wall [\d.]+ .*", line)
+
+
+def test_inserts_benchmark_makes_distinct_outcomes() -> None:
+    from benchmarks.inserts import outcomes
+
+    made = outcomes(2_500)
+    assert len({o.path for o in made}) == len({o.model_id for o in made}) == 2_500
+    assert made[0].path == "run0000/model0000000.json" and made[2_499].path == "run0024/model0002499.json"
 
 
 def test_targets_benchmark_prints_one_and_three_targets_and_their_ratio() -> None:

@@ -9,6 +9,7 @@ batches, one transaction each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -83,7 +84,8 @@ def reconcile(
     started = time.monotonic()
     summary = Summary()
     matcher = Matcher.from_settings(settings)
-    if not under and pool is not None and pool.usable and store.size_hint() >= PARALLEL_WALK_MIN:
+    stored = store.size_hint()
+    if not under and pool is not None and pool.usable and stored >= PARALLEL_WALK_MIN:
         diff = _diff_in_workers(store, settings, matcher, pool)
     else:
         unreadable: list[tuple[str, str]] = []
@@ -108,7 +110,10 @@ def reconcile(
 
     outcomes = judge_all(jobs, JudgeOptions.from_settings(settings), pool)
     folders = [_unreadable_folder(folder, reason) for folder, reason in diff.unreadable]
-    apply_in_batches(store, chain(folders, outcomes, gone), settings.batch_size, on_batch, bulk=not under)
+    # A cold scan (nothing stored yet) builds some indexes once at its end.
+    cold = not under and stored == 0 and bool(jobs)
+    with store.indexes_deferred() if cold else contextlib.nullcontext():
+        apply_in_batches(store, chain(folders, outcomes, gone), settings.batch_size, on_batch, bulk=not under)
     summary.seconds = time.monotonic() - started
     return summary
 

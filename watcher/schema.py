@@ -193,6 +193,16 @@ SELECT v.model_id, v.issuer, p.n, p.kind, p.target, p.threshold, p.recall, p.pre
 FROM report v JOIN operating_points p ON p.path = v.path;
 """
 
+#: The indexes a cold scan builds once at its end instead of row by row (see
+#: :meth:`watcher.store.Store.indexes_deferred`), each as the migrations create it (a test keeps
+#: the two the same): no reader needs them to stay fast (without them it sorts or scans what it
+#: would have read in order), unlike ``results_latest``, which the report view looks every model
+#: up in. :meth:`watcher.store.Store.open` builds any that is missing (a cold scan stopped midway).
+DEFERRABLE_INDEXES = {
+    "results_recent": "CREATE INDEX results_recent ON results (experiment_at DESC, path DESC)",
+    "history_path": "CREATE INDEX history_path ON history (path, id)",
+}
+
 #: Migration ``i`` takes a database from ``user_version`` i to i + 1.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 SCHEMA_VERSION = len(MIGRATIONS)

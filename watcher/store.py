@@ -34,7 +34,7 @@ from watcher.mirror import Mirror
 from watcher.queries import Queries
 from watcher.regression import Rules
 from watcher.resultfile import RULES_VERSION
-from watcher.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from watcher.schema import DEFERRABLE_INDEXES, MIGRATIONS, SCHEMA_VERSION, statements
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -117,6 +117,7 @@ class Store(Mirror, Queries):
             store = cls(db, path, rules_version, target_recall, regression_rules)
             store._migrate()
             store._probe_writable()
+            store._build_missing_indexes()
             store.refresh_regressions()
         except BaseException as exc:
             if conn is not None:  # a daemon waiting out a failing disk opens again and again
@@ -191,6 +192,42 @@ class Store(Mirror, Queries):
                 for statement in statements(MIGRATIONS[version]):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _build_missing_indexes(self) -> None:
+        # Only a cold scan stopped midway leaves one out; a look at the catalogue otherwise.
+        names = list(DEFERRABLE_INDEXES)
+        sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ({', '.join('?' * len(names))})"
+        present = {name for (name,) in self.db.execute(sql, names).fetchall()}
+        if len(present) < len(names):
+            with self.writing():
+                for name in names:
+                    if name not in present:
+                        self.db.execute(DEFERRABLE_INDEXES[name])
+
+    @contextlib.contextmanager
+    def indexes_deferred(self) -> Iterator[None]:
+        """Leave out :data:`~watcher.schema.DEFERRABLE_INDEXES` while the block fills the
+        database, and build them at its end (whatever ends it; a process killed meanwhile has
+        them built by the next :meth:`open`).
+
+        Each row of a cold scan would otherwise go into each of them (``results_recent`` at a
+        random place, by experiment instant), and each commit write most of their pages again;
+        built once from the table, they cost a sort (docs/performance.md). Readers meanwhile see
+        the rows committed so far, and sort what they would have read along them.
+        """
+        with self.writing():
+            for name in DEFERRABLE_INDEXES:
+                self.db.execute(f"DROP INDEX IF EXISTS {name}")
+        try:
+            yield
+        except BaseException:
+            # Built now if the database lets us (a daemon goes on with this connection); if not,
+            # the block's error is the one to see, and the next open builds them.
+            with contextlib.suppress(StoreError), as_store_errors():
+                self._build_missing_indexes()
+            raise
+        with as_store_errors():
+            self._build_missing_indexes()
 
     def _probe_writable(self) -> None:
         # Writable now, or one clear error now (a read-only file or place). A write lock that
@@ -367,7 +404,7 @@ def _guard_public(cls: type) -> None:
     """Guard every public method and property of ``cls`` and its bases (the mixins); the
     transactions guard themselves (their blocks run in the caller)."""
     for name in dir(cls):
-        if name.startswith("_") or name in ("writing", "snapshot", "checkpointing"):
+        if name.startswith("_") or name in ("writing", "snapshot", "checkpointing", "indexes_deferred"):
             continue
         attr = inspect.getattr_static(cls, name)
         if isinstance(attr, property) and attr.fget is not None:

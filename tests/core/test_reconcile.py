@@ -18,6 +18,7 @@ from watcher.errors import WatchDirError
 from watcher.judge import JudgeOptions
 from watcher.pools import WorkerPool
 from watcher.reconcile import reconcile, scan
+from watcher.schema import DEFERRABLE_INDEXES
 from watcher.store import Store
 
 
@@ -44,6 +45,43 @@ def run(settings: Settings, **kw: Any):
 def s(make_settings: Any) -> Settings:
     settings: Settings = make_settings()
     return settings
+
+
+def _indexes(settings: Settings) -> set[str]:
+    with Store.open_readonly(settings.db_path) as store:
+        return {name for (name,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def test_a_cold_scan_builds_the_deferrable_indexes_at_its_end(make_settings: Any) -> None:
+    s = make_settings(batch_size=2)
+    for i in range(5):
+        write(s.watch_dir / f"m{i}.json", doc(model_id=f"00000000-0000-0000-0000-00000000000{i}"))
+    seen: list[set[str]] = []
+    summary = run(s, progress=lambda done, total: seen.append(_indexes(s)))
+    assert summary.scored == 5
+    # Left out while the batches went in (each committed, seen by another connection) ...
+    assert len(seen) == 3 and all(not set(DEFERRABLE_INDEXES) & names for names in seen)
+    assert all("results_latest" in names for names in seen)  # the report's lookups stay indexed
+    # ... and there once the scan is over; the next reconcile (not cold) keeps them throughout.
+    assert set(DEFERRABLE_INDEXES) <= _indexes(s)
+    write(s.watch_dir / "m9.json", doc(model_id="00000000-0000-0000-0000-000000000009"))
+    seen.clear()
+    assert run(s, progress=lambda done, total: seen.append(_indexes(s))).scored == 1
+    assert seen and all(set(DEFERRABLE_INDEXES) <= names for names in seen)
+
+
+def test_a_cold_scan_that_fails_midway_still_builds_its_indexes(make_settings: Any, monkeypatch: Any) -> None:
+    s = make_settings(batch_size=1)
+    for i in range(3):
+        write(s.watch_dir / f"m{i}.json", doc(model_id=f"00000000-0000-0000-0000-00000000000{i}"))
+
+    def stop(done: int, total: int) -> None:
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        run(s, progress=stop)
+    assert set(DEFERRABLE_INDEXES) <= _indexes(s)
+    assert len(state(s)[0]) == 1  # the batch before the stop stays committed
 
 
 def test_add_modify_touch_delete(s: Settings) -> None:

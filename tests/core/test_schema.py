@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from watcher.errors import StoreError
-from watcher.schema import MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
+from watcher.schema import DEFERRABLE_INDEXES, MIGRATIONS, REPORT_COLUMNS, SCHEMA_VERSION, statements
 from watcher.store import Store
 
 
@@ -27,6 +27,29 @@ def test_older_database_is_migrated_on_open(tmp_path: Path) -> None:
         assert "curve" in s.db["results"].columns_dict
         assert {"results_latest", "results_recent"} <= {i.name for i in s.db.table("results").indexes}
         assert s.db.execute("SELECT outcome, path FROM history").fetchall() == [("removed", "a.json")]
+
+
+def test_deferrable_indexes_are_built_as_the_migrations_build_them(tmp_path: Path) -> None:
+    # What a cold scan builds at its end (or the next open after a stopped one) is the same index.
+    conn = sqlite3.connect(tmp_path / "w.db")
+    for script in MIGRATIONS:
+        for statement in statements(script):
+            conn.execute(statement)
+    migrated = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'").fetchall())
+    conn.close()
+    assert {name: migrated.get(name) for name in DEFERRABLE_INDEXES} == DEFERRABLE_INDEXES
+
+
+def test_a_missing_deferrable_index_is_built_on_open(tmp_path: Path) -> None:
+    # A cold scan killed before its end leaves them out: the next writer builds them.
+    Store.open(tmp_path / "w.db").close()
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.execute("DROP INDEX results_recent")
+    conn.execute("DROP INDEX history_path")
+    conn.close()
+    with Store.open(tmp_path / "w.db") as s:
+        indexes = {name for (name,) in s.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert set(DEFERRABLE_INDEXES) <= indexes
 
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:
