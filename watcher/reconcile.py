@@ -69,6 +69,7 @@ def reconcile(
     progress: Progress | None = None,
     skip: Callable[[str], bool] | None = None,
     pool: WorkerPool | None = None,
+    alone: bool = False,
 ) -> Summary:
     """Bring the stored state of ``under`` (a relative folder; '' for the whole tree) in line with disk.
 
@@ -77,6 +78,10 @@ def reconcile(
     in hand: a writer may still hold them open). With ``pool``, files are judged and a big tree
     walked in its processes when that pays; without, everything runs in this thread. Report
     files are not touched here (see :func:`watcher.reports.files.refresh_reports`).
+
+    ``alone``: nothing reads the database meanwhile that needs its history by path (``watcher
+    scan``, whose reports follow the scan; not the daemon, whose report thread looks up each
+    changed path's history as the scan goes): a cold scan then builds some indexes at its end.
     """
     if not settings.watch_dir.is_dir():
         # Never mirror a missing (e.g. unmounted) folder: that would remove every stored result.
@@ -111,7 +116,7 @@ def reconcile(
     outcomes = judge_all(jobs, JudgeOptions.from_settings(settings), pool)
     folders = [_unreadable_folder(folder, reason) for folder, reason in diff.unreadable]
     # A cold scan (nothing stored yet) builds some indexes once at its end.
-    cold = not under and stored == 0 and bool(jobs)
+    cold = alone and not under and stored == 0 and bool(jobs)
     with store.indexes_deferred() if cold else contextlib.nullcontext():
         apply_in_batches(store, chain(folders, outcomes, gone), settings.batch_size, on_batch, bulk=not under)
     summary.seconds = time.monotonic() - started
@@ -194,7 +199,7 @@ def _scan_locked(settings: Settings, progress: Progress | None) -> tuple[Summary
     try:
         # This process has a single thread here: workers may be forked directly.
         with WorkerPool(JudgeOptions.from_settings(settings), settings.worker_count, "fork") as pool:
-            summary = reconcile(store, settings, progress=progress, pool=pool)
+            summary = reconcile(store, settings, progress=progress, pool=pool, alone=True)
         with report_process("fork") as html_in:
             refresh_reports(store, settings, summary.changed, html_in, meanwhile=store.checkpointing)
         counts = store.counts()

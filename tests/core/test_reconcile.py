@@ -57,7 +57,7 @@ def test_a_cold_scan_builds_the_deferrable_indexes_at_its_end(make_settings: Any
     for i in range(5):
         write(s.watch_dir / f"m{i}.json", doc(model_id=f"00000000-0000-0000-0000-00000000000{i}"))
     seen: list[set[str]] = []
-    summary = run(s, progress=lambda done, total: seen.append(_indexes(s)))
+    summary = run(s, progress=lambda done, total: seen.append(_indexes(s)), alone=True)
     assert summary.scored == 5
     # Left out while the batches went in (each committed, seen by another connection) ...
     assert len(seen) == 3 and all(not set(DEFERRABLE_INDEXES) & names for names in seen)
@@ -66,8 +66,19 @@ def test_a_cold_scan_builds_the_deferrable_indexes_at_its_end(make_settings: Any
     assert set(DEFERRABLE_INDEXES) <= _indexes(s)
     write(s.watch_dir / "m9.json", doc(model_id="00000000-0000-0000-0000-000000000009"))
     seen.clear()
-    assert run(s, progress=lambda done, total: seen.append(_indexes(s))).scored == 1
+    assert run(s, progress=lambda done, total: seen.append(_indexes(s)), alone=True).scored == 1
     assert seen and all(set(DEFERRABLE_INDEXES) <= names for names in seen)
+
+
+def test_the_daemons_cold_scan_keeps_every_index(make_settings: Any) -> None:
+    # Its report thread looks up each changed path's history while the scan goes on: without
+    # history_path each lookup would walk the whole history (every batch slower than the last).
+    s = make_settings(batch_size=2)
+    for i in range(5):
+        write(s.watch_dir / f"m{i}.json", doc(model_id=f"00000000-0000-0000-0000-00000000000{i}"))
+    seen: list[set[str]] = []
+    assert run(s, progress=lambda done, total: seen.append(_indexes(s))).scored == 5
+    assert len(seen) == 3 and all(set(DEFERRABLE_INDEXES) <= names for names in seen)
 
 
 def test_a_cold_scan_that_fails_midway_still_builds_its_indexes(make_settings: Any, monkeypatch: Any) -> None:
@@ -79,7 +90,7 @@ def test_a_cold_scan_that_fails_midway_still_builds_its_indexes(make_settings: A
         raise RuntimeError("stopped")
 
     with pytest.raises(RuntimeError, match="stopped"):
-        run(s, progress=stop)
+        run(s, progress=stop, alone=True)
     assert set(DEFERRABLE_INDEXES) <= _indexes(s)
     assert len(state(s)[0]) == 1  # the batch before the stop stays committed
 
