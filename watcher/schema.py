@@ -195,9 +195,10 @@ FROM report v JOIN operating_points p ON p.path = v.path;
 
 #: The indexes a cold scan builds once at its end instead of row by row (see
 #: :meth:`watcher.store.Store.indexes_deferred`), each as the migrations create it (a test keeps
-#: the two the same): no reader needs them to stay fast (without them it sorts or scans what it
-#: would have read in order), unlike ``results_latest``, which the report view looks every model
-#: up in. :meth:`watcher.store.Store.open` builds any that is missing (a cold scan stopped midway).
+#: the two the same): no reader beside ``watcher scan`` needs them to stay fast (without them it
+#: sorts what it would have read in order), unlike ``results_latest``, which the report view looks
+#: every model up in (the daemon keeps them: its report thread looks the history up by path).
+#: :meth:`watcher.store.Store.open` builds any that is missing (a cold scan stopped midway).
 DEFERRABLE_INDEXES = {
     "results_recent": "CREATE INDEX results_recent ON results (experiment_at DESC, path DESC)",
     "history_path": "CREATE INDEX history_path ON history (path, id)",
