@@ -3,12 +3,15 @@
 ``python -m benchmarks.targets [--files N] [--rounds R] [--tree DIR]``: generates N files
 (:mod:`testing.corpus`, 100,000 by default; kept in DIR when given, and reused if it holds them
 already), then, R times in turn, a cold scan into a fresh database with ``target_recall`` alone
-and one with ``extra_targets = [0.80, 0.90]`` besides (``WATCHER_EXTRA_TARGETS``), each twice:
+and one with ``extra_targets = [0.80, 0.90]`` besides (``WATCHER_EXTRA_TARGETS``), back to back
+(which goes first alternates from round to round), each twice:
 with no report file (``report_formats = []``: judging and storing alone) and with the default
 report files (``report.csv``, ``.json``, ``.html``, and with three targets ``points.csv`` and
 ``.json``). For each it measures the CPU time of the whole process tree (user + system,
 ``getrusage`` of the children: the worker processes are waited for, so they count) and the wall
-time. Prints the medians, the ratio three/one of each, and every figure.
+time. Prints the medians, the ratio three/one of the medians and the median of each round's own
+ratio (a round's pair shares the load of its moment: on a shared machine the steadier figure),
+and every figure.
 """
 
 from __future__ import annotations
@@ -68,9 +71,13 @@ def main() -> None:
             generate(tree, args.files)
         db = Path(tmp) / "bench.db"
         figures: dict[tuple[str, bool], list[tuple[float, float]]] = {}
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
             for reports in (False, True):
-                for name, extra in (("one", None), ("three", EXTRA)):
+                # One and three back to back, the first of the pair alternating from round to
+                # round: a pair shares the machine's load of its moment, and neither goes first
+                # more often than the other.
+                pair = (("one", None), ("three", EXTRA))
+                for name, extra in pair if round_ % 2 == 0 else reversed(pair):
                     figures.setdefault((name, reports), []).append(cold_scan(tree, db, extra, reports))
     medians = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in figures.items()}
     print(f"{args.files} files, {args.rounds} rounds, cold scans (CPU = user + sys of the process tree)")
@@ -79,7 +86,10 @@ def main() -> None:
             cpu, wall = medians[name, reports]
             print(f"  {name:5} target(s), {what}: CPU {cpu:.2f} s, wall {wall:.2f} s (median)")
         cpu, wall = (medians["three", reports][i] / medians["one", reports][i] for i in (0, 1))
-        print(f"  three / one, {what}: CPU {cpu:.3f}, wall {wall:.3f}")
+        print(f"  three / one, {what}: CPU {cpu:.3f}, wall {wall:.3f} (ratio of the medians)")
+        pairs = list(zip(figures["one", reports], figures["three", reports], strict=True))
+        cpu, wall = (statistics.median(b[i] / a[i] for a, b in pairs) for i in (0, 1))
+        print(f"  three / one, {what}: CPU {cpu:.3f}, wall {wall:.3f} (median of the rounds' ratios)")
     for (name, reports), values in figures.items():
         print(
             f"  {name}, {'reports' if reports else 'no reports'}: " + ", ".join(f"{c:.2f}/{w:.2f}" for c, w in values)

@@ -220,6 +220,7 @@ def test_targets_benchmark_prints_one_and_three_targets_and_their_ratio() -> Non
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("300 files, 1 rounds, cold scans")
-    assert [line.split()[0] for line in lines[1:7]] == ["one", "three", "three"] * 2
-    assert "no report files" in lines[3] and "default report files" in lines[6]
-    assert all(float(lines[i].split("CPU ")[1].split(",")[0]) > 0 for i in (3, 6))  # the CPU ratios
+    assert [line.split()[0] for line in lines[1:9]] == ["one", "three", "three", "three"] * 2
+    assert "no report files" in lines[3] and "default report files" in lines[7]
+    assert "ratio of the medians" in lines[3] and "rounds' ratios" in lines[4]
+    assert all(float(lines[i].split("CPU ")[1].split(",")[0]) > 0 for i in (3, 4, 7, 8))  # the CPU ratios
