@@ -59,10 +59,12 @@ def pss_mib(pid: int) -> float:
 class Daemon(run.Daemon):
     """``watcher run`` with the given observer, observed through its log and a read-only connection."""
 
-    def __init__(self, tree: Path, db: Path, log: Path, observer: str) -> None:
+    def __init__(self, tree: Path, db: Path, log: Path, observer: str, checkout: Path | None = None) -> None:
         self.db = db
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
         env.update({"WATCHER_OBSERVER": observer, "WATCHER_WORKER_IDLE_SECONDS": "5"})
+        if checkout is not None:  # that checkout's watcher, whichever is installed
+            env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
         super().__init__(tree, db, log, env)
 
     def rss_mib(self) -> float:
@@ -90,9 +92,9 @@ def idle(d: Daemon, seconds: float) -> dict[str, float]:
     return {"cpu": cpu, "rss": d.rss_mib(), "pss": pss_mib(d.proc.pid), "procs": len(tree_pids(d.proc.pid))}
 
 
-def latencies(d: Daemon, tree: Path, n: int, gap: float, name: str) -> list[float]:
+def latencies(d: Daemon, tree: Path, n: int, gap: float, name: str, into: Path | None = None) -> list[float]:
     """Seconds from each of ``n`` new files written and closed (one every ``gap`` s, into the
-    folders of the tree in turn) to its row in the database."""
+    folders of the tree in turn, or of ``into``, a folder inside it) to its row in the database."""
     written: dict[str, float] = {}
     seen: dict[str, float] = {}
     done = threading.Event()
@@ -115,7 +117,8 @@ def latencies(d: Daemon, tree: Path, n: int, gap: float, name: str) -> list[floa
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    folders = sorted(p.name for p in tree.iterdir() if p.is_dir())
+    parent = into or tree
+    folders = sorted(p.relative_to(tree).as_posix() for p in parent.iterdir() if p.is_dir())
     try:
         for i in range(n):
             rel = f"{folders[i % len(folders)]}/{name}{i:05}.json"

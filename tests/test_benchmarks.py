@@ -176,11 +176,30 @@ def test_million_benchmark_prints_every_figure() -> None:
     assert proc.stdout.startswith("| 400 files in 4 folders | watcher |")
     for figure in ("naive script, one full rescan", "cold `watcher scan`", "cold scan against the naive script",
                    "unchanged re-scan", "database files after the scan", "report.html after the scan",
-                   "daemon (inotify) start to ready", "change -> database, p50 / p99 over 3",
-                   "change -> table files", "idle, inotify", "daemon (polling) start to ready", "idle, polling",
+                   "daemon (inotify) start to ready", "start-up table write", "change -> database, p50 / p99 over 3",
+                   "change -> report files", "idle, inotify", "daemon (polling) start to ready", "idle, polling",
                    "report.html after the changes"):  # fmt: skip
         assert f"\n| {figure}" in proc.stdout, figure
     assert re.search(r"\n\| idle, polling: [^|]+ \| \d+\.\d\d; \d+ \(1\) \|", proc.stdout)
+
+
+def test_million_benchmark_measures_the_daemon_alone_and_leaves_the_tree_as_it_was(tmp_path: Path) -> None:
+    from benchmarks import million
+
+    tree, db = tmp_path / "tree", tmp_path / "db" / "watcher.db"
+    million.generate(tree, 300, jobs=1)
+    subprocess.run([sys.executable, "-m", "watcher", "scan", "--watch-dir", str(tree), "--db", str(db)], cwd=REPO,
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    before = sorted((p.relative_to(tree), p.stat().st_mtime_ns) for p in tree.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.million", "--only", "daemon", "--tree", str(tree),
+                           "--db", str(db), "--changes", "3", "--idle", "1", "--checkout", str(REPO)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"| {tree} ({REPO}) | watcher |" in proc.stdout
+    assert re.search(r"\n\| change -> database, p50 / p99 over 3 \(ms\) \| \d+\.\d / \d+\.\d ", proc.stdout)
+    assert re.search(r"\n\| change -> report files[^|]+\| \d+\.\d\d / \d+\.\d\d / \d+\.\d\d ", proc.stdout)
+    assert "cold `watcher scan`" not in proc.stdout  # no scan: the database is the one given
+    assert sorted((p.relative_to(tree), p.stat().st_mtime_ns) for p in tree.rglob("*")) == before
 
 
 def test_stages_benchmark_prints_each_stage_per_file(tmp_path: Path) -> None:

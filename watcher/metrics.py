@@ -12,8 +12,11 @@ every :data:`PERIOD` seconds, and then:
 Counters come from the writer's outcomes and the reporter's failures (plain integers in
 :class:`Stats`, bumped where they happen). The gauges of what the database holds (files, models,
 models below target) are counted once at start and again only after a commit changed something,
-at most every :data:`RECOUNT_SECONDS`: an idle daemon counts nothing, whatever the size of its
-tree; its idle cost is one small file written every :data:`PERIOD` seconds.
+at most every :data:`RECOUNT_SECONDS`, and no more often than keeps counting within
+:data:`RECOUNT_SHARE` of a core (a count reads every row: about half a second of CPU at a million
+files, which every five seconds would take a tenth of a core from the writer while changes keep
+coming); an idle daemon counts nothing, whatever the size of its tree; its idle cost is one small
+file written every :data:`PERIOD` seconds.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ PERIOD = 15.0
 COALESCE = 1.0
 #: Least seconds between two counts of the database's rows.
 RECOUNT_SECONDS = 5.0
+#: At most this share of a core goes to counting while changes keep coming: after a count that
+#: took ``c`` seconds of CPU, the next waits ``c / RECOUNT_SHARE`` seconds if that is longer.
+RECOUNT_SHARE = 0.02
 #: Least seconds between two STATUS= messages.
 STATUS_SECONDS = 1.0
 
@@ -178,6 +184,7 @@ class Vitals(threading.Thread):
         self.counts = Counts()
         self.counted = -float("inf")
         self.counted_wall = -float("inf")
+        self.next_count = -float("inf")  # the earliest monotonic time of the next count
         self.started_at = time.time()
         self.status_line = ""
         self.status_sent = -float("inf")
@@ -236,16 +243,17 @@ class Vitals(threading.Thread):
         changed = self.stats.changed_at or 0.0
         if not force and changed <= self.counted_wall:
             return  # nothing changed since the last count: an idle daemon counts nothing
-        if not force and time.monotonic() - self.counted < RECOUNT_SECONDS:
+        if not force and time.monotonic() < self.next_count:
             self.stats.changed.set()  # counted a moment ago: again at a later turn
             return
-        before = time.time()  # a change landing while counting is counted at the next turn
+        before, cpu = time.time(), time.thread_time()  # a change landing while counting is counted next time
         try:
             self.counts = count(self.settings.db_path)
         except sqlite3.Error as exc:
             log.debug("vitals_count_failed", error=str(exc))
             return
         self.counted, self.counted_wall = time.monotonic(), before
+        self.next_count = self.counted + max(RECOUNT_SECONDS, (time.thread_time() - cpu) / RECOUNT_SHARE)
 
     def _central(self) -> None:
         shipper = self.shipper

@@ -244,6 +244,19 @@ def _diff_folder(
     return diff_listing(store.stat_keys(folder), listed(root, matcher, folder, unreadable=unreadable), unreadable)
 
 
+#: The HTML page's process runs this much nicer than the daemon: the page is the one big background
+#: job (at a million models tens of seconds of CPU for each rewrite, 140 MB), and on a small
+#: machine it must not take a core from the writer (change -> database), the workers or the table
+#: files, which come first; it still has any core they leave idle.
+PAGE_NICE = 10
+
+
+def _page_process_start() -> None:
+    die_with_parent()
+    os.nice(PAGE_NICE)
+
+
 def report_process(start_method: StartMethod) -> ProcessPoolExecutor:
-    """One process for rendering the HTML page beside the other report files (started on first use)."""
-    return CountedExecutor(max_workers=1, mp_context=_context(start_method), initializer=die_with_parent)
+    """One process for rendering the HTML page beside the other report files (started on first
+    use), :data:`PAGE_NICE` below the daemon's priority."""
+    return CountedExecutor(max_workers=1, mp_context=_context(start_method), initializer=_page_process_start)

@@ -99,9 +99,16 @@ class HistoryTrimmer:
         # A slice of SLICE entries, not of SLICE ids: trimmed stretches of ids cost no steps (a walk
         # by id slices took one step per 2,000 ids ever written, so its length, and the history's
         # swing between two walks, grew with the database's age).
+        cutoff = now_iso((time.time() if now is None else now) - self.keep_days * 86400)
+        # Entries are in time order along the ids: when the walk's next one is too recent, so are
+        # all after it. No slice and no write then: an idle daemon whose history is younger than
+        # keep_days (a new one, or one trimmed up to date) spends nothing on it.
+        (at,) = db.execute("SELECT at FROM history WHERE id >= ? ORDER BY id LIMIT 1", (start,)).fetchone() or (None,)
+        if at is None or at >= cutoff:
+            self.next_id = 0
+            return Trimmed(0, start, start, True)
         row = db.execute("SELECT id FROM history WHERE id >= ? ORDER BY id LIMIT 1 OFFSET ?", (start, SLICE)).fetchone()
         end = limit if row is None else min(row[0], limit)
-        cutoff = now_iso((time.time() if now is None else now) - self.keep_days * 86400)
         span: dict[str, Any] = {"start": start, "end": end, "cutoff": cutoff}
         with store.writing():
             deleted = db.execute(_TRIM, span).rowcount

@@ -19,6 +19,7 @@ from watcher.judge import JudgeOptions
 from watcher.outcomes import Job
 from watcher.pools import (
     MAX_BREAKS,
+    PAGE_NICE,
     POOL_MIN_FILES,
     WARM_POOL_MIN_FILES,
     WORKER_NICE,
@@ -131,6 +132,17 @@ def test_helpers_stop_only_once_no_pool_is_open(s: Settings) -> None:
     # and they come back with the next pool
     assert [type(o).__name__ for o in judge_all([("a.json", None, True)] * 20, pool.opts, pool)] == ["Scored"] * 20
     pool.close()
+    assert release_helpers() is True
+
+
+def test_the_page_process_runs_below_the_daemons_priority() -> None:
+    """The HTML page's process is the big background job: niced, so that on a small machine the
+    writer and the table files get a core before it does."""
+    pool = report_process("forkserver")
+    try:
+        assert pool.submit(os.nice, 0).result(timeout=60) == min(19, os.nice(0) + PAGE_NICE)
+    finally:
+        pool.shutdown()
     assert release_helpers() is True
 
 

@@ -149,6 +149,28 @@ def test_a_walk_costs_steps_per_entry_not_per_id_ever_written(
     assert not {p for _, _, p, _ in _history(settings.db_path)} & {g[2] for g in gone}
 
 
+def test_a_history_younger_than_keep_days_costs_no_write(make_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The daemon steps the trimmer every minute when idle: with nothing old enough to trim, the
+    # step looks at one entry and ends the walk, with no slice read and no write transaction
+    # (here another connection holds the write lock, and the step does not need it).
+    monkeypatch.setattr(retention, "KEEP_NEWEST", 0)
+    settings = make_settings()
+    for i in range(3):
+        write(settings.watch_dir / f"f{i}.json", doc())
+        scan(settings)
+    other = sqlite3.connect(settings.db_path)
+    store = Store.open(settings.db_path)
+    try:
+        store.db.execute("PRAGMA busy_timeout = 0")  # the lock held elsewhere fails a write at once
+        other.execute("BEGIN IMMEDIATE")
+        done = HistoryTrimmer(keep_days=30).step(store, None)
+        assert done is not None and done.wrapped and done.deleted == 0
+    finally:
+        other.rollback()
+        other.close()
+        store.close()
+
+
 def test_keep_days_zero_keeps_everything(make_settings: Any) -> None:
     settings = make_settings()
     for i in range(5):

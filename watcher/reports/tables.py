@@ -73,9 +73,13 @@ class SplicedFiles:
         self.tables = tables
         self.targets = targets
         self.order: list[str] = []  # the model_ids in the files, in order
-        # Per format: where each row starts in the file, and one more entry, where a row after the
-        # last would start (the last row's end plus the separator); and the file's identity.
-        self.starts: dict[str, array[int]] = {}
+        # Per format: each row's length in bytes with the separator that follows it (the last
+        # row's too), so a row starts at the head's length plus the lengths before it. Lengths,
+        # not offsets: a splice copies the unchanged runs' entries as they are (a memory copy),
+        # where offsets would each have to be shifted in Python, a million of them at a million
+        # models (seconds of CPU, the writer thread waiting for the interpreter meanwhile).
+        self.lengths: dict[str, array[int]] = {}
+        self.heads: dict[str, int] = {}  # each format's head, in bytes
         self.written: dict[str, _Written] = {}
         self.sorted = False
         self.full_reads = self.partial_reads = 0
@@ -112,17 +116,19 @@ class SplicedFiles:
         order: list[str] = []
         with contextlib.ExitStack() as stack:
             outs = {f: _Out(stack.enter_context(atomic_file(t)).fileno()) for f, t in self.targets.items()}
-            starts = {f: array("q") for f in self.formats}
+            lengths = {f: array("q") for f in self.formats}
             for fmt, out in outs.items():
                 out.write(self.tables[fmt].head)
             it = iter(rows)
             while chunk := list(itertools.islice(it, _CHUNK)):
                 for fmt, table in self.tables.items():
-                    outs[fmt].units(table, table.texts(chunk), starts[fmt], first=not order)
+                    outs[fmt].units(table, table.texts(chunk), lengths[fmt], first=not order)
                 order.extend(row[_MODEL] for row in chunk)
             for fmt, out in outs.items():
-                _end(self.tables[fmt], out, starts[fmt], empty=not order)
-        self._written(order, starts)
+                _end(self.tables[fmt], out, empty=not order)
+        # The rows are found by bisection, which needs Python's order of the model_ids to be the
+        # file's (SQLite's BINARY collation is; anything else makes every write a whole one).
+        self._written(order, lengths, all(a < b for a, b in itertools.pairwise(order)))
 
     def _splice(self, touched: set[str], rows: Sequence[Row], sources: dict[str, int]) -> None:
         """Every file as the last one (open as ``sources``) with the rows of the ``touched``
@@ -149,30 +155,32 @@ class SplicedFiles:
         if i < len(self.order):
             plan.append(range(i, len(self.order)))
             order.extend(self.order[i:])
-        starts = {f: array("q") for f in self.formats}
+        lengths = {f: array("q") for f in self.formats}
         for fmt, table in self.tables.items():
-            old = self.starts[fmt]
+            old = self.lengths[fmt]
             sep = len(table.sep.encode())
+            at, row = self.heads[fmt], 0  # where old row ``row`` starts in the old file
             with atomic_file(self.targets[fmt]) as fh:
                 out = _Out(fh.fileno())
                 out.write(table.head)
                 for step in plan:
-                    first = not starts[fmt]
+                    first = not lengths[fmt]
                     if isinstance(step, range):
-                        a, b = old[step.start], old[step.stop] - sep
-                        out.copy(sources[fmt], a, b - a, table.sep if not first else "")
-                        shift = out.position - (b - a) - a
-                        starts[fmt].extend([s + shift for s in old[step.start : step.stop]])
+                        at += sum(old[row : step.start])  # the rows left out or replaced before it
+                        run = old[step.start : step.stop]
+                        size = sum(run)
+                        out.copy(sources[fmt], at, size - sep, table.sep if not first else "")
+                        lengths[fmt].extend(run)
+                        at, row = at + size, step.stop
                     else:
-                        out.units(table, table.texts(step), starts[fmt], first)
-                _end(table, out, starts[fmt], empty=not order)
-        self._written(order, starts)
+                        out.units(table, table.texts(step), lengths[fmt], first)
+                _end(table, out, empty=not order)
+        # Unchanged rows in their order, each touched one at its place by bisection: still sorted.
+        self._written(order, lengths, self.sorted)
 
-    def _written(self, order: list[str], starts: dict[str, array[int]]) -> None:
-        self.order, self.starts = order, starts
-        # The rows are found by bisection, which needs Python's order of the model_ids to be the
-        # file's (SQLite's BINARY collation is; anything else makes every write a whole one).
-        self.sorted = all(a < b for a, b in itertools.pairwise(order))
+    def _written(self, order: list[str], lengths: dict[str, array[int]], in_order: bool) -> None:
+        self.order, self.lengths, self.sorted = order, lengths, in_order
+        self.heads = {f: len(t.head.encode()) for f, t in self.tables.items()}
         self.written = {f: _identity(t.stat()) for f, t in self.targets.items()}
 
 
@@ -216,13 +224,12 @@ class ReportTables(SplicedFiles):
         return list(self.targets.values())
 
 
-def _end(table: TableFormat, out: _Out, starts: array[int], empty: bool) -> None:
-    """Close a file: its tail, and the start a next row would have; with no row, ``empty`` alone."""
+def _end(table: TableFormat, out: _Out, empty: bool) -> None:
+    """Close a file: its tail; with no row, ``empty`` alone."""
     if empty:
         out.restart()
         out.write(table.empty)
     else:
-        starts.append(out.position + len(table.sep.encode()))
         out.write(table.tail)
     out.flush()
 
@@ -243,17 +250,17 @@ class _Out:
         if self.size >= _BUFFER:
             self.flush()
 
-    def units(self, table: TableFormat, texts: list[str], starts: array[int], first: bool) -> None:
+    def units(self, table: TableFormat, texts: list[str], lengths: array[int], first: bool) -> None:
         """Rows' texts, each after the separator unless it is the file's first row; each row's
-        start is appended to ``starts``."""
+        length with one separator is appended to ``lengths``."""
         sep = table.sep.encode()
         position = self.position
         for n, text in enumerate(texts):
             if n or not first:
                 self.pending.append(sep)
                 position += len(sep)
-            starts.append(position)
             data = text.encode()
+            lengths.append(len(data) + len(sep))
             self.pending.append(data)
             position += len(data)
         self.size += position - self.position
