@@ -88,12 +88,18 @@ def test_daemon_comparison_prints_the_cold_start_of_each_checkout() -> None:
     assert all("queue overflowed 0 of 1" in line for line in lines[1:])
 
 
+def _quick(module: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE --quick``, which must succeed."""
+    proc = subprocess.run([sys.executable, "-m", module, "--quick"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_page_benchmark_prints_every_figure() -> None:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.page", "--quick"], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _quick("benchmarks.page")
     for figure in ("report.html written from the database (s; CPU s in brackets)", "report.html size (MB)",
                    "load and first screen",
                    "sort by experiment_date", "sort by path", "filter: issuer", "filter: model_id prefix",
@@ -105,9 +111,7 @@ def test_page_benchmark_prints_every_figure() -> None:
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_page_parts_benchmark_prints_every_figure() -> None:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.page_parts", "--quick"], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _quick("benchmarks.page_parts")
     for label in ("600 models, whole page", "600 models, in parts of 100"):
         for figure in ("written from the database (s; CPU s)", "first screen (ms)", "every part in (ms)",
                        "browser CPU to every part in (s)", "sort by threshold, every part in (ms)"):  # fmt: skip
